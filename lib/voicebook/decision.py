@@ -1,0 +1,517 @@
+"""The decision matrix: which candidate model to ship, and why, from the stages' evidence.
+
+Everything here is pure (plain values in, plain values out) so every rule is unit-tested:
+
+- :class:`Thresholds` holds the configurable rules; the defaults are the practice the workbook grew
+  from. Every threshold is an upper bound ("must be below"), so a value exactly on an edge falls in
+  the worse band: Mel CE 2.5 is *improved* (not excellent), 3.0 is *marginal*, 3.5 is *no
+  improvement*; Text CE 0.03 misses every tier and 0.04 is the alarm.
+- :func:`gather_candidates` turns the scraps of an experiment (``read_experiment``) into one
+  :class:`CandidateEvidence` per candidate, ordered base → phase 1 → phase 2 → others.
+- :func:`decide` walks the candidates in order and keeps the newer one only when the rules say so;
+  the base model (no fine-tune) is the fallback. It returns a :class:`Decision` whose reasons are
+  plain sentences.
+- :func:`comparison_table` is the table of all candidates shown in the report.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Stage notebooks read by the decision stage (the runner writes them under <experiment>/notebooks).
+DATA_PREP, EVALUATION, DECISION = "00_data_prep", "03_evaluation", "04_decision_matrix"
+TRAINING_STAGES = {"01_phase1": "phase1", "02_phase2": "phase2"}
+BASE = "base"
+
+BANDS = ("excellent", "improved", "marginal", "no improvement")
+TIERS = ("exceptional", "target", "minimum", "below minimum")
+ADOPTING_BANDS = ("excellent", "improved")  # bands in which a newer phase replaces the earlier one
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The rules of the decision matrix. Each value is an upper bound: a candidate is "below" it
+    only when strictly smaller, so an exact edge belongs to the worse band."""
+
+    mel_ce_excellent: float = 2.5
+    """Eval Mel CE below this: *excellent*, use the newer phase; also needed for the target tier."""
+    mel_ce_improved: float = 3.0
+    """Below this (and not excellent): *improved*, use the newer phase; needed for the minimum
+    tier."""
+    mel_ce_marginal: float = 3.5
+    """Below this (and not improved): *marginal* gain, keep the earlier phase. At or above it:
+    *no improvement*, keep the earlier phase."""
+    mel_ce_exceptional: float = 2.0
+    """Eval Mel CE below this (with Text CE below ``text_ce_exceptional``): exceptional tier."""
+    text_ce_max: float = 0.03
+    """Text CE must stay below this for any tier (the scale the trainer logs, weight 0.01)."""
+    text_ce_alarm: float = 0.04
+    """Text CE at or above this disqualifies the candidate: it is forgetting how to read text."""
+    text_ce_exceptional: float = 0.025
+    """Text CE below this (with Mel CE below ``mel_ce_exceptional``): exceptional tier."""
+    listening_margin: float = 0.1
+    """Candidates whose Mel CE differ by at most this are a tie that the listening scores break.
+    0.1 is about 3 % of a typical Mel CE near 3: below the noise of a small held-out set and below
+    what listeners reliably hear, so the ears should decide there."""
+    min_ratings: int = 3
+    """A listening mean from fewer ratings is shown but not used to decide."""
+
+    @classmethod
+    def from_dict(cls, overrides: dict[str, Any] | None = None) -> Thresholds:
+        """The defaults with ``overrides`` applied (the notebook's ``thresholds = {}`` parameter)."""
+        overrides = dict(overrides or {})
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"Unknown threshold(s) {unknown} in the `thresholds` parameter; "
+                f"valid keys are: {', '.join(valid)}."
+            )
+        try:
+            typed = {k: type(getattr(cls, k))(v) for k, v in overrides.items()}
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Thresholds must be numbers; got {overrides}: {err}") from err
+        return cls(**typed)
+
+    def __post_init__(self) -> None:
+        t = self
+        if not t.mel_ce_exceptional <= t.mel_ce_excellent <= t.mel_ce_improved <= t.mel_ce_marginal:
+            raise ValueError(
+                "Mel CE thresholds must be ordered mel_ce_exceptional <= mel_ce_excellent <= "
+                f"mel_ce_improved <= mel_ce_marginal; got {self}."
+            )
+        if not self.text_ce_exceptional <= self.text_ce_max <= self.text_ce_alarm:
+            raise ValueError(
+                "Text CE thresholds must be ordered text_ce_exceptional <= text_ce_max <= "
+                f"text_ce_alarm; got {self}."
+            )
+        if self.listening_margin < 0 or self.min_ratings < 1:
+            raise ValueError("listening_margin must be >= 0 and min_ratings >= 1.")
+
+
+@dataclass
+class CandidateEvidence:
+    """What is known about one candidate model. ``None`` means "not measured"."""
+
+    name: str
+    label: str = ""
+    mel_ce: float | None = None
+    text_ce: float | None = None
+    source: str = "none"  # "evaluation" (same held-out set for all), "training" or "none"
+    best_step: int | None = None
+    checkpoint: str | None = None
+    speaker_similarity: float | None = None
+    listening_mean: float | None = None
+    listening_n: int = 0
+    overfitting: bool = False
+    alarms: list[str] = field(default_factory=list)  # messages of health events "alarm"/"stop"
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class Verdict:
+    """The matrix's view of one candidate."""
+
+    candidate: str
+    band: str | None  # one of BANDS, None without a Mel CE
+    tier: str | None  # one of TIERS, None when Mel CE or Text CE is unknown
+    gain: float | None  # relative gain over the previous candidate: (prev - this) / prev
+    status: str  # "ship", "not chosen", "disqualified" or "no numbers"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Decision:
+    """The recommendation: the winner, its tier, the reasons in plain words, every verdict."""
+
+    winner: str
+    winner_label: str
+    winner_checkpoint: str | None
+    tier: str | None
+    reasons: list[str]
+    verdicts: list[Verdict]
+    thresholds: Thresholds
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (the ``recommendation`` scrap and ``decision.json``)."""
+        return asdict(self)
+
+
+# --- bands and tiers -------------------------------------------------------------------------
+
+
+def mel_band(mel_ce: float | None, t: Thresholds) -> str | None:
+    """The band of an eval Mel CE; an exact edge falls in the worse band."""
+    if mel_ce is None:
+        return None
+    if mel_ce < t.mel_ce_excellent:
+        return "excellent"
+    if mel_ce < t.mel_ce_improved:
+        return "improved"
+    if mel_ce < t.mel_ce_marginal:
+        return "marginal"
+    return "no improvement"
+
+
+def tier(c: CandidateEvidence, t: Thresholds) -> str | None:
+    """Success tier: minimum (Mel CE < 3.0, Text CE < 0.03, no overfitting), target (Mel CE <
+    2.5), exceptional (Mel CE < 2.0 and Text CE < 0.025); None when a number is missing."""
+    if c.mel_ce is None or c.text_ce is None:
+        return None
+    if c.overfitting or c.text_ce >= t.text_ce_max or c.mel_ce >= t.mel_ce_improved:
+        return "below minimum"
+    if c.mel_ce < t.mel_ce_exceptional and c.text_ce < t.text_ce_exceptional:
+        return "exceptional"
+    return "target" if c.mel_ce < t.mel_ce_excellent else "minimum"
+
+
+def relative_gain(previous: float | None, this: float | None) -> float | None:
+    """(previous - this) / previous: 0.1 means 10 % lower Mel CE than the previous candidate."""
+    if previous is None or this is None or previous == 0:
+        return None
+    return (previous - this) / previous
+
+
+# --- the decision ----------------------------------------------------------------------------
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def _listening(c: CandidateEvidence, t: Thresholds) -> float | None:
+    """The candidate's overall listening mean when it rests on enough ratings."""
+    return c.listening_mean if c.listening_n >= t.min_ratings else None
+
+
+def _band_range(band: str, t: Thresholds) -> str:
+    return {
+        "excellent": f"below {t.mel_ce_excellent}",
+        "improved": f"{t.mel_ce_excellent} to below {t.mel_ce_improved}",
+        "marginal": f"{t.mel_ce_improved} to below {t.mel_ce_marginal}",
+        "no improvement": f"{t.mel_ce_marginal} or above",
+    }[band]
+
+
+def _source_reason(candidates: list[CandidateEvidence]) -> str:
+    sources = {c.source for c in candidates if c.mel_ce is not None}
+    if not sources:
+        return "No candidate has been measured yet (no training or evaluation results)."
+    if sources == {"evaluation"}:
+        return (
+            "Mel CE and Text CE come from the evaluation stage: every candidate was scored on "
+            "the same held-out set."
+        )
+    training = [c.title for c in candidates if c.source == "training"]
+    if sources == {"training"}:
+        return (
+            "No evaluation yet: Mel CE and Text CE are the training stages' best eval losses. "
+            "Run 03_evaluation to score every candidate, the base model included, on the same set."
+        )
+    return (
+        f"Mixed sources: {', '.join(training)} not in the evaluation table, so their numbers come "
+        "from training; re-run 03_evaluation to compare like with like."
+    )
+
+
+def _compare(
+    kept: CandidateEvidence, c: CandidateEvidence, band: str, t: Thresholds
+) -> tuple[bool, str]:
+    """Whether the newer candidate ``c`` replaces ``kept``, and the sentence that says why."""
+    assert c.mel_ce is not None
+    name, prev = c.title, kept.title
+    numbers_say_newer = band in ADOPTING_BANDS and (kept.mel_ce is None or c.mel_ce < kept.mel_ce)
+    ears_c, ears_kept = _listening(c, t), _listening(kept, t)
+    heard = ears_c is not None and ears_kept is not None
+    blocked = c.overfitting or bool(c.alarms)
+    flags = " and ".join(
+        (["flagged for overfitting"] if c.overfitting else [])
+        + ([f"has health alarms ({'; '.join(c.alarms)})"] if c.alarms else [])
+    )
+    where = f"{name} (eval Mel CE {_num(c.mel_ce)}) is in the '{band}' band ({_band_range(band, t)})"
+
+    close = kept.mel_ce is not None and abs(c.mel_ce - kept.mel_ce) <= t.listening_margin
+    if close and heard and ears_c != ears_kept:
+        wins = ears_c > ears_kept
+        caveat = f" ({name} is {flags}: only the listening scores can carry it)" if blocked else ""
+        return wins, (
+            f"{name} and {prev} are within {t.listening_margin} Mel CE of each other "
+            f"({_num(c.mel_ce)} vs {_num(kept.mel_ce)}), so the listening scores decide: "
+            f"listeners rated {name} {_num(ears_c)} (n={c.listening_n}) and {prev} "
+            f"{_num(ears_kept)} (n={kept.listening_n}){caveat} → "
+            f"{'use ' + name if wins else 'keep ' + prev}."
+        )
+    if not numbers_say_newer:
+        why = (
+            f"not lower than {prev} ({_num(kept.mel_ce)})"
+            if band in ADOPTING_BANDS
+            else ("marginal gain" if band == "marginal" else "no improvement")
+        )
+        return False, f"{where}: {why}, keep {prev}."
+    if blocked:
+        if heard and ears_c >= ears_kept:
+            return True, (
+                f"{where} but is {flags}; it cannot win on Mel CE alone, and the listening "
+                f"scores back it ({_num(ears_c)} vs {_num(ears_kept)} for {prev}): use {name}."
+            )
+        return False, (
+            f"{where} but is {flags}; it cannot win on Mel CE alone and no listening scores "
+            f"(at least {t.min_ratings} ratings for both) back it over {prev}: keep {prev}."
+        )
+    than = "" if kept.mel_ce is None else f", lower than {prev} ({_num(kept.mel_ce)})"
+    return True, f"{where}{than}: use {name}."
+
+
+def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = None) -> Decision:
+    """Walk the candidates in order (base → phase 1 → phase 2 → others); the first is the
+    fallback, and each later one replaces the one kept so far only when the rules say so."""
+    if not candidates:
+        raise ValueError("decide() needs at least one candidate (the base model is the fallback).")
+    t = thresholds or Thresholds()
+    kept = candidates[0]
+    reasons = [
+        _source_reason(candidates),
+        f"The fallback is {kept.title}: it ships unless a later candidate earns its place.",
+    ]
+    verdicts: list[Verdict] = []
+    previous_mel: float | None = None
+    for i, c in enumerate(candidates):
+        band, notes = mel_band(c.mel_ce, t), []
+        gain = relative_gain(previous_mel, c.mel_ce)
+        previous_mel = c.mel_ce
+        status = "not chosen"
+        if c.text_ce is not None and c.text_ce >= t.text_ce_max:
+            level = "at or above the alarm" if c.text_ce >= t.text_ce_alarm else "not below"
+            limit = t.text_ce_alarm if c.text_ce >= t.text_ce_alarm else t.text_ce_max
+            notes.append(f"Text CE {_num(c.text_ce)} is {level} {limit}.")
+        if c.overfitting:
+            notes.append("Its training stage was flagged for overfitting.")
+        notes += [f"Health alarm at {a}." for a in c.alarms]
+        if c.source == "training" and any(x.source == "evaluation" for x in candidates):
+            notes.append("Numbers from training, not from the shared evaluation set.")
+        if i == 0:
+            verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
+            continue
+        if c.mel_ce is None:
+            status = "no numbers"
+            reasons.append(f"{c.title} has no Mel CE yet: it cannot be compared.")
+        elif c.text_ce is not None and c.text_ce >= t.text_ce_alarm:
+            status = "disqualified"
+            reasons.append(
+                f"{c.title} is disqualified: Text CE {_num(c.text_ce)} is at or above the alarm "
+                f"level {t.text_ce_alarm}."
+            )
+        else:
+            adopt, reason = _compare(kept, c, band, t)
+            reasons.append(reason)
+            if adopt:
+                kept = c
+        verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
+
+    for v in verdicts:
+        if v.candidate == kept.name:
+            v.status = "ship"
+    winner_tier = tier(kept, t)
+    reasons.append(_conclusion(kept, winner_tier, t))
+    return Decision(kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t)
+
+
+def _conclusion(kept: CandidateEvidence, winner_tier: str | None, t: Thresholds) -> str:
+    ship = f"Recommendation: ship {kept.title}"
+    if kept.checkpoint:
+        ship += f" ({kept.checkpoint})"
+    if winner_tier is None:
+        return ship + "; its tier is unknown until its Mel CE and Text CE are measured."
+    if winner_tier == "below minimum":
+        return (
+            ship + f"; it is below the minimum tier (needs Mel CE < {t.mel_ce_improved}, "
+            f"Text CE < {t.text_ce_max} and no overfitting)."
+        )
+    return ship + f"; tier: {winner_tier}."
+
+
+# --- evidence from the stages' scraps --------------------------------------------------------
+
+
+def _float(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    match = re.search(r"checkpoint_(\d+)\.pth$", checkpoint or "")
+    return int(match.group(1)) if match else None
+
+
+def _stage_of(name: str, checkpoint: str | None, stages: list[str]) -> str | None:
+    """The training stage an evaluated candidate comes from (by name, then checkpoint path)."""
+    for stage in stages:
+        if name == stage or name.startswith(f"{stage}_") or name.startswith(f"{stage}-"):
+            return stage
+    parts = Path(checkpoint).parts if checkpoint else ()
+    return next((stage for stage in stages if stage in parts), None)
+
+
+def _health_flags(health: list[dict] | None) -> tuple[bool, list[str]]:
+    health = health or []
+    overfitting = any(e.get("kind") == "overfitting" for e in health)
+    alarms = [
+        f"step {e.get('step')}: {e.get('message') or e.get('kind')}"
+        for e in health
+        if e.get("severity") in ("alarm", "stop")
+    ]
+    return overfitting, alarms
+
+
+def _listening_overall(summary: pd.DataFrame | None, candidate: str) -> tuple[float | None, int]:
+    """The ``overall`` scale's mean and count; without that scale, the mean of the scale means
+    (counted as the smallest n)."""
+    if summary is None or summary.empty:
+        return None, 0
+    rows = summary[summary["candidate"].astype(str) == candidate]
+    if rows.empty:
+        return None, 0
+    overall = rows[rows["scale"].astype(str) == "overall"]
+    rows = overall if not overall.empty else rows
+    return _float(rows["mean"].mean()), int(rows["n"].min())
+
+
+def training_stages(scraps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{stage name: scraps}`` of the training notebooks, in notebook order."""
+    return {
+        s.get("stage", TRAINING_STAGES.get(stem, stem)): s
+        for stem, s in sorted(scraps.items())
+        if stem in TRAINING_STAGES or "best_mel_ce" in s
+    }
+
+
+def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEvidence]:
+    """One evidence record per candidate, ordered base → phase 1 → phase 2 → others.
+
+    Prefers the evaluation stage's ``eval_table`` (one held-out set for all); a training stage
+    missing from it falls back to its own ``best_*`` scraps. The base model is always first.
+    """
+    stages = training_stages(scraps)
+    known = list(stages) + [s for s in TRAINING_STAGES.values() if s not in stages]
+    evaluation = scraps.get(EVALUATION, {})
+    table = evaluation.get("eval_table")
+    listening = evaluation.get("listening_summary")
+    rows = [] if table is None else table.to_dict("records")
+    by_stage: dict[str | None, list[CandidateEvidence]] = {}
+    for row in rows:
+        name = str(row["candidate"])
+        checkpoint = row.get("checkpoint") or None
+        stage = None if name == BASE else _stage_of(name, checkpoint, known)
+        stage_scraps = stages.get(stage, {})
+        is_best = name == stage or (checkpoint and checkpoint == stage_scraps.get("best_checkpoint"))
+        overfitting, alarms = _health_flags(stage_scraps.get("health"))
+        mean, n = _listening_overall(listening, name)
+        c = CandidateEvidence(
+            name=name,
+            label=str(row.get("label") or name),
+            mel_ce=_float(row.get("mel_ce")),
+            text_ce=_float(row.get("text_ce")),
+            source="evaluation",
+            best_step=stage_scraps.get("best_step") if is_best else _step_of(checkpoint),
+            checkpoint=checkpoint,
+            speaker_similarity=_float(row.get("speaker_similarity")),
+            listening_mean=mean,
+            listening_n=n,
+            overfitting=overfitting,
+            alarms=alarms,
+        )
+        by_stage.setdefault(BASE if name == BASE else stage, []).append(c)
+
+    for stage, s in stages.items():
+        if not by_stage.get(stage):  # trained but not evaluated: its own best eval losses
+            overfitting, alarms = _health_flags(s.get("health"))
+            mean, n = _listening_overall(listening, stage)
+            by_stage[stage] = [
+                CandidateEvidence(
+                    name=stage,
+                    label=stage.replace("phase", "phase "),
+                    mel_ce=_float(s.get("best_mel_ce")),
+                    text_ce=_float(s.get("best_text_ce")),
+                    source="training" if _float(s.get("best_mel_ce")) is not None else "none",
+                    best_step=s.get("best_step"),
+                    checkpoint=s.get("best_checkpoint"),
+                    listening_mean=mean,
+                    listening_n=n,
+                    overfitting=overfitting,
+                    alarms=alarms,
+                )
+            ]
+    base = by_stage.get(BASE) or [CandidateEvidence(BASE, label="base model (no fine-tune)")]
+    ordered = base + [c for stage in known for c in by_stage.get(stage, [])]
+    return ordered + by_stage.get(None, [])
+
+
+def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
+    """Plain sentences naming what has not been run or recorded yet."""
+    missing = []
+    if DATA_PREP not in scraps:
+        missing.append("No data-prep results (00_data_prep has not run): no dataset card.")
+    stages = training_stages(scraps)
+    for stem, stage in TRAINING_STAGES.items():
+        if stage not in stages:
+            missing.append(f"No {stage.replace('phase', 'phase ')} yet ({stem} has not run).")
+    evaluation = scraps.get(EVALUATION)
+    if evaluation is None:
+        missing.append(
+            "No evaluation yet (03_evaluation has not run): numbers come from training, the base "
+            "model is unmeasured, and there are no speaker-similarity or listening scores."
+        )
+    else:
+        if evaluation.get("eval_table") is None or evaluation["eval_table"].empty:
+            missing.append("The evaluation stage recorded no eval table.")
+        summary = evaluation.get("listening_summary")
+        if summary is None or summary.empty or int(summary["n"].sum()) == 0:
+            missing.append("No listening ratings yet: run the blind listening test in 03_evaluation.")
+    return missing
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+COMPARISON_COLUMNS = [
+    "candidate", "label", "source", "mel_ce", "text_ce", "best_step", "gain_vs_previous",
+    "speaker_similarity", "listening_mean", "listening_n", "band", "tier", "status",
+]  # fmt: skip
+
+
+def comparison_table(candidates: list[CandidateEvidence], decision: Decision) -> pd.DataFrame:
+    """One row per candidate with its numbers and the matrix's verdict."""
+    verdicts = {v.candidate: v for v in decision.verdicts}
+    rows = []
+    for c in candidates:
+        v = verdicts[c.name]
+        rows.append(
+            {
+                "candidate": c.name,
+                "label": c.label,
+                "source": c.source,
+                "mel_ce": c.mel_ce,
+                "text_ce": c.text_ce,
+                "best_step": c.best_step,
+                "gain_vs_previous": v.gain,
+                "speaker_similarity": c.speaker_similarity,
+                "listening_mean": c.listening_mean,
+                "listening_n": c.listening_n,
+                "band": v.band,
+                "tier": v.tier,
+                "status": v.status,
+            }
+        )
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    return table.astype({"best_step": "Int64", "listening_n": "Int64"})

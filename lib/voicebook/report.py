@@ -1,0 +1,297 @@
+"""The comparison report: one self-contained HTML page that says which model to ship, and why.
+
+Reads the executed stage notebooks of an experiment (``scraps.read_experiment``), applies the
+decision matrix (:mod:`voicebook.decision`) and writes ``report.html`` and ``decision.json`` in the
+experiment folder. Both are generated artefacts: writing them again moves the previous versions to
+``report.prev.html`` / ``decision.prev.json`` (one level of history; the stage notebooks hold the
+evidence, so a report can always be rebuilt).
+
+The rendering functions take plain scraps dicts, so they are tested without running notebooks.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from voicebook import decision as dm
+from voicebook.paths import outputs_root
+from voicebook.scraps import read_experiment
+
+REPORT_NAME, DECISION_NAME = "report.html", "decision.json"
+
+
+@dataclass
+class ExperimentResult:
+    """One experiment's evidence and the matrix's verdict on it."""
+
+    name: str
+    path: Path
+    scraps: dict[str, dict[str, Any]]
+    candidates: list[dm.CandidateEvidence]
+    decision: dm.Decision
+    table: pd.DataFrame
+    missing: list[str] = field(default_factory=list)
+
+
+def analyse_scraps(
+    name: str,
+    scraps: dict[str, dict[str, Any]],
+    thresholds: dm.Thresholds | None = None,
+    path: str | os.PathLike = "",
+) -> ExperimentResult:
+    """Candidates, decision, comparison table and what is missing, from a scraps dict."""
+    scraps = {stem: s for stem, s in scraps.items() if stem != dm.DECISION}
+    candidates = dm.gather_candidates(scraps)
+    decision = dm.decide(candidates, thresholds)
+    table = dm.comparison_table(candidates, decision)
+    return ExperimentResult(
+        name, Path(path), scraps, candidates, decision, table, dm.missing_evidence(scraps)
+    )
+
+
+def analyse_experiment(
+    experiment_path: str | os.PathLike, thresholds: dm.Thresholds | None = None
+) -> ExperimentResult:
+    """Read every executed stage notebook of the experiment and apply the decision matrix."""
+    path = Path(experiment_path)
+    return analyse_scraps(path.name, read_experiment(path), thresholds, path)
+
+
+def find_experiment(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of an existing experiment (unlike ``experiment_dir``, never creates it)."""
+    path = outputs_root(outputs_dir) / experiment
+    if not path.is_dir():
+        found = sorted(p.name for p in path.parent.glob("*") if p.is_dir())
+        raise FileNotFoundError(
+            f"No experiment {experiment!r} at {path}: check the name in `experiments` "
+            f"(experiments there: {', '.join(found) or 'none'})."
+        )
+    return path
+
+
+def comparison_of(results: list[ExperimentResult]) -> pd.DataFrame:
+    """All candidates of several experiments in one table, with an ``experiment`` column."""
+    tables = [r.table.assign(experiment=r.name) for r in results]
+    if not tables:
+        return pd.DataFrame(columns=["experiment", *dm.COMPARISON_COLUMNS])
+    table = pd.concat(tables, ignore_index=True)
+    return table[["experiment", *dm.COMPARISON_COLUMNS]]
+
+
+def compare_experiments(
+    paths: list[str | os.PathLike], thresholds: dm.Thresholds | None = None
+) -> pd.DataFrame:
+    """Several experiments side by side (e.g. runs at different learning rates)."""
+    return comparison_of([analyse_experiment(p, thresholds) for p in paths])
+
+
+def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
+    """Where the report of ``experiment`` is (or will be) written; for the runner to print."""
+    return outputs_root(outputs_dir) / experiment / REPORT_NAME
+
+
+# --- figures and tables ----------------------------------------------------------------------
+
+
+def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, pd.DataFrame]:
+    """``{phase name: curves DataFrame}`` of the training stages that recorded curves."""
+    return {
+        f"{prefix}{stage}": s["curves"]
+        for stage, s in dm.training_stages(scraps).items()
+        if isinstance(s.get("curves"), pd.DataFrame) and not s["curves"].empty
+    }
+
+
+def curves_figure(
+    curves: dict[str, pd.DataFrame], thresholds: dm.Thresholds | None = None
+) -> go.Figure | None:
+    """Mel CE and Text CE by step, every phase on shared axes, one colour per phase (eval solid,
+    train dotted), steps plotted as recorded; None when there are no curves."""
+    if not curves:
+        return None
+    t = thresholds or dm.Thresholds()
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=("Mel CE", "Text CE")
+    )
+    palette = qualitative.Plotly
+    for i, (name, df) in enumerate(curves.items()):
+        for split, style in (("eval", {}), ("train", {"dash": "dot", "width": 1})):
+            part = df[df["split"] == split].sort_values("step")
+            for row, metric in ((1, "loss_mel_ce"), (2, "loss_text_ce")):
+                if part.empty or metric not in part or part[metric].isna().all():
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=part["step"],
+                        y=part[metric],
+                        name=f"{name} {split}",
+                        legendgroup=f"{name} {split}",
+                        showlegend=row == 1,
+                        mode="lines+markers" if split == "eval" else "lines",
+                        line={"color": palette[i % len(palette)], **style},
+                        opacity=1.0 if split == "eval" else 0.6,
+                    ),
+                    row=row,
+                    col=1,
+                )
+    for y in (t.mel_ce_excellent, t.mel_ce_improved, t.mel_ce_marginal):
+        fig.add_hline(y=y, line={"dash": "dash", "color": "grey", "width": 1}, row=1, col=1)
+    for y in (t.text_ce_max, t.text_ce_alarm):
+        fig.add_hline(y=y, line={"dash": "dash", "color": "grey", "width": 1}, row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(height=650, title="Training curves (grey dashes: decision thresholds)")
+    return fig
+
+
+def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every health event of every training stage, with a ``stage`` column."""
+    rows = [
+        {"stage": stage, **event}
+        for stage, s in dm.training_stages(scraps).items()
+        for event in s.get("health") or []
+    ]
+    return pd.DataFrame(rows, columns=["stage", "step", "kind", "severity", "message"])
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, na_rep="—", float_format=lambda x: f"{x:.4g}", border=0)
+
+
+def dataset_card_html(card: dict[str, Any] | None) -> str:
+    """The dataset card: its single numbers as one table, each nested table (per source, per
+    category...) as its own table."""
+    if not card:
+        return "<p>No dataset card: run 00_data_prep.</p>"
+    scalars = {k: v for k, v in card.items() if not isinstance(v, (dict, list))}
+    parts = [_table_html(pd.DataFrame({"item": list(scalars), "value": list(scalars.values())}))]
+    for key, value in card.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            df = pd.DataFrame.from_dict(value, orient="index").rename_axis(key).reset_index()
+        elif isinstance(value, dict):
+            df = pd.DataFrame({"item": list(value), "value": [str(v) for v in value.values()]})
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            df = pd.DataFrame(value)
+        elif isinstance(value, list):
+            df = pd.DataFrame({key: [str(v) for v in value]})
+        else:
+            continue
+        parts.append(f"<h3>{html.escape(str(key))}</h3>{_table_html(df)}")
+    return "\n".join(parts)
+
+
+# --- the page --------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}
+th{background:#f3f3f3} .decision{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
+.missing{background:#fff6e0;padding:.5em 1.5em;border-radius:6px}
+"""
+
+
+def _figures_html(figures: list[go.Figure | None]) -> list[str]:
+    """Figures as HTML divs, plotly's JavaScript embedded once (in the first one)."""
+    out, embedded = [], False
+    for fig in figures:
+        if fig is None:
+            out.append("<p>No training curves yet: run 01_phase1 / 02_phase2.</p>")
+            continue
+        out.append(fig.to_html(full_html=False, include_plotlyjs=not embedded))
+        embedded = True
+    return out
+
+
+def render_report(result: ExperimentResult, others: list[ExperimentResult] | None = None) -> str:
+    """The whole report page as one self-contained HTML string."""
+    d, others = result.decision, others or []
+    esc = html.escape
+    items = "".join(f"<li>{esc(r)}</li>" for r in d.reasons)
+    tier = esc(d.tier or "unknown")
+    figures = [curves_figure(stage_curves(result.scraps), d.thresholds)]
+    if others:
+        every = {}
+        for r in [result, *others]:
+            every.update(stage_curves(r.scraps, prefix=f"{r.name}/"))
+        figures.append(curves_figure(every, d.thresholds))
+    figure_html = _figures_html(figures)
+    health = health_table(result.scraps)
+    missing = "".join(f"<li>{esc(m)}</li>" for m in result.missing) or "<li>Nothing.</li>"
+    sections = [
+        f"<h1>Decision report — {esc(result.name)}</h1>",
+        f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
+        f'<div class="decision"><h2>Ship: {esc(d.winner_label)}</h2>'
+        f"<p>Tier: <b>{tier}</b></p><ol>{items}</ol></div>",
+        "<h2>Comparison of candidates</h2>",
+        _table_html(result.table),
+        "<p>gain_vs_previous = (previous Mel CE − this) / previous; listening = overall mean "
+        "(listening_n ratings).</p>",
+        "<h2>Training curves</h2>",
+        figure_html[0],
+    ]
+    if others:
+        sections += [
+            "<h2>Experiments side by side</h2>",
+            _table_html(comparison_of([result, *others])),
+            figure_html[1],
+        ]
+    card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")
+    sections += [
+        "<h2>Dataset card</h2>",
+        dataset_card_html(card),
+        "<h2>Health events</h2>",
+        _table_html(health) if not health.empty else "<p>No health events recorded.</p>",
+        f'<h2>What is missing</h2><div class="missing"><ul>{missing}</ul></div>',
+        "<h2>Thresholds used</h2>",
+        _table_html(pd.DataFrame([d.to_dict()["thresholds"]])),
+    ]
+    body = "\n".join(sections)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>voicebook report — {esc(result.name)}</title><style>{_STYLE}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def decision_record(result: ExperimentResult) -> dict[str, Any]:
+    """What ``decision.json`` holds: the recommendation, the table, what is missing."""
+    return {
+        "experiment": result.name,
+        "generated_at": datetime.now().isoformat(timespec="seconds"),
+        **result.decision.to_dict(),
+        "candidates": json.loads(result.table.to_json(orient="records")),
+        "missing": result.missing,
+    }
+
+
+def _keep_previous(path: Path) -> None:
+    if path.exists():
+        path.replace(path.with_suffix(f".prev{path.suffix}"))
+
+
+def write_report(
+    experiment_path: str | os.PathLike,
+    result: ExperimentResult,
+    others: list[ExperimentResult] | None = None,
+) -> Path:
+    """Write ``report.html`` and ``decision.json`` (previous ones kept as ``*.prev.*``)."""
+    folder = Path(experiment_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page = render_report(result, others)
+    record = json.dumps(decision_record(result), indent=2)
+    report, decision_json = folder / REPORT_NAME, folder / DECISION_NAME
+    for path, text in ((report, page), (decision_json, record)):
+        _keep_previous(path)
+        path.write_text(text, encoding="utf-8")
+    return report

@@ -1,0 +1,408 @@
+"""The decision matrix: band edges, tiers, Text CE alarm, health blocking, listening tie-break,
+missing evidence, and evidence gathered from stage scraps."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from voicebook.decision import (
+    CandidateEvidence,
+    Thresholds,
+    comparison_table,
+    decide,
+    gather_candidates,
+    mel_band,
+    missing_evidence,
+    relative_gain,
+    tier,
+)
+
+T = Thresholds()
+
+
+def cand(name: str, mel: float | None, text: float | None = 0.02, **kw) -> CandidateEvidence:
+    return CandidateEvidence(name, mel_ce=mel, text_ce=text, source="evaluation", **kw)
+
+
+def curves(start: int, mel: list[float]) -> pd.DataFrame:
+    """Eval and train curves, one row per split and step (steps continue from ``start``)."""
+    rows = []
+    for i, m in enumerate(mel):
+        step = start + 100 * i
+        rows.append([step, "eval", m, 0.02, m + 0.02, 2e-6, None])
+        rows.append([step, "train", m - 0.3, 0.019, m - 0.28, 2e-6, 1.5])
+    cols = ["step", "split", "loss_mel_ce", "loss_text_ce", "loss", "lr", "grad_norm"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def fake_scraps(
+    *, phase2: bool = True, evaluation: bool = True, ratings: bool = True
+) -> dict[str, dict]:
+    """Scraps of an experiment as ``read_experiment`` returns them (see docs/stages.md)."""
+    scraps = {
+        "00_data_prep": {
+            "dataset_card": {
+                "minutes_total": 40.5,
+                "n_train": 180,
+                "n_eval": 20,
+                "sources": {"quiz": {"clips": 80, "minutes": 15.2}, "interview": {"clips": 120}},
+            },
+            "n_train": 180,
+            "n_eval": 20,
+        },
+        "01_phase1": {
+            "stage": "phase1",
+            "best_mel_ce": 2.9,
+            "best_text_ce": 0.021,
+            "best_step": 400,
+            "best_checkpoint": "/x/phase1/run/best_model_400.pth",
+            "curves": curves(100, [3.6, 3.2, 2.9]),
+            "health": [{"step": 300, "kind": "lr", "severity": "info", "message": "lr ok"}],
+        },
+    }
+    if phase2:
+        scraps["02_phase2"] = {
+            "stage": "phase2",
+            "best_mel_ce": 2.6,
+            "best_text_ce": 0.022,
+            "best_step": 700,
+            "best_checkpoint": "/x/phase2/run/best_model_700.pth",
+            "parent_checkpoint": "/x/phase1/run/best_model_400.pth",
+            "curves": curves(400, [2.8, 2.6, 2.7]),
+            "health": [],
+        }
+    if evaluation:
+        rows = [
+            ["base", "base model", "", 4.0, 0.02, 0.71],
+            ["phase1", "phase 1", "/x/phase1/run/best_model_400.pth", 2.8, 0.021, 0.82],
+        ]
+        if phase2:
+            rows.append(["phase2", "phase 2", "/x/phase2/run/best_model_700.pth", 2.4, 0.022, 0.86])
+        table = pd.DataFrame(
+            rows, columns=["candidate", "label", "checkpoint", "mel_ce", "text_ce", "speaker_similarity"]
+        ).assign(rtf=0.3, cer=None, n_sentences=5)
+        listening = pd.DataFrame(columns=["candidate", "scale", "mean", "ci_low", "ci_high", "n"])
+        if ratings:
+            listening = pd.DataFrame(
+                [
+                    ["base", "overall", 3.0, 2.5, 3.5, 6],
+                    ["phase1", "overall", 3.6, 3.1, 4.1, 6],
+                    ["phase1", "naturalness", 1.0, 0.5, 1.5, 6],  # only "overall" counts
+                    ["phase2", "overall", 4.1, 3.7, 4.5, 6],
+                ],
+                columns=listening.columns,
+            )
+        scraps["03_evaluation"] = {
+            "eval_table": table,
+            "codebook": {},
+            "listening_summary": listening,
+        }
+    return scraps
+
+
+# --- bands and tiers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mel", "band"),
+    [
+        (1.0, "excellent"),
+        (2.4999, "excellent"),
+        (2.5, "improved"),  # every edge belongs to the worse band
+        (2.9999, "improved"),
+        (3.0, "marginal"),
+        (3.4999, "marginal"),
+        (3.5, "no improvement"),
+        (9.0, "no improvement"),
+        (None, None),
+    ],
+)
+def test_mel_band_edges(mel, band):
+    assert mel_band(mel, T) == band
+
+
+@pytest.mark.parametrize(
+    ("mel", "winner", "word"),
+    [
+        (2.4999, "phase1", "excellent"),
+        (2.5, "phase1", "improved"),
+        (2.9999, "phase1", "improved"),
+        (3.0, "base", "marginal gain"),
+        (3.4999, "base", "marginal gain"),
+        (3.5, "base", "no improvement"),
+    ],
+)
+def test_newer_phase_used_only_in_adopting_bands(mel, winner, word):
+    d = decide([cand("base", 4.0), cand("phase1", mel)])
+    assert d.winner == winner
+    assert any(word in r for r in d.reasons)
+    assert [v.status for v in d.verdicts] == (
+        ["not chosen", "ship"] if winner == "phase1" else ["ship", "not chosen"]
+    )
+
+
+def test_newer_phase_in_good_band_but_worse_than_earlier_is_not_used():
+    d = decide([cand("base", 4.0), cand("phase1", 2.2), cand("phase2", 2.45)])
+    assert d.winner == "phase1"
+    assert any("not lower than phase1" in r for r in d.reasons)
+
+
+@pytest.mark.parametrize(
+    ("mel", "text", "expected"),
+    [
+        (1.9999, 0.0249, "exceptional"),
+        (2.0, 0.0249, "target"),
+        (1.9999, 0.025, "target"),
+        (2.4999, 0.0299, "target"),
+        (2.5, 0.02, "minimum"),
+        (2.9999, 0.0299, "minimum"),
+        (3.0, 0.02, "below minimum"),
+        (2.0, 0.03, "below minimum"),
+        (2.0, None, None),
+        (None, 0.02, None),
+    ],
+)
+def test_tier_edges(mel, text, expected):
+    assert tier(cand("c", mel, text), T) == expected
+
+
+def test_overfitting_is_below_every_tier():
+    assert tier(cand("c", 1.5, 0.01, overfitting=True), T) == "below minimum"
+
+
+def test_winner_tier_and_checkpoint_reported():
+    d = decide([cand("base", 4.0), cand("phase1", 1.8, 0.02, checkpoint="/m/best.pth")])
+    assert (d.winner, d.tier, d.winner_checkpoint) == ("phase1", "exceptional", "/m/best.pth")
+    assert d.reasons[-1] == "Recommendation: ship phase1 (/m/best.pth); tier: exceptional."
+
+
+def test_relative_gain_over_previous_candidate():
+    d = decide([cand("base", 4.0), cand("phase1", 3.0), cand("phase2", 2.7), cand("x", None)])
+    gains = [v.gain for v in d.verdicts]
+    assert gains[0] is None and gains[3] is None
+    assert gains[1:3] == pytest.approx([0.25, 0.1])
+    assert relative_gain(None, 2.0) is None and relative_gain(0.0, 2.0) is None
+
+
+# --- Text CE, health, listening --------------------------------------------------------------
+
+
+def test_text_ce_alarm_disqualifies():
+    d = decide([cand("base", 4.0), cand("phase1", 2.0, text=0.04)])
+    assert d.winner == "base"
+    assert d.verdicts[1].status == "disqualified"
+    assert any("disqualified" in r and "0.04" in r for r in d.reasons)
+
+
+def test_text_ce_just_below_alarm_can_win_but_misses_every_tier():
+    d = decide([cand("base", 4.0), cand("phase1", 2.0, text=0.0399)])
+    assert (d.winner, d.tier) == ("phase1", "below minimum")
+    assert d.verdicts[1].notes == ["Text CE 0.0399 is not below 0.03."]
+
+
+@pytest.mark.parametrize(
+    ("flags", "phrase"),
+    [
+        ({"overfitting": True}, "flagged for overfitting"),
+        ({"alarms": ["step 500: grad norm exploded"]}, "grad norm exploded"),
+    ],
+)
+def test_flagged_candidate_cannot_win_on_mel_ce_alone(flags, phrase):
+    d = decide([cand("base", 4.0), cand("phase1", 2.0, **flags)])
+    assert d.winner == "base"
+    assert any(phrase in r and "cannot win on Mel CE alone" in r for r in d.reasons)
+
+
+@pytest.mark.parametrize(
+    ("base_ears", "phase1_ears", "n", "winner"),
+    [
+        (3.0, 3.5, 3, "phase1"),  # listeners back it
+        (3.0, 3.0, 3, "phase1"),  # heard as good as the earlier one: backed
+        (3.5, 3.0, 3, "base"),  # listeners prefer the earlier one
+        (3.0, 4.0, 2, "base"),  # too few ratings to count
+    ],
+)
+def test_flagged_candidate_needs_listening_scores(base_ears, phase1_ears, n, winner):
+    d = decide(
+        [
+            cand("base", 4.0, listening_mean=base_ears, listening_n=n),
+            cand("phase1", 2.0, overfitting=True, listening_mean=phase1_ears, listening_n=n),
+        ]
+    )
+    assert d.winner == winner
+
+
+@pytest.mark.parametrize(
+    ("ears1", "ears2", "winner"),
+    [(4.0, 3.5, "phase1"), (3.5, 4.0, "phase2"), (4.0, 4.0, "phase2")],  # equal: numbers decide
+)
+def test_listening_breaks_ties_within_margin(ears1, ears2, winner):
+    d = decide(
+        [
+            cand("base", 4.0),
+            cand("phase1", 2.7, listening_mean=ears1, listening_n=5),
+            cand("phase2", 2.65, listening_mean=ears2, listening_n=5),
+        ]
+    )
+    assert d.winner == winner
+
+
+@pytest.mark.parametrize(("phase2_mel", "winner"), [(2.5, "phase1"), (2.4375, "phase2")])
+def test_listening_margin_edge_is_inclusive(phase2_mel, winner):
+    """Mel CE 0.25 apart (exactly the margin) is a tie the ears break; 0.3125 apart is not."""
+    t = Thresholds.from_dict({"listening_margin": 0.25})
+    d = decide(
+        [
+            cand("base", 4.0),
+            cand("phase1", 2.75, listening_mean=4.5, listening_n=5),
+            cand("phase2", phase2_mel, listening_mean=3.0, listening_n=5),
+        ],
+        t,
+    )
+    assert d.winner == winner
+
+
+def test_listening_can_lift_flagged_candidate_in_a_tie():
+    d = decide(
+        [
+            cand("base", 4.0),
+            cand("phase1", 2.7, listening_mean=3.0, listening_n=5),
+            cand("phase2", 2.75, overfitting=True, listening_mean=4.0, listening_n=5),
+        ]
+    )
+    assert (d.winner, d.tier) == ("phase2", "below minimum")
+    assert any("only the listening scores can carry it" in r for r in d.reasons)
+
+
+# --- thresholds ------------------------------------------------------------------------------
+
+
+def test_thresholds_overrides_and_unknown_keys():
+    t = Thresholds.from_dict({"mel_ce_excellent": "2.4", "min_ratings": 5})
+    assert (t.mel_ce_excellent, t.min_ratings, t.mel_ce_improved) == (2.4, 5, 3.0)
+    assert mel_band(2.45, t) == "improved"
+    with pytest.raises(ValueError, match="valid keys are: mel_ce_excellent") as err:
+        Thresholds.from_dict({"mel_excellent": 2.4})
+    assert "'mel_excellent'" in str(err.value)
+    with pytest.raises(ValueError, match="must be ordered"):
+        Thresholds.from_dict({"mel_ce_excellent": 3.2})
+    with pytest.raises(ValueError, match="must be numbers"):
+        Thresholds.from_dict({"text_ce_max": "low"})
+
+
+def test_decide_needs_a_candidate():
+    with pytest.raises(ValueError, match="at least one candidate"):
+        decide([])
+
+
+# --- evidence from scraps and missing data ---------------------------------------------------
+
+
+def test_gather_prefers_evaluation_numbers():
+    cs = gather_candidates(fake_scraps())
+    assert [c.name for c in cs] == ["base", "phase1", "phase2"]
+    assert [(c.mel_ce, c.source) for c in cs] == [
+        (4.0, "evaluation"),
+        (2.8, "evaluation"),
+        (2.4, "evaluation"),
+    ]
+    assert [c.best_step for c in cs] == [None, 400, 700]
+    assert [(c.listening_mean, c.listening_n) for c in cs] == [(3.0, 6), (3.6, 6), (4.1, 6)]
+    d = decide(cs)
+    assert (d.winner, d.tier) == ("phase2", "target")
+    assert "same held-out set" in d.reasons[0]
+
+
+def test_missing_phase2():
+    scraps = fake_scraps(phase2=False)
+    cs = gather_candidates(scraps)
+    assert [c.name for c in cs] == ["base", "phase1"]
+    assert decide(cs).winner == "phase1"
+    assert missing_evidence(scraps) == ["No phase 2 yet (02_phase2 has not run)."]
+
+
+def test_missing_ratings_numbers_decide():
+    scraps = fake_scraps(ratings=False)
+    scraps["03_evaluation"]["eval_table"].loc[2, "mel_ce"] = 2.75  # within margin of phase 1
+    cs = gather_candidates(scraps)
+    assert all(c.listening_mean is None and c.listening_n == 0 for c in cs)
+    assert decide(cs).winner == "phase2"
+    assert missing_evidence(scraps) == [
+        "No listening ratings yet: run the blind listening test in 03_evaluation."
+    ]
+
+
+def test_missing_evaluation_falls_back_to_training_numbers():
+    scraps = fake_scraps(evaluation=False)
+    cs = gather_candidates(scraps)
+    assert [(c.name, c.mel_ce, c.text_ce, c.source) for c in cs] == [
+        ("base", None, None, "none"),
+        ("phase1", 2.9, 0.021, "training"),
+        ("phase2", 2.6, 0.022, "training"),
+    ]
+    assert cs[2].checkpoint == "/x/phase2/run/best_model_700.pth"
+    d = decide(cs)
+    assert (d.winner, d.tier) == ("phase2", "minimum")
+    assert d.reasons[0].startswith("No evaluation yet")
+    assert any("No evaluation yet" in m for m in missing_evidence(scraps))
+
+
+def test_stage_missing_from_eval_table_uses_training_numbers_and_says_so():
+    scraps = fake_scraps()
+    table = scraps["03_evaluation"]["eval_table"]
+    scraps["03_evaluation"]["eval_table"] = table[table["candidate"] != "phase2"]
+    cs = gather_candidates(scraps)
+    assert [(c.name, c.source) for c in cs][-1] == ("phase2", "training")
+    d = decide(cs)
+    assert d.reasons[0].startswith("Mixed sources: phase 2 not in the evaluation table")
+    assert "Numbers from training" in d.verdicts[2].notes[0]
+
+
+def test_nothing_run_yet_keeps_base_and_lists_everything_missing():
+    cs = gather_candidates({})
+    d = decide(cs)
+    assert (d.winner, d.tier) == ("base", None)
+    assert d.reasons[0] == "No candidate has been measured yet (no training or evaluation results)."
+    missing = missing_evidence({})
+    assert len(missing) == 4
+    assert [m.split(" (")[0] for m in missing[:3]] == ["No data-prep results", "No phase 1 yet", "No phase 2 yet"]
+
+
+def test_evaluated_checkpoints_map_to_their_stage_and_health():
+    scraps = fake_scraps()
+    scraps["02_phase2"]["health"] = [
+        {"step": 900, "kind": "overfitting", "severity": "warning", "message": "eval rising"}
+    ]
+    extra = pd.DataFrame(
+        [
+            ["ckpt-a", "", "/x/phase2/run/checkpoint_600.pth", 2.5, 0.02, 0.8],
+            ["external", "", "/elsewhere/model.pth", 3.1, 0.02, 0.8],
+            ["phase1_step200", "", "/y/model.pth", 3.3, 0.02, 0.8],
+        ],
+        columns=["candidate", "label", "checkpoint", "mel_ce", "text_ce", "speaker_similarity"],
+    )
+    table = scraps["03_evaluation"]["eval_table"]
+    scraps["03_evaluation"]["eval_table"] = pd.concat([extra, table], ignore_index=True)
+    cs = gather_candidates(scraps)
+    order = ["base", "phase1_step200", "phase1", "ckpt-a", "phase2", "external"]
+    assert [c.name for c in cs] == order
+    by_name = {c.name: c for c in cs}
+    assert by_name["ckpt-a"].overfitting and by_name["phase2"].overfitting
+    assert not by_name["phase1"].overfitting and not by_name["external"].overfitting
+    assert by_name["ckpt-a"].best_step == 600
+
+
+def test_comparison_table_and_json_ready_decision():
+    cs = gather_candidates(fake_scraps())
+    d = decide(cs)
+    table = comparison_table(cs, d)
+    assert list(table["candidate"]) == ["base", "phase1", "phase2"]
+    assert list(table["status"]) == ["not chosen", "not chosen", "ship"]
+    assert table["gain_vs_previous"].tolist()[1:] == pytest.approx([0.3, 2.8 / 2.8 - 2.4 / 2.8])
+    assert list(table["tier"]) == ["below minimum", "minimum", "target"]
+    record = json.loads(json.dumps(d.to_dict()))
+    assert record["winner"] == "phase2" and record["thresholds"]["mel_ce_excellent"] == 2.5
+    assert [v["band"] for v in record["verdicts"]] == ["no improvement", "improved", "excellent"]

@@ -1,0 +1,187 @@
+"""The comparison report: sections, self-containment, decision.json, previous versions kept,
+several experiments side by side, and one run over real executed notebooks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_decision import fake_scraps
+
+from voicebook import report
+from voicebook.decision import COMPARISON_COLUMNS
+from voicebook.paths import NOTEBOOKS_DIR
+from voicebook.scraps import read_scraps
+
+PLOTLY_BUNDLE = "* plotly.js v"  # the banner of plotly's embedded JavaScript
+
+
+def sections(page: str) -> list[str]:
+    return re.findall(r"<h2>(.*?)</h2>", page)
+
+
+def test_report_has_every_section_decision_first_and_is_self_contained():
+    result = report.analyse_scraps("lr2e-6", fake_scraps())
+    other = report.analyse_scraps("lr1e-6", fake_scraps(phase2=False))
+    page = report.render_report(result, [other])
+    assert sections(page) == [
+        "Ship: phase 2",
+        "Comparison of candidates",
+        "Training curves",
+        "Experiments side by side",
+        "Dataset card",
+        "Health events",
+        "What is missing",
+        "Thresholds used",
+    ]
+    assert not re.search(r"<script[^>]*\ssrc=", page)  # nothing to fetch to view it
+    assert not re.search(r"<link[^>]*\shref=", page)
+    assert page.count(PLOTLY_BUNDLE) == 1  # JS embedded once for the two figures
+    assert page.count('class="plotly-graph-div"') == 2
+    assert "Recommendation: ship phase 2 (/x/phase2/run/best_model_700.pth); tier: target." in page
+    assert "<td>quiz</td>" in page and "<td>15.2</td>" in page  # dataset card per source
+    assert "lr ok" in page  # health events
+    assert "<li>Nothing.</li>" in page  # nothing missing in this experiment
+
+
+def test_report_without_any_stage_says_what_is_missing_and_embeds_no_js():
+    page = report.render_report(report.analyse_scraps("fresh", {}))
+    assert PLOTLY_BUNDLE not in page
+    assert "No training curves yet" in page and "No dataset card: run 00_data_prep." in page
+    assert "No phase 1 yet (01_phase1 has not run)." in page
+    assert "Ship: base model (no fine-tune)" in page
+
+
+def test_report_ignores_the_decision_notebook_itself():
+    scraps = fake_scraps() | {"04_decision_matrix": {"recommendation": {"winner": "x"}}}
+    result = report.analyse_scraps("e", scraps)
+    assert list(result.scraps) == ["00_data_prep", "01_phase1", "02_phase2", "03_evaluation"]
+
+
+def test_curves_share_axes_one_colour_per_phase_steps_as_recorded():
+    fig = report.curves_figure(report.stage_curves(fake_scraps()))
+    names = [(t.name, t.yaxis) for t in fig.data]
+    assert len(names) == 8  # 2 phases x (eval, train) x (Mel CE, Text CE)
+    eval2 = next(t for t in fig.data if t.name == "phase2 eval" and t.yaxis == "y")
+    assert list(eval2.x) == [400, 500, 600] and list(eval2.y) == [2.8, 2.6, 2.7]
+    colours = {t.name.split()[0]: set() for t in fig.data}
+    for t in fig.data:
+        colours[t.name.split()[0]].add(t.line.color)
+    assert len(colours["phase1"]) == len(colours["phase2"]) == 1
+    assert colours["phase1"] != colours["phase2"]
+    assert fig.layout.xaxis.matches == "x2" or fig.layout.xaxis2.matches == "x"
+    assert sorted(s.y0 for s in fig.layout.shapes) == [0.03, 0.04, 2.5, 3.0, 3.5]
+
+
+def test_comparison_of_experiments_has_experiment_column():
+    results = [
+        report.analyse_scraps("lr2e-6", fake_scraps()),
+        report.analyse_scraps("lr1e-6", fake_scraps(phase2=False)),
+    ]
+    table = report.comparison_of(results)
+    assert list(table.columns) == ["experiment", *COMPARISON_COLUMNS]
+    assert list(zip(table["experiment"], table["candidate"], table["status"])) == [
+        ("lr2e-6", "base", "not chosen"),
+        ("lr2e-6", "phase1", "not chosen"),
+        ("lr2e-6", "phase2", "ship"),
+        ("lr1e-6", "base", "not chosen"),
+        ("lr1e-6", "phase1", "ship"),
+    ]
+    assert report.comparison_of([]).columns[0] == "experiment"
+
+
+def test_write_report_writes_decision_json_and_keeps_previous(tmp_path):
+    first = report.analyse_scraps("exp", fake_scraps(phase2=False))
+    path = report.write_report(tmp_path, first)
+    assert path == tmp_path / "report.html"
+    record = json.loads((tmp_path / "decision.json").read_text())
+    assert (record["experiment"], record["winner"], record["tier"]) == ("exp", "phase1", "minimum")
+    assert record["reasons"] == first.decision.reasons
+    assert [(c["candidate"], c["mel_ce"], c["listening_n"]) for c in record["candidates"]] == [
+        ("base", 4.0, 6),
+        ("phase1", 2.8, 6),
+    ]
+    assert record["missing"] == ["No phase 2 yet (02_phase2 has not run)."]
+    first_page = path.read_text()
+
+    report.write_report(tmp_path, report.analyse_scraps("exp", fake_scraps()))
+    assert json.loads((tmp_path / "decision.json").read_text())["winner"] == "phase2"
+    assert json.loads((tmp_path / "decision.prev.json").read_text())["winner"] == "phase1"
+    assert (tmp_path / "report.prev.html").read_text() == first_page
+
+
+def test_report_path_and_unknown_experiment(tmp_path):
+    assert report.report_path("exp", tmp_path) == tmp_path / "exp" / "report.html"
+    (tmp_path / "known").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No experiment 'typo'.*experiments there: known"):
+        report.find_experiment("typo", tmp_path)
+
+
+# --- real executed notebooks -----------------------------------------------------------------
+
+
+def _glue_notebook(scraps: dict) -> object:
+    """A notebook whose cells only glue ``scraps`` (DataFrames rebuilt from JSON)."""
+    import nbformat
+
+    lines = ["import json, pandas as pd", "from voicebook.scraps import glue"]
+    for name, value in scraps.items():
+        if isinstance(value, pd.DataFrame):
+            lines.append(f"glue({name!r}, pd.DataFrame(**json.loads({value.to_json(orient='split')!r})))")
+        else:
+            lines.append(f"glue({name!r}, json.loads({json.dumps(value)!r}))")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("\n".join(lines))])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _kernel() -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "voicebook" if "voicebook" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
+    import nbformat
+    import papermill as pm
+
+    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(tmp_path))
+    runs = tmp_path / "expA" / "notebooks"
+    runs.mkdir(parents=True)
+    (tmp_path / "expB").mkdir()
+    scraps = fake_scraps(phase2=False)
+    for stem in ("01_phase1", "03_evaluation"):
+        nbformat.write(_glue_notebook(scraps[stem]), tmp_path / f"{stem}.ipynb")
+        pm.execute_notebook(
+            tmp_path / f"{stem}.ipynb", runs / f"{stem}.ipynb", kernel_name=_kernel(), progress_bar=False
+        )
+
+    out = runs / "04_decision_matrix.ipynb"  # where the runner puts it
+    pm.execute_notebook(
+        NOTEBOOKS_DIR / "04_decision_matrix.ipynb",
+        out,
+        parameters={"experiment": "expA", "outputs_dir": str(tmp_path), "experiments": ["expB"]},
+        kernel_name=_kernel(),
+        cwd=str(NOTEBOOKS_DIR),
+        progress_bar=False,
+    )
+    recommendation = read_scraps(out)["recommendation"]
+    assert (recommendation["winner"], recommendation["tier"]) == ("phase1", "minimum")
+    assert json.loads((tmp_path / "expA" / "decision.json").read_text())["winner"] == "phase1"
+    page = Path(report.report_path("expA", tmp_path)).read_text()
+    assert "Experiments side by side" in page and "<td>expB</td>" in page
+    assert "No data-prep results" in page and "No phase 2 yet" in page
+
+    again = report.analyse_experiment(tmp_path / "expA")  # the decision notebook is skipped
+    assert list(again.scraps) == ["01_phase1", "03_evaluation"]
+    curves = again.scraps["01_phase1"]["curves"]
+    assert curves.equals(scraps["01_phase1"]["curves"])
+    table = report.compare_experiments([tmp_path / "expA", tmp_path / "expB"])
+    assert list(zip(table["experiment"], table["candidate"], table["mel_ce"].fillna(-1))) == [
+        ("expA", "base", 4.0),
+        ("expA", "phase1", 2.8),
+        ("expB", "base", -1),
+    ]
