@@ -7,7 +7,6 @@ import json
 
 import pandas as pd
 import pytest
-
 from voicebook.decision import (
     CandidateEvidence,
     Thresholds,
@@ -82,7 +81,8 @@ def fake_scraps(
         if phase2:
             rows.append(["phase2", "phase 2", "/x/phase2/run/best_model_700.pth", 2.4, 0.022, 0.86])
         table = pd.DataFrame(
-            rows, columns=["candidate", "label", "checkpoint", "mel_ce", "text_ce", "speaker_similarity"]
+            rows,
+            columns=["candidate", "label", "checkpoint", "mel_ce", "text_ce", "speaker_similarity"],
         ).assign(rtf=0.3, cer=None, n_sentences=5)
         listening = pd.DataFrame(columns=["candidate", "scale", "mean", "ci_low", "ci_high", "n"])
         if ratings:
@@ -293,9 +293,16 @@ def test_thresholds_overrides_and_unknown_keys():
         Thresholds.from_dict({"text_ce_max": "low"})
 
 
-def test_decide_needs_a_candidate():
+def test_decide_needs_unique_candidates():
     with pytest.raises(ValueError, match="at least one candidate"):
         decide([])
+    with pytest.raises(ValueError, match="must be unique"):
+        decide([cand("base", 4.0), cand("base", 3.0)])
+
+
+def test_reasons_show_edge_values_unrounded():
+    d = decide([cand("base", 4.0), cand("phase1", 2.4999)])
+    assert "phase1 (eval Mel CE 2.4999) is in the 'excellent' band (below 2.5)" in d.reasons[2]
 
 
 # --- evidence from scraps and missing data ---------------------------------------------------
@@ -359,6 +366,8 @@ def test_stage_missing_from_eval_table_uses_training_numbers_and_says_so():
     d = decide(cs)
     assert d.reasons[0].startswith("Mixed sources: phase 2 not in the evaluation table")
     assert "Numbers from training" in d.verdicts[2].notes[0]
+    notes = comparison_table(cs, d)["notes"].tolist()
+    assert notes == ["", "", "Numbers from training, not from the shared evaluation set."]
 
 
 def test_nothing_run_yet_keeps_base_and_lists_everything_missing():
@@ -368,7 +377,11 @@ def test_nothing_run_yet_keeps_base_and_lists_everything_missing():
     assert d.reasons[0] == "No candidate has been measured yet (no training or evaluation results)."
     missing = missing_evidence({})
     assert len(missing) == 4
-    assert [m.split(" (")[0] for m in missing[:3]] == ["No data-prep results", "No phase 1 yet", "No phase 2 yet"]
+    assert [m.split(" (")[0] for m in missing[:3]] == [
+        "No data-prep results",
+        "No phase 1 yet",
+        "No phase 2 yet",
+    ]
 
 
 def test_evaluated_checkpoints_map_to_their_stage_and_health():

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from test_decision import fake_scraps
-
 from voicebook import report
 from voicebook.decision import COMPARISON_COLUMNS
 from voicebook.paths import NOTEBOOKS_DIR
@@ -129,12 +128,19 @@ def _glue_notebook(scraps: dict) -> object:
 
     lines = ["import json, pandas as pd", "from voicebook.scraps import glue"]
     for name, value in scraps.items():
+        if isinstance(value, str):
+            continue  # scraps.glue cannot record a bare string yet (scrapbook's json encoder)
         if isinstance(value, pd.DataFrame):
-            lines.append(f"glue({name!r}, pd.DataFrame(**json.loads({value.to_json(orient='split')!r})))")
+            split = json.dumps(value.to_dict(orient="split"))
+            lines.append(f"glue({name!r}, pd.DataFrame(**json.loads({split!r})))")
         else:
             lines.append(f"glue({name!r}, json.loads({json.dumps(value)!r}))")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("\n".join(lines))])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
@@ -144,6 +150,7 @@ def _kernel() -> str:
     return "voicebook" if "voicebook" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+@pytest.mark.slow  # runs three notebooks (~15 s on two cores)
 def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
     import nbformat
     import papermill as pm
@@ -156,7 +163,10 @@ def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
     for stem in ("01_phase1", "03_evaluation"):
         nbformat.write(_glue_notebook(scraps[stem]), tmp_path / f"{stem}.ipynb")
         pm.execute_notebook(
-            tmp_path / f"{stem}.ipynb", runs / f"{stem}.ipynb", kernel_name=_kernel(), progress_bar=False
+            tmp_path / f"{stem}.ipynb",
+            runs / f"{stem}.ipynb",
+            kernel_name=_kernel(),
+            progress_bar=False,
         )
 
     out = runs / "04_decision_matrix.ipynb"  # where the runner puts it
@@ -178,7 +188,7 @@ def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
     again = report.analyse_experiment(tmp_path / "expA")  # the decision notebook is skipped
     assert list(again.scraps) == ["01_phase1", "03_evaluation"]
     curves = again.scraps["01_phase1"]["curves"]
-    assert curves.equals(scraps["01_phase1"]["curves"])
+    pd.testing.assert_frame_equal(curves, scraps["01_phase1"]["curves"])
     table = report.compare_experiments([tmp_path / "expA", tmp_path / "expB"])
     assert list(zip(table["experiment"], table["candidate"], table["mel_ce"].fillna(-1))) == [
         ("expA", "base", 4.0),

@@ -184,8 +184,8 @@ def relative_gain(previous: float | None, this: float | None) -> float | None:
 # --- the decision ----------------------------------------------------------------------------
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}g}"
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{round(x, 4):g}"
 
 
 def _listening(c: CandidateEvidence, t: Thresholds) -> float | None:
@@ -237,7 +237,9 @@ def _compare(
         (["flagged for overfitting"] if c.overfitting else [])
         + ([f"has health alarms ({'; '.join(c.alarms)})"] if c.alarms else [])
     )
-    where = f"{name} (eval Mel CE {_num(c.mel_ce)}) is in the '{band}' band ({_band_range(band, t)})"
+    where = (
+        f"{name} (eval Mel CE {_num(c.mel_ce)}) is in the '{band}' band ({_band_range(band, t)})"
+    )
 
     close = kept.mel_ce is not None and abs(c.mel_ce - kept.mel_ce) <= t.listening_margin
     if close and heard and ears_c != ears_kept:
@@ -276,6 +278,9 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     fallback, and each later one replaces the one kept so far only when the rules say so."""
     if not candidates:
         raise ValueError("decide() needs at least one candidate (the base model is the fallback).")
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Candidate names must be unique (check the eval table): {names}.")
     t = thresholds or Thresholds()
     kept = candidates[0]
     reasons = [
@@ -358,7 +363,7 @@ def _step_of(checkpoint: str | None) -> int | None:
 def _stage_of(name: str, checkpoint: str | None, stages: list[str]) -> str | None:
     """The training stage an evaluated candidate comes from (by name, then checkpoint path)."""
     for stage in stages:
-        if name == stage or name.startswith(f"{stage}_") or name.startswith(f"{stage}-"):
+        if name == stage or name.startswith((f"{stage}_", f"{stage}-")):
             return stage
     parts = Path(checkpoint).parts if checkpoint else ()
     return next((stage for stage in stages if stage in parts), None)
@@ -415,7 +420,9 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
         checkpoint = row.get("checkpoint") or None
         stage = None if name == BASE else _stage_of(name, checkpoint, known)
         stage_scraps = stages.get(stage, {})
-        is_best = name == stage or (checkpoint and checkpoint == stage_scraps.get("best_checkpoint"))
+        is_best = name == stage or (
+            checkpoint and checkpoint == stage_scraps.get("best_checkpoint")
+        )
         overfitting, alarms = _health_flags(stage_scraps.get("health"))
         mean, n = _listening_overall(listening, name)
         c = CandidateEvidence(
@@ -478,7 +485,9 @@ def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
             missing.append("The evaluation stage recorded no eval table.")
         summary = evaluation.get("listening_summary")
         if summary is None or summary.empty or int(summary["n"].sum()) == 0:
-            missing.append("No listening ratings yet: run the blind listening test in 03_evaluation.")
+            missing.append(
+                "No listening ratings yet: run the blind listening test in 03_evaluation."
+            )
     return missing
 
 
@@ -486,7 +495,7 @@ def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
 
 COMPARISON_COLUMNS = [
     "candidate", "label", "source", "mel_ce", "text_ce", "best_step", "gain_vs_previous",
-    "speaker_similarity", "listening_mean", "listening_n", "band", "tier", "status",
+    "speaker_similarity", "listening_mean", "listening_n", "band", "tier", "status", "notes",
 ]  # fmt: skip
 
 
@@ -511,6 +520,7 @@ def comparison_table(candidates: list[CandidateEvidence], decision: Decision) ->
                 "band": v.band,
                 "tier": v.tier,
                 "status": v.status,
+                "notes": " ".join(v.notes),
             }
         )
     table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

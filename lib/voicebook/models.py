@@ -79,6 +79,7 @@ def download_xtts_v2(dest: str | os.PathLike | None = None) -> Path:
     folder = Path(dest) if dest else cache_dir() / "xtts_v2"
     if all((folder / name).is_file() for name in BASE_FILES):
         return folder
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         snapshot_download(repo_id=XTTS_V2_REPO, allow_patterns=list(BASE_FILES), local_dir=folder)
     except Exception as exc:  # offline hosts land here

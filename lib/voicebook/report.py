@@ -122,7 +122,11 @@ def curves_figure(
         return None
     t = thresholds or dm.Thresholds()
     fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=("Mel CE", "Text CE")
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("Mel CE", "Text CE"),
     )
     palette = qualitative.Plotly
     for i, (name, df) in enumerate(curves.items()):
@@ -164,8 +168,14 @@ def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage", "step", "kind", "severity", "message"])
 
 
+def _cell(x: Any) -> Any:
+    if not isinstance(x, (list, dict)) and pd.isna(x):
+        return "—"
+    return f"{x:.4g}" if isinstance(x, float) else x
+
+
 def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, na_rep="—", float_format=lambda x: f"{x:.4g}", border=0)
+    return df.astype(object).map(_cell).to_html(index=False, border=0)
 
 
 def dataset_card_html(card: dict[str, Any] | None) -> str:
@@ -231,12 +241,12 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="decision"><h2>Ship: {esc(d.winner_label)}</h2>'
-        f"<p>Tier: <b>{tier}</b></p><ol>{items}</ol></div>",
+        f'<div class="decision"><h2>Ship: {esc(d.winner_label)}</h2><p>Tier: <b>{tier}</b></p>',
+        f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",
         _table_html(result.table),
-        "<p>gain_vs_previous = (previous Mel CE − this) / previous; listening = overall mean "
-        "(listening_n ratings).</p>",
+        "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
+        + "listening = overall mean (listening_n ratings).</p>",
         "<h2>Training curves</h2>",
         figure_html[0],
     ]
@@ -244,6 +254,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         sections += [
             "<h2>Experiments side by side</h2>",
             _table_html(comparison_of([result, *others])),
+            "<h3>Training curves of every experiment</h3>",
             figure_html[1],
         ]
     card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")

@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -34,48 +35,67 @@ class Decoded:
     sample_rate: int
     original_rate: int
     channels: int
+    full_scale_times: np.ndarray  # seconds of every sample at full scale (clipping) in any channel
+
+    def clipped_fraction(self, start_s: float, end_s: float) -> float:
+        """Share of the original samples between ``start_s`` and ``end_s`` at full scale."""
+        lo, hi = np.searchsorted(self.full_scale_times, [start_s, end_s])
+        return float(hi - lo) / max(1.0, (end_s - start_s) * self.original_rate)
+
+
+_BLOCK = 1 << 20  # frames per read: short clips in one go, long recordings without a big copy
 
 
 def decode(path: Path, sample_rate: int) -> Decoded:
-    """Read ``path`` as mono float32 at ``sample_rate``; stereo and other rates are converted."""
-    size = path.stat().st_size
-    if size == 0:
+    """Read ``path`` as mono float32 at ``sample_rate``; stereo and other rates are converted.
+
+    Raises ``AudioProblem`` for empty, unreadable, truncated or NaN-holding files.
+    """
+    if path.stat().st_size == 0:
         raise AudioProblem("empty file (0 bytes): re-export or remove it")
+    chunks, hits, read = [], [], 0
     try:
-        info = sf.info(str(path))
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        with sf.SoundFile(str(path)) as f:
+            rate, channels, promised = f.samplerate, f.channels, f.frames
+            truncated = _TRUNCATED_WAV.search(f.extra_info or "")
+            if truncated:  # libsndfile reads what is there and only notes it in its log
+                promised = int(truncated.group(1)) // (channels * _sample_bytes(f.subtype))
+            stream = None
+            if rate != sample_rate:
+                stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+            while True:
+                block = f.read(_BLOCK, dtype="float32", always_2d=True)
+                last = len(block) < _BLOCK
+                if not np.isfinite(block).all():
+                    raise AudioProblem(
+                        "contains NaN or infinite samples (corrupt float audio); re-export it"
+                    )
+                loud = np.flatnonzero((np.abs(block) >= _FULL_SCALE).any(axis=1))
+                hits.append((loud + read) / rate)
+                read += len(block)
+                mono = block.mean(axis=1) if channels > 1 else block[:, 0]
+                chunks.append(stream.resample_chunk(mono, last=last) if stream else mono)
+                if last:
+                    break
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
         detail = str(exc).split(": ", 1)[-1].strip() or "the data is corrupt or cut short"
         raise AudioProblem(
             f"not readable as audio ({detail}); convert it to WAV or FLAC, or remove it"
         ) from exc
-    truncated = _TRUNCATED_WAV.search(info.extra_info or "")
-    promised = info.frames
-    if truncated:  # libsndfile reads what is there and only notes the mismatch in its log
-        promised = int(truncated.group(1)) // max(1, info.channels * _sample_bytes(info))
-    if len(data) < promised:
+    if read == 0:
+        raise AudioProblem("no audio samples in the file")
+    if read < 0.99 * promised:
         raise AudioProblem(
             f"truncated: the header promises {promised / rate:.2f} s but only "
-            f"{len(data) / rate:.2f} s could be read; re-export the file"
+            f"{read / rate:.2f} s could be read; re-export the file"
         )
-    if len(data) == 0:
-        raise AudioProblem("no audio samples in the file")
-    if not np.isfinite(data).all():
-        raise AudioProblem("contains NaN or infinite samples (corrupt float audio); re-export it")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return Decoded(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, rate, data.shape[1])
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    return Decoded(samples, sample_rate, rate, channels, np.concatenate(hits))
 
 
-def _sample_bytes(info: sf._SoundFileInfo) -> int:
-    digits = re.findall(r"\d+", info.subtype)
+def _sample_bytes(subtype: str) -> int:
+    digits = re.findall(r"\d+", subtype)
     return max(1, int(digits[0]) // 8) if digits else 2
-
-
-def clipped_fraction(samples: np.ndarray) -> float:
-    """Share of samples at (or within 0.1 % of) full scale."""
-    return float(np.count_nonzero(np.abs(samples) >= _FULL_SCALE)) / max(1, samples.size)
 
 
 def trim_bounds(
@@ -86,7 +106,9 @@ def trim_bounds(
 
     if not np.any(samples):
         return 0, 0
-    _, (start, end) = librosa.effects.trim(samples, top_db=top_db, frame_length=1024, hop_length=256)
+    _, (start, end) = librosa.effects.trim(
+        samples, top_db=top_db, frame_length=1024, hop_length=256
+    )
     margin = int(margin_s * sample_rate)
     return max(0, int(start) - margin), min(samples.size, int(end) + margin)
 
@@ -98,7 +120,7 @@ def pauses(
     import librosa
 
     voiced = librosa.effects.split(samples, top_db=top_db, frame_length=1024, hop_length=256)
-    gaps = [(int(a[1]), int(b[0])) for a, b in zip(voiced[:-1], voiced[1:])]
+    gaps = [(int(a[1]), int(b[0])) for a, b in pairwise(voiced)]
     return [(a, b) for a, b in gaps if b - a >= min_pause_s * sample_rate]
 
 

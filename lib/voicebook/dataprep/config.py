@@ -77,7 +77,9 @@ class SourceSpec:
 class DataPrepConfig:
     """Everything the data-prep stage needs; mirrored by ``00_data_prep.ipynb``'s parameters."""
 
-    sources: list[dict[str, Any]] = field(default_factory=lambda: [dict(s) for s in DEFAULT_SOURCES])
+    sources: list[dict[str, Any]] = field(
+        default_factory=lambda: [dict(s) for s in DEFAULT_SOURCES]
+    )
     language: str = "hu"
     sample_rate: int = XTTS_SAMPLE_RATE
     # Clips under 2 s give XTTS under 1 s of conditioning audio (it conditions on half of a
@@ -145,3 +147,8 @@ class DataPrepConfig:
         ]
         out["chars_per_second"] = list(self.chars_per_second)
         return out
+
+
+def duration_band(seconds: float) -> str:
+    """``short`` / ``medium`` / ``long`` by ``DURATION_BANDS``."""
+    return next(name for name, (lo, hi) in DURATION_BANDS.items() if lo <= seconds < hi)

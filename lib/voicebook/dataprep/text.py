@@ -71,7 +71,7 @@ class TextChecker:
             )
         try:
             ids = self._encode(text)
-        except Exception as exc:  # num2words and friends fail on odd numbers / symbols
+        except Exception as exc:  # noqa: BLE001 -- num2words & co. fail on odd numbers/symbols
             return f"the tokenizer cannot read this transcript ({type(exc).__name__}: {exc})"
         if len(ids) > self.max_tokens:
             return (
@@ -98,9 +98,7 @@ class TextChecker:
         cleaned = self.tokenizer.preprocess_text(text, self.language)
         unk = self.tokenizer.tokenizer.token_to_id("[UNK]")
         return [
-            c
-            for c in sorted(set(cleaned) - {" "})
-            if unk in self.tokenizer.tokenizer.encode(c).ids
+            c for c in sorted(set(cleaned) - {" "}) if unk in self.tokenizer.tokenizer.encode(c).ids
         ]
 
     def _encode(self, text: str) -> list[int]:

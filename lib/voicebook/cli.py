@@ -1,0 +1,33 @@
+"""The ``voicebook`` command: ``voicebook run --experiment NAME [...]``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: voicebook run --experiment NAME [--stages ...] [-p KEY VALUE ...] [-f FILE]")
+        print("       voicebook base [tiny|xtts_v2|FOLDER]   build/check a base model, print its folder")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from voicebook.runner import main as run_main
+
+        return run_main(rest)
+    if command == "base":
+        from voicebook.models import BaseModelError, resolve_base
+
+        try:
+            print(resolve_base(rest[0] if rest else "tiny"))
+        except BaseModelError as exc:
+            print(f"voicebook: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    print(f"voicebook: unknown command {command!r} (try: voicebook run --help)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

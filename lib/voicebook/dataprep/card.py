@@ -1,0 +1,323 @@
+"""The dataset card: what went in, what came out, and a quality rating whose rules are data.
+
+``card.json`` is the record; ``card.html`` renders it with plotly charts and tables, in one
+self-contained file.
+"""
+
+from __future__ import annotations
+
+import html
+import operator
+from collections import Counter
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from voicebook.dataprep.config import (
+    CATEGORIES,
+    DURATION_BANDS,
+    XTTS_MAX_TEXT_TOKENS,
+    XTTS_MAX_WAV_SAMPLES,
+    XTTS_MIN_SECONDS,
+    XTTS_SAMPLE_RATE,
+    DataPrepConfig,
+)
+
+CARD_VERSION = 1
+HISTOGRAM_BIN_S = 0.5
+# Rated top-down: the first tier whose rules all hold. Minutes follow common XTTS fine-tuning
+# practice (10 min to adapt a voice, 30+ min for a good one).
+QUALITY_TIERS: list[dict[str, Any]] = [
+    {
+        "rating": "good",
+        "rules": [
+            {"metric": "train_minutes", "op": ">=", "value": 30},
+            {"metric": "eval_clips", "op": ">=", "value": 4},
+            {"metric": "question_share", "op": ">=", "value": 0.05},
+            {"metric": "categories_with_5pct", "op": ">=", "value": 4},
+            {"metric": "rejected_input_share", "op": "<=", "value": 0.10},
+        ],
+    },
+    {
+        "rating": "usable",
+        "rules": [
+            {"metric": "train_minutes", "op": ">=", "value": 10},
+            {"metric": "eval_clips", "op": ">=", "value": 2},
+            {"metric": "rejected_input_share", "op": "<=", "value": 0.25},
+        ],
+    },
+    {
+        "rating": "thin",
+        "rules": [
+            {"metric": "train_clips", "op": ">=", "value": 1},
+            {"metric": "eval_clips", "op": ">=", "value": 1},
+        ],
+    },
+]
+_OPS = {">=": operator.ge, "<=": operator.le}
+
+
+def _minutes(clips: list) -> float:
+    return round(sum(c.duration for c in clips) / 60, 2)
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"min": None, "median": None, "max": None}
+    return {
+        "min": round(min(values), 1),
+        "median": round(median(values), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def rate_quality(metrics: dict[str, float], tiers: list[dict[str, Any]] = QUALITY_TIERS) -> dict:
+    """The first tier whose rules all hold ("unusable" if none), with every rule's outcome."""
+    checked = []
+    rating = "unusable"
+    for tier in tiers:
+        rules = [
+            {
+                **r,
+                "actual": metrics[r["metric"]],
+                "passed": _OPS[r["op"]](metrics[r["metric"]], r["value"]),
+            }
+            for r in tier["rules"]
+        ]
+        checked.append({"rating": tier["rating"], "rules": rules})
+        if rating == "unusable" and all(r["passed"] for r in rules):
+            rating = tier["rating"]
+    return {"rating": rating, "metrics": metrics, "tiers": checked, "fallback": "unusable"}
+
+
+def build_card(
+    config: DataPrepConfig,
+    scanned: list,
+    train: list,
+    evals: list,
+    rejected: list,
+    accounting: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything a person needs to judge the dataset, as plain JSON values."""
+    clips = train + evals
+    eval_files = {c.audio_file for c in evals}
+    names = [s.spec.name for s in scanned]
+    table = []
+    for name in names:
+        for category in CATEGORIES:
+            group = [c for c in clips if c.source == name and c.category == category]
+            table.append(
+                {
+                    "source": name,
+                    "category": category,
+                    "clips": len(group),
+                    "minutes": _minutes(group),
+                    "train": sum(1 for c in group if c.audio_file not in eval_files),
+                    "eval": sum(1 for c in group if c.audio_file in eval_files),
+                }
+            )
+    bands = [
+        {"source": name, "band": band, "clips": len(g), "minutes": _minutes(g)}
+        for name in names
+        for band in DURATION_BANDS
+        for g in [[c for c in clips if c.source == name and c.band == band]]
+    ]
+    top = max([c.duration for c in clips], default=0.0)
+    edges = [i * HISTOGRAM_BIN_S for i in range(int(top / HISTOGRAM_BIN_S) + 2)]
+    histogram = {
+        name: [
+            sum(1 for c in clips if c.source == name and lo <= c.duration < lo + HISTOGRAM_BIN_S)
+            for lo in edges[:-1]
+        ]
+        for name in names
+    }
+    n = len(clips)
+    per_category = Counter(c.category for c in clips)
+    metrics = {
+        "train_minutes": _minutes(train),
+        "train_clips": len(train),
+        "eval_clips": len(evals),
+        "question_share": round(per_category["question"] / n, 3) if n else 0.0,
+        "categories_with_5pct": sum(1 for k in CATEGORIES if n and per_category[k] / n >= 0.05),
+        "rejected_input_share": round(accounting["inputs_in_rejected"] / accounting["inputs"], 3)
+        if accounting["inputs"]
+        else 0.0,
+    }
+    sources = []
+    for s in scanned:
+        mine = [c for c in clips if c.source == s.spec.name]
+        sources.append(
+            {
+                "name": s.spec.name,
+                "path": str(s.spec.path),
+                "kind": s.kind,
+                "found": s.found,
+                "inputs": len(s.inventory),
+                "clips": len(mine),
+                "minutes": _minutes(mine),
+                "rejected": sum(1 for r in rejected if r.source == s.spec.name),
+                "input_lufs": _stats([c.input_lufs for c in mine]),
+            }
+        )
+    return {
+        "generator": "voicebook.dataprep",
+        "card_version": CARD_VERSION,
+        "language": config.language,
+        "sample_rate": config.sample_rate,
+        "totals": {
+            "clips": n,
+            "minutes": _minutes(clips),
+            "train_clips": len(train),
+            "train_minutes": _minutes(train),
+            "eval_clips": len(evals),
+            "eval_minutes": _minutes(evals),
+            "rejected": len(rejected),
+            "mean_seconds": round(sum(c.duration for c in clips) / n, 2) if n else 0.0,
+        },
+        "sources": sources,
+        "categories": {
+            "bands_seconds": {
+                k: [lo, None if hi == float("inf") else hi]
+                for k, (lo, hi) in DURATION_BANDS.items()
+            },
+            "rule": "category = 'question' when the text ends with '?', else the duration band; "
+            "'bands' counts every clip (questions too) by duration",
+            "table": table,
+            "bands": bands,
+        },
+        "duration_histogram": {"bin_seconds": HISTOGRAM_BIN_S, "edges": edges, "counts": histogram},
+        "eval": {
+            "clips": len(evals),
+            "fraction": config.eval_fraction,
+            "min_eval": config.min_eval,
+            "seed": config.seed,
+            "stratified_by": ["source", "category"],
+        },
+        "rejections": {
+            "count": len(rejected),
+            "by_kind": dict(sorted(Counter(r.kind for r in rejected).items())),
+            "by_source": {name: sum(1 for r in rejected if r.source == name) for name in names},
+        },
+        "loudness": {
+            "target_lufs": config.target_lufs,
+            "peak_ceiling_dbfs": config.peak_ceiling_dbfs,
+            "input_lufs": _stats([c.input_lufs for c in clips]),
+            "gain_db": _stats([c.gain_db for c in clips]),
+            "peak_limited_clips": sum(1 for c in clips if c.peak_limited),
+        },
+        "text": {
+            "max_tokens": max((c.n_tokens for c in clips), default=0),
+            "token_limit": XTTS_MAX_TEXT_TOKENS,
+            "clips_from_split_cues": sum(1 for c in clips if c.split),
+            "split_cue_note": "text of a cue cut at a pause was divided at the punctuation "
+            "nearest the pause: listen to these clips",
+        },
+        "xtts_limits": {
+            "max_wav_samples": XTTS_MAX_WAV_SAMPLES,
+            "max_seconds": round(XTTS_MAX_WAV_SAMPLES / XTTS_SAMPLE_RATE, 2),
+            "min_seconds": XTTS_MIN_SECONDS,
+            "max_text_tokens": XTTS_MAX_TEXT_TOKENS,
+            "unknown_tokens_allowed": False,
+        },
+        "accounting": accounting,
+        "quality": rate_quality(metrics),
+        "config": config.as_dict(),
+    }
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def card_figures(card: dict[str, Any]) -> list:
+    """Plotly figures of a card: duration histogram per source, minutes per category."""
+    import plotly.graph_objects as go
+
+    hist = card["duration_histogram"]
+    centres = [e + hist["bin_seconds"] / 2 for e in hist["edges"][:-1]]
+    durations = go.Figure(
+        [go.Bar(x=centres, y=counts, name=name, width=hist["bin_seconds"] * 0.95)
+         for name, counts in hist["counts"].items()],
+        layout={
+            "title": "Clip durations per source",
+            "barmode": "stack",
+            "xaxis_title": "seconds (after trimming)",
+            "yaxis_title": "clips",
+        },
+    )  # fmt: skip
+    table = card["categories"]["table"]
+    sources = list(dict.fromkeys(row["source"] for row in table))
+    categories = go.Figure(
+        [
+            go.Bar(
+                x=[r["category"] for r in table if r["source"] == s],
+                y=[r["minutes"] for r in table if r["source"] == s],
+                customdata=[r["clips"] for r in table if r["source"] == s],
+                hovertemplate="%{x}: %{y} min, %{customdata} clips",
+                name=s,
+            )
+            for s in sources
+        ],
+        layout={"title": "Minutes per category", "barmode": "group", "yaxis_title": "minutes"},
+    )
+    return [durations, categories]
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_card_html(card: dict[str, Any], path: Path, rejected_rows: list | None = None) -> None:
+    """``card.html``: the charts (plotly.js inlined once) and the card's tables."""
+    figures = card_figures(card)
+    charts = "".join(
+        fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
+                    div_id=f"chart{i}")
+        for i, fig in enumerate(figures)
+    )  # fmt: skip
+    quality = card["quality"]
+    rules = [
+        {"tier": t["rating"], "rule": f"{r['metric']} {r['op']} {r['value']}", "actual": r["actual"],
+         "passed": r["passed"]}
+        for t in quality["tiers"]
+        for r in t["rules"]
+    ]  # fmt: skip
+    totals = card["totals"]
+    sections = [
+        f"<h1>Dataset card: {totals['clips']} clips, {totals['minutes']} minutes</h1>",
+        f"<p>Quality: <b>{html.escape(quality['rating'])}</b> (the first tier whose rules hold)</p>",
+        "<h2>Totals</h2>",
+        _table([totals]),
+        "<h2>Sources</h2>",
+        _table([{k: v for k, v in s.items() if k != "input_lufs"} for s in card["sources"]]),
+        charts,
+        "<h2>Clips per source and category</h2>",
+        _table(card["categories"]["table"]),
+        "<h2>Rejections by kind</h2>",
+        _table([{"kind": k, "count": v} for k, v in card["rejections"]["by_kind"].items()]),
+        "<h2>Quality rules</h2>",
+        _table(rules),
+        "<h2>Every input accounted for</h2>",
+        _table([{k: v for k, v in card["accounting"].items() if k != "rows"}]),
+        "<h2>Loudness</h2>",
+        _table([{"target_lufs": card["loudness"]["target_lufs"],
+                 **{f"input_lufs_{k}": v for k, v in card["loudness"]["input_lufs"].items()},
+                 "peak_limited_clips": card["loudness"]["peak_limited_clips"]}]),
+    ]  # fmt: skip
+    if rejected_rows is not None:
+        sections += ["<h2>Rejected items</h2>", _table(rejected_rows)]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px}"
+    )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Dataset card</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+    path.write_text(page, encoding="utf-8")

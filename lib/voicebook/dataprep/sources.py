@@ -1,0 +1,408 @@
+"""Read a source folder into jobs (files to decode, with their transcript) and early rejections.
+
+Every input a source holds -- a metadata line, an audio file without a line, a subtitle cue, a
+subtitle file without a recording, a recording without transcript -- gets an id in the
+source's ``inventory``; every job and rejection names the inputs it stands for, so the stage
+can prove that each input ended in train, eval or ``rejected.csv``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voicebook.dataprep.audio import AUDIO_EXTENSIONS, AudioProblem, decode
+from voicebook.dataprep.config import DataPrepConfig, SourceSpec
+from voicebook.dataprep.segments import Cue, clock, merge_short, parse_subtitles, speech_segments
+from voicebook.dataprep.text import normalise_text
+
+SUBTITLE_EXTENSIONS = (".srt", ".vtt")
+_HEADER_FILE = {"audio_file", "file", "filename", "wav", "path"}
+
+
+class SourceError(FileNotFoundError):
+    """A source that cannot be used at all; the message names the path and the fix."""
+
+
+@dataclass
+class Rejection:
+    """One row of ``rejected.csv`` (``kind`` groups reasons in the card)."""
+
+    source: str
+    item: str
+    reason: str
+    kind: str
+    inputs: tuple[str, ...]
+    order: tuple[int, ...]
+    split: bool = False
+
+
+@dataclass
+class Job:
+    """One file to decode: a clip with its text, or a recording with its cues."""
+
+    source: str
+    item: str
+    path: Path
+    stem: str  # output name stem, unique in the dataset
+    speaker: str
+    order: tuple[int, ...]
+    inputs: tuple[str, ...] = ()
+    text: str | None = None
+    cues: list[Cue] | None = None
+
+
+@dataclass
+class ScannedSource:
+    spec: SourceSpec
+    kind: str
+    inventory: list[str] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    found: dict[str, int] = field(default_factory=dict)  # what the folder holds, for the card
+
+
+def scan_source(
+    spec: SourceSpec,
+    index: int,
+    config: DataPrepConfig,
+    asr: Callable[[np.ndarray], str] | None = None,
+) -> ScannedSource:
+    """Read one source folder; raise ``SourceError`` only if it cannot be used at all."""
+    if not spec.path.is_dir():
+        raise SourceError(
+            f"Source {spec.name!r}: folder {spec.path} does not exist. Fix the 'path' of this "
+            "source (relative paths are relative to the repository) or remove the source."
+        )
+    kind = spec.kind
+    if kind == "auto":
+        if (spec.path / spec.metadata).is_file():
+            kind = "metadata"
+        elif _files(spec.path, SUBTITLE_EXTENSIONS):
+            kind = "subtitles"
+        else:
+            raise SourceError(
+                f"Source {spec.name!r}: {spec.path} has no {spec.metadata} and no .srt/.vtt "
+                f"subtitles. Add {spec.metadata} with lines 'file|text', or subtitle files "
+                "named like the recordings, or set kind='untranscribed' to cut it by voice "
+                "activity."
+            )
+    scanned = ScannedSource(spec, kind)
+    speaker = spec.speaker or config.speaker_name
+    if kind == "metadata":
+        _scan_metadata(scanned, index, speaker)
+    elif kind == "subtitles":
+        _scan_subtitles(scanned, index, speaker)
+    else:
+        _scan_untranscribed(scanned, index, speaker, config, asr)
+    return scanned
+
+
+def _files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Files under ``folder`` with one of ``extensions``, sorted, hidden folders skipped."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in extensions
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _stem(source: str, rel: str, taken: set[str]) -> str:
+    """A unique, file-system-safe output name from a source name and a relative path."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{source}_{Path(rel).with_suffix('')}").strip("_")
+    stem, n = base, 2
+    while stem in taken:
+        stem, n = f"{base}_{n}", n + 1
+    taken.add(stem)
+    return stem
+
+
+def _rel(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+# --- clips listed in metadata.csv -----------------------------------------------------------
+
+
+def _scan_metadata(scanned: ScannedSource, index: int, speaker: str) -> None:
+    spec = scanned.spec
+    folder, table = spec.path, spec.path / spec.metadata
+    if not table.is_file():
+        raise SourceError(
+            f"Source {spec.name!r}: no {table}. Add it with one line per clip, 'file|text' "
+            "(optional header 'audio_file|text|speaker_name'), or point 'path' at the right "
+            "folder."
+        )
+    audio = {_rel(p, folder): p for p in _files(folder, AUDIO_EXTENSIONS)}
+    claimed: dict[str, int] = {}  # audio rel path -> line that claimed it
+    listed: dict[str, int] = {}  # file field as written -> first line
+    columns: dict[str, int] | None = None
+    taken: set[str] = set()
+    scanned.found = {"metadata_lines": 0, "audio_files": len(audio)}
+    lines = table.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        raw = raw.rstrip(b"\r")
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+            bad_bytes = None
+        except UnicodeDecodeError as exc:
+            line = raw.decode("utf-8", errors="replace")
+            bad_bytes = f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1}"
+        fields = [f.strip() for f in line.split("|")]
+        if columns is None:
+            columns = _columns(fields)
+            if columns.pop("header", 0):
+                continue
+        scanned.found["metadata_lines"] += 1
+        input_id = f"{spec.name}:{spec.metadata} line {number}"
+        scanned.inventory.append(input_id)
+        order = (index, number)
+        name = fields[0]
+        found = _resolve(folder, name, audio)
+        item = f"{found or name or '?'} ({spec.metadata} line {number})"
+
+        def reject(reason: str, kind: str, _item=item, _id=input_id, _order=order) -> None:
+            scanned.rejections.append(Rejection(spec.name, _item, reason, kind, (_id,), _order))
+
+        if found and found not in claimed:
+            claimed[found] = number
+        elif found:
+            reject(
+                f"duplicate id: {found} is already listed on line {claimed[found]}", "duplicate_id"
+            )
+            continue
+        if bad_bytes:
+            reject(
+                f"line {number} is not valid UTF-8 ({bad_bytes}): save {spec.metadata} as UTF-8",
+                "undecodable_text",
+            )
+            continue
+        if len(fields) < 2 or not name:
+            reject(
+                f"line {number} is not 'file|text' (no '|' separator or no file name)",
+                "bad_metadata_line",
+            )
+            continue
+        if name in listed and not found:
+            reject(f"duplicate id: {name} is already listed on line {listed[name]}", "duplicate_id")
+            continue
+        listed.setdefault(name, number)
+        if not found:
+            reject(
+                f"audio file not found: no {name} (with or without an audio extension) in "
+                f"{folder}; fix the file name on line {number} or add the file",
+                "missing_file",
+            )
+            continue
+        text = _field(fields, columns, "text")
+        line_speaker = _field(fields, columns, "speaker_name") or speaker
+        scanned.jobs.append(
+            Job(
+                spec.name, item, audio[found], _stem(spec.name, found, taken), line_speaker,
+                order, (input_id,), text=normalise_text(text),
+            )
+        )  # fmt: skip
+    for n, (rel, _path) in enumerate(sorted(audio.items()), start=1):
+        if rel not in claimed:
+            input_id = f"{spec.name}:{rel}"
+            scanned.inventory.append(input_id)
+            scanned.rejections.append(
+                Rejection(
+                    spec.name, rel,
+                    f"no transcript: {rel} has no line in {spec.metadata}; add 'file|text' or "
+                    "remove the file",
+                    "no_transcript", (input_id,), (index, len(lines) + n),
+                )
+            )  # fmt: skip
+
+
+def _columns(fields: list[str]) -> dict[str, int]:
+    """Column positions from the first line: a header, or the shape of the data.
+
+    Without a header, 2 columns are ``file|text``; 3 or more are LJSpeech's
+    ``id|text|normalized text`` (the normalized text is used when present).
+    """
+    names = [f.lower() for f in fields]
+    if names and names[0] in _HEADER_FILE and "text" in names:
+        cols = {"audio_file": 0, "text": names.index("text"), "header": 1}
+        if "speaker_name" in names:
+            cols["speaker_name"] = names.index("speaker_name")
+        return cols
+    return {"audio_file": 0, "text": 2 if len(fields) >= 3 else 1, "raw_text": 1}
+
+
+def _field(fields: list[str], columns: dict[str, int], name: str) -> str:
+    i = columns.get(name)
+    value = fields[i] if i is not None and i < len(fields) else ""
+    if not value and name == "text" and "raw_text" in columns:  # LJSpeech: empty normalized
+        value = fields[columns["raw_text"]] if len(fields) > 1 else ""
+    return value
+
+
+def _resolve(folder: Path, name: str, audio: dict[str, Path]) -> str | None:
+    """The audio file a metadata name points at: as written, with an audio extension added,
+    or under ``wavs/`` (LJSpeech layout)."""
+    name = name.replace("\\", "/").removeprefix("./")
+    for prefix in ("", "wavs/"):
+        base = prefix + name
+        for candidate in (base, *(base + ext for ext in AUDIO_EXTENSIONS)):
+            if candidate in audio:
+                return candidate
+    return None
+
+
+# --- long recordings with subtitles ---------------------------------------------------------
+
+
+def _scan_subtitles(scanned: ScannedSource, index: int, speaker: str) -> None:
+    spec = scanned.spec
+    folder = spec.path
+    recordings = _files(folder, AUDIO_EXTENSIONS)
+    subtitles: dict[str, list[Path]] = {}
+    for path in _files(folder, SUBTITLE_EXTENSIONS):
+        subtitles.setdefault(_rel(path.with_suffix(""), folder), []).append(path)
+    scanned.found = {
+        "recordings": len(recordings),
+        "subtitle_files": sum(map(len, subtitles.values())),
+    }
+    taken: set[str] = set()
+    used: set[str] = set()
+    for n, recording in enumerate(recordings, start=1):
+        rel = _rel(recording, folder)
+        key = _rel(recording.with_suffix(""), folder)
+        order = (index, n)
+        if key not in subtitles:
+            input_id = f"{spec.name}:{rel}"
+            scanned.inventory.append(input_id)
+            scanned.rejections.append(
+                Rejection(
+                    spec.name, rel,
+                    f"no transcript: no {key}.srt or {key}.vtt next to this recording",
+                    "no_transcript", (input_id,), order,
+                )
+            )  # fmt: skip
+            continue
+        used.add(key)
+        subtitle = min(subtitles[key], key=lambda p: p.suffix != ".srt")  # .srt first
+        sub_rel = _rel(subtitle, folder)
+        cues = parse_subtitles(subtitle.read_bytes().decode("utf-8-sig", errors="replace"))
+        if not cues:
+            input_id = f"{spec.name}:{sub_rel}"
+            scanned.inventory.append(input_id)
+            scanned.rejections.append(
+                Rejection(
+                    spec.name, rel,
+                    f"{sub_rel} has no cues (expected SRT/WebVTT 'start --> end' lines)",
+                    "bad_subtitles", (input_id,), order,
+                )
+            )  # fmt: skip
+            continue
+        job_cues = []
+        for k, (start, end, raw_text) in enumerate(cues, start=1):
+            input_id = f"{spec.name}:{sub_rel} cue {k}"
+            scanned.inventory.append(input_id)
+            text = normalise_text(raw_text)
+            problem = None
+            if end <= start:
+                problem = f"cue {k} ends ({clock(end)}) before it starts ({clock(start)})"
+            elif not text:
+                problem = f"cue {k} has no text"
+            if problem:
+                item = f"{rel} {clock(start)}-{clock(end)} (cue {k})"
+                scanned.rejections.append(
+                    Rejection(spec.name, item, problem, "bad_subtitles", (input_id,), (*order, k))
+                )
+            else:
+                job_cues.append(Cue(start, end, text, (input_id,)))
+        if job_cues:
+            scanned.jobs.append(
+                Job(spec.name, rel, recording, _stem(spec.name, rel, taken), speaker, order,
+                    cues=sorted(job_cues, key=lambda c: c.start))
+            )  # fmt: skip
+    unused = [p for key, paths in subtitles.items() for p in paths if key not in used]
+    for path in [p for key in sorted(used) for p in sorted(subtitles[key])[1:]] + unused:
+        rel = _rel(path, folder)
+        input_id = f"{spec.name}:{rel}"
+        scanned.inventory.append(input_id)
+        reason = (
+            f"another subtitle file of the same name is used for {Path(rel).stem}"
+            if path not in unused
+            else "no recording named like this subtitle file"
+        )
+        scanned.rejections.append(
+            Rejection(spec.name, rel, reason, "unused_subtitles", (input_id,), (index, 10**6))
+        )
+
+
+# --- long recordings without transcript -----------------------------------------------------
+
+
+def _scan_untranscribed(
+    scanned: ScannedSource,
+    index: int,
+    speaker: str,
+    config: DataPrepConfig,
+    asr: Callable[[np.ndarray], str] | None,
+) -> None:
+    """Cut by voice activity (silero-vad); transcribe only with a local ASR model."""
+    spec = scanned.spec
+    recordings = _files(spec.path, AUDIO_EXTENSIONS)
+    scanned.found = {"recordings": len(recordings)}
+    taken: set[str] = set()
+    for n, recording in enumerate(recordings, start=1):
+        rel = _rel(recording, spec.path)
+        order = (index, n)
+        try:
+            audio = decode(recording, 16000).samples
+        except AudioProblem as exc:
+            input_id = f"{spec.name}:{rel}"
+            scanned.inventory.append(input_id)
+            scanned.rejections.append(
+                Rejection(spec.name, rel, str(exc), "unreadable_audio", (input_id,), order)
+            )
+            continue
+        found = speech_segments(audio, config.max_seconds)
+        ids = [f"{spec.name}:{rel} speech {k}" for k in range(1, len(found) + 1)]
+        scanned.inventory.extend(ids or [f"{spec.name}:{rel}"])
+        if not found:
+            scanned.rejections.append(
+                Rejection(
+                    spec.name, rel, "no speech found by voice activity detection", "no_speech",
+                    (f"{spec.name}:{rel}",), order,
+                )
+            )  # fmt: skip
+            continue
+        cues = [Cue(a, b, "", (i,)) for (a, b), i in zip(found, ids)]
+        cues = merge_short(cues, config.min_seconds, config.max_seconds, config.max_merge_gap_s)
+        if asr is None:
+            minutes = sum(c.duration for c in cues) / 60
+            scanned.rejections.append(
+                Rejection(
+                    spec.name, rel,
+                    f"no transcript: {len(cues)} speech clips ({minutes:.1f} min) found by voice "
+                    "activity; set asr_model to a local speech-recognition model to transcribe "
+                    "them, or add subtitles",
+                    "untranscribed", tuple(ids), order,
+                )
+            )  # fmt: skip
+            continue
+        texted = [
+            Cue(c.start, c.end, normalise_text(asr(audio[int(c.start * 16000) : int(c.end * 16000)])),
+                c.inputs)
+            for c in cues
+        ]  # fmt: skip
+        scanned.jobs.append(
+            Job(
+                spec.name, rel, recording, _stem(spec.name, rel, taken), speaker, order, cues=texted
+            )
+        )

@@ -1,0 +1,475 @@
+"""Evaluation stage: every candidate checkpoint measured on the same footing.
+
+For each candidate (the base, phase 1's best, phase 2's best, any checkpoint) this module
+computes eval Mel CE / Text CE on the dataset's held-out split with one piece of code (coqui's
+``GPTTrainer.eval_step`` over the same batches), synthesises the same test sentences from the
+same reference clips, and scores the audio: speaker similarity to the held-out clips
+(resemblyzer), real-time factor, and an optional character error rate from a local ASR model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from voicebook.models import load_xtts
+from voicebook.xtts import EVAL_META, TRAIN_META, gpt_trainer_config, load_samples
+
+BASE = "base"
+PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
+DEFAULT_CANDIDATES = ("base", "phase1", "phase2")
+EVAL_TABLE_COLUMNS = [
+    "candidate",
+    "label",
+    "checkpoint",
+    "mel_ce",
+    "text_ce",
+    "speaker_similarity",
+    "rtf",
+    "cer",
+    "n_sentences",
+    "n_eval_batches",
+]
+# Quiz-show and conversational lines that are not in the demo corpus's training text.
+DEFAULT_TEST_SENTENCES = {
+    "hu": [
+        "Következő kérdés: melyik folyó szeli ketté Budapestet?",
+        "Szerintem ma este mindenki nyerhet egy kicsit.",
+        "Jó estét kívánok, kezdjük is a játékot!",
+    ],
+    "en": [
+        "Next question: which river flows through the heart of London?",
+        "Honestly, I think everyone can win a little tonight.",
+        "Good evening, and welcome back to the show!",
+    ],
+}
+# XTTS's GPT emits ~21.5 audio tokens per second (1024-sample hops at 22.05 kHz); speech runs
+# at ~14 characters per second, i.e. ~1.5 tokens per character. Generation is capped at this
+# many tokens per character (a margin for slow speech), so a model that never stops (the tiny
+# base) yields audio proportional to the text instead of the GPT's maximum (~28 s).
+AUDIO_TOKENS_PER_CHAR = 2.5
+MIN_AUDIO_TOKENS = 30
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation stage's settings; mirrors the parameters cell of 03_evaluation."""
+
+    experiment: str = "demo"
+    outputs_dir: str = ""
+    base_model: str = "tiny"
+    candidates: list[Any] = field(default_factory=list)
+    test_sentences: list[str] = field(default_factory=list)
+    language: str = "hu"
+    n_reference_clips: int = 2
+    asr_model: str = ""
+    seed: int = 1
+    max_eval_batches: int = 0  # 0 = the whole eval split
+    eval_batch_size: int = 3
+    audio_tokens_per_char: float = AUDIO_TOKENS_PER_CHAR
+
+    def sentences(self) -> list[str]:
+        return list(self.test_sentences) or default_test_sentences(self.language)
+
+
+@dataclass
+class Candidate:
+    """One model to evaluate. ``checkpoint`` None means the base's own ``model.pth``."""
+
+    name: str  # file-system-safe: the folder under eval/ and the key in every table
+    label: str
+    checkpoint: Path | None = None
+
+
+def default_test_sentences(language: str) -> list[str]:
+    if language not in DEFAULT_TEST_SENTENCES:
+        raise ValueError(
+            f"No default test sentences for language {language!r}: pass test_sentences=[...] "
+            f"(defaults exist for {', '.join(DEFAULT_TEST_SENTENCES)})."
+        )
+    return list(DEFAULT_TEST_SENTENCES[language])
+
+
+def safe_name(text: str) -> str:
+    """A folder name made of letters, digits, '.', '_' and '-' (accents dropped)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._-")
+    return name or "candidate"
+
+
+def find_dataset(experiment_path: Path) -> Path | None:
+    """The data-prep stage's dataset folder, or None when it has not run."""
+    folder = Path(experiment_path) / "dataset"
+    ok = all((folder / meta).is_file() for meta in (TRAIN_META, EVAL_META))
+    return folder if ok else None
+
+
+def _phase_checkpoint(experiment_path: Path, phase: str) -> tuple[Path | None, str | None]:
+    status_file = Path(experiment_path) / phase / "status.json"
+    if not status_file.is_file():
+        return None, f"{phase} skipped: no {status_file} (that training stage has not run yet)."
+    best = json.loads(status_file.read_text(encoding="utf-8")).get("best_checkpoint")
+    if not best:
+        return None, f"{phase} skipped: {status_file} names no best_checkpoint yet."
+    if not Path(best).is_file():
+        return None, f"{phase} skipped: its best checkpoint {best} (from {status_file}) is gone."
+    return Path(best), None
+
+
+def resolve_candidates(
+    specs: Iterable[Any], experiment_path: Path
+) -> tuple[list[Candidate], list[str]]:
+    """Turn the ``candidates`` parameter into candidates and notes on the ones skipped.
+
+    Each spec is "base", "phase1", "phase2", a checkpoint path, or a dict
+    ``{"label": ..., "checkpoint": <one of those>}``; an empty list means the default three.
+    Candidates that do not exist yet are skipped with a note, never an error.
+    """
+    specs = list(specs) or list(DEFAULT_CANDIDATES)
+    found: list[Candidate] = []
+    notes: list[str] = []
+    for spec in specs:
+        if isinstance(spec, dict):
+            if "checkpoint" not in spec:
+                raise ValueError(
+                    f"Candidate {spec!r} has no 'checkpoint': use "
+                    "{'label': ..., 'checkpoint': 'base' | 'phase1' | 'phase2' | <path>}."
+                )
+            what, label = str(spec["checkpoint"]), spec.get("label")
+        else:
+            what, label = str(spec), None
+        if what == BASE:
+            found.append(Candidate(BASE, label or "base model (no fine-tune)"))
+            continue
+        if what in PHASES:
+            checkpoint, note = _phase_checkpoint(experiment_path, what)
+            name = what
+        else:
+            checkpoint, note = Path(what).expanduser(), None
+            if checkpoint.is_dir():
+                checkpoint = checkpoint / "model.pth"  # an export folder
+            if not checkpoint.is_file():
+                checkpoint, note = None, f"{what} skipped: no such checkpoint file."
+            name = safe_name(label or Path(what).stem)
+        if note:
+            notes.append(note)
+            continue
+        found.append(Candidate(name, label or PHASES.get(what, str(what)), checkpoint))
+    return _unique_names(found), notes
+
+
+def _unique_names(candidates: list[Candidate]) -> list[Candidate]:
+    seen: dict[str, int] = {}
+    for c in candidates:
+        seen[c.name] = seen.get(c.name, 0) + 1
+        if seen[c.name] > 1:
+            c.name = f"{c.name}-{seen[c.name]}"
+    return candidates
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- eval losses ---------------------------------------------------------------------------
+
+
+def eval_losses(
+    base_dir: Path,
+    dataset_dir: Path,
+    checkpoint: Path | None,
+    work_dir: Path,
+    *,
+    language: str = "hu",
+    seed: int = 1,
+    max_batches: int = 0,
+    batch_size: int = 3,
+) -> dict[str, float]:
+    """Mean eval Mel CE and Text CE (as the trainer logs it, x0.01) of one checkpoint.
+
+    Builds the same GPTTrainer the training stages use, loads ``checkpoint`` (None = the base)
+    and runs ``eval_step`` over the dataset's eval split, seeded so that every candidate sees
+    identical batches. ``max_batches`` > 0 stops early (cheap demos).
+    """
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
+
+    config = gpt_trainer_config(
+        base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
+    )
+    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
+    seed_everything(seed)
+    model = GPTTrainer.init_from_config(config)
+    model.eval()
+    _, eval_samples = load_samples(config)
+    seed_everything(seed)
+    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
+    mel, text = [], []
+    with torch.no_grad():
+        for batch in loader:
+            if max_batches and len(mel) >= max_batches:
+                break
+            batch = model.format_batch_on_device(model.format_batch(batch))
+            _, losses = model.eval_step(batch, None)
+            mel.append(float(losses["loss_mel_ce"]))
+            text.append(float(losses["loss_text_ce"]))
+    if not mel:
+        raise ValueError(
+            f"No usable eval clip in {Path(dataset_dir) / EVAL_META}: every clip was skipped "
+            "(too long, too short or untokenisable). Re-run data prep with a larger eval split."
+        )
+    return {"mel_ce": float(np.mean(mel)), "text_ce": float(np.mean(text)), "n_batches": len(mel)}
+
+
+# --- synthesis -----------------------------------------------------------------------------
+
+
+def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
+    """The first ``n`` held-out clips (deterministic), used as the voice reference for all."""
+    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
+    return [Path(dataset_dir) / p for p in meta["audio_file"].head(max(n, 1))]
+
+
+def eval_clips(dataset_dir: Path) -> list[Path]:
+    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
+    return [Path(dataset_dir) / p for p in meta["audio_file"]]
+
+
+def token_cap(text: str, tokens_per_char: float = AUDIO_TOKENS_PER_CHAR) -> int:
+    """The most audio tokens the GPT may generate for ``text``."""
+    return max(MIN_AUDIO_TOKENS, math.ceil(tokens_per_char * len(text)))
+
+
+def synthesize(
+    model: Any,
+    sentences: list[str],
+    references: list[Path],
+    out_dir: Path,
+    *,
+    language: str = "hu",
+    seed: int = 1,
+    tokens_per_char: float = AUDIO_TOKENS_PER_CHAR,
+) -> pd.DataFrame:
+    """Speak every sentence with ``model`` in the voice of ``references``; write ``sNN.wav``.
+
+    Generation is capped at ``token_cap(sentence)`` audio tokens. Returns one row per sentence:
+    sentence_id, text, wav, audio_s, synth_s (inference time, conditioning excluded).
+    """
+    import soundfile as sf
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rate = model.config.audio.output_sample_rate
+    latent, speaker = model.get_conditioning_latents(audio_path=[str(p) for p in references])
+    default_cap = model.gpt.max_gen_mel_tokens
+    rows = []
+    try:
+        for i, text in enumerate(sentences, start=1):
+            model.gpt.max_gen_mel_tokens = min(default_cap, token_cap(text, tokens_per_char))
+            seed_everything(seed + i)
+            start = time.perf_counter()
+            wav = np.asarray(model.inference(text, language, latent, speaker)["wav"], np.float32)
+            elapsed = time.perf_counter() - start
+            path = out_dir / f"s{i:02d}.wav"
+            sf.write(path, wav, rate)
+            rows.append(
+                {
+                    "sentence_id": f"s{i:02d}",
+                    "text": text,
+                    "wav": str(path),
+                    "audio_s": len(wav) / rate,
+                    "synth_s": elapsed,
+                }
+            )
+    finally:
+        model.gpt.max_gen_mel_tokens = default_cap
+    return pd.DataFrame(rows)
+
+
+def real_time_factor(samples: pd.DataFrame) -> float:
+    """Synthesis seconds per second of audio over all sentences (< 1 is faster than real time)."""
+    audio = samples["audio_s"].sum()
+    return float(samples["synth_s"].sum() / audio) if audio > 0 else math.nan
+
+
+# --- speaker similarity and CER ------------------------------------------------------------
+
+
+class SpeakerSimilarity:
+    """Cosine similarity of clips to a speaker's mean resemblyzer embedding."""
+
+    def __init__(self, reference_clips: list[Path]):
+        from resemblyzer import VoiceEncoder
+
+        if not reference_clips:
+            raise ValueError("Speaker similarity needs at least one reference clip.")
+        self.encoder = VoiceEncoder("cpu", verbose=False)
+        mean = np.mean([self.embed(p) for p in reference_clips], axis=0)
+        self.reference = mean / np.linalg.norm(mean)
+
+    def embed(self, clip: Path | str) -> np.ndarray:
+        import librosa
+        from resemblyzer import audio, hparams
+
+        raw, _ = librosa.load(str(clip), sr=hparams.sampling_rate)
+        wav = audio.preprocess_wav(raw)  # loudness-normalised, long silences cut (VAD)
+        if len(wav) < hparams.sampling_rate // 10:  # VAD kept ~nothing (noise): use it all
+            wav = audio.normalize_volume(raw, hparams.audio_norm_target_dBFS, increase_only=True)
+        return self.encoder.embed_utterance(wav)
+
+    def score(self, clips: Iterable[Path | str]) -> np.ndarray:
+        """One similarity in [-1, 1] per clip (embeddings are unit length)."""
+        return np.array([float(self.embed(c) @ self.reference) for c in clips])
+
+
+def normalise_for_cer(text: str) -> str:
+    text = unicodedata.normalize("NFC", text).lower()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Character edit distance over the reference length, after lower-casing and dropping
+    punctuation (so 1.0 can be exceeded by a long wrong hypothesis)."""
+    from torchaudio.functional import edit_distance
+
+    ref, hyp = normalise_for_cer(reference), normalise_for_cer(hypothesis)
+    if not ref:
+        raise ValueError("Cannot compute a CER against an empty reference text.")
+    return edit_distance(list(ref), list(hyp)) / len(ref)
+
+
+def load_asr(asr_model: str, language: str) -> Callable[[Path], str] | None:
+    """A transcriber from a local Hugging Face ASR model folder, or None when none is set."""
+    if not asr_model:
+        return None
+    folder = Path(asr_model).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"ASR model folder {folder} does not exist: point asr_model at a local Hugging Face "
+            "speech-recognition model (e.g. a Whisper folder), or leave it empty to skip CER."
+        )
+    import librosa
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    kwargs = {"generate_kwargs": {"language": language}} if "whisper" in str(folder).lower() else {}
+
+    def transcribe(clip: Path) -> str:
+        wav, rate = librosa.load(str(clip), sr=16000)
+        return asr({"raw": wav, "sampling_rate": rate}, **kwargs)["text"]
+
+    return transcribe
+
+
+# --- the whole stage -----------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    table: pd.DataFrame
+    samples: pd.DataFrame  # one row per synthesised clip: candidate, sentence_id, text, wav, ...
+    notes: list[str]
+
+
+def evaluate(
+    config: EvalConfig,
+    experiment_path: Path,
+    base_dir: Path,
+    transcribe: Callable[[Path], str] | None = None,
+) -> EvalResult:
+    """Run the objective evaluation of every candidate; write ``eval/`` and return the table.
+
+    Without a dataset, the table lists the candidates with empty metrics and the notes say why.
+    """
+    experiment_path = Path(experiment_path)
+    eval_dir = experiment_path / "eval"
+    candidates, notes = resolve_candidates(config.candidates, experiment_path)
+    dataset = find_dataset(experiment_path)
+    sentences = config.sentences()
+    if dataset is None:
+        notes.append(
+            f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
+            "there is no held-out split, no reference voice and nothing to synthesise."
+        )
+    if transcribe is None:
+        notes.append("CER skipped: no local ASR model configured (asr_model is empty).")
+    scorer = SpeakerSimilarity(eval_clips(dataset)) if dataset else None
+    rows, samples = [], []
+    for c in tqdm(candidates, desc="candidates"):
+        row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
+        row |= {k: math.nan for k in ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer")}
+        row |= {"n_sentences": 0, "n_eval_batches": 0}
+        if dataset is not None:
+            row |= _evaluate_one(c, config, dataset, eval_dir, base_dir, scorer, transcribe)
+            samples.append(row.pop("_samples"))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=EVAL_TABLE_COLUMNS)
+    sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+    if dataset is not None:
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        table.to_csv(eval_dir / "eval_table.csv", index=False)
+        sample_table.to_csv(eval_dir / "samples.csv", index=False)
+    return EvalResult(table, sample_table, notes)
+
+
+def _evaluate_one(
+    c: Candidate,
+    config: EvalConfig,
+    dataset: Path,
+    eval_dir: Path,
+    base_dir: Path,
+    scorer: SpeakerSimilarity,
+    transcribe: Callable[[Path], str] | None,
+) -> dict[str, Any]:
+    losses = eval_losses(
+        base_dir,
+        dataset,
+        c.checkpoint,
+        eval_dir / "_trainer",
+        language=config.language,
+        seed=config.seed,
+        max_batches=config.max_eval_batches,
+        batch_size=config.eval_batch_size,
+    )
+    model = load_xtts(base_dir, c.checkpoint)
+    samples = synthesize(
+        model,
+        config.sentences(),
+        reference_clips(dataset, config.n_reference_clips),
+        eval_dir / c.name,
+        language=config.language,
+        seed=config.seed,
+        tokens_per_char=config.audio_tokens_per_char,
+    )
+    samples.insert(0, "candidate", c.name)
+    samples["speaker_similarity"] = scorer.score(samples["wav"])
+    cer = math.nan
+    if transcribe is not None:
+        samples["cer"] = [
+            character_error_rate(t, transcribe(Path(w))) for t, w in zip(samples.text, samples.wav)
+        ]
+        cer = float(samples["cer"].mean())
+    return {
+        "mel_ce": losses["mel_ce"],
+        "text_ce": losses["text_ce"],
+        "n_eval_batches": losses["n_batches"],
+        "speaker_similarity": float(samples["speaker_similarity"].mean()),
+        "rtf": real_time_factor(samples),
+        "cer": cer,
+        "n_sentences": len(samples),
+        "_samples": samples,
+    }

@@ -1,0 +1,83 @@
+"""Export a trained checkpoint for inference: a slim model and a ready-to-use folder.
+
+A trainer checkpoint carries the optimizer state, the DVAE and mel front-ends, all only needed
+for training. ``slim_checkpoint`` keeps the XTTS weights alone (keys without the ``xtts.``
+prefix, loadable by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model
+with the base's ``config.json`` and ``vocab.json`` and a reference clip, plus links to the base's
+``dvae.pth``, ``mel_stats.pth`` and ``speakers_xtts.pth`` so the folder is itself a base folder
+(``voicebook.models.load_xtts(folder)``) for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+TRAINING_ONLY = ("dvae.", "torch_mel_spectrogram_dvae.", "torch_mel_spectrogram_style_encoder.")
+
+
+def slim_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The inference weights of a trainer checkpoint (or of an already slim one)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    slim = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("xtts.")
+        if not key.startswith(TRAINING_ONLY):
+            slim[key] = tensor
+    return slim
+
+
+def slim_checkpoint(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Write ``dest`` with only the inference weights of ``checkpoint``; returns ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(".partial")
+    torch.save({"model": slim_state_dict(checkpoint)}, partial)
+    partial.replace(dest)
+    return dest
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    try:
+        dst.symlink_to(src.resolve())
+    except OSError:  # file systems without links
+        shutil.copy2(src, dst)
+
+
+def export_folder(
+    checkpoint: str | os.PathLike,
+    base_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    reference_clip: str | os.PathLike | None = None,
+) -> Path:
+    """A ready-to-use inference folder for ``checkpoint``; returns it.
+
+    Holds ``model.pth`` (slim), ``config.json``, ``vocab.json``, ``reference.wav`` (the voice to
+    clone from) and links to the base's DVAE, mel stats and speakers files; ``export.json``
+    records where everything came from. Re-exporting replaces only these derived files.
+    """
+    base, dest = Path(base_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    slim_checkpoint(checkpoint, dest / "model.pth")
+    for name in ("config.json", "vocab.json"):
+        shutil.copy2(base / name, dest / name)
+    for name in ("dvae.pth", "mel_stats.pth", "speakers_xtts.pth"):
+        _link_or_copy(base / name, dest / name)
+    if reference_clip:
+        shutil.copy2(reference_clip, dest / "reference.wav")
+    (dest / "export.json").write_text(
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint),
+                "base": str(base),
+                "reference_clip": str(reference_clip) if reference_clip else None,
+            },
+            indent=2,
+        )
+    )
+    return dest

@@ -1,0 +1,240 @@
+"""Run the stage notebooks of an experiment in order with papermill.
+
+Executed notebooks go to ``outputs/<experiment>/notebooks/<stem>.ipynb`` (the decision stage
+reads their scraps); a previous execution is kept under ``notebooks/history/``. Parameters are
+given to the stages that declare them; ``phase2.lr`` (or ``02_phase2.lr``) targets one stage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voicebook.paths import NOTEBOOKS_DIR, experiment_dir
+
+STAGES = ("00_data_prep", "01_phase1", "02_phase2", "03_evaluation", "04_decision_matrix")
+KERNEL = "voicebook"
+
+
+class RunnerError(RuntimeError):
+    """A problem with what was asked of the runner (unknown stage, parameter, bad file)."""
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, notebook: Path, detail: str):
+        super().__init__(f"Stage {stage} failed: {detail}\nExecuted notebook: {notebook}")
+        self.stage, self.notebook, self.detail = stage, notebook, detail
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # "done", "skipped"
+    seconds: float = 0.0
+    notebook: Path | None = None
+    note: str = ""
+
+
+@dataclass
+class RunPlan:
+    experiment: str
+    stages: list[str]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> parameters
+
+
+def stage_name(token: str) -> str:
+    """``'phase2'``, ``'2'``, ``'02'`` or ``'02_phase2'`` → ``'02_phase2'``."""
+    for stage in STAGES:
+        number, _, short = stage.partition("_")
+        if token in (stage, short, number, str(int(number))):
+            return stage
+    raise RunnerError(f"Unknown stage {token!r}. Stages: {', '.join(STAGES)}.")
+
+
+def parse_value(text: str) -> Any:
+    """Type a ``-p KEY VALUE`` value as papermill does: int, float, then YAML, else the string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise RunnerError(f"Parameter file {file} does not exist.")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RunnerError(f"Parameter file {file} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RunnerError(f"Parameter file {file} must hold a mapping of name: value.")
+    return data
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def split_params(
+    raw: dict[str, Any], stages: Iterable[str], declared: Callable[[str], set[str]]
+) -> dict[str, dict[str, Any]]:
+    """Send each parameter to the stages that declare it; ``stage.key`` or a nested
+    ``{stage: {key: value}}`` targets one stage. Unknown names are an error, not ignored."""
+    stages = list(stages)
+    per_stage: dict[str, dict[str, Any]] = {s: {} for s in stages}
+    for key, value in raw.items():
+        scoped = isinstance(value, dict) and _is_stage(key)
+        if scoped or "." in key:
+            target = stage_name(key if scoped else key.split(".", 1)[0])
+            items = value.items() if scoped else [(key.split(".", 1)[1], value)]
+            for name, val in items:
+                if target in per_stage and name not in declared(target):
+                    raise RunnerError(
+                        f"Stage {target} has no parameter {name!r}; "
+                        f"it has: {', '.join(sorted(declared(target)))}."
+                    )
+                if target in per_stage:
+                    per_stage[target][name] = val
+            continue
+        takers = [s for s in stages if key in declared(s)]
+        if not takers:
+            known = sorted(set().union(*(declared(s) for s in stages)))
+            raise RunnerError(
+                f"No selected stage has a parameter {key!r}. Known: {', '.join(known)}."
+            )
+        for stage in takers:
+            per_stage[stage][key] = value
+    return per_stage
+
+
+def _is_stage(token: str) -> bool:
+    try:
+        stage_name(token)
+    except RunnerError:
+        return False
+    return True
+
+
+def _keep_previous(output: Path) -> None:
+    if output.exists():
+        history = output.parent / "history"
+        history.mkdir(exist_ok=True)
+        stamp = datetime.fromtimestamp(output.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        shutil.move(output, history / f"{output.stem}.{stamp}.ipynb")
+
+
+def run_stage(
+    stage: str,
+    experiment: str,
+    params: dict[str, Any],
+    outputs_dir: str | os.PathLike | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+) -> StageResult:
+    """Execute one stage notebook; raise StageFailed with the failing cell's error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = notebooks_dir / f"{stage}.ipynb"
+    if not source.is_file():
+        return StageResult(stage, "skipped", note=f"{source.name} does not exist yet")
+    exp_dir = experiment_dir(experiment, outputs_dir)
+    output = exp_dir / "notebooks" / f"{stage}.ipynb"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _keep_previous(output)
+    parameters = {"experiment": experiment, "outputs_dir": str(exp_dir.parent), **params}
+    start = time.monotonic()
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            cwd=str(notebooks_dir),
+            progress_bar=False,
+        )
+    except PapermillExecutionError as exc:
+        detail = f"cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}"
+        raise StageFailed(stage, output, detail) from None
+    return StageResult(stage, "done", time.monotonic() - start, output)
+
+
+def run(
+    experiment: str,
+    stages: Iterable[str] | None = None,
+    params: dict[str, Any] | None = None,
+    outputs_dir: str | os.PathLike | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    echo: Callable[[str], None] = print,
+) -> list[StageResult]:
+    """Run ``stages`` (default all) of ``experiment`` in order, stopping at the first failure."""
+    selected = [stage_name(s) for s in (stages or STAGES)]
+    selected = [s for s in STAGES if s in selected]  # always in pipeline order
+    present = [s for s in selected if (notebooks_dir / f"{s}.ipynb").is_file()]
+    per_stage = split_params(
+        params or {}, present, lambda s: declared_parameters(notebooks_dir / f"{s}.ipynb")
+    )
+    results = []
+    for i, stage in enumerate(selected, 1):
+        prefix = f"[{i}/{len(selected)}] {stage}"
+        if stage not in present:
+            echo(f"{prefix}: skipped ({stage}.ipynb does not exist yet)")
+            results.append(StageResult(stage, "skipped", note="notebook missing"))
+            continue
+        shown = ", ".join(f"{k}={v!r}" for k, v in per_stage[stage].items())
+        echo(f"{prefix}: running{' with ' + shown if shown else ''} ...")
+        result = run_stage(stage, experiment, per_stage[stage], outputs_dir, notebooks_dir)
+        echo(f"{prefix}: done in {result.seconds:.0f} s -> {result.notebook}")
+        results.append(result)
+    return results
+
+
+def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path | None:
+    path = experiment_dir(experiment, outputs_dir) / "report.html"
+    return path if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="voicebook run", description=__doc__)
+    parser.add_argument("--experiment", required=True, help="outputs/<experiment>/")
+    parser.add_argument("--stages", nargs="+", help=f"default all: {' '.join(STAGES)}")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                        metavar=("KEY", "VALUE"), help="parameter, e.g. -p phase2.lr 1e-6")
+    parser.add_argument("-f", "--params-file", action="append", default=[],
+                        help="YAML file of parameters (flat, or nested per stage)")
+    parser.add_argument("--outputs-dir", default=None, help="default $VOICEBOOK_OUTPUTS or outputs/")
+    args = parser.parse_args(argv)
+    try:
+        params: dict[str, Any] = {}
+        for file in args.params_file:
+            params.update(load_params_file(file))
+        params.update({key: parse_value(value) for key, value in args.param})
+        run(args.experiment, args.stages, params, args.outputs_dir)
+    except (RunnerError, FileNotFoundError, ValueError) as exc:
+        print(f"voicebook: {exc}", file=sys.stderr)
+        return 2
+    except StageFailed as exc:
+        print(f"voicebook: {exc}", file=sys.stderr)
+        return 1
+    report = report_path(args.experiment, args.outputs_dir)
+    if report:
+        print(f"Report: {report}")
+    return 0

@@ -1,0 +1,103 @@
+"""Base models: folder validation, the real-XTTS download call, the tiny base's real layout."""
+
+import json
+
+import pytest
+import torch
+
+from voicebook import models
+from voicebook.models import BASE_FILES, BaseModelError, resolve_base, validate_base_dir
+
+
+def test_folder_missing_files_are_all_named(tmp_path):
+    (tmp_path / "model.pth").write_bytes(b"x")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(BaseModelError) as err:
+        resolve_base(tmp_path)
+    message = str(err.value)
+    for name in ("dvae.pth", "mel_stats.pth", "vocab.json", "speakers_xtts.pth"):
+        assert name in message
+    assert "model.pth," not in message and str(tmp_path) in message
+
+
+def test_missing_folder_says_what_to_pass(tmp_path):
+    with pytest.raises(BaseModelError, match="does not exist.*'tiny', 'xtts_v2'"):
+        validate_base_dir(tmp_path / "nope")
+
+
+def test_xtts_v2_download_asks_the_hub_for_exactly_the_base_files(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns, local_dir):
+        calls.append((repo_id, tuple(allow_patterns)))
+        for name in allow_patterns:
+            (local_dir / name).write_bytes(b"weights")
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    folder = models.download_xtts_v2(tmp_path / "xtts")
+    assert calls == [("coqui/XTTS-v2", BASE_FILES)]
+    assert validate_base_dir(folder) == folder
+    models.download_xtts_v2(tmp_path / "xtts")  # cached: no second download
+    assert len(calls) == 1
+
+
+def test_xtts_v2_offline_error_says_how_to_proceed(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def offline(**kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(BaseModelError, match="copy the XTTS v2 files there by hand"):
+        models.download_xtts_v2(tmp_path / "xtts")
+
+
+@pytest.fixture(scope="session")
+def tiny_base():
+    return resolve_base("tiny")
+
+
+def test_tiny_base_has_the_real_layout_and_shapes(tiny_base):
+    assert validate_base_dir(tiny_base) == tiny_base
+    config = json.loads((tiny_base / "config.json").read_text())["model_args"]
+    assert (config["gpt_layers"], config["gpt_n_model_channels"]) == (2, 128)
+    assert config["gpt_num_audio_tokens"] == 1026
+    dvae = torch.load(tiny_base / "dvae.pth", weights_only=True)
+    assert dvae["codebook.embed"].shape == (512, 1024)  # real XTTS v2 DVAE: 1024 codes
+    assert torch.load(tiny_base / "mel_stats.pth", weights_only=True).shape == (80,)
+    assert resolve_base("tiny") == tiny_base  # cached, not rebuilt
+
+
+def test_tiny_vocab_has_xtts_special_tokens_and_no_unknowns_on_corpus(tiny_base):
+    tokenizer = models.load_tokenizer(tiny_base)
+    vocab = tokenizer.tokenizer.get_vocab()
+    for token in ("[STOP]", "[UNK]", "[SPACE]", "[START]", "[hu]", "[en]"):
+        assert token in vocab
+    unk = vocab["[UNK]"]
+    for text in models.demo_corpus_texts()[:40] + ["Ki nyerte a döntőt, Őrs vagy Ügyes Ürsula?"]:
+        ids = tokenizer.encode(text, "hu")
+        assert unk not in ids and ids[0] == vocab["[hu]"]
+
+
+def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base):
+    model = models.load_xtts(tiny_base)
+    assert len(model.gpt.gpt.h) == 2
+    speaker = model.speaker_manager.speakers[models.TINY_SPEAKER]
+    assert speaker["speaker_embedding"].shape[1] == 512
+
+    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
+    from TTS.tts.layers.xtts.dvae import DiscreteVAE
+    from TTS.tts.models.xtts import load_audio
+
+    dvae = DiscreteVAE(channels=80, normalization=None, positional_dims=1, num_tokens=1024,
+                       codebook_dim=512, hidden_dim=512, num_resnet_blocks=3, kernel_size=3,
+                       num_layers=2, use_transposed_convs=False)
+    dvae.load_state_dict(torch.load(tiny_base / "dvae.pth", weights_only=True))
+    mel = TorchMelSpectrogram(mel_norm_file=str(tiny_base / "mel_stats.pth"), sampling_rate=22050)
+    clip = models.demo_corpus_clips()[0]
+    with torch.no_grad():
+        codes = dvae.get_codebook_indices(mel(load_audio(str(clip), 22050)))
+    # Seeded from data, the codebook spreads a 2-4 s clip over many distinct codes.
+    assert codes.numel() > 30 and codes.unique().numel() > codes.numel() // 3

@@ -1,0 +1,95 @@
+"""The runner: stage names, parameter routing, skipping, stopping at the failing cell."""
+
+import nbformat
+import pytest
+
+from voicebook import runner
+from voicebook.runner import RunnerError, StageFailed, parse_value, split_params, stage_name
+from voicebook.scraps import read_experiment
+
+
+def _notebook(path, params: str, body: str):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "voicebook", "display_name": "voicebook", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+GLUE = "from voicebook.scraps import glue\nglue('{name}', {{'lr': lr, 'experiment': experiment}})"
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    common = "experiment = 'x'\noutputs_dir = ''\nlr = 5e-6\n"
+    _notebook(folder / "01_phase1.ipynb", common, GLUE.format(name="p1"))
+    _notebook(folder / "02_phase2.ipynb", common + "resume_from = 'best'\n", GLUE.format(name="p2"))
+    return folder
+
+
+def test_stage_names_accept_short_forms():
+    assert stage_name("phase2") == stage_name("2") == stage_name("02") == "02_phase2"
+    with pytest.raises(RunnerError, match="Unknown stage 'phase3'"):
+        stage_name("phase3")
+
+
+def test_values_are_typed_like_papermill():
+    assert parse_value("1e-6") == 1e-6 and parse_value("3") == 3
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("true") is True
+    assert parse_value("best") == "best"
+
+
+def test_parameters_go_to_the_stages_that_declare_them():
+    declared = {"01_phase1": {"lr", "epochs"}, "02_phase2": {"lr", "resume_from"}}.__getitem__
+    routed = split_params(
+        {"lr": 2e-6, "phase2.lr": 1e-6, "resume_from": 1500, "epochs": 30},
+        ["01_phase1", "02_phase2"],
+        declared,
+    )
+    assert routed == {
+        "01_phase1": {"lr": 2e-6, "epochs": 30},
+        "02_phase2": {"lr": 1e-6, "resume_from": 1500},
+    }
+    nested = split_params({"phase1": {"epochs": 3}}, ["01_phase1", "02_phase2"], declared)
+    assert nested == {"01_phase1": {"epochs": 3}, "02_phase2": {}}
+    with pytest.raises(RunnerError, match="No selected stage has a parameter 'lr_typo'"):
+        split_params({"lr_typo": 1}, ["01_phase1"], declared)
+    with pytest.raises(RunnerError, match="Stage 02_phase2 has no parameter 'epochs'"):
+        split_params({"phase2.epochs": 1}, ["02_phase2"], declared)
+
+
+def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_path):
+    lines = []
+    out = tmp_path / "outputs"
+    results = runner.run("exp", None, {"phase2.lr": 1e-6}, out, notebooks, echo=lines.append)
+    assert [(r.stage, r.status) for r in results] == [
+        ("00_data_prep", "skipped"), ("01_phase1", "done"), ("02_phase2", "done"),
+        ("03_evaluation", "skipped"), ("04_decision_matrix", "skipped"),
+    ]
+    assert lines[0] == "[1/5] 00_data_prep: skipped (00_data_prep.ipynb does not exist yet)"
+    assert lines[3].startswith("[3/5] 02_phase2: running with lr=1e-06")
+    scraps = read_experiment(out / "exp")
+    assert scraps["01_phase1"]["p1"] == {"lr": 5e-6, "experiment": "exp"}
+    assert scraps["02_phase2"]["p2"] == {"lr": 1e-6, "experiment": "exp"}
+    runner.run("exp", ["phase1"], {}, out, notebooks, echo=lines.append)
+    assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
+
+
+def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
+    _notebook(notebooks / "01_phase1.ipynb", "experiment = 'x'\noutputs_dir = ''\n",
+              "raise ValueError('dataset is empty')")
+    with pytest.raises(StageFailed) as err:
+        runner.run("exp", None, {}, tmp_path / "outputs", notebooks, echo=lambda _: None)
+    assert err.value.stage == "01_phase1"
+    assert "ValueError: dataset is empty" in str(err.value) and "cell [3]" in str(err.value)  # after the injected-parameters cell
+    assert not (tmp_path / "outputs" / "exp" / "notebooks" / "02_phase2.ipynb").exists()
+
+
+def test_cli_reports_unknown_parameter_with_exit_code_2(notebooks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(runner.run, "__defaults__", (None, None, None, notebooks, print))
+    code = runner.main(["--experiment", "e", "--outputs-dir", str(tmp_path), "-p", "nope", "1"])
+    assert code == 2 and "No selected stage has a parameter 'nope'" in capsys.readouterr().err
