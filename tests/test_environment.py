@@ -23,9 +23,20 @@ def test_environment_yml_pins_match_pyproject():
 
 
 def test_pins_cover_the_stack_the_design_requires():
-    pins = _pins(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    pins = _pins(
+        tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
     assert pins["torch"] == "==2.11.*" and pins["torchaudio"] == "==2.11.*"
     assert pins["coqui-tts"] == "==0.28.*"
-    for name in ("torchcodec", "six", "papermill", "scrapbook", "nbmake", "jupyterlab",
-                 "ipywidgets", "plotly", "librosa"):
+    for name in (
+        "torchcodec",
+        "six",
+        "papermill",
+        "scrapbook",
+        "nbmake",
+        "jupyterlab",
+        "ipywidgets",
+        "plotly",
+        "librosa",
+    ):
         assert name in pins, name

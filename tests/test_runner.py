@@ -10,14 +10,21 @@ from voicebook.scraps import read_experiment
 
 def _notebook(path, params: str, body: str):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "voicebook", "display_name": "voicebook", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "voicebook",
+        "display_name": "voicebook",
+        "language": "python",
+    }
     cell = nbformat.v4.new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
 
 
-GLUE = "from voicebook.scraps import glue\nglue('{name}', {{'lr': lr, 'experiment': experiment}})"
+GLUE = (
+    "from voicebook.scraps import glue\n"
+    "glue('{name}', {{'lr': lr, 'experiment': experiment}})\nglue('stage', '{name}')"
+)
 
 
 @pytest.fixture
@@ -66,25 +73,34 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
     out = tmp_path / "outputs"
     results = runner.run("exp", None, {"phase2.lr": 1e-6}, out, notebooks, echo=lines.append)
     assert [(r.stage, r.status) for r in results] == [
-        ("00_data_prep", "skipped"), ("01_phase1", "done"), ("02_phase2", "done"),
-        ("03_evaluation", "skipped"), ("04_decision_matrix", "skipped"),
+        ("00_data_prep", "skipped"),
+        ("01_phase1", "done"),
+        ("02_phase2", "done"),
+        ("03_evaluation", "skipped"),
+        ("04_decision_matrix", "skipped"),
     ]
     assert lines[0] == "[1/5] 00_data_prep: skipped (00_data_prep.ipynb does not exist yet)"
     assert lines[3].startswith("[3/5] 02_phase2: running with lr=1e-06")
     scraps = read_experiment(out / "exp")
     assert scraps["01_phase1"]["p1"] == {"lr": 5e-6, "experiment": "exp"}
     assert scraps["02_phase2"]["p2"] == {"lr": 1e-6, "experiment": "exp"}
+    assert scraps["02_phase2"]["stage"] == "p2"  # plain strings survive the trip
     runner.run("exp", ["phase1"], {}, out, notebooks, echo=lines.append)
     assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
 
 
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
-    _notebook(notebooks / "01_phase1.ipynb", "experiment = 'x'\noutputs_dir = ''\n",
-              "raise ValueError('dataset is empty')")
+    _notebook(
+        notebooks / "01_phase1.ipynb",
+        "experiment = 'x'\noutputs_dir = ''\n",
+        "raise ValueError('dataset is empty')",
+    )
     with pytest.raises(StageFailed) as err:
         runner.run("exp", None, {}, tmp_path / "outputs", notebooks, echo=lambda _: None)
     assert err.value.stage == "01_phase1"
-    assert "ValueError: dataset is empty" in str(err.value) and "cell [3]" in str(err.value)  # after the injected-parameters cell
+    assert "ValueError: dataset is empty" in str(err.value) and "cell [3]" in str(
+        err.value
+    )  # after the injected-parameters cell
     assert not (tmp_path / "outputs" / "exp" / "notebooks" / "02_phase2.ipynb").exists()
 
 

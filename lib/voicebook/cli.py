@@ -9,7 +9,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: voicebook run --experiment NAME [--stages ...] [-p KEY VALUE ...] [-f FILE]")
-        print("       voicebook base [tiny|xtts_v2|FOLDER]   build/check a base model, print its folder")
+        print(
+            "       voicebook base [tiny|xtts_v2|FOLDER]   build/check a base model, print its folder"
+        )
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "run":

@@ -375,6 +375,16 @@ def load_asr(asr_model: str, language: str) -> Callable[[Path], str] | None:
     return transcribe
 
 
+def _seen_in_training(sentences: list[str], dataset: Path) -> list[str]:
+    train = pd.read_csv(dataset / TRAIN_META, sep="|")["text"].map(normalise_for_cer)
+    seen = set(train)
+    return [
+        f"Test sentence {s!r} is in the training text: it measures memory, not generalisation."
+        for s in sentences
+        if normalise_for_cer(s) in seen
+    ]
+
+
 # --- the whole stage -----------------------------------------------------------------------
 
 
@@ -399,7 +409,9 @@ def evaluate(
     eval_dir = experiment_path / "eval"
     candidates, notes = resolve_candidates(config.candidates, experiment_path)
     dataset = find_dataset(experiment_path)
-    sentences = config.sentences()
+    sentences = config.sentences()  # fails early for a language without defaults
+    if dataset is not None:
+        notes += _seen_in_training(sentences, dataset)
     if dataset is None:
         notes.append(
             f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
@@ -422,7 +434,8 @@ def evaluate(
     if dataset is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)
         table.to_csv(eval_dir / "eval_table.csv", index=False)
-        sample_table.to_csv(eval_dir / "samples.csv", index=False)
+        relative = [str(Path(w).relative_to(eval_dir)) for w in sample_table["wav"]]
+        sample_table.assign(wav=relative).to_csv(eval_dir / "samples.csv", index=False)
     return EvalResult(table, sample_table, notes)
 
 

@@ -28,9 +28,25 @@ BASE_FILES = (
 )
 XTTS_V2_REPO = "coqui/XTTS-v2"
 # XTTS v2's language tokens: the tiny vocab carries them all, like the real one.
-XTTS_LANGUAGES = (
-    "en es fr de it pt pl tr ru nl cs ar zh-cn hu ko ja hi".split()
-)
+XTTS_LANGUAGES = [
+    "en",
+    "es",
+    "fr",
+    "de",
+    "it",
+    "pt",
+    "pl",
+    "tr",
+    "ru",
+    "nl",
+    "cs",
+    "ar",
+    "zh-cn",
+    "hu",
+    "ko",
+    "ja",
+    "hi",
+]
 SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]", "[START]"] + [f"[{x}]" for x in XTTS_LANGUAGES]
 # Every letter a Latin-script corpus is likely to use, so the tiny vocab never needs [UNK]
 # for them (BPE falls back to single characters).

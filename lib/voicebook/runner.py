@@ -205,22 +205,31 @@ def run(
     return results
 
 
-def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path | None:
-    path = experiment_dir(experiment, outputs_dir) / "report.html"
-    return path if path.is_file() else None
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="voicebook run", description=__doc__)
     parser.add_argument("--experiment", required=True, help="outputs/<experiment>/")
     parser.add_argument("--stages", nargs="+", help=f"default all: {' '.join(STAGES)}")
-    parser.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                        metavar=("KEY", "VALUE"), help="parameter, e.g. -p phase2.lr 1e-6")
-    parser.add_argument("-f", "--params-file", action="append", default=[],
-                        help="YAML file of parameters (flat, or nested per stage)")
-    parser.add_argument("--outputs-dir", default=None, help="default $VOICEBOOK_OUTPUTS or outputs/")
+    parser.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="parameter, e.g. -p phase2.lr 1e-6",
+    )
+    parser.add_argument(
+        "-f",
+        "--params-file",
+        action="append",
+        default=[],
+        help="YAML file of parameters (flat, or nested per stage)",
+    )
+    parser.add_argument(
+        "--outputs-dir", default=None, help="default $VOICEBOOK_OUTPUTS or outputs/"
+    )
     args = parser.parse_args(argv)
     try:
         params: dict[str, Any] = {}
@@ -234,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as exc:
         print(f"voicebook: {exc}", file=sys.stderr)
         return 1
+    from voicebook.report import report_path
+
     report = report_path(args.experiment, args.outputs_dir)
-    if report:
+    if report.is_file():
         print(f"Report: {report}")
     return 0

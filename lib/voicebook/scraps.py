@@ -47,8 +47,10 @@ def _restore(value: Any) -> Any:
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Record ``value`` in the running notebook under ``name`` (JSON-encoded)."""
-    sb.glue(name, _jsonable(value), encoder="json", display=display)
+    """Record ``value`` in the running notebook under ``name`` (JSON-encoded; strings as text,
+    since scrapbook's JSON encoder would try to parse them)."""
+    value = _jsonable(value)
+    sb.glue(name, value, encoder="text" if isinstance(value, str) else "json", display=display)
 
 
 def read_scraps(notebook: str | Path) -> dict[str, Any]:

@@ -327,7 +327,7 @@ def make_trainer_class():
         def _compute_loss(self, batch, criterion, optimizer_idx):  # noqa: ANN001, ANN202
             outputs, loss_dict = super()._compute_loss(batch, criterion, optimizer_idx)
             if loss_dict:  # before backward: a NaN never reaches the weights
-                losses = {k: float(loss_dict[k]) for k in ("loss_mel_ce", "loss_text_ce")}
+                losses = {k: float(loss_dict[k].detach()) for k in ("loss_mel_ce", "loss_text_ce")}
                 self.recorder.events(self.recorder.monitor.check_loss(self.total_steps_done, losses))
             return outputs, loss_dict
 

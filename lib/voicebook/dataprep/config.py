@@ -90,7 +90,7 @@ class DataPrepConfig:
     min_eval: int = 4
     seed: int = 0
     speaker_name: str = "speaker"
-    target_lufs: float = -20.0
+    target_lufs: float = -23.0  # EBU R128; leaves headroom so few clips hit the peak ceiling
     peak_ceiling_dbfs: float = -1.0  # gain is lowered (never limited) to keep peaks below this
     trim_top_db: float = 40.0  # silence = this far below the clip's loudest frame
     trim_margin_s: float = 0.05  # kept before and after the speech

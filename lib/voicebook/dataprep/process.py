@@ -59,8 +59,9 @@ class Worker:
         self.config, self.checker, self.wav_dir = config, checker, wav_dir
 
     def run(self, job: Job) -> list[Clip | Rejection]:
+        n_tokens = 0
         if job.cues is None:
-            problem = self.checker.problem(job.text or "")
+            problem, n_tokens = self.checker.check(job.text or "")
             if problem:
                 return [Rejection(job.source, job.item, problem, "text", job.inputs, job.order)]
         try:
@@ -71,7 +72,8 @@ class Worker:
                 Rejection(job.source, job.item, str(exc), "unreadable_audio", inputs, job.order)
             ]
         if job.cues is None:
-            return [self._clip(job, decoded, 0, decoded.samples.size, job.text or "", job.inputs)]
+            end = decoded.samples.size
+            return [self._clip(job, decoded, 0, end, job.text or "", n_tokens, job.inputs)]
         return self._recording(job, decoded)
 
     def _recording(self, job: Job, decoded: Decoded) -> list[Clip | Rejection]:
@@ -101,14 +103,14 @@ class Worker:
                 )
                 out.append(Rejection(job.source, item, reason, "too_long", cue.inputs, order))
                 continue
-            problem = self.checker.problem(cue.text)
+            problem, n_tokens = self.checker.check(cue.text)
             if problem:
                 out.append(
                     Rejection(job.source, item, problem, "text", cue.inputs, order, cue.split)
                 )
                 continue
             a, b = int(wide.start * sr), int(wide.end * sr)
-            out.append(self._clip(sub, decoded, a, b, cue.text, cue.inputs, cue.split))
+            out.append(self._clip(sub, decoded, a, b, cue.text, n_tokens, cue.inputs, cue.split))
         return out
 
     def _clip(
@@ -118,6 +120,7 @@ class Worker:
         start: int,
         end: int,
         text: str,
+        n_tokens: int,
         inputs: tuple[str, ...],
         split: bool = False,
     ) -> Clip | Rejection:
@@ -180,7 +183,7 @@ class Worker:
             duration=round(duration, 4),
             band=band,
             category="question" if is_question(text) else band,
-            n_tokens=self.checker.n_tokens(text),
+            n_tokens=n_tokens,
             input_lufs=round(lufs, 2),
             gain_db=round(gain_db, 2),
             peak_limited=limited,

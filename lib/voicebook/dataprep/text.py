@@ -59,36 +59,40 @@ class TextChecker:
 
     def problem(self, text: str) -> str | None:
         """Why ``text`` cannot train XTTS, in plain words; None when it can."""
+        return self.check(text)[0]
+
+    def check(self, text: str) -> tuple[str | None, int]:
+        """(problem or None, number of tokens) for ``text``."""
         if not text:
-            return "empty transcript: write the spoken words, or remove the clip"
+            return "empty transcript: write the spoken words, or remove the clip", 0
         if "\ufffd" in text:
-            return "transcript has undecodable bytes (shown as \ufffd): save the file as UTF-8"
+            return "transcript has undecodable bytes (shown as \ufffd): save the file as UTF-8", 0
         char_limit = self.tokenizer.char_limits.get(self.language.split("-")[0], 250)
         if len(text) > char_limit:
             return (
                 f"transcript is {len(text)} characters, over XTTS's {char_limit} for "
                 f"'{self.language}': split the clip"
-            )
+            ), 0
         try:
             ids = self._encode(text)
         except Exception as exc:  # noqa: BLE001 -- num2words & co. fail on odd numbers/symbols
-            return f"the tokenizer cannot read this transcript ({type(exc).__name__}: {exc})"
+            return f"the tokenizer cannot read this transcript ({type(exc).__name__}: {exc})", 0
         if len(ids) > self.max_tokens:
             return (
                 f"transcript is {len(ids)} tokens, over XTTS's limit of {self.max_tokens}: "
                 "split the clip"
-            )
+            ), len(ids)
         unk = self.tokenizer.tokenizer.token_to_id("[UNK]")
         if unk in ids:
             chars = "".join(self.unknown_characters(text)) or "?"
             return (
                 f"characters the base model's vocabulary does not know: {chars!r}; "
                 "spell them out or remove them"
-            )
+            ), len(ids)
         stop = self.tokenizer.tokenizer.token_to_id("[STOP]")
         if stop in ids:
-            return "transcript contains the literal token [STOP]: remove it"
-        return None
+            return "transcript contains the literal token [STOP]: remove it", len(ids)
+        return None, len(ids)
 
     def n_tokens(self, text: str) -> int:
         return len(self._encode(text))
@@ -102,11 +106,14 @@ class TextChecker:
         ]
 
     def _encode(self, text: str) -> list[int]:
-        # encode() warns through logging about char_limits; the check above reports that.
-        log = logging.getLogger("TTS.tts.layers.xtts.tokenizer")
-        level = log.level
-        log.setLevel(logging.ERROR)
-        try:
-            return list(self.tokenizer.encode(text, self.language))
-        finally:
-            log.setLevel(level)
+        return list(self.tokenizer.encode(text, self.language))
+
+
+class _DropCharLimitWarning(logging.Filter):
+    """coqui's encode() warns about char_limits on every long text; ``check`` reports it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The text length exceeds the character limit")
+
+
+logging.getLogger("TTS.tts.layers.xtts.tokenizer").addFilter(_DropCharLimitWarning())

@@ -1,0 +1,171 @@
+"""Fine-tuning phases without training: health rules, parent resolution, run archiving, params,
+and a preflight that refuses a bad dataset with every problem named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voicebook import training
+from voicebook.health import (
+    TEXT_CE_ALARM,
+    ZERO_GRAD_STEPS,
+    HealthMonitor,
+    PreflightError,
+)
+
+
+def kinds(events):
+    return [(e.kind, e.severity) for e in events]
+
+
+def test_zero_gradient_stops_after_the_streak_only_on_optimizer_steps():
+    monitor = HealthMonitor(patience_steps=0, lr_floor=1e-7, best_eval=None)
+    for step in range(ZERO_GRAD_STEPS - 1):
+        assert monitor.on_train(step, 6.0, 1e-4, 0.0) == []
+    assert monitor.on_train(10, 6.0, 1e-4, None) == []  # accumulation step: no norm, no count
+    assert monitor.on_train(11, 6.0, 1e-4, 1.3) == []  # a real gradient resets the streak
+    events = [monitor.on_train(20 + i, 6.0, 1e-4, 0.0) for i in range(ZERO_GRAD_STEPS)]
+    assert events[-1][0].kind == "zero_gradient" and events[-1][0].severity == "stop"
+    assert "no gradient flows: check the data and frozen layers" in events[-1][0].message
+    assert all(e == [] for e in events[:-1])
+
+
+def test_nan_and_inf_losses_stop():
+    monitor = HealthMonitor(0, 1e-7, None)
+    assert monitor.check_loss(3, {"loss_mel_ce": 5.0, "loss_text_ce": 0.02}) == []
+    for bad in (float("nan"), float("inf")):
+        (event,) = monitor.check_loss(4, {"loss_mel_ce": bad, "loss_text_ce": 0.02})
+        assert (event.kind, event.severity, event.step) == ("nan_loss", "stop", 4)
+        assert "loss_mel_ce" in event.message and "last good checkpoint" in event.message
+
+
+def test_low_lr_is_flagged_once():
+    monitor = HealthMonitor(0, lr_floor=1e-7, best_eval=None)
+    assert kinds(monitor.on_train(0, 6.0, 5e-8, 1.0)) == [("low_lr", "warning")]
+    assert monitor.on_train(1, 6.0, 5e-8, 1.0) == []
+    assert monitor.on_train(2, 6.0, 1e-6, 1.0) == []
+
+
+def test_text_ce_alarm_fires_when_crossing_above_the_threshold():
+    monitor = HealthMonitor(0, 1e-7, None)
+    mel = iter([6.0, 5.9, 5.8, 5.7, 5.6])
+    seq = [0.02, TEXT_CE_ALARM + 0.001, 0.05, 0.03, 0.045]
+    fired = [bool(monitor.on_eval(100 * i, next(mel), t)) for i, t in enumerate(seq)]
+    assert fired == [False, True, False, False, True]
+
+
+def test_overfitting_needs_eval_rising_while_train_falls():
+    monitor = HealthMonitor(0, 1e-7, None)
+    for train_mel, eval_mel, expect in [
+        (5.0, 4.0, []),
+        (4.8, 3.9, []),  # both fall: fine
+        (4.6, 4.1, [("overfitting", "warning")]),  # eval rises, train falls
+        (4.4, 4.3, []),  # still overfitting: reported once
+        (4.5, 4.4, []),  # both rise: not overfitting
+    ]:
+        monitor.on_train(0, train_mel, 1e-4, 1.0)
+        assert kinds(monitor.on_eval(0, eval_mel, 0.02)) == expect
+
+
+def test_patience_counts_steps_since_the_best_eval():
+    monitor = HealthMonitor(patience_steps=300, lr_floor=1e-7, best_eval=(100, 4.0))
+    assert monitor.on_eval(200, 4.1, 0.02) == []
+    assert monitor.on_eval(300, 3.9, 0.02) == []  # new best at 300
+    assert monitor.on_eval(500, 3.95, 0.02) == []
+    (event,) = monitor.on_eval(600, 3.92, 0.02)
+    assert (event.kind, event.severity) == ("early_stop", "info")
+    assert "300 steps" in event.message and "step 300" in event.message
+
+
+def fake_phase1(exp, steps=(200, 400), best=400):
+    run = exp / "phase1" / "phase1-run1-x"
+    run.mkdir(parents=True)
+    for s in steps:
+        (run / f"checkpoint_{s}.pth").write_bytes(b"w")
+    (run / f"best_model_{best}.pth").write_bytes(b"w")
+    status = {"run_dir": str(run), "best_checkpoint": str(run / f"best_model_{best}.pth")}
+    (exp / "phase1" / "status.json").write_text(json.dumps(status))
+    return run
+
+
+def test_phase2_parent_best_step_path_and_a_clear_error(tmp_path):
+    run = fake_phase1(tmp_path)
+    assert training.resolve_parent(tmp_path, "best") == run / "best_model_400.pth"
+    assert training.resolve_parent(tmp_path, 200) == run / "checkpoint_200.pth"
+    assert training.resolve_parent(tmp_path, str(run / "checkpoint_400.pth")).name == (
+        "checkpoint_400.pth"
+    )
+    with pytest.raises(FileNotFoundError, match=r"step 1500.*Available steps: 200, 400"):
+        training.resolve_parent(tmp_path, 1500)
+    with pytest.raises(FileNotFoundError, match="final checkpoint"):
+        training.resolve_parent(tmp_path, "final")
+
+
+def test_phase2_without_phase1_says_to_run_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run 01_phase1 first"):
+        training.resolve_parent(tmp_path, "best")
+
+
+def test_earlier_run_is_archived_never_overwritten(tmp_path):
+    phase = tmp_path / "phase1"
+    (phase / "export").mkdir(parents=True)
+    (phase / "status.json").write_text('{"params": {"lr": 1}}')
+    (phase / "curves.csv").write_text("step\n1\n")
+    (phase / "phase1-run1-x").mkdir()
+    first = training.archive_previous_run(phase)
+    (phase / "status.json").write_text('{"params": {"lr": 2}}')
+    second = training.archive_previous_run(phase)
+    assert (first.name, second.name) == ("1", "2")
+    assert json.loads((first / "status.json").read_text()) == {"params": {"lr": 1}}
+    assert (first / "curves.csv").read_text() == "step\n1\n" and (first / "export").is_dir()
+    assert (phase / "phase1-run1-x").is_dir()  # the run folder (checkpoints) stays put
+    assert training.archive_previous_run(phase) is None
+
+
+def test_params_reject_unknown_names_and_differ_by_stage():
+    assert training.params_for("phase2").stage == "phase2"
+    assert training.params_for("phase2").lr < training.params_for("phase1").lr
+    with pytest.raises(TypeError, match="learning_rate"):
+        training.params_for("phase1", learning_rate=1e-6)
+
+
+def write_dataset(folder, rows_train, rows_eval, seconds):
+    (folder / "wavs").mkdir(parents=True)
+    t = np.linspace(0, seconds, int(22050 * seconds), endpoint=False)
+    for name in {r[0] for r in rows_train + rows_eval}:
+        sf.write(folder / "wavs" / name, 0.1 * np.sin(2 * np.pi * 220 * t), 22050)
+    for meta, rows in (("metadata_train.csv", rows_train), ("metadata_eval.csv", rows_eval)):
+        lines = ["audio_file|text|speaker_name"] + [f"wavs/{a}|{b}|demo" for a, b in rows]
+        (folder / meta).write_text("\n".join(lines) + "\n")
+
+
+def test_preflight_names_every_bad_clip_and_text_with_its_fix(tmp_path):
+    data = tmp_path / "ds"
+    write_dataset(
+        data,
+        [("ok.wav", "Hát, ez egy nagyon jó kérdés."), ("snow.wav", "Hó ☃ esik.")],
+        [("short.wav", "Igen.")],
+        seconds=0.3,
+    )
+    params = training.params_for("phase1", outputs_dir=str(tmp_path / "out"), dataset_dir=str(data))
+    with pytest.raises(PreflightError) as err:
+        training.run_phase(params)
+    message = str(err.value)
+    assert "snow.wav" in message and "☃" in message and "spell them out" in message
+    assert "short.wav" in message and "shorter than 0.5 s" in message
+    phase = tmp_path / "out" / "demo" / "phase1"
+    status = json.loads((phase / "status.json").read_text())
+    health = json.loads((phase / "health.json").read_text())
+    assert status["state"] == "failed" and "snow.wav" in status["stop_reason"]
+    assert health[-1]["kind"] == "preflight" and health[-1]["severity"] == "stop"
+    assert not list(phase.glob("phase1-run*"))  # nothing trained, no empty run folder
+
+
+def test_missing_dataset_points_to_data_prep(tmp_path):
+    params = training.params_for("phase1", outputs_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="run the data-prep stage"):
+        training.run_phase(params)

@@ -1,0 +1,211 @@
+"""Fine-tuning phases that really train the tiny base (a few dozen steps each): a run killed
+mid-way continues with continuous steps and curves, the NaN and zero-gradient guards stop
+cleanly, phase 2 continues phase 1's best at its own lr, and the export loads for inference."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from voicebook import training
+from voicebook.paths import DEMO_DATA_DIR
+
+pytestmark = pytest.mark.slow
+N_TRAIN, N_EVAL = 12, 3
+RUN = dict(batch_size=2, epochs=50, eval_every=4, save_every=6, keep_checkpoints=2, lr=5e-4)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """12 train + 3 eval demo clips as 22.05 kHz wavs in the data-prep stage's format."""
+    folder = tmp_path_factory.mktemp("dataset")
+    (folder / "wavs").mkdir()
+    rows = (DEMO_DATA_DIR / "interview" / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    rows = [r.split("|") for r in rows[1 : 1 + N_TRAIN + N_EVAL]]
+    for flac, _ in rows:
+        audio, rate = sf.read(DEMO_DATA_DIR / "interview" / flac)
+        assert rate == 22050
+        sf.write(folder / "wavs" / flac.replace(".flac", ".wav"), audio, rate)
+    lines = [f"wavs/{flac.replace('.flac', '.wav')}|{text}|demo" for flac, text in rows]
+    header = "audio_file|text|speaker_name"
+    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:N_TRAIN]]) + "\n")
+    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[N_TRAIN:]]) + "\n")
+    return folder
+
+
+def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseParams:
+    values = {**RUN, "outputs_dir": str(out), "dataset_dir": str(dataset), **over}
+    return training.params_for(stage, **values)
+
+
+def cli_args(p: training.PhaseParams) -> list[str]:
+    args = [sys.executable, "-m", "voicebook.training", p.stage]
+    for name, value in p.to_dict().items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, "the training subprocess ended before it could be killed"
+        assert time.time() < end, "timed out waiting for the training subprocess"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def phase1(tmp_path_factory, dataset):
+    """Phase 1 killed (SIGKILL) after its first checkpoint, then run again to the end."""
+    out = tmp_path_factory.mktemp("out")
+    p = params("phase1", out, dataset, max_steps=20)
+    phase = out / "demo" / "phase1"
+    curves = phase / "curves.csv"
+
+    def past_first_checkpoint() -> bool:
+        # checkpoint_6 is written inside step 6; the row of step 7 proves it is complete
+        if not list(phase.glob("phase1-run*/checkpoint_6.pth")) or not curves.is_file():
+            return False
+        rows = pd.read_csv(curves)
+        return bool(((rows["split"] == "train") & (rows["step"] >= 7)).any())
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = (out / "killed_run.log").open("w")
+    proc = subprocess.Popen(cli_args(p), stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(past_first_checkpoint, 300, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = {
+        "status": json.loads((phase / "status.json").read_text()),
+        "curves": pd.read_csv(curves),
+    }
+    result = training.run_phase(p)
+    return p, killed, result
+
+
+def test_killed_run_continues_with_continuous_steps_and_curves(phase1):
+    p, killed, result = phase1
+    assert killed["status"]["state"] == "running"  # the kill left no chance to clean up
+    last_before_kill = int(killed["curves"].query("split == 'train'")["step"].max())
+    assert last_before_kill >= 7
+
+    status, curves = result.status, result.curves
+    assert status["state"] == "finished" and status["final_step"] == 20
+    assert status["run_dir"] == killed["status"]["run_dir"]  # the same run folder, continued
+    train = curves.query("split == 'train'")
+    assert train["step"].tolist() == list(range(20))  # every step exactly once, no gap
+    assert (train["lr"] == p.lr).all()  # the scheduler's lr carried over
+    evals = curves.query("split == 'eval'")
+    assert evals["step"].is_monotonic_increasing and evals["step"].is_unique
+    assert evals["step"].iloc[0] == 0 and evals["step"].iloc[-1] == 20
+    # steps recorded after checkpoint_6 by the killed process are set aside, not lost
+    dropped = list(result.phase_dir.glob("attempts/*/curves_after_checkpoint.csv"))
+    if last_before_kill > 6:
+        assert pd.read_csv(dropped[0])["step"].min() >= 7
+    log = (Path(status["run_dir"]) / "trainer_0_log.txt").read_text()
+    assert "Continuing from checkpoint_6.pth" in log or "Restoring from checkpoint_6" in log
+
+
+def test_eval_mel_ce_falls_and_the_best_is_judged_on_it(phase1):
+    _, _, result = phase1
+    evals = result.curves.query("split == 'eval'").set_index("step")["loss_mel_ce"]
+    assert evals.iloc[-1] < evals.iloc[0] - 0.2
+    assert result.status["best_mel_ce"] == pytest.approx(evals.min())
+    assert result.status["best_step"] == evals.idxmin()
+    assert Path(result.best_checkpoint).name == f"best_model_{evals.idxmin()}.pth"
+    scraps = result.scraps()
+    assert list(scraps["curves"].columns) == training.CURVE_COLUMNS
+    assert scraps["stage"] == "phase1" and scraps["final_step"] == 20
+    assert scraps["best_text_ce"] < 0.1  # logged x0.01: a raw Text CE would be ~5
+
+
+def test_finished_run_with_same_params_is_returned_without_training(phase1):
+    p, _, result = phase1
+    start = time.time()
+    again = training.run_phase(p)
+    assert time.time() - start < 10
+    assert again.status == result.status
+    pd.testing.assert_frame_equal(again.curves, result.curves)
+
+
+def test_export_is_slim_and_loads_for_inference(phase1):
+    from voicebook.models import load_xtts
+
+    _, _, result = phase1
+    folder = training.export_phase(result, "best")
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.pth", "config.json", "vocab.json", "reference.wav", "dvae.pth"} <= names
+    slim = torch.load(folder / "model.pth", weights_only=False)["model"]
+    assert not any(k.startswith(("xtts.", "dvae.")) for k in slim)
+    assert (folder / "model.pth").stat().st_size < Path(result.best_checkpoint).stat().st_size / 2
+    model = load_xtts(folder)
+    trained = torch.load(result.best_checkpoint, weights_only=False)["model"]
+    key = next(k for k in slim if k.startswith("gpt."))
+    assert torch.equal(model.state_dict()[key], trained[f"xtts.{key}"])
+
+
+def test_phase2_continues_phase1_best_at_its_own_lr(phase1, dataset):
+    p1, _, r1 = phase1
+    p2 = params("phase2", Path(p1.outputs_dir), dataset, lr=1e-4, max_steps=4, eval_every=2)
+    r2 = training.run_phase(p2)
+    assert r2.status["parent"] == r1.best_checkpoint
+    assert r2.scraps()["parent_checkpoint"] == r1.best_checkpoint
+    assert (r2.curves.query("split == 'train'")["lr"] == 1e-4).all()
+    start = r2.curves.query("split == 'eval' and step == 0")["loss_mel_ce"].item()
+    base = r1.curves.query("split == 'eval' and step == 0")["loss_mel_ce"].item()
+    # starts from phase 1's weights, not the base's: much nearer phase 1's best than the base
+    assert abs(start - r1.status["best_mel_ce"]) < abs(start - base)
+
+
+def patch_losses(monkeypatch, after: int, factor: float) -> None:
+    """Multiply the GPT trainer's losses by ``factor`` from its ``after``-th train step on."""
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
+
+    original, calls = GPTTrainer.train_step, []
+
+    def train_step(self, batch, criterion=None):
+        outputs, losses = original(self, batch, criterion)
+        calls.append(1)
+        if len(calls) > after:
+            losses = {k: v * factor for k, v in losses.items()}
+        return outputs, losses
+
+    monkeypatch.setattr(GPTTrainer, "train_step", train_step)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path, dataset):
+    patch_losses(monkeypatch, after=8, factor=math.nan)
+    result = training.run_phase(params("phase1", tmp_path, dataset, max_steps=20))
+    assert result.status["state"] == "stopped"
+    stop = [e for e in result.health if e["severity"] == "stop"]
+    assert [(e["kind"], e["step"]) for e in stop] == [("nan_loss", 8)]
+    assert result.curves["loss_mel_ce"].notna().all()  # no NaN reached the curves
+    assert result.curves.query("split == 'train'")["step"].max() == 7
+    run = Path(result.status["run_dir"])
+    assert (run / "checkpoint_6.pth").is_file()
+    final = torch.load(result.status["final_checkpoint"], weights_only=False)["model"]
+    assert all(torch.isfinite(t).all() for t in final.values() if t.is_floating_point())
+    assert "nan_loss" in result.summary().to_string() or "not finite" in result.summary().to_string()
+
+
+def test_zero_gradient_stops_the_run(monkeypatch, tmp_path, dataset):
+    patch_losses(monkeypatch, after=2, factor=0.0)
+    result = training.run_phase(params("phase1", tmp_path, dataset, max_steps=20))
+    assert result.status["state"] == "stopped"
+    (stop,) = [e for e in result.health if e["severity"] == "stop"]
+    assert stop["kind"] == "zero_gradient" and stop["step"] == 6  # steps 2..6: five zero norms
+    assert "no gradient flows" in result.status["stop_reason"]
+    norms = result.curves.query("split == 'train'").set_index("step")["grad_norm"]
+    assert (norms.loc[:1] > 0).all() and (norms.loc[2:] == 0).all()
