@@ -43,8 +43,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing Python dependencies (first time: a few minutes, ~6 GB)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e .
+  quiet_pip() {  # drop pip's notes about local mirror folders this machine may not have
+    .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v '^WARNING: Location' >&2)
+  }
+  quiet_pip --upgrade pip
+  quiet_pip -e .
   # 4. The Jupyter kernel the notebooks, papermill and nbmake use, inside .venv.
   .venv/bin/python -m ipykernel install --sys-prefix --name voicebook \
     --display-name "Python (voicebook)" >/dev/null

@@ -23,7 +23,14 @@ from voicebook.paths import DEMO_DATA_DIR
 
 pytestmark = pytest.mark.slow
 N_TRAIN, N_EVAL = 12, 3
-RUN = dict(batch_size=2, epochs=50, eval_every=4, save_every=6, keep_checkpoints=2, lr=5e-4)
+RUN = {
+    "batch_size": 2,
+    "epochs": 50,
+    "eval_every": 4,
+    "save_every": 6,
+    "keep_checkpoints": 2,
+    "lr": 5e-4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +121,10 @@ def test_killed_run_continues_with_continuous_steps_and_curves(phase1):
     dropped = list(result.phase_dir.glob("attempts/*/curves_after_checkpoint.csv"))
     if last_before_kill > 6:
         assert pd.read_csv(dropped[0])["step"].min() >= 7
+    resumed = Path(status["resumed_from"]).name  # the newest complete checkpoint of the run
+    assert resumed in {f"checkpoint_{s}.pth" for s in (6, 12)} | {"best_model_8.pth"}
     log = (Path(status["run_dir"]) / "trainer_0_log.txt").read_text()
-    assert "Continuing from checkpoint_6.pth" in log or "Restoring from checkpoint_6" in log
+    assert f"Continuing from {resumed}" in log
 
 
 def test_eval_mel_ce_falls_and_the_best_is_judged_on_it(phase1):
@@ -175,8 +184,10 @@ def patch_losses(monkeypatch, after: int, factor: float) -> None:
 
     original, calls = GPTTrainer.train_step, []
 
-    def train_step(self, batch, criterion=None):
-        outputs, losses = original(self, batch, criterion)
+    def train_step(self, batch, *args):
+        outputs, losses = original(self, batch, *args)
+        if not self.xtts.gpt.training:  # evaluation runs train_step too
+            return outputs, losses
         calls.append(1)
         if len(calls) > after:
             losses = {k: v * factor for k, v in losses.items()}
@@ -197,7 +208,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path
     assert (run / "checkpoint_6.pth").is_file()
     final = torch.load(result.status["final_checkpoint"], weights_only=False)["model"]
     assert all(torch.isfinite(t).all() for t in final.values() if t.is_floating_point())
-    assert "nan_loss" in result.summary().to_string() or "not finite" in result.summary().to_string()
+    assert (
+        "nan_loss" in result.summary().to_string() or "not finite" in result.summary().to_string()
+    )
 
 
 def test_zero_gradient_stops_the_run(monkeypatch, tmp_path, dataset):
@@ -209,3 +222,36 @@ def test_zero_gradient_stops_the_run(monkeypatch, tmp_path, dataset):
     assert "no gradient flows" in result.status["stop_reason"]
     norms = result.curves.query("split == 'train'").set_index("step")["grad_norm"]
     assert (norms.loc[:1] > 0).all() and (norms.loc[2:] == 0).all()
+
+
+def test_phase2_notebook_card_usage_records_the_lr_used(phase1, dataset, tmp_path):
+    """`papermill 02_phase2.ipynb out.ipynb -p lr 1e-6` continues phase 1's best at 1e-6; the
+    earlier phase-2 run (other parameters) moves to history/, never overwritten."""
+    import papermill
+
+    from voicebook.paths import NOTEBOOKS_DIR
+    from voicebook.scraps import read_scraps
+
+    p1, _, r1 = phase1
+    out = tmp_path / "02_phase2.ipynb"
+    cheap = {"max_steps": 3, "eval_every": 2, "batch_size": 2, "epochs": 2}
+    papermill.execute_notebook(
+        str(NOTEBOOKS_DIR / "02_phase2.ipynb"),
+        str(out),
+        parameters={
+            "lr": 1e-6,
+            "outputs_dir": p1.outputs_dir,
+            "dataset_dir": str(dataset),
+            **cheap,
+        },
+        kernel_name="voicebook",
+        cwd=str(NOTEBOOKS_DIR),
+    )
+    scraps = read_scraps(out)
+    assert scraps["stage"] == "phase2" and scraps["params"]["lr"] == 1e-6
+    assert scraps["parent_checkpoint"] == r1.best_checkpoint
+    assert (scraps["curves"]["lr"] == 1e-6).all() and scraps["final_step"] == 3
+    phase2 = Path(p1.outputs_dir) / "demo" / "phase2"
+    earlier = json.loads((phase2 / "history" / "1" / "status.json").read_text())
+    assert earlier["params"]["lr"] == 1e-4  # the run of test_phase2_continues_phase1_best...
+    assert (phase2 / "export" / "model.pth").is_file()

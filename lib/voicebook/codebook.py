@@ -105,8 +105,14 @@ def clip_codes(dvae: Any, mel: Any, clip: str | Path) -> np.ndarray:
     return dvae.get_codebook_indices(mel(load_audio(str(clip), 22050))).numpy().ravel()
 
 
-def codebook_usage(base_dir: str | Path, dataset_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Per source (and ``all``): DVAE code usage statistics over every clip of the dataset."""
+def codebook_usage(
+    base_dir: str | Path, dataset_dir: str | Path, max_clips_per_source: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per source (and ``all``): DVAE code usage statistics over the dataset's clips.
+
+    ``max_clips_per_source`` > 0 takes only each source's first clips (train, then eval; a
+    cheap, deterministic sample); the ``clips`` entry says how many were used.
+    """
     from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
 
     dvae = load_dvae(base_dir)
@@ -114,6 +120,8 @@ def codebook_usage(base_dir: str | Path, dataset_dir: str | Path) -> dict[str, d
         mel_norm_file=str(Path(base_dir) / "mel_stats.pth"), sampling_rate=22050
     )
     clips = dataset_clips(dataset_dir)
+    if max_clips_per_source > 0:
+        clips = clips.groupby("source", sort=False).head(max_clips_per_source)
     codes: dict[str, list[np.ndarray]] = {}
     for file, source in tqdm(list(zip(clips.audio_file, clips.source)), desc="DVAE codes"):
         codes.setdefault(source, []).append(clip_codes(dvae, mel, Path(dataset_dir) / file))

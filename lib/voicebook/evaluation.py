@@ -213,7 +213,7 @@ def eval_losses(
     )
     config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
     seed_everything(seed)
-    model = GPTTrainer.init_from_config(config)
+    model = GPTTrainer(config)
     model.eval()
     _, eval_samples = load_samples(config)
     seed_everything(seed)
@@ -309,30 +309,63 @@ def real_time_factor(samples: pd.DataFrame) -> float:
 
 
 class SpeakerSimilarity:
-    """Cosine similarity of clips to a speaker's mean resemblyzer embedding."""
+    """Cosine similarity of clips to a speaker's mean resemblyzer embedding.
 
-    def __init__(self, reference_clips: list[Path]):
+    Embeddings are resemblyzer's ``embed_utterance`` (1.6 s partials, L2-normed mean), computed
+    with the partials of many clips batched through the LSTM at once: the same numbers, several
+    times faster on a CPU than one clip at a time. ``bf16=True`` runs the LSTM in bfloat16
+    (about 1.5x faster again on CPUs with AVX512-BF16; similarities move by ~0.002).
+    """
+
+    def __init__(self, reference_clips: list[Path], batch_partials: int = 512, bf16: bool = False):
         from resemblyzer import VoiceEncoder
 
         if not reference_clips:
             raise ValueError("Speaker similarity needs at least one reference clip.")
         self.encoder = VoiceEncoder("cpu", verbose=False)
-        mean = np.mean([self.embed(p) for p in reference_clips], axis=0)
+        self.batch_partials, self.bf16 = batch_partials, bf16
+        mean = self.embed(reference_clips).mean(axis=0)
         self.reference = mean / np.linalg.norm(mean)
 
-    def embed(self, clip: Path | str) -> np.ndarray:
+    @staticmethod
+    def load(clip: Path | str) -> np.ndarray:
+        """16 kHz, loudness-normalised, long silences cut (VAD), as resemblyzer expects."""
         import librosa
         from resemblyzer import audio, hparams
 
         raw, _ = librosa.load(str(clip), sr=hparams.sampling_rate)
-        wav = audio.preprocess_wav(raw)  # loudness-normalised, long silences cut (VAD)
+        wav = audio.preprocess_wav(raw)
         if len(wav) < hparams.sampling_rate // 10:  # VAD kept ~nothing (noise): use it all
             wav = audio.normalize_volume(raw, hparams.audio_norm_target_dBFS, increase_only=True)
-        return self.encoder.embed_utterance(wav)
+        return wav
+
+    def _partials(self, wav: np.ndarray) -> np.ndarray:
+        from resemblyzer import audio
+
+        wav_slices, mel_slices = self.encoder.compute_partial_slices(len(wav), 1.3, 0.75)
+        if wav_slices[-1].stop >= len(wav):
+            wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)))
+        mel = audio.wav_to_mel_spectrogram(wav)
+        return np.stack([mel[s] for s in mel_slices])
+
+    def embed(self, clips: Iterable[Path | str]) -> np.ndarray:
+        """One unit-length embedding per clip, shape (n_clips, 256)."""
+        partials = [self._partials(self.load(c)) for c in clips]
+        stacked = torch.from_numpy(np.concatenate(partials))
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+            embeds = (
+                torch.cat([self.encoder(b) for b in stacked.split(self.batch_partials)])
+                .float()
+                .numpy()
+            )
+        per_clip = np.split(embeds, np.cumsum([len(p) for p in partials])[:-1])
+        means = np.stack([e.mean(axis=0) for e in per_clip])
+        return means / np.linalg.norm(means, axis=1, keepdims=True)
 
     def score(self, clips: Iterable[Path | str]) -> np.ndarray:
         """One similarity in [-1, 1] per clip (embeddings are unit length)."""
-        return np.array([float(self.embed(c) @ self.reference) for c in clips])
+        clips = list(clips)
+        return self.embed(clips) @ self.reference if clips else np.array([])
 
 
 def normalise_for_cer(text: str) -> str:
@@ -486,3 +519,18 @@ def _evaluate_one(
         "n_sentences": len(samples),
         "_samples": samples,
     }
+
+
+def metrics_figure(table: pd.DataFrame):
+    """Bars per candidate: eval Mel CE, Text CE and speaker similarity (plotly)."""
+    from plotly.subplots import make_subplots
+
+    metrics = [
+        ("mel_ce", "eval Mel CE (lower is better)"),
+        ("text_ce", "eval Text CE (lower is better)"),
+        ("speaker_similarity", "speaker similarity (higher is better)"),
+    ]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in metrics])
+    for col, (metric, _) in enumerate(metrics, start=1):
+        fig.add_bar(x=table["label"], y=table[metric], name=metric, row=1, col=col)
+    return fig.update_layout(showlegend=False, height=360, margin={"t": 60, "b": 40})

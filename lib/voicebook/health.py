@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 TEXT_CE_ALARM = 0.04  # logged (x0.01-weighted) Text CE above this: the text side is degrading
+OVERFIT_MIN_RISE = 0.01  # eval Mel CE must rise by more than this to count (not eval noise)
 ZERO_GRAD_STEPS = 5  # this many optimizer steps in a row with a zero gradient norm stop the run
 MIN_CLIP_SECONDS = 0.5  # XTTSDataset skips shorter clips
 MAX_WAV_SAMPLES = 255995  # GPTArgs.max_wav_length used by voicebook: longer clips are skipped
@@ -58,7 +59,9 @@ class HealthEvent:
 # --- before training ------------------------------------------------------------------------
 
 
-def check_texts(samples: list[dict], tokenizer: Any, max_tokens: int = MAX_TEXT_TOKENS) -> list[str]:
+def check_texts(
+    samples: list[dict], tokenizer: Any, max_tokens: int = MAX_TEXT_TOKENS
+) -> list[str]:
     """Problems with transcripts: unknown tokens (XTTSDataset asserts on them) or too many tokens."""
     unk_id = tokenizer.tokenizer.token_to_id("[UNK]")
     problems = []
@@ -91,7 +94,7 @@ def check_clips(samples: list[dict]) -> list[str]:
         path = Path(sample["audio_file"])
         try:
             info = soundfile.info(str(path))
-        except Exception as exc:  # missing, truncated or not audio
+        except Exception as exc:  # noqa: BLE001 - missing, truncated or not audio
             problems.append(f"{path}: cannot read it ({exc}); re-run data prep or remove the row.")
             continue
         seconds = info.frames / info.samplerate
@@ -120,9 +123,11 @@ def check_disk(base_dir: Path, run_dir: Path, keep_checkpoints: int) -> list[str
     free = shutil.disk_usage(run_dir).free
     if free < need:
         return [
-            f"{run_dir}: {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.1f} GB "
-            f"({keep_checkpoints} kept checkpoints + best model + export); free space or lower "
-            "keep_checkpoints."
+            (
+                f"{run_dir}: {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.1f} GB "
+                f"({keep_checkpoints} kept checkpoints + best model + export); free space or lower "
+                "keep_checkpoints."
+            )
         ]
     return []
 
@@ -137,8 +142,10 @@ def check_gpu_memory(n_params: int, batch_size: int) -> list[str]:
     need = 16 * n_params + batch_size * ACTIVATION_BYTES_PER_CLIP * n_params / XTTS_V2_PARAMS
     if free < need:
         return [
-            f"GPU: {free / 1e9:.1f} GB free, batch_size {batch_size} needs about {need / 1e9:.1f}"
-            " GB; lower batch_size (and raise grad_accum to keep the effective batch)."
+            (
+                f"GPU: {free / 1e9:.1f} GB free, batch_size {batch_size} needs about {need / 1e9:.1f}"
+                " GB; lower batch_size (and raise grad_accum to keep the effective batch)."
+            )
         ]
     return []
 
@@ -158,7 +165,10 @@ def preflight(
 
     validate_base_dir(base_dir)  # raises with the missing files and the fix
     problems: list[str] = []
-    for name, samples in (("metadata_train.csv", train_samples), ("metadata_eval.csv", eval_samples)):
+    for name, samples in (
+        ("metadata_train.csv", train_samples),
+        ("metadata_eval.csv", eval_samples),
+    ):
         if not samples:
             problems.append(
                 f"{dataset_dir / name} has no clips; run 00_data_prep (or check its rejected.csv)."
@@ -268,7 +278,7 @@ class HealthMonitor:
         self.train_mel_since_eval = []
         if self.evals:
             prev_eval, prev_train = self.evals[-1]
-            overfit = mel_ce > prev_eval and train_mel < prev_train
+            overfit = mel_ce > prev_eval + OVERFIT_MIN_RISE and train_mel < prev_train
             if overfit and not self.overfit_on:
                 events.append(
                     HealthEvent(
@@ -296,4 +306,3 @@ class HealthMonitor:
                 )
             )
         return events
-

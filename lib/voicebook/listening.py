@@ -178,7 +178,7 @@ class ListeningSession:
         table = read_ratings(self.path)
         mine = table[(table["rater"] == self.rater) & (table["mode"] == self.mode)]
         if self.mode == "scores":
-            complete = mine[SCALES].notna().all(axis=1)
+            complete = mine[list(SCALES)].notna().all(axis=1)
             return {(r.sentence, r.candidate) for r in mine[complete].itertuples()}
         return {
             (r.sentence, frozenset((r.candidate, r.other_candidate))) for r in mine.itertuples()
@@ -291,6 +291,29 @@ def summarize_ab(ratings: pd.DataFrame) -> pd.DataFrame:
         for name, c in sorted(counts.items())
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=AB_COLUMNS)
+
+
+def summary_figure(summary: pd.DataFrame):
+    """Mean rating per candidate and scale with its 95 % interval (plotly)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for candidate, rows in summary.groupby("candidate", sort=True):
+        fig.add_bar(
+            x=rows["scale"],
+            y=rows["mean"],
+            name=f"{candidate}",
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": rows["ci_high"] - rows["mean"],
+                "arrayminus": rows["mean"] - rows["ci_low"],
+            },
+            customdata=rows["n"],
+            hovertemplate="%{x}: %{y:.2f} (n=%{customdata})",
+        )
+    fig.update_layout(barmode="group", yaxis={"range": [0, HIGHEST], "title": "mean rating"})
+    return fig.update_layout(height=380, title="Blind listening: mean rating, 95 % interval")
 
 
 # --- the widget panel ----------------------------------------------------------------------

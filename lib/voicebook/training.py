@@ -34,7 +34,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,14 @@ def params_for(stage: str, **values: Any) -> PhaseParams:
     if unknown:
         raise TypeError(f"Unknown {stage} parameter(s) {unknown}; known: {sorted(names)}.")
     return cls(**values)
+
+
+def params_from(stage: str, namespace: dict[str, Any]) -> PhaseParams:
+    """The params of ``stage`` taken from a notebook's variables (its parameters cell)."""
+    cls = {"phase1": Phase1Params, "phase2": Phase2Params}[stage]
+    return cls(
+        **{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
+    )
 
 
 @dataclass
@@ -205,7 +213,7 @@ def valid_checkpoints(run_dir: Path, quarantine: Path) -> list[Path]:
         try:
             torch.load(path, map_location="cpu", mmap=True, weights_only=False)
             good.append(path)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable file: set aside
             quarantine.mkdir(parents=True, exist_ok=True)
             path.replace(quarantine / path.name)
     return good
@@ -324,14 +332,16 @@ def make_trainer_class():
             self.recorder, self.max_steps = recorder, max_steps
             super().__init__(*args, **kw)
 
-        def _compute_loss(self, batch, criterion, optimizer_idx):  # noqa: ANN001, ANN202
+        def _compute_loss(self, batch, criterion, optimizer_idx):
             outputs, loss_dict = super()._compute_loss(batch, criterion, optimizer_idx)
             if loss_dict:  # before backward: a NaN never reaches the weights
                 losses = {k: float(loss_dict[k].detach()) for k in ("loss_mel_ce", "loss_text_ce")}
-                self.recorder.events(self.recorder.monitor.check_loss(self.total_steps_done, losses))
+                self.recorder.events(
+                    self.recorder.monitor.check_loss(self.total_steps_done, losses)
+                )
             return outputs, loss_dict
 
-        def train_step(self, batch, batch_n_steps, step, loader_start_time):  # noqa: ANN001, ANN202
+        def train_step(self, batch, batch_n_steps, step, loader_start_time):
             index = self.total_steps_done
             outputs, losses = super().train_step(batch, batch_n_steps, step, loader_start_time)
             if outputs is None:
@@ -356,7 +366,9 @@ def make_trainer_class():
             self.recorder.last_eval_step = step
             avg = self.keep_avg_eval.avg_values
             mel, text = avg["avg_loss_mel_ce"], avg["avg_loss_text_ce"]
-            self.recorder.row(step, "eval", mel, text, self.optimizer[0].param_groups[0]["lr"], None)
+            self.recorder.row(
+                step, "eval", mel, text, self.optimizer[0].param_groups[0]["lr"], None
+            )
             self.save_best_model()
             best = self.output_path / f"best_model_{step}.pth"
             if best.is_file():
@@ -480,7 +492,9 @@ def run_phase(
     monitor = HealthMonitor(
         params.patience_steps,
         params.lr_floor,
-        (status["best_step"], status["best_mel_ce"]) if status.get("best_step") is not None else None,
+        (status["best_step"], status["best_mel_ce"])
+        if status.get("best_step") is not None
+        else None,
     )
     recorder = PhaseRecorder(phase_dir, monitor, status, on_row)
     try:
@@ -502,18 +516,29 @@ def run_phase(
             recorder.health.append(HealthEvent(0, "preflight", "stop", str(exc)).to_dict())
             write_json(phase_dir / "health.json", recorder.health)
             raise
-        _train(params, config, GPTTrainer, TrainerArgs, recorder, run_dir, train_samples,
-               eval_samples, attempt)
+        _train(
+            params,
+            config,
+            GPTTrainer,
+            TrainerArgs,
+            recorder,
+            run_dir,
+            train_samples,
+            eval_samples,
+            attempt,
+        )
     finally:
         recorder.close()
     return _result(params, phase_dir)
 
 
-def _train(params, config, model_cls, args_cls, recorder, run_dir, train, evals, attempt) -> None:  # noqa: ANN001, PLR0913
+def _train(params, config, model_cls, args_cls, recorder, run_dir, train, evals, attempt) -> None:
     """Build the trainer (new run or continued), fit, and finish cleanly whatever happens."""
     phase_dir = recorder.phase_dir
-    model = model_cls.init_from_config(config)
-    args = args_cls(continue_path=str(run_dir) if run_dir else "", grad_accum_steps=params.grad_accum)
+    model = model_cls(config)
+    args = args_cls(
+        continue_path=str(run_dir) if run_dir else "", grad_accum_steps=params.grad_accum
+    )
     trainer = make_trainer_class()(
         args,
         config,
@@ -528,8 +553,14 @@ def _train(params, config, model_cls, args_cls, recorder, run_dir, train, evals,
     run_dir = Path(trainer.output_path)
     resumed = trainer.total_steps_done if args.continue_path else 0
     if resumed:
+        if Path(trainer.args.restore_path).name.startswith("best_model_"):
+            # saved at an eval, after <step> updates (a checkpoint_<step> holds <step> + 1)
+            trainer.total_steps_done -= 1
+            resumed -= 1
         _trim_curves(phase_dir, resumed - 1, attempt)
-        print(f"Continuing {run_dir.name} from step {resumed - 1}.")
+        _copy_attempt_files(phase_dir, run_dir, attempt, f"cut off; continued from step {resumed}")
+        recorder.save_status(resumed_from=trainer.args.restore_path)
+        print(f"Continuing {run_dir.name} from {Path(trainer.args.restore_path).name}.")
     recorder.save_status(state="running", run_dir=str(run_dir), attempt=attempt, stop_reason="")
     stop: HealthEvent | None = None
     try:
@@ -597,7 +628,9 @@ def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
     params = result.params
     dataset = Path(params["dataset_dir"] or result.phase_dir.parent / "dataset")
     reference = _reference_clip(dataset)
-    return export_folder(path, resolve_base(params["base_model"]), result.phase_dir / "export", reference)
+    return export_folder(
+        path, resolve_base(params["base_model"]), result.phase_dir / "export", reference
+    )
 
 
 def _reference_clip(dataset: Path) -> Path | None:
@@ -608,9 +641,9 @@ def _reference_clip(dataset: Path) -> Path | None:
 
 
 class LiveView:
-    """A plotly chart of train and eval Mel CE / Text CE by step, redrawn as rows arrive, and a
-    tqdm progress bar. Uses a FigureWidget where ipywidgets+anywidget work, else re-displays a
-    figure in place (also what a papermill run keeps)."""
+    """A plotly chart of train and eval Mel CE / Text CE by step, redrawn in place as rows
+    arrive, and a tqdm progress bar. The chart is a display updated by id (no widget needed),
+    so a papermill run keeps its last state."""
 
     def __init__(self, title: str, total_steps: int, start_step: int = 0, redraw_every: int = 10):
         from tqdm.auto import tqdm
@@ -618,21 +651,19 @@ class LiveView:
         self.title, self.redraw_every = title, redraw_every
         self.rows: list[dict[str, Any]] = []
         self.bar = tqdm(total=total_steps, initial=start_step, desc=title, unit="step")
-        self.handle = None
-        self.figure = self._widget_or_figure()
+        self.handle: Any = None
 
-    def _widget_or_figure(self):  # noqa: ANN202
-        import plotly.graph_objects as go
-
-        try:
-            return go.FigureWidget(curves_figure(pd.DataFrame(columns=CURVE_COLUMNS), self.title))
-        except Exception:  # plotly 6 widgets need anywidget
-            return curves_figure(pd.DataFrame(columns=CURVE_COLUMNS), self.title)
+    def _bundle(self) -> dict[str, Any]:
+        fig = curves_figure(pd.DataFrame(self.rows, columns=CURVE_COLUMNS), self.title)
+        return {
+            "application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+            "text/plain": self.title,
+        }
 
     def show(self) -> None:
         from IPython.display import display
 
-        self.handle = display(self.figure, display_id=True)
+        self.handle = display(self._bundle(), raw=True, display_id=True)
 
     def on_row(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -643,12 +674,8 @@ class LiveView:
             self.redraw()
 
     def redraw(self) -> None:
-        fresh = curves_figure(pd.DataFrame(self.rows, columns=CURVE_COLUMNS), self.title)
-        with self.figure.batch_update():
-            for trace, new in zip(self.figure.data, fresh.data, strict=True):
-                trace.x, trace.y = new.x, new.y
-        if self.handle is not None and not hasattr(self.figure, "_view_count"):
-            self.handle.update(self.figure)
+        if self.handle is not None:
+            self.handle.update(self._bundle(), raw=True)
 
     def close(self, curves: pd.DataFrame | None = None) -> None:
         if curves is not None:
@@ -657,7 +684,7 @@ class LiveView:
         self.bar.close()
 
 
-def curves_figure(curves: pd.DataFrame, title: str = ""):  # noqa: ANN201
+def curves_figure(curves: pd.DataFrame, title: str = ""):
     """Train and eval Mel CE (left) and Text CE x0.01 (right) by step."""
     from plotly.subplots import make_subplots
 
@@ -678,6 +705,16 @@ def curves_figure(curves: pd.DataFrame, title: str = ""):  # noqa: ANN201
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, height=380)
     return fig
+
+
+def live_view(params: PhaseParams) -> LiveView:
+    """A LiveView sized for ``params``: planned steps from the dataset, start from past curves."""
+    exp = experiment_dir(params.experiment, params.outputs_dir)
+    meta = Path(params.dataset_dir or exp / "dataset") / "metadata_train.csv"
+    n_train = max(len(meta.read_text().splitlines()) - 1, 0) if meta.is_file() else 0
+    curves = read_curves(exp / params.stage)
+    done = int((curves["split"] == "train").sum())
+    return LiveView(params.stage.replace("phase", "Phase "), planned_steps(params, n_train), done)
 
 
 def planned_steps(params: PhaseParams, n_train: int) -> int:

@@ -13,10 +13,10 @@
 """
 
 from voicebook.dataprep.audio import AudioProblem
-from voicebook.dataprep.card import QUALITY_TIERS, card_figures, rate_quality
+from voicebook.dataprep.card import QUALITY_TIERS, card_figures, card_tables, rate_quality
 from voicebook.dataprep.config import DataPrepConfig, SourceSpec
 from voicebook.dataprep.dataset import DatasetResult, account, eval_split, prepare_dataset
-from voicebook.dataprep.sources import SourceError
+from voicebook.dataprep.sources import SourceError, describe_sources
 from voicebook.dataprep.text import TextChecker, normalise_text
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "TextChecker",
     "account",
     "card_figures",
+    "card_tables",
+    "describe_sources",
     "eval_split",
     "normalise_text",
     "prepare_dataset",

@@ -262,6 +262,27 @@ def card_figures(card: dict[str, Any]) -> list:
     return [durations, categories]
 
 
+def card_tables(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's tables as pandas DataFrames: sources, categories, rejections, quality rules."""
+    import pandas as pd
+
+    sources = [{k: v for k, v in s.items() if k not in ("found", "input_lufs")}
+               for s in card["sources"]]  # fmt: skip
+    rules = [
+        {"tier": t["rating"], "metric": r["metric"], "rule": f"{r['op']} {r['value']}",
+         "actual": r["actual"], "passed": r["passed"]}
+        for t in card["quality"]["tiers"]
+        for r in t["rules"]
+    ]  # fmt: skip
+    kinds = card["rejections"]["by_kind"]
+    return {
+        "sources": pd.DataFrame(sources),
+        "categories": pd.DataFrame(card["categories"]["table"]),
+        "rejections": pd.DataFrame({"kind": list(kinds), "count": list(kinds.values())}),
+        "quality": pd.DataFrame(rules),
+    }
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>none</p>"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,11 @@ class DataPrepConfig:
             )
         self.chars_per_second = tuple(self.chars_per_second)
 
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> DataPrepConfig:
+        """The config from a notebook's parameters (``globals()``): every field it defines."""
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
     def source_specs(self) -> list[SourceSpec]:
         specs = [SourceSpec.from_dict(s) for s in self.sources]
         names = [s.name for s in specs]
@@ -140,8 +145,9 @@ class DataPrepConfig:
         return self.workers or max(1, min(2, os.cpu_count() or 1))
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able settings (for the card)."""
+        """Plain JSON-able settings that shape the data (for the card; not ``workers``)."""
         out = asdict(self)
+        del out["workers"]
         out["sources"] = [
             {**s, "path": str(s["path"])} if isinstance(s, dict) else str(s) for s in self.sources
         ]

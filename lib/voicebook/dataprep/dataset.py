@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import multiprocessing
+import os
 import re
 import shutil
 from collections import Counter
@@ -91,7 +92,7 @@ def prepare_dataset(
 
 def _check_replaceable(dataset_dir: Path) -> None:
     """Refuse to delete a folder that this stage did not make."""
-    if not dataset_dir.exists():
+    if not dataset_dir.exists() or not any(dataset_dir.iterdir()):
         return
     card = dataset_dir / "card.json"
     if not card.is_file() or GENERATOR not in card.read_text(encoding="utf-8", errors="replace"):
@@ -119,7 +120,9 @@ def _run_jobs(
             bar.update()
     else:
         _warm_up()
-        # fork: workers inherit the imported modules and the tokenizer instead of re-importing
+        # fork: workers inherit the imported modules and the tokenizer instead of re-importing;
+        # HF tokenizers would otherwise warn that its thread pool cannot survive the fork
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=init_worker,

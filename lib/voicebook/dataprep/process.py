@@ -59,11 +59,23 @@ class Worker:
         self.config, self.checker, self.wav_dir = config, checker, wav_dir
 
     def run(self, job: Job) -> list[Clip | Rejection]:
+        """The job's clips and rejections. An unexpected error rejects the job, never the run."""
+        try:
+            return self._run(job)
+        except Exception as exc:  # noqa: BLE001 -- one bad item must not stop the stage
+            pattern = f"{job.stem}.wav" if job.cues is None else f"{job.stem}_[0-9][0-9][0-9].wav"
+            for wav in self.wav_dir.glob(pattern):  # what this job already wrote
+                wav.unlink()
+            inputs = job.inputs or tuple(i for c in job.cues or [] for i in c.inputs)
+            reason = f"could not be processed ({type(exc).__name__}: {exc}); please report this"
+            return [Rejection(job.source, job.item, reason, "error", inputs, job.order)]
+
+    def _run(self, job: Job) -> list[Clip | Rejection]:
         n_tokens = 0
         if job.cues is None:
-            problem, n_tokens = self.checker.check(job.text or "")
-            if problem:
-                return [Rejection(job.source, job.item, problem, "text", job.inputs, job.order)]
+            kind, problem, n_tokens = self.checker.check(job.text or "")
+            if kind:
+                return [Rejection(job.source, job.item, problem, kind, job.inputs, job.order)]
         try:
             decoded = decode(job.path, self.config.sample_rate)
         except AudioProblem as exc:
@@ -81,7 +93,7 @@ class Worker:
         cfg, sr = self.config, decoded.sample_rate
         total = decoded.samples.size / sr
         cues = merge_short(job.cues or [], cfg.min_seconds, cfg.max_seconds, cfg.max_merge_gap_s)
-        planned: list[tuple[Cue, bool]] = []  # (cue, can be cut)
+        planned: list[tuple[Cue, bool]] = []  # (cue, at most max_seconds long)
         for cue in cues:
             parts = split_long(
                 cue, decoded.samples, sr, cfg.min_seconds, cfg.max_seconds, cfg.trim_top_db,
@@ -103,11 +115,18 @@ class Worker:
                 )
                 out.append(Rejection(job.source, item, reason, "too_long", cue.inputs, order))
                 continue
-            problem, n_tokens = self.checker.check(cue.text)
-            if problem:
-                out.append(
-                    Rejection(job.source, item, problem, "text", cue.inputs, order, cue.split)
+            if cue.start >= total:
+                reason = (
+                    f"the cue starts at {clock(cue.start)}, after the recording ends "
+                    f"({clock(total)}): do these subtitles belong to this recording?"
                 )
+                out.append(
+                    Rejection(job.source, item, reason, "beyond_recording", cue.inputs, order)
+                )
+                continue
+            kind, problem, n_tokens = self.checker.check(cue.text)
+            if kind:
+                out.append(Rejection(job.source, item, problem, kind, cue.inputs, order, cue.split))
                 continue
             a, b = int(wide.start * sr), int(wide.end * sr)
             out.append(self._clip(sub, decoded, a, b, cue.text, n_tokens, cue.inputs, cue.split))

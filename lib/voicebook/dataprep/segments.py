@@ -59,7 +59,7 @@ def parse_subtitles(text: str) -> list[tuple[float, float, str]]:
 
 def clock(seconds: float) -> str:
     """``m:ss.ss`` (or ``h:mm:ss.ss``) for item names people can find in a player."""
-    m, s = divmod(seconds, 60)
+    m, s = divmod(round(seconds, 2), 60)
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:05.2f}" if h else f"{m}:{s:05.2f}"
 

@@ -73,24 +73,7 @@ def scan_source(
     asr: Callable[[np.ndarray], str] | None = None,
 ) -> ScannedSource:
     """Read one source folder; raise ``SourceError`` only if it cannot be used at all."""
-    if not spec.path.is_dir():
-        raise SourceError(
-            f"Source {spec.name!r}: folder {spec.path} does not exist. Fix the 'path' of this "
-            "source (relative paths are relative to the repository) or remove the source."
-        )
-    kind = spec.kind
-    if kind == "auto":
-        if (spec.path / spec.metadata).is_file():
-            kind = "metadata"
-        elif _files(spec.path, SUBTITLE_EXTENSIONS):
-            kind = "subtitles"
-        else:
-            raise SourceError(
-                f"Source {spec.name!r}: {spec.path} has no {spec.metadata} and no .srt/.vtt "
-                f"subtitles. Add {spec.metadata} with lines 'file|text', or subtitle files "
-                "named like the recordings, or set kind='untranscribed' to cut it by voice "
-                "activity."
-            )
+    kind = detect_kind(spec)
     scanned = ScannedSource(spec, kind)
     speaker = spec.speaker or config.speaker_name
     if kind == "metadata":
@@ -100,6 +83,52 @@ def scan_source(
     else:
         _scan_untranscribed(scanned, index, speaker, config, asr)
     return scanned
+
+
+def detect_kind(spec: SourceSpec) -> str:
+    """The source's kind: as given, or for "auto" from what the folder holds."""
+    if not spec.path.is_dir():
+        raise SourceError(
+            f"Source {spec.name!r}: folder {spec.path} does not exist. Fix the 'path' of this "
+            "source (relative paths are relative to the repository) or remove the source."
+        )
+    if spec.kind != "auto":
+        return spec.kind
+    if (spec.path / spec.metadata).is_file():
+        return "metadata"
+    if _files(spec.path, SUBTITLE_EXTENSIONS):
+        return "subtitles"
+    raise SourceError(
+        f"Source {spec.name!r}: {spec.path} has no {spec.metadata} and no .srt/.vtt "
+        f"subtitles. Add {spec.metadata} with lines 'file|text', or subtitle files named "
+        "like the recordings, or set kind='untranscribed' to cut it by voice activity."
+    )
+
+
+def describe_sources(config: DataPrepConfig) -> list[dict[str, object]]:
+    """One row per source -- kind, files found, or the problem that stops it -- cheaply,
+    before anything is decoded."""
+    rows = []
+    for spec in config.source_specs():
+        row: dict[str, object] = {"source": spec.name, "path": str(spec.path)}
+        try:
+            row["kind"] = detect_kind(spec)
+        except SourceError as exc:
+            rows.append(
+                row | {"kind": "", "audio files": 0, "transcripts": "", "problem": str(exc)}
+            )
+            continue
+        audio = _files(spec.path, AUDIO_EXTENSIONS)
+        if row["kind"] == "metadata":
+            table = spec.path / spec.metadata
+            n = len(table.read_bytes().splitlines()) if table.is_file() else 0
+            transcripts = f"{spec.metadata}: {n} lines" if n else f"no {spec.metadata}"
+        elif row["kind"] == "subtitles":
+            transcripts = f"{len(_files(spec.path, SUBTITLE_EXTENSIONS))} subtitle files"
+        else:
+            transcripts = "none: cut by voice activity"
+        rows.append(row | {"audio files": len(audio), "transcripts": transcripts, "problem": ""})
+    return rows
 
 
 def _files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:

@@ -10,7 +10,7 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from voicebook.dataprep.config import XTTS_MAX_TEXT_TOKENS
 
@@ -49,6 +49,12 @@ def is_question(text: str) -> bool:
     return text.rstrip(" .\"')»”").endswith("?")
 
 
+class TextCheck(NamedTuple):
+    kind: str | None  # None: the text is fine
+    reason: str | None
+    n_tokens: int = 0
+
+
 @dataclass
 class TextChecker:
     """Validates transcript text for one language against an XTTS tokenizer."""
@@ -59,43 +65,44 @@ class TextChecker:
 
     def problem(self, text: str) -> str | None:
         """Why ``text`` cannot train XTTS, in plain words; None when it can."""
-        return self.check(text)[0]
+        return self.check(text).reason
 
-    def check(self, text: str) -> tuple[str | None, int]:
-        """(problem or None, number of tokens) for ``text``."""
+    def check(self, text: str) -> TextCheck:
+        """The verdict on ``text``: problem kind and reason (None if fine) and token count."""
         if not text:
-            return "empty transcript: write the spoken words, or remove the clip", 0
+            return TextCheck("empty_text", "empty transcript: write the spoken words, or remove it")
         if "\ufffd" in text:
-            return "transcript has undecodable bytes (shown as \ufffd): save the file as UTF-8", 0
+            reason = "transcript has undecodable bytes (shown as \ufffd): save the file as UTF-8"
+            return TextCheck("undecodable_text", reason)
         char_limit = self.tokenizer.char_limits.get(self.language.split("-")[0], 250)
         if len(text) > char_limit:
-            return (
+            reason = (
                 f"transcript is {len(text)} characters, over XTTS's {char_limit} for "
                 f"'{self.language}': split the clip"
-            ), 0
+            )
+            return TextCheck("text_too_long", reason)
         try:
             ids = self._encode(text)
         except Exception as exc:  # noqa: BLE001 -- num2words & co. fail on odd numbers/symbols
-            return f"the tokenizer cannot read this transcript ({type(exc).__name__}: {exc})", 0
+            reason = f"the tokenizer cannot read this transcript ({type(exc).__name__}: {exc})"
+            return TextCheck("untokenizable_text", reason)
         if len(ids) > self.max_tokens:
-            return (
+            reason = (
                 f"transcript is {len(ids)} tokens, over XTTS's limit of {self.max_tokens}: "
                 "split the clip"
-            ), len(ids)
-        unk = self.tokenizer.tokenizer.token_to_id("[UNK]")
-        if unk in ids:
+            )
+            return TextCheck("text_too_long", reason, len(ids))
+        if self.tokenizer.tokenizer.token_to_id("[UNK]") in ids:
             chars = "".join(self.unknown_characters(text)) or "?"
-            return (
+            reason = (
                 f"characters the base model's vocabulary does not know: {chars!r}; "
                 "spell them out or remove them"
-            ), len(ids)
-        stop = self.tokenizer.tokenizer.token_to_id("[STOP]")
-        if stop in ids:
-            return "transcript contains the literal token [STOP]: remove it", len(ids)
-        return None, len(ids)
-
-    def n_tokens(self, text: str) -> int:
-        return len(self._encode(text))
+            )
+            return TextCheck("unknown_characters", reason, len(ids))
+        if self.tokenizer.tokenizer.token_to_id("[STOP]") in ids:
+            reason = "transcript contains the literal token [STOP]: remove it"
+            return TextCheck("untokenizable_text", reason, len(ids))
+        return TextCheck(None, None, len(ids))
 
     def unknown_characters(self, text: str) -> list[str]:
         """The characters of the cleaned text that the vocabulary maps to [UNK]."""

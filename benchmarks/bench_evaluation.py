@@ -1,0 +1,70 @@
+"""Evaluation speed on this machine: speaker-similarity throughput and synthesis real-time factor.
+
+Run: ``.venv/bin/python benchmarks/bench_evaluation.py [--clips 40]``. Targets: similarity at
+least 20 clips/s on 2 CPU cores. Synthesis is timed on the tiny base with the evaluation's
+generation cap; its RTF says how the code path performs, not how fast real XTTS speaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from voicebook import evaluation as ev
+from voicebook.models import demo_corpus_clips, load_xtts, resolve_base
+
+SIMILARITY_TARGET = 20.0  # clips per second
+
+
+def bench_similarity(n_clips: int, bf16: bool = False) -> float:
+    clips = demo_corpus_clips(limit=n_clips + 3)
+    scorer = ev.SpeakerSimilarity(clips[:3], bf16=bf16)
+    scorer.score(clips[3:4])  # warm-up (first resample, first LSTM call)
+    todo = clips[3 : 3 + n_clips]
+    start = time.perf_counter()
+    scores = scorer.score(todo)
+    rate = len(todo) / (time.perf_counter() - start)
+    print(
+        f"speaker similarity ({'bf16' if bf16 else 'fp32'}): {rate:.1f} clips/s over {len(todo)} demo clips "
+        f"(target >= {SIMILARITY_TARGET:.0f}: {'met' if rate >= SIMILARITY_TARGET else 'MISSED'}); "
+        f"mean similarity to the speaker {scores.mean():.3f}"
+    )
+    return rate
+
+
+def bench_synthesis(tmp_dir: str) -> float:
+    from pathlib import Path
+
+    base = resolve_base("tiny")
+    model = load_xtts(base)
+    refs = demo_corpus_clips(limit=2)
+    sentences = ev.default_test_sentences("hu")
+    ev.synthesize(model, sentences[:1], refs, Path(tmp_dir) / "warmup")
+    samples = ev.synthesize(model, sentences, refs, Path(tmp_dir) / "bench")
+    rtf = ev.real_time_factor(samples)
+    print(
+        f"synthesis (tiny base, capped at {ev.AUDIO_TOKENS_PER_CHAR} audio tokens/char): "
+        f"RTF {rtf:.2f} over {len(samples)} sentences, {samples.audio_s.sum():.1f} s of audio "
+        f"in {samples.synth_s.sum():.1f} s"
+    )
+    return rtf
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=int, default=40, help="clips for the similarity timing")
+    args = parser.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
+    bench_similarity(args.clips)
+    bench_similarity(args.clips, bf16=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_synthesis(tmp)
+
+
+if __name__ == "__main__":
+    main()

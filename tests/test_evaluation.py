@@ -1,0 +1,250 @@
+"""Evaluation stage: candidates, comparable eval losses, capped synthesis, speaker similarity,
+CER, DVAE codebook statistics, and the whole stage with and without a dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import librosa
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from voicebook import codebook as cb
+from voicebook import evaluation as ev
+from voicebook.models import resolve_base
+from voicebook.paths import DEMO_DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def base():
+    return resolve_base("tiny")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """6 train + 3 eval clips of the demo interview in the data-prep stage's layout."""
+    folder = tmp_path_factory.mktemp("dataset")
+    (folder / "wavs").mkdir()
+    meta = pd.read_csv(DEMO_DATA_DIR / "interview" / "metadata.csv", sep="|").head(9)
+    lines = []
+    for i, row in enumerate(meta.itertuples()):
+        source = "quiz" if i % 2 else "interview"  # two sources, as data prep names them
+        name = f"wavs/{source}_{i:03d}.wav"
+        wav, _ = librosa.load(DEMO_DATA_DIR / "interview" / row.audio_file, sr=22050)
+        sf.write(folder / name, wav, 22050)
+        lines.append(f"{name}|{row.text}|demo")
+    header = "audio_file|text|speaker_name"
+    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:6]]) + "\n")
+    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[6:]]) + "\n")
+    card = {"sources": [{"name": "interview"}, {"name": "quiz"}]}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned(base, tmp_path_factory):
+    """A trainer-style checkpoint ('xtts.'-prefixed keys) whose GPT differs from the base."""
+    state = torch.load(base / "model.pth", weights_only=False)["model"]
+    torch.manual_seed(0)
+    for key, value in state.items():
+        if key.startswith("gpt.") and value.is_floating_point():
+            state[key] = value + 0.02 * torch.randn_like(value)
+    path = tmp_path_factory.mktemp("run") / "best_model_12.pth"
+    torch.save({"model": {f"xtts.{k}": v for k, v in state.items()}}, path)
+    return path
+
+
+def experiment_with(tmp_path, dataset=None, phase1=None):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    if dataset:
+        (exp / "dataset").symlink_to(dataset)
+    if phase1:
+        (exp / "phase1").mkdir()
+        (exp / "phase1" / "status.json").write_text(json.dumps({"best_checkpoint": str(phase1)}))
+    return exp
+
+
+# --- candidates ----------------------------------------------------------------------------
+
+
+def test_default_candidates_skip_phases_not_run_with_a_note(tmp_path, tuned):
+    exp = experiment_with(tmp_path, phase1=tuned)
+    found, notes = ev.resolve_candidates([], exp)
+    assert [(c.name, c.checkpoint) for c in found] == [("base", None), ("phase1", tuned)]
+    assert len(notes) == 1 and "phase2 skipped" in notes[0] and "status.json" in notes[0]
+
+
+def test_explicit_candidates_get_labels_and_safe_unique_folder_names(tmp_path, tuned):
+    exp = experiment_with(tmp_path)
+    specs = [
+        {"label": "Sárga / lr 2e-6!", "checkpoint": str(tuned)},
+        str(tuned),
+        str(tuned),
+        str(tmp_path / "gone.pth"),
+        {"label": "the base", "checkpoint": "base"},
+        "phase1",
+    ]
+    found, notes = ev.resolve_candidates(specs, exp)
+    names = [c.name for c in found]
+    assert names == ["Sarga_lr_2e-6", "best_model_12", "best_model_12-2", "base"]
+    assert found[0].label == "Sárga / lr 2e-6!" and found[3].label == "the base"
+    assert [n.split()[0] for n in notes] == [str(tmp_path / "gone.pth"), "phase1"]
+    with pytest.raises(ValueError, match="no 'checkpoint'"):
+        ev.resolve_candidates([{"label": "x"}], exp)
+
+
+def test_default_sentences_exist_per_language_and_others_must_be_given():
+    assert len(ev.EvalConfig().sentences()) == 3
+    assert ev.EvalConfig(test_sentences=["Egy."]).sentences() == ["Egy."]
+    with pytest.raises(ValueError, match="test_sentences"):
+        ev.EvalConfig(language="fi").sentences()
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def test_character_error_rate_ignores_case_and_punctuation():
+    assert ev.character_error_rate("Jó estét!", "jó estét") == 0
+    assert ev.character_error_rate("abc", "abd") == pytest.approx(1 / 3)
+    assert ev.character_error_rate("ab", "xyzw") == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="empty reference"):
+        ev.character_error_rate("?!", "a")
+
+
+def test_missing_asr_folder_is_a_clear_error_and_empty_means_no_cer(tmp_path):
+    assert ev.load_asr("", "hu") is None
+    with pytest.raises(FileNotFoundError, match="leave it empty"):
+        ev.load_asr(str(tmp_path / "whisper"), "hu")
+
+
+def test_real_time_factor_is_synthesis_time_over_audio_time():
+    samples = pd.DataFrame({"audio_s": [2.0, 3.0], "synth_s": [1.0, 1.5]})
+    assert ev.real_time_factor(samples) == pytest.approx(0.5)
+    assert math.isnan(ev.real_time_factor(samples.assign(audio_s=0.0)))
+
+
+def test_speaker_similarity_prefers_the_speaker_over_noise(dataset, tmp_path):
+    clips = sorted((dataset / "wavs").glob("*.wav"))
+    scorer = ev.SpeakerSimilarity(clips[:3])
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, np.random.default_rng(0).normal(0, 0.1, 48000), 24000)
+    same, other = scorer.score([clips[4], noise])
+    assert 0.6 < same <= 1.0
+    assert other < same - 0.2
+    assert np.linalg.norm(scorer.reference) == pytest.approx(1.0)
+    # batching the partials changes nothing: resemblyzer's own one-clip-at-a-time embedding
+    one_by_one = [scorer.encoder.embed_utterance(scorer.load(c)) for c in clips[3:5]]
+    np.testing.assert_allclose(scorer.embed(clips[3:5]), one_by_one, atol=1e-5)
+
+
+def test_usage_stats_counts_codes_entropy_and_perplexity():
+    two = cb.usage_stats(np.array([0, 0, 1, 1]))
+    assert (two["codes_used"], two["entropy_bits"], two["perplexity"]) == (2, 1.0, 2.0)
+    assert two["utilisation"] == 2 / 1024 and two["frames"] == 4
+    every = cb.usage_stats(np.arange(1024).repeat(3))
+    assert every["codes_used"] == 1024 and every["perplexity"] == pytest.approx(1024)
+
+
+def test_clip_sources_come_from_clips_csv_card_names_or_double_underscore(tmp_path):
+    header = "audio_file|text|speaker_name\n"
+    (tmp_path / "metadata_train.csv").write_text(
+        header + "wavs/quiz_show_1.wav|a|x\nwavs/quiz_2.wav|b|x\nwavs/radio__3.wav|c|x\n"
+    )
+    (tmp_path / "metadata_eval.csv").write_text(header + "wavs/other.wav|d|x\n")
+    clips = cb.dataset_clips(tmp_path)
+    assert clips["source"].tolist() == ["all", "all", "radio", "all"]  # no card: only "__"
+    card = {"sources": [{"name": "quiz"}, {"name": "quiz_show"}]}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert cb.dataset_clips(tmp_path)["source"].tolist() == ["quiz_show", "quiz", "radio", "all"]
+    pd.DataFrame({"audio_file": clips["audio_file"], "source": ["a", "b", "c", "d"]}).to_csv(
+        tmp_path / "clips.csv", index=False
+    )
+    assert cb.dataset_clips(tmp_path)["split"].tolist() == ["train"] * 3 + ["eval"]
+    assert cb.dataset_clips(tmp_path)["source"].tolist() == ["a", "b", "c", "d"]
+
+
+def test_codebook_usage_per_source_adds_up(base, dataset):
+    usage = cb.codebook_usage(base, dataset)
+    assert set(usage) == {"interview", "quiz", "all"}
+    assert usage["interview"]["clips"] + usage["quiz"]["clips"] == usage["all"]["clips"] == 9
+    assert usage["interview"]["frames"] + usage["quiz"]["frames"] == usage["all"]["frames"]
+    for stats in usage.values():
+        assert 1 < stats["codes_used"] <= 1024
+        assert stats["perplexity"] == pytest.approx(2 ** stats["entropy_bits"])
+        assert stats["perplexity"] <= stats["codes_used"]
+    assert usage["all"]["codes_used"] >= usage["quiz"]["codes_used"]
+
+
+# --- model-based steps ---------------------------------------------------------------------
+
+
+def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tuned, tmp_path):
+    first = ev.eval_losses(base, dataset, None, tmp_path)
+    again = ev.eval_losses(base, dataset, None, tmp_path)
+    other = ev.eval_losses(base, dataset, tuned, tmp_path)
+    assert first == again  # same code, same batches: the numbers are comparable
+    assert first["n_batches"] == 1  # 3 eval clips, batch size 3
+    assert 0 < first["mel_ce"] < 20 and 0 < first["text_ce"] < 0.2  # text CE weighted x0.01
+    assert other["mel_ce"] != pytest.approx(first["mel_ce"], abs=1e-4)
+
+
+def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
+    from voicebook.models import load_xtts
+
+    model = load_xtts(base)
+    default_cap = model.gpt.max_gen_mel_tokens
+    refs = ev.reference_clips(dataset, 1)
+    short, longer = "Jó napot!", "Jó napot kívánok mindenkinek, kezdjük is a mai adást!"
+    out = ev.synthesize(model, [short, longer], refs, tmp_path / "c", tokens_per_char=1.0)
+    assert model.gpt.max_gen_mel_tokens == default_cap  # restored
+    assert out["sentence_id"].tolist() == ["s01", "s02"]
+    assert all((tmp_path / "c" / f"{s}.wav").is_file() for s in out["sentence_id"])
+    seconds_per_token = 1024 / 22050  # one GPT audio token = one 1024-sample DVAE frame
+    caps = [ev.token_cap(t, 1.0) for t in (short, longer)]
+    assert caps == [30, len(longer)]
+    for audio_s, cap in zip(out["audio_s"], caps):
+        assert 0 < audio_s <= (cap + 1) * seconds_per_token
+    assert out["synth_s"].gt(0).all()
+
+
+def test_without_a_dataset_the_stage_lists_candidates_and_says_what_is_missing(tmp_path, base):
+    exp = experiment_with(tmp_path)
+    result = ev.evaluate(ev.EvalConfig(), exp, base)
+    assert result.table["candidate"].tolist() == ["base"]
+    assert result.table[["mel_ce", "speaker_similarity", "rtf", "cer"]].isna().all().all()
+    assert any("00_data_prep" in n for n in result.notes)
+    assert any("phase1 skipped" in n for n in result.notes)
+    assert not (exp / "eval" / "eval_table.csv").exists()
+
+
+def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
+    tmp_path, base, dataset, tuned
+):
+    exp = experiment_with(tmp_path, dataset, phase1=tuned)
+    config = ev.EvalConfig(test_sentences=["Jó napot!"], n_reference_clips=1)
+    heard = []
+
+    def transcribe(wav):  # a stand-in ASR that hears only the first word
+        heard.append(wav)
+        return "jó"
+
+    result = ev.evaluate(config, exp, base, transcribe=transcribe)
+    table = result.table
+    assert list(table.columns) == ev.EVAL_TABLE_COLUMNS
+    assert table["candidate"].tolist() == ["base", "phase1"]
+    assert table["checkpoint"].tolist() == ["", str(tuned)]
+    assert table["n_sentences"].tolist() == [1, 1]
+    assert table["cer"].tolist() == pytest.approx([6 / 8, 6 / 8])  # "jó napot" vs "jó"
+    assert table[["mel_ce", "text_ce", "rtf"]].gt(0).all().all()
+    assert table["speaker_similarity"].between(-1, 1).all()
+    assert len(heard) == 2 and any("phase2 skipped" in n for n in result.notes)
+    on_disk = pd.read_csv(exp / "eval" / "eval_table.csv")
+    assert on_disk["mel_ce"].tolist() == pytest.approx(table["mel_ce"].tolist())
+    samples = pd.read_csv(exp / "eval" / "samples.csv")
+    assert samples["wav"].tolist() == ["base/s01.wav", "phase1/s01.wav"]
+    assert all((exp / "eval" / w).is_file() for w in samples["wav"])

@@ -1,0 +1,201 @@
+"""The blind listening test without a browser: blinding, persistence, resume, summaries, panel."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from scipy import stats
+
+from voicebook import listening as ls
+
+CANDIDATES = ("base", "phase1", "phase2")
+SENTENCES = {"s01": "Első mondat.", "s02": "Második mondat.", "s03": "Harmadik mondat."}
+GOOD = {"smoothness": 7, "naturalness": 6, "emotion": 5, "overall": 8}
+
+
+@pytest.fixture
+def samples(tmp_path) -> list[ls.Sample]:
+    wav = tmp_path / "beep.wav"
+    sf.write(wav, 0.1 * np.sin(np.linspace(0, 2000, 8000)), 16000)
+    return [
+        ls.Sample(c, sid, text, wav) for sid, text in SENTENCES.items() for c in CANDIDATES
+    ]
+
+
+@pytest.fixture
+def ratings(tmp_path):
+    return tmp_path / "exp" / "ratings.csv"
+
+
+def rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_item_is_blinded_with_letters_and_shuffled_per_rater(ratings, samples):
+    ann = ls.ListeningSession(ratings, "ann", samples)
+    assert len(ann.trials) == 3
+    for trial in ann.trials:
+        assert list(trial.blind) == ["A", "B", "C"]
+        assert sorted(s.candidate for s in trial.blind.values()) == sorted(CANDIDATES)
+        assert {s.text for s in trial.blind.values()} == {trial.text}
+
+    def order(session):
+        return {t.item: [s.candidate for s in t.blind.values()] for t in session.trials}
+
+    # the same rater always gets the same letters (so a returning rater is not confused) ...
+    assert order(ls.ListeningSession(ratings, "ann", samples)) == order(ann)
+    # ... other raters get other orders, and the letter A is not always the same candidate
+    others = [order(ls.ListeningSession(ratings, name, samples)) for name in ("bob", "cy", "di")]
+    assert any(o != order(ann) for o in others)
+    firsts = {o[item][0] for o in [order(ann), *others] for item in SENTENCES}
+    assert len(firsts) > 1
+
+
+def test_each_rating_is_on_disk_at_once_and_earlier_bytes_are_never_rewritten(ratings, samples):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    trial, code = session.next()
+    session.record_scores(trial, code, GOOD)
+    first = ratings.read_bytes()  # read while the session is still open: nothing buffered
+    [row] = rows(ratings)
+    assert row["rater"] == "ann" and row["mode"] == "scores" and row["blind_code"] == code
+    assert row["candidate"] == trial.blind[code].candidate and row["sentence"] == trial.text
+    assert {s: int(row[s]) for s in ls.SCALES} == GOOD
+
+    trial, code = session.next()
+    session.record_scores(trial, code, GOOD | {"overall": 2})
+    assert ratings.read_bytes().startswith(first)
+    assert [int(r["overall"]) for r in rows(ratings)] == [8, 2]
+
+
+def test_a_returning_rater_resumes_where_they_stopped(ratings, samples):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    rated = []
+    for _ in range(4):
+        trial, code = session.next()
+        session.record_scores(trial, code, GOOD)
+        rated.append((trial.item, trial.blind[code].candidate))
+
+    again = ls.ListeningSession(ratings, " ann ", samples)  # a new kernel, same name
+    assert again.progress() == (4, 9)
+    todo = [(t.item, t.blind[c].candidate) for t, c in again.pending()]
+    assert len(todo) == 5 and not set(todo) & set(rated)
+    assert ls.ListeningSession(ratings, "bob", samples).progress() == (0, 9)
+
+    while (upcoming := again.next()) is not None:
+        again.record_scores(*upcoming, GOOD)
+    assert again.progress() == (9, 9)
+    assert len(rows(ratings)) == 9  # nothing rated twice
+
+
+def test_a_foreign_ratings_file_is_refused_and_left_untouched(ratings, samples):
+    ratings.parent.mkdir(parents=True)
+    ratings.write_text("who,score\nann,9\n", encoding="utf-8")
+    with pytest.raises(ls.RatingsFileError, match="move it aside"):
+        ls.ListeningSession(ratings, "ann", samples)
+    with pytest.raises(ls.RatingsFileError):
+        ls.append_rating(ratings, {"rater": "ann"})
+    assert ratings.read_text(encoding="utf-8") == "who,score\nann,9\n"
+
+
+def test_a_line_torn_by_a_crash_does_not_swallow_the_next_rating(ratings, samples):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    session.record_scores(*session.next(), GOOD)
+    with open(ratings, "a", encoding="utf-8") as f:
+        f.write("2026-01-01T00:00:00+00:00,ann,scores,s0")  # the kernel died mid-line
+    torn = ratings.read_bytes()
+    session.record_scores(*session.next(), GOOD)
+    assert ratings.read_bytes().startswith(torn)
+    good = [r for r in rows(ratings) if r["overall"]]
+    assert len(good) == 2
+
+
+def test_bad_scores_are_refused_and_nothing_is_written(ratings, samples):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    trial, code = session.next()
+    with pytest.raises(ValueError, match="1-10"):
+        session.record_scores(trial, code, GOOD | {"overall": 11})
+    with pytest.raises(ValueError, match="missing"):
+        session.record_scores(trial, code, {"overall": 5})
+    with pytest.raises(ValueError, match="rater name"):
+        ls.ListeningSession(ratings, "  ", samples)
+    assert not ratings.exists()
+
+
+def test_summary_gives_means_t_intervals_and_counts(ratings, samples):
+    table = pd.DataFrame(
+        [
+            {"mode": "scores", "candidate": "base", "overall": 6, "smoothness": 4},
+            {"mode": "scores", "candidate": "base", "overall": 8, "smoothness": 4},
+            {"mode": "scores", "candidate": "phase1", "overall": 9, "smoothness": None},
+            {"mode": "ab", "candidate": "base", "overall": None},
+        ],
+        columns=ls.COLUMNS,
+    )
+    summary = ls.summarize(table).set_index(["candidate", "scale"])
+    base = summary.loc[("base", "overall")]
+    half_width = stats.t.ppf(0.975, 1) * 1.0  # values 6, 8: sem = 1
+    assert base["mean"] == 7 and base["n"] == 2
+    assert base["ci_low"] == pytest.approx(7 - half_width)
+    assert base["ci_high"] == pytest.approx(7 + half_width)
+    assert tuple(summary.loc[("base", "smoothness"), ["mean", "ci_low", "ci_high"]]) == (4, 4, 4)
+    one = summary.loc[("phase1", "overall")]
+    assert one["mean"] == 9 and one["n"] == 1 and math.isnan(one["ci_low"])
+    assert ("phase1", "smoothness") not in summary.index
+    assert list(ls.summarize(table).columns) == ls.SUMMARY_COLUMNS
+
+
+def test_ab_mode_hides_pairs_and_records_preferences(ratings, samples):
+    session = ls.ListeningSession(ratings, "ann", samples, mode="ab")
+    assert len(session.trials) == 9  # 3 sentences x 3 pairs
+    assert all(list(t.blind) == ["A", "B"] for t in session.trials)
+    trial, _ = session.next()
+    session.record_preference(trial, "B")
+    [row] = rows(ratings)
+    assert row["preferred"] == trial.blind["B"].candidate
+    assert {row["candidate"], row["other_candidate"]} == {s.candidate for s in trial.blind.values()}
+    with pytest.raises(ValueError, match="Choose one of"):
+        session.record_preference(session.next()[0], "C")
+    while (upcoming := session.next()) is not None:
+        session.record_preference(upcoming[0], "tie")
+    assert ls.ListeningSession(ratings, "ann", samples, mode="ab").progress() == (9, 9)
+
+    ab = ls.summarize_ab(ls.read_ratings(ratings)).set_index("candidate")
+    winner, loser = trial.blind["B"].candidate, trial.blind["A"].candidate
+    assert ab["comparisons"].tolist() == [6, 6, 6]
+    assert ab.loc[winner, "wins"] == 1 and ab.loc[loser, "losses"] == 1
+    assert ab.loc[winner, "win_rate"] == pytest.approx((1 + 0.5 * 5) / 6)
+    assert ls.summarize(ls.read_ratings(ratings)).empty  # preferences are not 1-10 scores
+
+
+def test_panel_records_through_clicks_and_never_names_a_candidate(ratings, samples):
+    panel = ls.listening_panel(ratings, samples)
+    header, status, stage, _summary = panel.children
+    rater, _mode, start = header.children
+    start.click()
+    assert "rater name" in status.value and not ratings.exists()
+    rater.value = "ann"
+    start.click()
+    texts = [getattr(w, k, "") for w in stage.children for k in ("value", "description")]
+    shown = " ".join(t for t in texts if isinstance(t, str))
+    assert "Sample" in shown
+    assert not any(c in shown or c in status.value for c in CANDIDATES)
+    sliders = [w for w in stage.children if w.__class__.__name__ == "IntSlider"]
+    for slider, value in zip(sliders, (3, 4, 5, 6)):
+        slider.value = value
+    save = stage.children[-1]
+    save.click()
+    [row] = rows(ratings)
+    assert [int(row[s]) for s in ls.SCALES] == [3, 4, 5, 6]
+    assert "1 of 9 rated" in status.value
+
+
+def test_panel_without_samples_renders_and_says_what_to_do(ratings):
+    panel = ls.listening_panel(ratings, [])
+    header, status, _, _ = panel.children
+    assert header.children[2].disabled and "run the evaluation" in status.value
