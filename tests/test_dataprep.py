@@ -21,12 +21,13 @@ from voicebook.dataprep import (
     SourceSpec,
     TextChecker,
     account,
+    describe_sources,
     eval_split,
     normalise_text,
     prepare_dataset,
     rate_quality,
 )
-from voicebook.dataprep.audio import AudioProblem, decode
+from voicebook.dataprep.audio import AudioProblem, decode, loudness
 from voicebook.dataprep.process import Clip
 from voicebook.dataprep.segments import Cue, merge_short, parse_subtitles, split_long, split_text
 from voicebook.dataprep.sources import Rejection, scan_source
@@ -194,6 +195,22 @@ def test_decode_rejects_truncated_files(tmp_path, fmt):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(AudioProblem, match="truncated|not readable"):
         decode(path, SR)
+
+
+def test_loudness_matches_pyloudnorm():
+    rng = np.random.default_rng(4)
+    signals = [
+        padded(voice(3.0, seed=1)),
+        np.concatenate([voice(2.0, seed=2, level=0.05), silence(1.5), voice(1.0, seed=3)]),
+        rng.normal(0, 0.01, SR * 2).astype(np.float32),
+        voice(0.55, seed=4),
+    ]
+    meter = pyloudnorm.Meter(SR)
+    for y in signals:
+        assert loudness(y, SR) == pytest.approx(
+            meter.integrated_loudness(y.astype(float)), abs=1e-6
+        )
+    assert loudness(silence(1.0), SR) == float("-inf")
 
 
 # --- split, accounting, rating --------------------------------------------------------------------
@@ -497,6 +514,11 @@ def test_unusable_sources_stop_with_the_path_and_fix(tmp_path, tokenizer):
         build([{"name": "x", "path": str(tmp_path / "bare"), "kind": "metadata"}])
     with pytest.raises(ValueError, match="unknown keys"):
         build([{"name": "x", "path": "y", "colour": "red"}])
+    bare = str(tmp_path / "bare")
+    sources = [{"name": "x", "path": bare}, {"name": "y", "path": bare, "kind": "untranscribed"}]
+    shown = describe_sources(DataPrepConfig(sources=sources))
+    assert "no metadata.csv" in shown[0]["problem"] and shown[0]["kind"] == ""
+    assert [shown[1][k] for k in ("kind", "audio files", "problem")] == ["untranscribed", 1, ""]
 
 
 def test_a_foreign_dataset_folder_is_never_deleted(tmp_path, corpus, tokenizer):
@@ -568,6 +590,10 @@ def test_headerless_and_ljspeech_metadata_are_read(tmp_path):
         ("a.wav", "Első normalizált szöveg"),  # LJSpeech: the normalized column
         ("b.wav", "Második nyers"),  # ... or the raw one when it is empty
     ]
+    (folder / "metadata.csv").write_text("b.wav|Sima.\nwavs/a.wav|Egy | kettő\n", encoding="utf-8")
+    scanned = scan_source(spec, 0, DataPrepConfig(sources=[]))
+    # the first line makes it file|text: a later '|' belongs to the text
+    assert [j.text for j in scanned.jobs] == ["Sima.", "Egy kettő"]
 
 
 def test_an_unexpected_error_rejects_the_item_not_the_run(tmp_path, tokenizer, monkeypatch):

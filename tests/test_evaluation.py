@@ -94,6 +94,9 @@ def test_explicit_candidates_get_labels_and_safe_unique_folder_names(tmp_path, t
     assert names == ["Sarga_lr_2e-6", "best_model_12", "best_model_12-2", "base"]
     assert found[0].label == "Sárga / lr 2e-6!" and found[3].label == "the base"
     assert [n.split()[0] for n in notes] == [str(tmp_path / "gone.pth"), "phase1"]
+    assert [c.name for c in ev.resolve_candidates("base", exp)[0]] == ["base"]  # one string
+    as_text = f'["base", {{"label": "mine", "checkpoint": "{tuned}"}}]'  # papermill -p
+    assert [c.name for c in ev.resolve_candidates(as_text, exp)[0]] == ["base", "mine"]
     with pytest.raises(ValueError, match="no 'checkpoint'"):
         ev.resolve_candidates([{"label": "x"}], exp)
 
@@ -169,9 +172,10 @@ def test_clip_sources_come_from_clips_csv_card_names_or_double_underscore(tmp_pa
 
 
 def test_codebook_usage_per_source_adds_up(base, dataset):
-    usage = cb.codebook_usage(base, dataset)
+    usage = cb.codebook_usage(base, dataset, max_clips_per_source=2)
     assert set(usage) == {"interview", "quiz", "all"}
-    assert usage["interview"]["clips"] + usage["quiz"]["clips"] == usage["all"]["clips"] == 9
+    assert usage["interview"]["clips"] == usage["quiz"]["clips"] == 2
+    assert usage["all"]["clips"] == 4
     assert usage["interview"]["frames"] + usage["quiz"]["frames"] == usage["all"]["frames"]
     for stats in usage.values():
         assert 1 < stats["codes_used"] <= 1024

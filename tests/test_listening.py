@@ -22,9 +22,7 @@ GOOD = {"smoothness": 7, "naturalness": 6, "emotion": 5, "overall": 8}
 def samples(tmp_path) -> list[ls.Sample]:
     wav = tmp_path / "beep.wav"
     sf.write(wav, 0.1 * np.sin(np.linspace(0, 2000, 8000)), 16000)
-    return [
-        ls.Sample(c, sid, text, wav) for sid, text in SENTENCES.items() for c in CANDIDATES
-    ]
+    return [ls.Sample(c, sid, text, wav) for sid, text in SENTENCES.items() for c in CANDIDATES]
 
 
 @pytest.fixture

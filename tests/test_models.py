@@ -88,22 +88,9 @@ def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base
     assert speaker["speaker_embedding"].shape[1] == 512
 
     from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
-    from TTS.tts.layers.xtts.dvae import DiscreteVAE
     from TTS.tts.models.xtts import load_audio
 
-    dvae = DiscreteVAE(
-        channels=80,
-        normalization=None,
-        positional_dims=1,
-        num_tokens=1024,
-        codebook_dim=512,
-        hidden_dim=512,
-        num_resnet_blocks=3,
-        kernel_size=3,
-        num_layers=2,
-        use_transposed_convs=False,
-    )
-    dvae.load_state_dict(torch.load(tiny_base / "dvae.pth", weights_only=True))
+    dvae = models.load_dvae(tiny_base)
     mel = TorchMelSpectrogram(mel_norm_file=str(tiny_base / "mel_stats.pth"), sampling_rate=22050)
     clip = models.demo_corpus_clips()[0]
     with torch.no_grad():

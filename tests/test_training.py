@@ -169,3 +169,26 @@ def test_missing_dataset_points_to_data_prep(tmp_path):
     params = training.params_for("phase1", outputs_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="run the data-prep stage"):
         training.run_phase(params)
+
+
+def test_empty_dataset_is_a_clear_preflight_failure(tmp_path):
+    data = tmp_path / "ds"
+    write_dataset(data, [], [("a.wav", "Igen, persze.")], seconds=1.0)
+    params = training.params_for("phase1", outputs_dir=str(tmp_path / "out"), dataset_dir=str(data))
+    with pytest.raises(PreflightError, match=r"metadata_train.csv has no clips.*00_data_prep"):
+        training.run_phase(params)
+    status = json.loads((tmp_path / "out" / "demo" / "phase1" / "status.json").read_text())
+    assert status["state"] == "failed"
+
+
+def test_retry_after_a_failed_preflight_sets_the_old_health_aside(tmp_path):
+    data = tmp_path / "ds"
+    write_dataset(data, [], [("a.wav", "Igen, persze.")], seconds=1.0)
+    params = training.params_for("phase1", outputs_dir=str(tmp_path / "out"), dataset_dir=str(data))
+    phase = tmp_path / "out" / "demo" / "phase1"
+    for _ in range(2):
+        with pytest.raises(PreflightError):
+            training.run_phase(params)
+    first = json.loads((phase / "attempts" / "1" / "health.json").read_text())
+    assert first[-1]["severity"] == "stop"
+    assert len(json.loads((phase / "health.json").read_text())) == 1  # only this attempt's

@@ -19,30 +19,11 @@ import torch
 from scipy.stats import entropy
 from tqdm.auto import tqdm
 
+from voicebook.models import load_dvae
 from voicebook.xtts import EVAL_META, TRAIN_META
 
 N_CODES = 1024
 ALL = "all"
-
-
-def load_dvae(base_dir: str | Path):
-    """The base's DVAE, in the shape GPTTrainer builds for XTTS v2."""
-    from TTS.tts.layers.xtts.dvae import DiscreteVAE
-
-    dvae = DiscreteVAE(
-        channels=80,
-        normalization=None,
-        positional_dims=1,
-        num_tokens=N_CODES,
-        codebook_dim=512,
-        hidden_dim=512,
-        num_resnet_blocks=3,
-        kernel_size=3,
-        num_layers=2,
-        use_transposed_convs=False,
-    )
-    dvae.load_state_dict(torch.load(Path(base_dir) / "dvae.pth", weights_only=True), strict=False)
-    return dvae.eval()
 
 
 def usage_stats(codes: np.ndarray, n_codes: int = N_CODES) -> dict[str, float]:

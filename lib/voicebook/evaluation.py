@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from voicebook.models import load_xtts
@@ -138,7 +139,10 @@ def resolve_candidates(
     ``{"label": ..., "checkpoint": <one of those>}``; an empty list means the default three.
     Candidates that do not exist yet are skipped with a note, never an error.
     """
-    specs = list(specs) or list(DEFAULT_CANDIDATES)
+    if isinstance(specs, str) and specs.lstrip()[:1] in ("[", "{"):  # papermill -p passes text
+        specs = yaml.safe_load(specs)
+    specs = [specs] if isinstance(specs, (str, dict)) else list(specs)  # "-p candidates phase1"
+    specs = specs or list(DEFAULT_CANDIDATES)
     found: list[Candidate] = []
     notes: list[str] = []
     for spec in specs:
@@ -313,17 +317,16 @@ class SpeakerSimilarity:
 
     Embeddings are resemblyzer's ``embed_utterance`` (1.6 s partials, L2-normed mean), computed
     with the partials of many clips batched through the LSTM at once: the same numbers, several
-    times faster on a CPU than one clip at a time. ``bf16=True`` runs the LSTM in bfloat16
-    (about 1.5x faster again on CPUs with AVX512-BF16; similarities move by ~0.002).
+    times faster on a CPU than one clip at a time.
     """
 
-    def __init__(self, reference_clips: list[Path], batch_partials: int = 512, bf16: bool = False):
+    def __init__(self, reference_clips: list[Path], batch_partials: int = 512):
         from resemblyzer import VoiceEncoder
 
         if not reference_clips:
             raise ValueError("Speaker similarity needs at least one reference clip.")
         self.encoder = VoiceEncoder("cpu", verbose=False)
-        self.batch_partials, self.bf16 = batch_partials, bf16
+        self.batch_partials = batch_partials
         mean = self.embed(reference_clips).mean(axis=0)
         self.reference = mean / np.linalg.norm(mean)
 
@@ -352,12 +355,9 @@ class SpeakerSimilarity:
         """One unit-length embedding per clip, shape (n_clips, 256)."""
         partials = [self._partials(self.load(c)) for c in clips]
         stacked = torch.from_numpy(np.concatenate(partials))
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-            embeds = (
-                torch.cat([self.encoder(b) for b in stacked.split(self.batch_partials)])
-                .float()
-                .numpy()
-            )
+        with torch.no_grad():
+            embeds = torch.cat([self.encoder(b) for b in stacked.split(self.batch_partials)])
+        embeds = embeds.numpy()
         per_clip = np.split(embeds, np.cumsum([len(p) for p in partials])[:-1])
         means = np.stack([e.mean(axis=0) for e in per_clip])
         return means / np.linalg.norm(means, axis=1, keepdims=True)

@@ -110,6 +110,20 @@ def check_clips(samples: list[dict]) -> list[str]:
     return problems
 
 
+def check_metadata(dataset_dir: Path) -> None:
+    """Both metadata tables have at least one clip (coqui's reader crashes on an empty one)."""
+    empty = []
+    for name in ("metadata_train.csv", "metadata_eval.csv"):
+        lines = (dataset_dir / name).read_text(encoding="utf-8").splitlines()
+        if not [line for line in lines[1:] if line.strip()]:
+            empty.append(f"{dataset_dir / name} has no clips")
+    if empty:
+        raise PreflightError(
+            f"Cannot start training: {'; '.join(empty)}. Run 00_data_prep (and read its "
+            "rejected.csv for why clips were dropped)."
+        )
+
+
 def checkpoint_bytes(base_dir: Path) -> int:
     """Estimated size of one trainer checkpoint: GPT weights with two AdamW moments, plus DVAE."""
     return 3 * (base_dir / "model.pth").stat().st_size + (base_dir / "dvae.pth").stat().st_size

@@ -145,6 +145,31 @@ def load_xtts(base_dir: str | os.PathLike, checkpoint: str | os.PathLike | None 
     return model
 
 
+def build_dvae():
+    """A DVAE in the shape GPTTrainer builds for XTTS v2 fine-tuning (1024 codes)."""
+    from TTS.tts.layers.xtts.dvae import DiscreteVAE
+
+    return DiscreteVAE(
+        channels=80,
+        normalization=None,
+        positional_dims=1,
+        num_tokens=1024,
+        codebook_dim=512,
+        hidden_dim=512,
+        num_resnet_blocks=3,
+        kernel_size=3,
+        num_layers=2,
+        use_transposed_convs=False,
+    )
+
+
+def load_dvae(base_dir: str | os.PathLike):
+    """The base's DVAE (``dvae.pth``), ready to turn DVAE mels into codes."""
+    dvae = build_dvae()
+    dvae.load_state_dict(torch.load(Path(base_dir) / "dvae.pth", weights_only=True), strict=False)
+    return dvae.eval()
+
+
 # --- the tiny base -------------------------------------------------------------------------
 
 
@@ -296,7 +321,6 @@ def _move_files(src: Path, dst: Path) -> None:
 def _write_tiny_files(
     folder: Path, texts: list[str], clips: list[Path], language: str, seed: int
 ) -> None:
-    from TTS.tts.layers.xtts.dvae import DiscreteVAE
     from TTS.tts.models.xtts import Xtts
 
     torch.manual_seed(seed)
@@ -309,18 +333,7 @@ def _write_tiny_files(
     model.mel_stats = torch.load(folder / "mel_stats.pth", weights_only=True)
     torch.save({"model": model.state_dict(), "config": config.to_dict()}, folder / "model.pth")
 
-    dvae = DiscreteVAE(  # the shape GPTTrainer builds for XTTS v2
-        channels=80,
-        normalization=None,
-        positional_dims=1,
-        num_tokens=1024,
-        codebook_dim=512,
-        hidden_dim=512,
-        num_resnet_blocks=3,
-        kernel_size=3,
-        num_layers=2,
-        use_transposed_convs=False,
-    )
+    dvae = build_dvae()
     seed_codebook_from_data(dvae, clips, folder / "mel_stats.pth")
     torch.save(dvae.state_dict(), folder / "dvae.pth")
 

@@ -30,6 +30,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -40,7 +41,14 @@ from typing import Any
 
 import pandas as pd
 
-from voicebook.health import HealthEvent, HealthMonitor, PreflightError, TrainingStopped, preflight
+from voicebook.health import (
+    HealthEvent,
+    HealthMonitor,
+    PreflightError,
+    TrainingStopped,
+    check_metadata,
+    preflight,
+)
 from voicebook.paths import experiment_dir
 
 STAGES = ("phase1", "phase2")
@@ -377,6 +385,40 @@ def make_trainer_class():
                 )
             self.recorder.events(self.recorder.monitor.on_eval(step, mel, text))
 
+        def save_best_model(self) -> None:
+            """The trainer's rule (lower eval target loss wins), with one write instead of two:
+            written under a temporary name then renamed (a kill never leaves half a best
+            model), ``best_model.pth`` a hard link, older ``best_model_<step>.pth`` removed."""
+            from trainer.io import save_model
+
+            eval_loss = self._pick_target_avg_loss(self.keep_avg_eval)
+            if eval_loss is None or eval_loss >= self.best_loss["eval_loss"]:
+                return
+            step, out = self.total_steps_done, Path(self.output_path)
+            path, partial = out / f"best_model_{step}.pth", out / f"best_model_{step}.partial"
+            train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
+            self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
+            save_model(
+                self.config,
+                self._get_model(),
+                partial,
+                current_step=step,
+                epoch=self.epochs_done,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                model_loss=self.best_loss,
+            )
+            partial.replace(path)
+            for older in out.glob("best_model_*.pth"):
+                if older != path:
+                    older.unlink()
+            shortcut = out / "best_model.pth"
+            shortcut.unlink(missing_ok=True)
+            try:
+                os.link(path, shortcut)
+            except OSError:  # file systems without hard links
+                shutil.copy2(path, shortcut)
+
         def _restore_best_loss(self) -> None:
             super()._restore_best_loss()
             # The trainer restores the *last* eval loss as the best; use the recorded best.
@@ -467,7 +509,14 @@ def run_phase(
     resume = valid_checkpoints(run_dir, phase_dir / "attempts" / str(attempt)) if run_dir else []
     if run_dir and not resume:  # cut off before its first checkpoint: start a fresh run folder
         _copy_attempt_files(phase_dir, run_dir, attempt, "stopped before its first checkpoint")
-        attempt, run_dir = attempt + 1, None
+        run_dir = None
+    if run_dir is None and status is not None:  # a failed attempt's curves and health: set aside
+        dest = phase_dir / "attempts" / str(attempt)
+        for name in ("curves.csv", "health.json"):
+            if (phase_dir / name).is_file():
+                dest.mkdir(parents=True, exist_ok=True)
+                (phase_dir / name).replace(dest / name)
+        attempt, status = attempt + 1, None
 
     n_runs = len([p for p in phase_dir.glob(f"{stage}-run*") if p.is_dir()])
     config = gpt_trainer_config(
@@ -487,7 +536,6 @@ def run_phase(
     config.grad_clip = NORM_ONLY_GRAD_CLIP
     if parent:
         config.model_args.xtts_checkpoint = str(parent)
-    train_samples, eval_samples = load_samples(config)
     status = status or {"stage": stage, "params": params.to_dict(), "parent": str(parent or "")}
     monitor = HealthMonitor(
         params.patience_steps,
@@ -499,6 +547,8 @@ def run_phase(
     recorder = PhaseRecorder(phase_dir, monitor, status, on_row)
     try:
         try:
+            check_metadata(dataset)
+            train_samples, eval_samples = load_samples(config)
             recorder.events(
                 preflight(
                     base,

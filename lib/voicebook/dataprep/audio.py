@@ -132,13 +132,42 @@ def pauses(
 
 
 @lru_cache(maxsize=4)
-def _meter(sample_rate: int) -> pyloudnorm.Meter:
-    return pyloudnorm.Meter(sample_rate)
+def _k_weighting(sample_rate: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """pyloudnorm's BS.1770 K-weighting filters for ``sample_rate``: (b, a, passband gain)."""
+    meter = pyloudnorm.Meter(sample_rate)
+    return [(f.b, f.a, f.passband_gain) for f in meter._filters.values()]
 
 
 def loudness(samples: np.ndarray, sample_rate: int) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4, via pyloudnorm); -inf for silence."""
-    return float(_meter(sample_rate).integrated_loudness(samples.astype(np.float64)))
+    """Integrated loudness of mono audio in LUFS (ITU-R BS.1770-4); -inf for silence.
+
+    The same computation as ``pyloudnorm.Meter(rate).integrated_loudness`` -- its filters, its
+    400 ms blocks at 75 % overlap, its gates -- with the block energies taken from a cumulative
+    sum instead of pyloudnorm's per-block Python loop (a third of this stage's time otherwise).
+    The tests check both agree.
+    """
+    from scipy.signal import lfilter
+
+    x = samples.astype(np.float64)
+    for b, a, gain in _k_weighting(sample_rate):
+        x = gain * lfilter(b, a, x)
+    block, step = 0.4, 0.25
+    n_blocks = int(np.round((x.size / sample_rate - block) / (block * step))) + 1
+    if n_blocks < 1:
+        raise AudioProblem(f"shorter than one {block} s loudness block")
+    j = np.arange(n_blocks)
+    lower = np.minimum((block * (j * step) * sample_rate).astype(np.int64), x.size)
+    upper = np.minimum((block * (j * step + 1) * sample_rate).astype(np.int64), x.size)
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    z = (energy[upper] - energy[lower]) / (block * sample_rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_lufs = -0.691 + 10 * np.log10(z)
+        absolute = z[block_lufs >= -70.0]
+        if absolute.size == 0:
+            return float("-inf")
+        relative_gate = -0.691 + 10 * np.log10(absolute.mean()) - 10
+        gated = z[(block_lufs > relative_gate) & (block_lufs > -70.0)]
+        return float(-0.691 + 10 * np.log10(gated.mean())) if gated.size else float("-inf")
 
 
 def normalise(
@@ -164,7 +193,7 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
 def audio_hash(pcm16: np.ndarray) -> str:
     """Hash of the clip at 12-bit resolution: equal for the same audio at other levels/formats
     once normalised, so copies of one recording are found."""
-    return hashlib.blake2b((pcm16 >> 4).tobytes(), digest_size=12).hexdigest()
+    return hashlib.blake2b(np.ascontiguousarray(pcm16 >> 4), digest_size=12).hexdigest()
 
 
 def write_wav(path: Path, pcm16: np.ndarray, sample_rate: int) -> None:

@@ -101,7 +101,7 @@ class DataPrepConfig:
     min_split_pause_s: float = 0.15  # shortest pause an over-long cue may be split at
     cue_padding_s: float = 0.2  # widen subtitle cues by this (not past neighbours)
     asr_model: str = ""  # local ASR model folder (transformers); "" = report untranscribed audio
-    workers: int = 0  # processes; 0 = min(2, CPU count)
+    workers: int = 0  # processes; 0 = one per CPU core, at most 8
 
     def __post_init__(self) -> None:
         if not XTTS_MIN_SECONDS <= self.min_seconds < self.max_seconds:
@@ -142,7 +142,7 @@ class DataPrepConfig:
         return min(int(self.max_seconds * self.sample_rate), XTTS_MAX_WAV_SAMPLES)
 
     def worker_count(self) -> int:
-        return self.workers or max(1, min(2, os.cpu_count() or 1))
+        return self.workers or max(1, min(8, os.cpu_count() or 1))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings that shape the data (for the card; not ``workers``)."""

@@ -4,6 +4,7 @@ split train/eval, prove every input is accounted for, and write ``dataset/``."""
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -124,13 +125,17 @@ def _run_jobs(
         # HF tokenizers would otherwise warn that its thread pool cannot survive the fork
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=init_worker,
-            initargs=(config, checker, wav_dir),
-        ) as pool:  # fmt: skip
-            for future in as_completed([pool.submit(run_job, job) for job in jobs]):
-                results.extend(future.result())
-                bar.update()
+        gc.freeze()  # keep the collector off inherited objects: fewer copy-on-write pages
+        try:
+            with ProcessPoolExecutor(
+                workers, mp_context=context, initializer=init_worker,
+                initargs=(config, checker, wav_dir),
+            ) as pool:  # fmt: skip
+                for future in as_completed([pool.submit(run_job, job) for job in jobs]):
+                    results.extend(future.result())
+                    bar.update()
+        finally:
+            gc.unfreeze()
     bar.close()
     return results
 

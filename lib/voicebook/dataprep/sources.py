@@ -187,11 +187,12 @@ def _scan_metadata(scanned: ScannedSource, index: int, speaker: str) -> None:
         except UnicodeDecodeError as exc:
             line = raw.decode("utf-8", errors="replace")
             bad_bytes = f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1}"
-        fields = [f.strip() for f in line.split("|")]
         if columns is None:
-            columns = _columns(fields)
+            columns = _columns(line.split("|"))
             if columns.pop("header", 0):
                 continue
+        # as many fields as the first line has: a '|' inside the text stays in the text
+        fields = [f.strip() for f in line.split("|", columns["count"] - 1)]
         scanned.found["metadata_lines"] += 1
         input_id = f"{spec.name}:{spec.metadata} line {number}"
         scanned.inventory.append(input_id)
@@ -261,13 +262,15 @@ def _columns(fields: list[str]) -> dict[str, int]:
     Without a header, 2 columns are ``file|text``; 3 or more are LJSpeech's
     ``id|text|normalized text`` (the normalized text is used when present).
     """
-    names = [f.lower() for f in fields]
+    names = [f.strip().lower() for f in fields]
     if names and names[0] in _HEADER_FILE and "text" in names:
-        cols = {"audio_file": 0, "text": names.index("text"), "header": 1}
+        cols = {"audio_file": 0, "text": names.index("text"), "header": 1, "count": len(names)}
         if "speaker_name" in names:
             cols["speaker_name"] = names.index("speaker_name")
         return cols
-    return {"audio_file": 0, "text": 2 if len(fields) >= 3 else 1, "raw_text": 1}
+    if len(fields) >= 3:
+        return {"audio_file": 0, "text": 2, "raw_text": 1, "count": 3}
+    return {"audio_file": 0, "text": 1, "count": 2}
 
 
 def _field(fields: list[str], columns: dict[str, int], name: str) -> str:
