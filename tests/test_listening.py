@@ -197,3 +197,19 @@ def test_panel_without_samples_renders_and_says_what_to_do(ratings):
     panel = ls.listening_panel(ratings, [])
     header, status, _, _ = panel.children
     assert header.children[2].disabled and "run the evaluation" in status.value
+
+
+def test_ratings_record_which_audio_was_heard_and_new_audio_is_asked_again(tmp_path, ratings):
+    wavs = {c: tmp_path / f"{c}.wav" for c in CANDIDATES}
+    for i, wav in enumerate(wavs.values()):
+        sf.write(wav, 0.1 * np.sin(np.linspace(0, 1000 * (i + 1), 8000)), 16000)
+    samples = [ls.Sample(c, "s01", "Első mondat.", wavs[c]) for c in CANDIDATES]
+    session = ls.ListeningSession(ratings, "ann", samples)
+    while (step := session.next()) is not None:
+        session.record_scores(*step, GOOD)
+    heard = {r["candidate"]: r["audio"] for r in rows(ratings)}
+    assert heard["phase1"] == ls.audio_id(wavs["phase1"]) and len(set(heard.values())) == 3
+    # phase 1 re-trained and re-synthesised: only its new sample is pending again
+    sf.write(wavs["phase1"], 0.2 * np.sin(np.linspace(0, 3000, 9000)), 16000)
+    pending = ls.ListeningSession(ratings, "ann", samples).pending()
+    assert [trial.blind[code].candidate for trial, code in pending] == ["phase1"]

@@ -13,6 +13,8 @@ what they have not rated yet. Two modes:
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import itertools
 import os
 import random
@@ -40,6 +42,7 @@ COLUMNS = [
     *SCALES,
     "other_candidate",
     "preferred",
+    "audio",  # sha1 of the rated wav(s): which synthesis, hence which checkpoint, was heard
 ]
 SUMMARY_COLUMNS = ["candidate", "scale", "mean", "ci_low", "ci_high", "n"]
 AB_COLUMNS = ["candidate", "comparisons", "wins", "losses", "ties", "win_rate"]
@@ -127,8 +130,23 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
+@functools.lru_cache(maxsize=4096)
+def audio_id(wav: Path, mtime_ns: int = 0) -> str:
+    """Short content hash of a sample's wav (``mtime_ns`` only refreshes the cache)."""
+    return hashlib.sha1(Path(wav).read_bytes()).hexdigest()[:12]
+
+
+def _audio(sample: Sample) -> str:
+    return audio_id(sample.wav, sample.wav.stat().st_mtime_ns)
+
+
 def _rng(*parts: str) -> random.Random:
     return random.Random("|".join(parts))  # str seeds are stable across runs and machines
+
+
+def _pair_audio(trial: Trial) -> str:
+    """A/B: the two wavs' hashes in a fixed (candidate) order."""
+    return "+".join(_audio(s) for s in sorted(trial.blind.values(), key=lambda s: s.candidate))
 
 
 class ListeningSession:
@@ -179,9 +197,10 @@ class ListeningSession:
         mine = table[(table["rater"] == self.rater) & (table["mode"] == self.mode)]
         if self.mode == "scores":
             complete = mine[list(SCALES)].notna().all(axis=1)
-            return {(r.sentence, r.candidate) for r in mine[complete].itertuples()}
+            return {(r.sentence, r.candidate, r.audio) for r in mine[complete].itertuples()}
         return {
-            (r.sentence, frozenset((r.candidate, r.other_candidate))) for r in mine.itertuples()
+            (r.sentence, frozenset((r.candidate, r.other_candidate)), r.audio)
+            for r in mine.itertuples()
         }
 
     def pending(self) -> list[tuple[Trial, str | None]]:
@@ -192,13 +211,14 @@ class ListeningSession:
             return [
                 (t, None)
                 for t in self.trials
-                if (t.text, frozenset(s.candidate for s in t.blind.values())) not in done
+                if (t.text, frozenset(s.candidate for s in t.blind.values()), _pair_audio(t))
+                not in done
             ]
         return [
             (t, code)
             for t in self.trials
             for code, s in t.blind.items()
-            if (t.text, s.candidate) not in done
+            if (t.text, s.candidate, _audio(s)) not in done
         ]
 
     def next(self) -> tuple[Trial, str | None] | None:
@@ -235,7 +255,12 @@ class ListeningSession:
                 f"Give an integer {LOWEST}-{HIGHEST} for each of {', '.join(SCALES)} "
                 f"(missing: {missing or 'none'}, out of range: {bad or 'none'})."
             )
-        row = self._row(trial) | {"blind_code": code, "candidate": trial.blind[code].candidate}
+        sample = trial.blind[code]
+        row = self._row(trial) | {
+            "blind_code": code,
+            "candidate": sample.candidate,
+            "audio": _audio(sample),
+        }
         append_rating(self.path, row | {s: int(scores[s]) for s in SCALES})
 
     def record_preference(self, trial: Trial, choice: str) -> None:
@@ -246,7 +271,13 @@ class ListeningSession:
             raise ValueError(f"Choose one of {list(trial.blind)} or {TIE!r}, not {choice!r}.")
         a, b = trial.blind["A"].candidate, trial.blind["B"].candidate
         preferred = TIE if choice == TIE else trial.blind[choice].candidate
-        row = {"blind_code": choice, "candidate": a, "other_candidate": b, "preferred": preferred}
+        row = {
+            "blind_code": choice,
+            "candidate": a,
+            "other_candidate": b,
+            "preferred": preferred,
+            "audio": _pair_audio(trial),
+        }
         append_rating(self.path, self._row(trial) | row)
 
 
