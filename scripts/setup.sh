@@ -42,7 +42,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing Python dependencies (first time: a few minutes, ~6 GB)"
+  say "installing Python dependencies (new or changed pins; the first time takes a few minutes, ~6 GB)"
   quiet_pip() {  # drop pip's notes about local mirror folders this machine may not have
     .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v '^WARNING: Location' >&2)
   }

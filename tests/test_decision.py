@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from voicebook.decision import (
     CandidateEvidence,
     Thresholds,
@@ -195,6 +196,14 @@ def test_text_ce_alarm_disqualifies():
     assert d.winner == "base"
     assert d.verdicts[1].status == "disqualified"
     assert any("disqualified" in r and "0.04" in r for r in d.reasons)
+
+
+def test_when_even_the_fallback_fails_the_text_ce_alarm_nothing_is_ready_to_ship():
+    d = decide([cand("base", 7.1, text=0.065), cand("phase1", 5.3, text=0.041)])
+    assert (d.winner, d.ready) == ("base", False)
+    assert d.reasons[-1].startswith("Recommendation: ship nothing yet; the least bad option is")
+    assert any("nothing here is ready to ship" in r and "0.065" in r for r in d.reasons)
+    assert decide([cand("base", 4.0), cand("phase1", 2.0)]).ready is True
 
 
 def test_text_ce_just_below_alarm_can_win_but_misses_every_tier():

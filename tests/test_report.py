@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from test_decision import fake_scraps
+
 from voicebook import report
 from voicebook.decision import COMPARISON_COLUMNS
 from voicebook.paths import NOTEBOOKS_DIR

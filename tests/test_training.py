@@ -58,6 +58,17 @@ def test_text_ce_alarm_fires_when_crossing_above_the_threshold():
     assert fired == [False, True, False, False, True]
 
 
+def test_text_ce_already_high_before_training_is_a_warning_about_the_start_not_an_alarm():
+    monitor = HealthMonitor(0, 1e-7, None)
+    assert kinds(monitor.on_eval(0, 7.0, 0.065)) == [("text_ce_at_start", "warning")]
+    monitor.on_train(1, 6.9, 1e-4, 1.0)
+    assert monitor.on_eval(20, 6.8, 0.05) == []  # still above, as it started: not news
+    monitor.on_train(21, 6.7, 1e-4, 1.0)
+    monitor.on_eval(40, 6.6, 0.03)
+    monitor.on_train(41, 6.5, 1e-4, 1.0)
+    assert kinds(monitor.on_eval(60, 6.4, 0.05)) == [("text_ce_alarm", "alarm")]
+
+
 def test_overfitting_needs_eval_rising_while_train_falls():
     monitor = HealthMonitor(0, 1e-7, None)
     for train_mel, eval_mel, expect in [

@@ -140,6 +140,7 @@ class Decision:
     reasons: list[str]
     verdicts: list[Verdict]
     thresholds: Thresholds
+    ready: bool = True  # False when even the kept candidate fails the Text CE alarm
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (the ``recommendation`` scrap and ``decision.json``)."""
@@ -326,12 +327,25 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
         if v.candidate == kept.name:
             v.status = "ship"
     winner_tier = tier(kept, t)
-    reasons.append(_conclusion(kept, winner_tier, t))
-    return Decision(kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t)
+    ready = kept.text_ce is None or kept.text_ce < t.text_ce_alarm
+    if not ready:
+        reasons.append(
+            f"Even {kept.title}, kept as the fallback, has Text CE {_num(kept.text_ce)} at or "
+            f"above the alarm {t.text_ce_alarm}: nothing here is ready to ship. Check the base "
+            "model and the transcripts before training again."
+        )
+    reasons.append(_conclusion(kept, winner_tier, t, ready))
+    return Decision(
+        kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready
+    )
 
 
-def _conclusion(kept: CandidateEvidence, winner_tier: str | None, t: Thresholds) -> str:
+def _conclusion(
+    kept: CandidateEvidence, winner_tier: str | None, t: Thresholds, ready: bool = True
+) -> str:
     ship = f"Recommendation: ship {kept.title}"
+    if not ready:
+        ship = f"Recommendation: ship nothing yet; the least bad option is {kept.title}"
     if kept.checkpoint:
         ship += f" ({kept.checkpoint})"
     if winner_tier is None:

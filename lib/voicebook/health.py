@@ -276,7 +276,19 @@ class HealthMonitor:
     def on_eval(self, step: int, mel_ce: float, text_ce: float) -> list[HealthEvent]:
         events = []
         above = text_ce > TEXT_CE_ALARM
-        if above and not self.text_alarm_on:
+        starting_point = not self.evals and not self.train_mel_since_eval  # before any step
+        if above and starting_point:
+            # Not this run's doing: the weights it starts from are already there.
+            events.append(
+                HealthEvent(
+                    step,
+                    "text_ce_at_start",
+                    "warning",
+                    f"the starting weights already have eval Text CE {text_ce:.4f}, above "
+                    f"{TEXT_CE_ALARM} (logged x0.01 scale): check the base model and the text.",
+                )
+            )
+        elif above and not self.text_alarm_on:
             events.append(
                 HealthEvent(
                     step,

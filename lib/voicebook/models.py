@@ -131,7 +131,7 @@ def load_xtts(base_dir: str | os.PathLike, checkpoint: str | os.PathLike | None 
 
     base = validate_base_dir(base_dir)
     config = load_config(base)
-    model = Xtts.init_from_config(config)
+    model = Xtts(config)
     model.load_checkpoint(
         config,
         checkpoint_dir=str(base),
@@ -329,7 +329,7 @@ def _write_tiny_files(
 
     config = tiny_config(folder / "vocab.json", folder / "mel_stats.pth")
     config.save_json(str(folder / "config.json"))
-    model = Xtts.init_from_config(config)
+    model = Xtts(config)
     model.mel_stats = torch.load(folder / "mel_stats.pth", weights_only=True)
     torch.save({"model": model.state_dict(), "config": config.to_dict()}, folder / "model.pth")
 
@@ -362,7 +362,7 @@ def load_xtts_files(folder: Path, config: Any):
     """Load model.pth from a folder still being written (no speakers file yet)."""
     from TTS.tts.models.xtts import Xtts
 
-    model = Xtts.init_from_config(config)
+    model = Xtts(config)
     model.load_checkpoint(
         config,
         checkpoint_dir=str(folder),

@@ -96,6 +96,13 @@ def compare_experiments(
     return comparison_of([analyse_experiment(p, thresholds) for p in paths])
 
 
+def headline(d: Any) -> str:
+    """The decision in one line: what to ship, or that nothing is ready."""
+    if not d.ready:
+        return f"Nothing is ready to ship (least bad: {html.escape(d.winner_label)})"
+    return f"Ship: {html.escape(d.winner_label)}"
+
+
 def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
     """Where the report of ``experiment`` is (or will be) written; for the runner to print."""
     return outputs_root(outputs_dir) / experiment / REPORT_NAME
@@ -241,7 +248,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="decision"><h2>Ship: {esc(d.winner_label)}</h2><p>Tier: <b>{tier}</b></p>',
+        f'<div class="decision"><h2>{headline(d)}</h2><p>Tier: <b>{tier}</b></p>',
         f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",
         _table_html(result.table),
