@@ -39,6 +39,9 @@ def notebooks(tmp_path):
 
 def test_stage_names_accept_short_forms():
     assert stage_name("phase2") == stage_name("2") == stage_name("02") == "02_phase2"
+    assert stage_name("decision") == "04_decision_matrix" and stage_name("eval") == "03_evaluation"
+    with pytest.raises(RunnerError, match="Unknown stage 'phase'"):  # phase1 or phase2?
+        stage_name("phase")
     with pytest.raises(RunnerError, match="Unknown stage 'phase3'"):
         stage_name("phase3")
 

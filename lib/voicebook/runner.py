@@ -52,11 +52,15 @@ class RunPlan:
 
 
 def stage_name(token: str) -> str:
-    """``'phase2'``, ``'2'``, ``'02'`` or ``'02_phase2'`` → ``'02_phase2'``."""
+    """``'phase2'``, ``'2'``, ``'02'``, ``'02_phase2'`` → ``'02_phase2'``; an unambiguous start
+    of the name also works (``'data'``, ``'eval'``, ``'decision'``)."""
     for stage in STAGES:
         number, _, short = stage.partition("_")
         if token in (stage, short, number, str(int(number))):
             return stage
+    starts = [s for s in STAGES if token and s.partition("_")[2].startswith(token)]
+    if len(starts) == 1:
+        return starts[0]
     raise RunnerError(f"Unknown stage {token!r}. Stages: {', '.join(STAGES)}.")
 
 
