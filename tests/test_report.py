@@ -76,6 +76,16 @@ def test_curves_share_axes_one_colour_per_phase_steps_as_recorded():
     assert sorted(s.y0 for s in fig.layout.shapes) == [0.03, 0.04, 2.5, 3.0, 3.5]
 
 
+def test_a_phase_counting_from_zero_continues_its_parents_steps():
+    scraps = fake_scraps()
+    phase2 = scraps["02_phase2"]
+    phase2["curves"] = phase2["curves"].assign(step=phase2["curves"]["step"] - 400)
+    phase2["parent_checkpoint"] = "/x/phase1/run/best_model_300.pth"
+    curves = report.stage_curves(scraps)
+    assert list(curves) == ["phase1", "phase2 (from step 300)"]
+    assert curves["phase2 (from step 300)"]["step"].min() == 300
+
+
 def test_comparison_of_experiments_has_experiment_column():
     results = [
         report.analyse_scraps("lr2e-6", fake_scraps()),

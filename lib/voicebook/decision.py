@@ -301,7 +301,7 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
             notes.append(f"Text CE {_num(c.text_ce)} is {level} {limit}.")
         if c.overfitting:
             notes.append("Its training stage was flagged for overfitting.")
-        notes += [f"Health alarm at {a}." for a in c.alarms]
+        notes += [f"Health alarm at {a.rstrip('.')}." for a in c.alarms]
         if c.source == "training" and any(x.source == "evaluation" for x in candidates):
             notes.append("Numbers from training, not from the shared evaluation set.")
         if i == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -112,12 +113,24 @@ def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -
 
 
 def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, pd.DataFrame]:
-    """``{phase name: curves DataFrame}`` of the training stages that recorded curves."""
-    return {
-        f"{prefix}{stage}": s["curves"]
-        for stage, s in dm.training_stages(scraps).items()
-        if isinstance(s.get("curves"), pd.DataFrame) and not s["curves"].empty
-    }
+    """``{phase name: curves DataFrame}`` of the training stages that recorded curves.
+
+    A phase that continued from a checkpoint (phase 2 from phase 1's step N) counts its steps
+    from 0; its curve is shifted by N so that it continues its parent's on the shared axis
+    (curves already recorded in the parent's step count are left as they are)."""
+    out = {}
+    for stage, s in dm.training_stages(scraps).items():
+        curves = s.get("curves")
+        if not isinstance(curves, pd.DataFrame) or curves.empty:
+            continue
+        parent = re.search(
+            r"(?:best_model|checkpoint)_(\d+)\.pth$", s.get("parent_checkpoint") or ""
+        )
+        if parent and curves["step"].min() < int(parent.group(1)):  # counted from 0
+            curves = curves.assign(step=curves["step"] + int(parent.group(1)))
+            stage = f"{stage} (from step {parent.group(1)})"
+        out[f"{prefix}{stage}"] = curves
+    return out
 
 
 def curves_figure(
@@ -211,8 +224,9 @@ def dataset_card_html(card: dict[str, Any] | None) -> str:
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
-th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em;display:block;overflow-x:auto}
+th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+td{min-width:5em;max-width:32em} td:last-child{min-width:24em}
 th{background:#f3f3f3} .decision{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
 .missing{background:#fff6e0;padding:.5em 1.5em;border-radius:6px}
 """
