@@ -313,31 +313,24 @@ def _scan_subtitles(scanned: ScannedSource, index: int, speaker: str) -> None:
         rel = _rel(recording, folder)
         key = _rel(recording.with_suffix(""), folder)
         order = (index, n)
-        if key not in subtitles:
-            input_id = f"{spec.name}:{rel}"
+
+        def reject_recording(input_id: str, reason: str, kind: str) -> None:
             scanned.inventory.append(input_id)
             scanned.rejections.append(
-                Rejection(
-                    spec.name, rel,
-                    f"no transcript: no {key}.srt or {key}.vtt next to this recording",
-                    "no_transcript", (input_id,), order,
-                )
-            )  # fmt: skip
+                Rejection(spec.name, rel, reason, kind, (input_id,), order)  # noqa: B023
+            )
+
+        if key not in subtitles:
+            reason = f"no transcript: no {key}.srt or {key}.vtt next to this recording"
+            reject_recording(f"{spec.name}:{rel}", reason, "no_transcript")
             continue
         used.add(key)
         subtitle = min(subtitles[key], key=lambda p: p.suffix != ".srt")  # .srt first
         sub_rel = _rel(subtitle, folder)
         cues = parse_subtitles(subtitle.read_bytes().decode("utf-8-sig", errors="replace"))
         if not cues:
-            input_id = f"{spec.name}:{sub_rel}"
-            scanned.inventory.append(input_id)
-            scanned.rejections.append(
-                Rejection(
-                    spec.name, rel,
-                    f"{sub_rel} has no cues (expected SRT/WebVTT 'start --> end' lines)",
-                    "bad_subtitles", (input_id,), order,
-                )
-            )  # fmt: skip
+            reason = f"{sub_rel} has no cues (expected SRT/WebVTT 'start --> end' lines)"
+            reject_recording(f"{spec.name}:{sub_rel}", reason, "bad_subtitles")
             continue
         job_cues = []
         for k, (start, end, raw_text) in enumerate(cues, start=1):
