@@ -97,3 +97,9 @@ def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base
         codes = dvae.get_codebook_indices(mel(load_audio(str(clip), 22050)))
     # Seeded from data, the codebook spreads a 2-4 s clip over many distinct codes.
     assert codes.numel() > 30 and codes.unique().numel() > codes.numel() // 3
+
+
+def test_tiny_base_build_is_deterministic(tiny_base, tmp_path):
+    rebuilt = models.build_tiny_base(tmp_path / "tiny")
+    for name in ("model.pth", "dvae.pth", "mel_stats.pth", "vocab.json", "config.json"):
+        assert (rebuilt / name).read_bytes() == (tiny_base / name).read_bytes(), name
