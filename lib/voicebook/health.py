@@ -62,26 +62,18 @@ class HealthEvent:
 def check_texts(
     samples: list[dict], tokenizer: Any, max_tokens: int = MAX_TEXT_TOKENS
 ) -> list[str]:
-    """Problems with transcripts: unknown tokens (XTTSDataset asserts on them) or too many tokens."""
-    unk_id = tokenizer.tokenizer.token_to_id("[UNK]")
+    """Problems with transcripts, judged by the data-prep stage's checker (unknown tokens, which
+    XTTSDataset asserts on, too many tokens or characters, empty text)."""
+    from voicebook.dataprep.text import TextChecker
+
+    checkers: dict[str, TextChecker] = {}
     problems = []
     for sample in samples:
-        text, clip = str(sample["text"]), Path(sample["audio_file"]).name
-        if not text.strip():
-            problems.append(f"{clip}: empty transcript; write its text or drop the clip.")
-            continue
-        ids = tokenizer.encode(text, sample["language"])
-        if unk_id in ids:
-            pieces = tokenizer.tokenizer.encode(text).tokens
-            unknown = sorted({p for p, i in zip(pieces, ids, strict=False) if i == unk_id})
-            problems.append(
-                f"{clip}: text {text!r} has characters the vocab does not know "
-                f"({' '.join(unknown) or '?'}); spell them out or remove them in the transcript."
-            )
-        elif len(ids) > max_tokens:
-            problems.append(
-                f"{clip}: text is {len(ids)} tokens, over XTTS's {max_tokens}; split the clip."
-            )
+        language = sample["language"]
+        checker = checkers.setdefault(language, TextChecker(tokenizer, language, max_tokens))
+        reason = checker.problem(str(sample["text"]).strip())
+        if reason:
+            problems.append(f"{Path(sample['audio_file']).name}: {reason}.")
     return problems
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from voicebook.dataprep.segments import parse_subtitles
 from voicebook.paths import DEMO_DATA_DIR, cache_dir
 
 BASE_FILES = (
@@ -181,9 +181,7 @@ def demo_corpus_texts(corpus: Path = DEMO_DATA_DIR) -> list[str]:
             if "|" in line:
                 texts.append(line.split("|")[1])
     for subtitles in sorted(corpus.rglob("*.srt")):
-        for line in subtitles.read_text(encoding="utf-8").splitlines():
-            if line.strip() and not re.match(r"^\d+$|^\d\d:\d\d:\d\d", line.strip()):
-                texts.append(line.strip())
+        texts += [cue for *_, cue in parse_subtitles(subtitles.read_text(encoding="utf-8"))]
     return texts
 
 
