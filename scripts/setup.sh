@@ -7,11 +7,14 @@ cd "$(dirname "$0")/.."
 say() { printf '[setup] %s\n' "$*"; }
 
 # 1. System packages: FFmpeg's shared libraries (torchcodec needs them), a C compiler (webrtcvad,
-#    used by resemblyzer, builds from source), libsndfile for soundfile.
+#    used by resemblyzer, builds from source), libsndfile for soundfile, Chromium (browser test).
 missing=()
 ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || missing+=(ffmpeg)
 ldconfig -p 2>/dev/null | grep -q 'libsndfile\.so' || missing+=(libsndfile1)
 command -v cc >/dev/null || missing+=(gcc)
+# Debian's Chromium for the real-browser test of the listening panel (Playwright drives it with
+# executable_path; Playwright's own browser download is never used).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
