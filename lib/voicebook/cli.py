@@ -1,4 +1,4 @@
-"""The ``voicebook`` command: ``voicebook run --experiment NAME [...]``."""
+"""The ``voicebook`` command: ``voicebook run --experiment NAME [...]``, ``voicebook sweep``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: voicebook run --experiment NAME [--stages ...] [-p KEY VALUE ...] [-f FILE]")
         print(
+            "       voicebook sweep --name NAME -p KEY V1 V2 ... [--stages ...] [-f FILE]"
+            " [--address RAY] [--gpus-per-trial N]"
+        )
+        print(
             "       voicebook base [tiny|xtts_v2|FOLDER]   build/check a base model, print its folder"
         )
         return 0 if argv else 2
@@ -18,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         from voicebook.runner import main as run_main
 
         return run_main(rest)
+    if command == "sweep":
+        from voicebook.sweep import main as sweep_main
+
+        return sweep_main(rest)
     if command == "base":
         from voicebook.models import BaseModelError, resolve_base
 
