@@ -580,14 +580,19 @@ def favoured(table: pd.DataFrame) -> tuple[str | None, str]:
         )
 
     best = min(done.to_dict("records"), key=lambda r: key(pd.Series(r)))
-    mel = _num(best["mel_ce"])
+    mel, tuned = _num(best["mel_ce"]), _num(best["best_tuned_mel_ce"])
+    state = f"{'ready' if best['ready'] else 'not ready'}, tier {best['tier'] or 'unknown'}"
     why = (
-        f"{best['trial']} would ship {best['ships']} "
-        f"({'ready' if best['ready'] else 'not ready'}, tier {best['tier'] or 'unknown'}, "
-        f"eval Mel CE {'—' if mel is None else f'{mel:.4g}'}): the best of {len(done)} "
-        "finished trials by readiness, tier, then eval Mel CE."
+        f"{best['trial']} would ship {best['ships']} ({state}, eval Mel CE {_fmt(mel)}): "
+        f"the best of {len(done)} finished trials by readiness, tier, then eval Mel CE"
     )
-    return best["trial"], why
+    if len(done) > 1 and (done["mel_ce"] == best["mel_ce"]).all():
+        why += f", then its best fine-tuned model's eval Mel CE ({_fmt(tuned)})"
+    return best["trial"], why + "."
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
 
 
 def sweep_figure(table: pd.DataFrame) -> go.Figure | None:
