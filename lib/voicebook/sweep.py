@@ -383,6 +383,43 @@ class SweepSpec:
     notebooks_dir: Path = NOTEBOOKS_DIR
 
 
+@dataclass
+class Plan:
+    """What a sweep will run: its stages (those present as notebooks) and its trials."""
+
+    folder: Path
+    stages: list[str]
+    present: list[str]
+    declared: Callable[[str], set[str]]
+    trials: list[Trial]
+
+
+def plan(spec: SweepSpec) -> Plan:
+    """Trials with their routing checked: an unknown parameter stops the sweep before it runs."""
+    folder = sweep_dir(spec.name, spec.outputs_dir)
+    asked = {runner.stage_name(x) for x in spec.stages or runner.STAGES}
+    stages = [s for s in runner.STAGES if s in asked]
+    present = [s for s in stages if (spec.notebooks_dir / f"{s}.ipynb").is_file()]
+    declared = _declared(spec.notebooks_dir)
+    trials = make_trials(spec.name, spec.parameter_sets)
+    for t in trials:
+        runner.split_params({**spec.fixed, **t.values}, present, declared)
+        t.own_data_prep = DATA_PREP in present and not shares_data_prep(
+            t.values, spec.fixed, declared
+        )
+    return Plan(folder, stages, present, declared, trials)
+
+
+def job_for(trial: Trial, spec: SweepSpec, p: Plan) -> Job:
+    """The trial's stages and parameters (routed per stage); a trial sharing the sweep's data
+    prep skips 00_data_prep and gets a link to the shared dataset."""
+    stages = [s for s in p.stages if trial.own_data_prep or s != DATA_PREP]
+    if not trial.own_data_prep and (p.folder / SHARED / "dataset").is_dir():
+        link_shared_dataset(p.folder, trial.name)
+    routed = runner.split_params({**spec.fixed, **trial.values}, p.present, p.declared)
+    return Job(trial.name, stages, {s: routed[s] for s in p.present if s in stages and routed[s]})
+
+
 def run_sweep(
     spec: SweepSpec,
     engine: Callable[[Path, Path], Any],
@@ -393,94 +430,65 @@ def run_sweep(
 
     ``engine(outputs, notebooks)`` builds a :class:`RayEngine` or :class:`LocalEngine`.
     """
-    folder = sweep_dir(spec.name, spec.outputs_dir)
-    stages = [s for s in runner.STAGES if s in {runner.stage_name(x) for x in spec.stages or ()}]
-    stages = stages or list(runner.STAGES)
-    declared = _declared(spec.notebooks_dir)
-    trials = make_trials(spec.name, spec.parameter_sets)
-    present = [s for s in stages if (spec.notebooks_dir / f"{s}.ipynb").is_file()]
-    for t in trials:  # an unknown or misrouted parameter stops the sweep before anything runs
-        runner.split_params({**spec.fixed, **t.values}, present, declared)
-        t.own_data_prep = DATA_PREP in stages and not shares_data_prep(
-            t.values, spec.fixed, declared
-        )
-    with locked(folder):
-        summary = read_summary(folder)
+    p = plan(spec)
+    with locked(p.folder):
+        summary = read_summary(p.folder)
         fixed = json.loads(json.dumps(spec.fixed, default=str))
-        check_same_sweep(summary, stages, fixed, folder)
+        check_same_sweep(summary, p.stages, fixed, p.folder)
         earlier = trials_of(summary)
-        summary = summary or {
-            "sweep": spec.name,
-            "created_at": datetime.now().isoformat(timespec="seconds"),
-            "stages": stages,
-            "fixed": fixed,
-            "data_prep": None,
-        }
-        record = {**earlier, **{t.name: earlier.get(t.name, t) for t in trials}}
-        todo = to_run(trials, earlier, folder)
-        swept = list(dict.fromkeys(k for t in record.values() for k in t.values))
-        summary["swept"] = swept
+        summary = summary or {"sweep": spec.name, "created_at": _now(), "stages": p.stages}
+        summary.update(fixed=fixed, data_prep=summary.get("data_prep"))
+        record = {**earlier, **{t.name: earlier.get(t.name, t) for t in p.trials}}
+        summary["swept"] = list(dict.fromkeys(k for t in record.values() for k in t.values))
+        todo = to_run(p.trials, earlier, p.folder)
 
         def save() -> None:
             summary["trials"] = [asdict(t) for t in record.values()]
-            write_summary(folder, summary)
+            write_summary(p.folder, summary)
 
-        echo(
-            f"Sweep {spec.name}: {len(trials)} trials, {len(trials) - len(todo)} finished "
-            f"earlier (skipped), {len(todo)} to run -> {folder}"
-        )
+        skipped = len(p.trials) - len(todo)
+        echo(f"Sweep {spec.name}: {len(p.trials)} trials, {skipped} finished earlier (skipped), "
+             f"{len(todo)} to run -> {p.folder}")  # fmt: skip
         save()
         if todo:
-            run = engine(folder, spec.notebooks_dir)
+            run = engine(p.folder, spec.notebooks_dir)
             echo(f"Engine: {run.description}")
-            if not _shared_data_prep(spec, stages, todo, folder, run, summary, echo):
+            if not _shared_data_prep(spec, p, todo, run, summary, echo):
                 for t in todo:
                     if not t.own_data_prep:
                         record[t.name] = _failed(t, "the shared data prep failed (see above)")
                 todo = [t for t in todo if t.own_data_prep]
-            save()
-            jobs = []
             for t in todo:
                 record[t.name] = Trial(t.name, t.values, own_data_prep=t.own_data_prep)
-                trial_stages = stages if t.own_data_prep else [s for s in stages if s != DATA_PREP]
-                if not t.own_data_prep and (folder / SHARED / "dataset").is_dir():
-                    link_shared_dataset(folder, t.name)
-                routed = runner.split_params({**spec.fixed, **t.values}, present, declared)
-                jobs.append(
-                    Job(
-                        t.name,
-                        trial_stages,
-                        {s: routed[s] for s in present if s in trial_stages and routed[s]},
-                    )
-                )
             save()
+            jobs = [job_for(t, spec, p) for t in todo]
             for n, (job, result) in enumerate(run.map(jobs), 1):
                 t = record[job.experiment]
                 t.status, t.error = result["status"], result.get("error", "")
-                t.seconds = result.get("seconds")
-                t.finished_at = datetime.now().isoformat(timespec="seconds")
+                t.seconds, t.finished_at = result.get("seconds"), _now()
                 save()
                 echo(_progress_line(n, len(jobs), t))
-        report = write_sweep_report(folder, thresholds)
-        echo(f"Sweep report: {report}")
+        echo(f"Sweep report: {write_sweep_report(p.folder, thresholds)}")
         return summary
 
 
-def _shared_data_prep(spec, stages, todo, folder, run, summary, echo) -> bool:
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def _shared_data_prep(spec, p: Plan, todo, run, summary, echo) -> bool:
     """Run 00_data_prep once in ``<sweep>/data_prep`` for the trials that share it."""
-    if DATA_PREP not in stages or all(t.own_data_prep for t in todo):
+    if DATA_PREP not in p.present or all(t.own_data_prep for t in todo):
         return True
     done = (summary.get("data_prep") or {}).get("status") == "done"
-    if done and (folder / SHARED / "dataset").is_dir():
+    if done and (p.folder / SHARED / "dataset").is_dir():
         return True
-    job = Job(SHARED, [DATA_PREP], data_prep_params(spec.fixed, _declared(spec.notebooks_dir)))
-    echo(f"Data prep once, shared by the trials: {folder / SHARED}")
+    echo(f"Data prep once, shared by the trials: {p.folder / SHARED}")
+    job = Job(SHARED, [DATA_PREP], data_prep_params(spec.fixed, p.declared))
     _, result = next(iter(run.map([job])))
     summary["data_prep"] = {"experiment": SHARED, **result}
-    echo(
-        f"data prep: {result['status']} in {result.get('seconds') or 0:.0f} s"
-        + (f": {result['error']}" if result.get("error") else "")
-    )
+    error = f": {result['error']}" if result.get("error") else ""
+    echo(f"data prep: {result['status']} in {result.get('seconds') or 0:.0f} s{error}")
     return result["status"] == "done"
 
 
