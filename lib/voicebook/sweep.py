@@ -173,7 +173,9 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
 def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
     """Write ``sweep.json`` atomically (a reader never sees half a file)."""
     summary = {**summary, "updated_at": datetime.now().isoformat(timespec="seconds")}
-    return _write_atomic(Path(folder) / SUMMARY_NAME, json.dumps(summary, indent=2, default=str))
+    return _write_atomic(
+        Path(folder) / SUMMARY_NAME, json.dumps(summary, indent=2, default=str, ensure_ascii=False)
+    )
 
 
 def _write_atomic(path: Path, text: str) -> Path:
@@ -648,7 +650,7 @@ def render_sweep_report(folder: Path, thresholds: dm.Thresholds | None = None) -
     generated = datetime.now().isoformat(timespec="seconds")
     how = (
         f"Stages: {', '.join(summary.get('stages', []))}; fixed parameters: "
-        f"{json.dumps(summary.get('fixed', {}))}; shared data prep: {shared}. A trial's own "
+        f"{json.dumps(summary.get('fixed', {}), ensure_ascii=False)}; shared data prep: {shared}. A trial's own "
         f"report: voicebook run --experiment TRIAL --stages decision --outputs-dir {folder}"
     )
     sections = [
