@@ -134,27 +134,61 @@ class Notebook:
         page.locator(".jp-Notebook").wait_for(timeout=60_000)
         self.wait_idle(timeout=90)
 
+    def accept_kernel_dialog(self) -> None:
+        """JupyterLab sometimes asks for the kernel although the notebook names one (a race
+        while its session starts): accept the preselected "Python (voicebook)"."""
+        dialog = self.page.locator(".jp-Dialog", has_text="Select Kernel")
+        if dialog.count() and dialog.first.is_visible():
+            dialog.locator(".jp-mod-accept").first.click()
+            dialog.first.wait_for(state="detached", timeout=10_000)
+            self.wait_idle(90)
+
     def command(self, menu: str, command: str) -> None:
-        """Click ``menu`` in the menu bar, then the item that runs JupyterLab ``command``."""
-        self.page.locator(".lm-MenuBar-item", has_text=menu).first.click()  # opens the menu
-        self.page.locator(f'.lm-Menu-item[data-command="{command}"]').first.click()
+        """Click ``menu`` in the menu bar, then the item that runs JupyterLab ``command`` (once
+        it is enabled: right after loading, the notebook may not be the current widget yet)."""
+        item = self.page.locator(f'.lm-Menu-item[data-command="{command}"]').first
+        deadline = time.monotonic() + 30
+        while True:
+            self.page.locator(".lm-MenuBar-item", has_text=menu).first.click()
+            item.wait_for(timeout=10_000)
+            if "lm-mod-disabled" not in (item.get_attribute("class") or ""):
+                item.click()
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{menu} > {command} stayed disabled")
+            self.page.keyboard.press("Escape")
+            time.sleep(1)
 
     def wait_idle(self, timeout: float = 300) -> None:
-        """Until the kernel is idle and no cell is queued or running."""
+        """Until a kernel is started and idle, and no cell is queued or running."""
         deadline = time.monotonic() + timeout
         page = self.page
         while time.monotonic() < deadline:
             status = page.locator(".jp-Notebook-ExecutionIndicator").first
-            busy = status.count() and status.get_attribute("data-status") not in ("idle", None)
+            idle = status.count() and status.get_attribute("data-status") == "idle"
             prompts = page.locator(".jp-InputArea-prompt").all_inner_texts()
-            if not busy and not any("*" in p for p in prompts):
+            if idle and not any("*" in p for p in prompts):
                 return
             time.sleep(0.5)
         raise TimeoutError(f"the notebook was still running after {timeout} s")
 
     def run_all(self, timeout: float = 300) -> None:
-        self.command("Run", "runmenu:run-all")
-        time.sleep(1)
+        """Run > Run All Cells, then wait until every cell ran. Right after the kernel first
+        reports idle, JupyterLab may drop the command: it is repeated until a cell starts."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        started = """() => [...document.querySelectorAll('.jp-InputArea-prompt')]
+                          .some(p => /\\[[*0-9]/.test(p.textContent))"""
+        for _ in range(6):
+            self.accept_kernel_dialog()
+            self.command("Run", "runmenu:run-all")
+            try:
+                self.page.wait_for_function(started, timeout=5_000)
+                break
+            except PlaywrightTimeout:
+                continue
+        else:
+            raise TimeoutError("Run All Cells did not start any cell")
         self.wait_idle(timeout)
 
     def restart_kernel(self) -> None:
@@ -175,8 +209,11 @@ class Notebook:
         time.sleep(1)
         self.wait_idle(timeout)
 
+    def output_area(self, index: int):
+        return self.cell(index).locator(".jp-Cell-outputArea")
+
     def output_text(self, index: int) -> str:
-        return self.cell(index).locator(".jp-Cell-outputArea").inner_text()
+        return self.output_area(index).inner_text()
 
     def code_cell_index(self, contains: str) -> int:
         """Index of the first cell whose source contains ``contains``."""

@@ -485,7 +485,7 @@ PANEL_STYLE = f"""<style>
   border-radius: 4px;
 }}
 .{PANEL_CLASS}.jupyter-widgets-disconnected > * {{ opacity: .35; pointer-events: none; }}
-.{PANEL_CLASS} .widget-toggle-button {{ min-width: 2.4em; }}
+.{PANEL_CLASS} .widget-toggle-buttons {{ display: flex; align-items: center; }}
 </style>"""
 SCALE_HELP = {
     "smoothness": "no clicks, jumps, stutter or sudden changes",
@@ -514,12 +514,28 @@ def player_bytes(wav: Path) -> tuple[bytes, float]:
 
 
 def _player(sample: Sample, code: str):
-    import ipywidgets as w
+    """An audio player named "Sample X" for screen readers, with the clip's length beside it.
+
+    Plain HTML rather than ``ipywidgets.Audio``: that widget cannot carry a name (its tooltip
+    breaks the view in ipywidgets 8.1), and the data URL keeps the file's name off the page.
+    """
+    import base64
 
     data, seconds = player_bytes(sample.wav)
-    player = w.Audio(value=data, format="wav", autoplay=False, tooltip=f"Sample {code}")
-    length = w.HTML(f"<span title='length of sample {code}'>{seconds:.1f} s</span>")
-    return w.HBox([player, length], layout={"align_items": "center"})
+    src = "data:audio/wav;base64," + base64.b64encode(data).decode("ascii")
+    name = f"Sample {code}"
+    return _html(
+        f"<div style='display:flex;align-items:center;gap:.6em'>"
+        f"<audio controls preload='metadata' aria-label='{name}' title='{name}' src='{src}'>"
+        f"</audio><span title='length of {name}'>{seconds:.1f} s</span></div>"
+    )
+
+
+def _html(value: str = ""):
+    """An HTML widget whose (hidden) label carries no "null" tooltip."""
+    import ipywidgets as w
+
+    return w.HTML(value, tooltip="")
 
 
 def _scale(scale: str):
@@ -534,7 +550,8 @@ def _scale(scale: str):
         description=scale,
         tooltip=f"{scale}: {SCALE_HELP[scale]}",
         tooltips=tips,
-        style={"button_width": "2.6em", "description_width": "7em"},
+        style={"button_width": "3.2em", "description_width": "7em"},
+        layout={"width": "auto"},  # ipywidgets' default 300 px would wrap the ten buttons
     )
 
 
@@ -565,12 +582,13 @@ def listening_panel(ratings_path: str | Path, samples: list[Sample], seed: str =
         description="Mode",
         tooltip="Rate samples one by one, or choose the better of two",
         tooltips=["Rate each sample 1-10 on four scales", "Choose the better of two samples"],
+        layout={"width": "auto"},
     )
     start = w.Button(
         description="Start / resume", button_style="primary", tooltip="Rate as the name given"
     )
-    status = w.HTML()
-    saved = w.HTML()
+    status = _html()
+    saved = _html()
     stage = w.VBox()
     state: dict[str, Any] = {"render": 0}
 
@@ -609,16 +627,16 @@ def listening_panel(ratings_path: str | Path, samples: list[Sample], seed: str =
             stage.children = []
             return
         trial, code = upcoming
-        status.value = f"{who}. {done} of {total} rated. Sentence: <i>{html.escape(trial.text)}</i>"
-        if session.mode == "scores":
+        if session.mode == "scores":  # the sample first, then the line that announces it
             stage.children = scores_stage(trial, code, token)
         else:
             stage.children = ab_stage(trial, token)
+        status.value = f"{who}. {done} of {total} rated. Sentence: <i>{html.escape(trial.text)}</i>"
 
     def scores_stage(trial: Trial, code: str, token: int) -> list:
         scales = {s: _scale(s) for s in SCALES}
         save = w.Button(description="Save and next", button_style="success", disabled=True)
-        hint = w.HTML()
+        hint = _html()
 
         def refresh(_: Any = None) -> None:
             left = [s for s, widget in scales.items() if widget.value is None]
@@ -632,8 +650,8 @@ def listening_panel(ratings_path: str | Path, samples: list[Sample], seed: str =
             widget.observe(refresh, "value")
         refresh()
         save.on_click(lambda _: rate(trial, code, {s: x.value for s, x in scales.items()}, token))
-        header = w.HTML(f"<b>Sample {code}</b>")
-        legend = w.HTML(_anchor_legend())
+        header = _html(f"<b>Sample {code}</b>")
+        legend = _html(_anchor_legend())
         return [
             header,
             _player(trial.blind[code], code),
@@ -649,7 +667,7 @@ def listening_panel(ratings_path: str | Path, samples: list[Sample], seed: str =
             button = w.Button(description=label, tooltip=f"Save: {label.lower()}")
             button.on_click(lambda _, c=choice: prefer(trial, c, token))
             choices.append(button)
-        pair = [w.VBox([w.HTML(f"<b>{c}</b>"), _player(s, c)]) for c, s in trial.blind.items()]
+        pair = [w.VBox([_html(f"<b>{c}</b>"), _player(s, c)]) for c, s in trial.blind.items()]
         return [w.HBox(pair), w.HBox(choices)]
 
     def current(token: int) -> bool:
@@ -698,7 +716,7 @@ def listening_panel(ratings_path: str | Path, samples: list[Sample], seed: str =
     else:
         status.value = "Enter your name (then Enter) to start or resume."
     header = w.HBox([rater, mode, start])
-    panel = w.VBox([w.HTML(PANEL_STYLE), header, status, saved, stage])
+    panel = w.VBox([_html(PANEL_STYLE), header, status, saved, stage])
     panel.add_class(PANEL_CLASS)
     panel.state = state  # for tests and power users: the live session and current trial
     return panel
