@@ -133,6 +133,8 @@ class Notebook:
         page.goto(url)
         page.locator(".jp-Notebook").wait_for(timeout=60_000)
         self.wait_idle(timeout=90)
+        time.sleep(1)  # a "Select Kernel" dialog may still pop up right after the start
+        self.accept_kernel_dialog()
 
     def accept_kernel_dialog(self) -> None:
         """JupyterLab sometimes asks for the kernel although the notebook names one (a race
@@ -179,7 +181,7 @@ class Notebook:
 
         started = """() => [...document.querySelectorAll('.jp-InputArea-prompt')]
                           .some(p => /\\[[*0-9]/.test(p.textContent))"""
-        for _ in range(6):
+        for _ in range(12):
             self.accept_kernel_dialog()
             self.command("Run", "runmenu:run-all")
             try:

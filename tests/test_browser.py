@@ -48,10 +48,11 @@ def ratings_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def screenshot(locator, name: str) -> None:
+def screenshot(target, name: str, **options) -> None:
+    """Save a screenshot of ``target`` (a locator or page) when VOICEBOOK_SCREENSHOTS is set."""
     folder = os.environ.get("VOICEBOOK_SCREENSHOTS")
     if folder:
-        locator.screenshot(path=str(Path(folder) / name))
+        target.screenshot(path=str(Path(folder) / name), **options)
 
 
 class Panel:
@@ -195,3 +196,38 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     assert len(rows) == 7 and (rows[-1]["rater"], rows[-1]["overall"]) == ("ann", "10")
     assert len({(r["sentence"], r["candidate"]) for r in rows if r["mode"] == "scores"}) == 4
     panel.assert_blind()
+
+
+def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_path):
+    from test_decision import fake_scraps
+    from test_report import NESTED_CARD
+
+    from voicebook import report
+
+    scraps = fake_scraps()
+    scraps["00_data_prep"]["dataset_card"] = NESTED_CARD
+    page_file = tmp_path / "report.html"
+    page_file.write_text(report.render_report(report.analyse_scraps("demo", scraps)))
+    with chromium(1280, 900) as page:
+        page.goto(page_file.as_uri())
+        tables = page.locator("table").evaluate_all(
+            """ts => ts.map(t => ({right: t.getBoundingClientRect().right,
+                                  hidden: t.scrollWidth - t.clientWidth,
+                                  columns: t.rows[0].cells.length}))"""
+        )
+        assert max(t["columns"] for t in tables) >= 14  # the comparison of candidates
+        for t in tables:  # no column off the page or behind a sideways scroll
+            assert t["right"] <= 1280 and t["hidden"] <= 0, t
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        comparison = page.locator("table").first.inner_text()
+        for column in ("band", "tier", "status", "notes"):
+            assert column in comparison
+        card = page.evaluate(
+            """() => { const h = [...document.querySelectorAll('h2')]
+                                 .find(e => e.textContent === 'Dataset card');
+                       let text = '', el = h.nextElementSibling;
+                       while (el && el.tagName !== 'H2') { text += el.innerText; el = el.nextElementSibling; }
+                       return text; }"""
+        )
+        assert "input_lufs.min" in card.replace("\u200b", "") and not re.search(r"[{}\[\]]", card)
+        screenshot(page, "report_after.png", full_page=True)
