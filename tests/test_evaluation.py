@@ -15,6 +15,7 @@ import torch
 
 from voicebook import codebook as cb
 from voicebook import evaluation as ev
+from voicebook import listening as ls
 from voicebook.models import resolve_base
 from voicebook.paths import DEMO_DATA_DIR
 
@@ -230,7 +231,9 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     tmp_path, base, dataset, tuned
 ):
     exp = experiment_with(tmp_path, dataset, phase1=tuned)
-    config = ev.EvalConfig(test_sentences=["Jó napot!"], n_reference_clips=1)
+    config = ev.EvalConfig(
+        test_sentences=["Jó napot!"], n_reference_clips=1, hidden_reference_sentences=0
+    )
     heard = []
 
     def transcribe(wav):  # a stand-in ASR that hears only the first word
@@ -252,3 +255,26 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     samples = pd.read_csv(exp / "eval" / "samples.csv")
     assert samples["wav"].tolist() == ["base/s01.wav", "phase1/s01.wav"]
     assert all((exp / "eval" / w).is_file() for w in samples["wav"])
+
+
+def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
+    tmp_path, base, dataset
+):
+    exp = experiment_with(tmp_path, dataset)
+    config = ev.EvalConfig(candidates=["base"], test_sentences=["Jó napot!"], n_reference_clips=1)
+    result = ev.evaluate(config, exp, base)
+    held_out = pd.read_csv(dataset / "metadata_eval.csv", sep="|")
+    hidden = held_out.iloc[-1]  # the last held-out clip; the first one is the voice reference
+    samples = pd.read_csv(exp / "eval" / "samples.csv")
+    assert samples[["candidate", "sentence_id"]].values.tolist() == [
+        ["base", "s01"], ["base", "s02"], ["reference", "s02"]
+    ]  # fmt: skip
+    assert samples["text"].tolist() == ["Jó napot!", hidden.text, hidden.text]
+    real = exp / "eval" / samples["wav"].iloc[2]
+    assert real.read_bytes() == (dataset / hidden.audio_file).read_bytes()
+    assert result.table["n_sentences"].tolist() == [2]  # the reference is no candidate
+    similarity = samples.set_index("candidate")["speaker_similarity"]
+    assert similarity["reference"] > similarity["base"].max()  # the real voice, not noise
+    listed = [s.candidate for s in ls.load_samples(exp / "eval")]
+    assert listed == ["base", "base", ls.REFERENCE]
+    assert ev.hidden_references(dataset, 5, 2)["text"].tolist() == held_out["text"][2:].tolist()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -171,32 +173,139 @@ def test_ab_mode_hides_pairs_and_records_preferences(ratings, samples):
     assert ls.summarize(ls.read_ratings(ratings)).empty  # preferences are not 1-10 scores
 
 
-def test_panel_records_through_clicks_and_never_names_a_candidate(ratings, samples):
-    panel = ls.listening_panel(ratings, samples)
-    header, status, stage, _summary = panel.children
-    rater, _mode, start = header.children
-    start.click()
-    assert "rater name" in status.value and not ratings.exists()
-    rater.value = "ann"
-    start.click()
-    texts = [getattr(w, k, "") for w in stage.children for k in ("value", "description")]
+def _widgets(root, kind: str) -> list:
+    """Every widget of class ``kind`` under ``root``, in display order."""
+    found = [root] if root.__class__.__name__ == kind else []
+    for child in getattr(root, "children", ()):
+        found += _widgets(child, kind)
+    return found
+
+
+def _shown_text(panel) -> str:
+    texts = []
+    for kind in ("HTML", "Button", "ToggleButtons", "Audio", "Text"):
+        for w in _widgets(panel, kind):
+            texts += [getattr(w, k, "") for k in ("value", "description", "tooltip")]
+            texts += list(getattr(w, "tooltips", ()) or ())
     shown = " ".join(t for t in texts if isinstance(t, str))
-    assert "Sample" in shown
-    assert not any(c in shown or c in status.value for c in CANDIDATES)
-    sliders = [w for w in stage.children if w.__class__.__name__ == "IntSlider"]
-    for slider, value in zip(sliders, (3, 4, 5, 6)):
-        slider.value = value
-    save = stage.children[-1]
+    return re.sub(r"src='data:[^']*'", "", shown)  # the audio itself, base64-encoded
+
+
+def names_a_candidate(text: str) -> bool:
+    return bool(re.search(rf"\b({'|'.join(CANDIDATES)})\b", text))
+
+
+def test_panel_is_blind_unanchored_confirms_saves_and_acts_on_name_and_mode_at_once(
+    ratings, samples
+):
+    panel = ls.listening_panel(ratings, samples)
+    rater, mode = _widgets(panel, "Text")[0], _widgets(panel, "ToggleButtons")[0]
+    _widgets(panel, "Button")[0].click()  # Start without a name
+    assert "rater name" in _shown_text(panel) and not ratings.exists()
+    rater.value = "ann"  # the name alone starts the session (Enter / leaving the field)
+    scales = _widgets(panel, "ToggleButtons")[1:]
+    assert [s.description for s in scales] == list(ls.SCALES)
+    assert all(s.value is None for s in scales)  # unrated: nothing pre-set
+    assert "1</b> = very poor" in _shown_text(panel) and "10</b> = excellent" in _shown_text(panel)
+    save = next(b for b in _widgets(panel, "Button") if b.description == "Save and next")
+    assert save.disabled
+    for scale, value in zip(scales[:3], (3, 4, 5)):
+        scale.value = value
+    assert save.disabled and "overall left" in _shown_text(panel)
+    scales[3].value = 6
+    assert not save.disabled
     save.click()
     [row] = rows(ratings)
-    assert [int(row[s]) for s in ls.SCALES] == [3, 4, 5, 6]
-    assert "1 of 9 rated" in status.value
+    assert row["rater"] == "ann" and [int(row[s]) for s in ls.SCALES] == [3, 4, 5, 6]
+    shown = _shown_text(panel)
+    assert "Saved at" in shown and "1 of 9 rated" in shown
+    assert not names_a_candidate(shown)  # nothing names a candidate, no results
+    assert all(s.value is None for s in _widgets(panel, "ToggleButtons")[1:])  # next: unrated
+    players = [w.value for w in _widgets(panel, "HTML") if "<audio" in w.value]
+    assert len(players) == 1 and "aria-label='Sample " in players[0]  # a named player
+
+    rater.value = "bob"  # a new name acts at once: the next rating is bob's
+    assert "Rating as <b>bob</b>" in _shown_text(panel) and "0 of 9 rated" in _shown_text(panel)
+    stale = save  # a button of ann's sample, clicked after the name changed, saves nothing
+    stale.click()
+    assert len(rows(ratings)) == 1 and "Not saved" in _shown_text(panel)
+
+    mode.value = "ab"  # so does the mode: the A/B pair is on screen without pressing Start
+    better = next(b for b in _widgets(panel, "Button") if b.description == "B is better")
+    better.click()
+    assert [(r["rater"], r["mode"]) for r in rows(ratings)] == [("ann", "scores"), ("bob", "ab")]
+    assert "Saved at" in _shown_text(panel) and "B is better" in _shown_text(panel)
+    assert not names_a_candidate(_shown_text(panel))
 
 
 def test_panel_without_samples_renders_and_says_what_to_do(ratings):
     panel = ls.listening_panel(ratings, [])
-    header, status, _, _ = panel.children
-    assert header.children[2].disabled and "run the evaluation" in status.value
+    assert _widgets(panel, "Button")[0].disabled and "run the evaluation" in _shown_text(panel)
+
+
+def test_short_clips_are_padded_for_the_player_and_keep_their_length(tmp_path):
+    wav = tmp_path / "short.wav"
+    sf.write(wav, np.full(4000, 0.1, np.float32), 16000)  # 0.25 s
+    data, seconds = ls.player_bytes(wav)
+    padded, rate = sf.read(io.BytesIO(data))
+    assert seconds == pytest.approx(0.25) and len(padded) / rate == pytest.approx(1.0)
+    assert padded[:4000] == pytest.approx(0.1, abs=1e-3) and not padded[4000:].any()
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(24000, np.float32), 16000)
+    assert ls.player_bytes(long) == (long.read_bytes(), 1.5)
+
+
+def _scores(rater, sentence, candidate, overall):
+    return {"rater": rater, "mode": "scores", "sentence": sentence, "candidate": candidate,
+            "smoothness": 5, "naturalness": 5, "emotion": 5, "overall": overall}  # fmt: skip
+
+
+def test_hidden_reference_flags_raters_who_rate_the_real_voice_below_a_candidate(ratings):
+    given = [
+        _scores("ann", "s1", "reference", 9), _scores("ann", "s1", "base", 3),
+        _scores("ann", "s1", "phase1", 9),  # a tie with the real voice is not a flag
+        _scores("ann", "s2", "base", 2),  # no reference on s2: does not count
+        _scores("bob", "s1", "reference", 4), _scores("bob", "s1", "base", 2),
+        _scores("bob", "s1", "phase1", 6),  # below phase1: flagged
+        _scores("cy", "s1", "base", 7),  # never heard the reference: not judged
+    ]  # fmt: skip
+    for row in given:
+        ls.append_rating(ratings, row)
+    table = ls.read_ratings(ratings)
+    check = ls.reference_check(table).set_index("rater")
+    assert list(check.index) == ["ann", "bob"]
+    assert check.loc["ann", "sentences"] == 1 and check.loc["ann", "reference_overall"] == 9
+    assert check.loc["ann", "candidates_overall"] == 6 and not check.loc["ann", "flagged"]
+    assert check.loc["bob", "below_a_candidate"] == 1 and check.loc["bob", "flagged"]
+    assert ls.flagged_raters(table) == ["bob"]
+
+    kept = ls.listening_results(ratings).summary.set_index(["candidate", "scale"])["n"]
+    assert kept[("phase1", "overall")] == 1 and kept[("base", "overall")] == 3  # ann x2, cy
+    every = ls.listening_results(ratings, exclude_flagged=False)
+    assert (
+        every.excluded == []
+        and every.summary.set_index(["candidate", "scale"]).loc[("phase1", "overall"), "n"] == 2
+    )
+    assert "left out of the summaries: bob" in ls.listening_results(ratings).headline()
+
+
+def test_the_hidden_reference_is_scored_blind_but_kept_out_of_ab_pairs(ratings, samples):
+    real = [ls.Sample(ls.REFERENCE, "s01", SENTENCES["s01"], samples[0].wav)]
+    scores = ls.ListeningSession(ratings, "ann", samples + real)
+    assert scores.progress() == (0, 10)
+    trial = next(t for t in scores.trials if t.text == SENTENCES["s01"])
+    assert list(trial.blind) == ["A", "B", "C", "D"]
+    ab = ls.ListeningSession(ratings, "ann", samples + real, mode="ab")
+    assert len(ab.trials) == 9  # the same 3 pairs per sentence as without it
+    assert all(ls.REFERENCE not in t.item for t in ab.trials)
+
+
+def test_listening_cells_run_alone_from_defaults(tmp_path, samples, monkeypatch):
+    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(tmp_path / "outputs"))
+    panel = ls.experiment_panel({})  # nothing defined: the parameters cell's defaults
+    assert panel.state["experiment"] == tmp_path / "outputs" / "demo"
+    results = ls.experiment_results({"experiment": "other"})
+    assert results.ratings.empty and results.summary.empty and results.excluded == []
 
 
 def test_ratings_record_which_audio_was_heard_and_new_audio_is_asked_again(tmp_path, ratings):

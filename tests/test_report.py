@@ -206,3 +206,40 @@ def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
         ("expA", "phase1", 2.8),
         ("expB", "base", -1),
     ]
+
+
+# A dataset card shaped like data prep's (nested dicts, records, records inside records).
+NESTED_CARD = {
+    "generator": "voicebook.dataprep",
+    "language": "hu",
+    "totals": {"clips": 101, "minutes": 5.88},
+    "sources": [
+        {"name": "quiz", "path": "/data/demo/quiz", "found": {"recordings": 3},
+         "input_lufs": {"min": -25.1, "max": -20.9}},
+        {"name": "interview", "path": "/data/demo/interview", "found": {"audio_files": 50},
+         "input_lufs": {"min": -29.3, "max": -18.2}},
+    ],
+    "categories": {"bands_seconds": {"short": [0.0, 4.0], "long": [7.0, None]},
+                   "table": [{"source": "quiz", "category": "short", "clips": 35}]},
+    "rejections": {"count": 2, "by_kind": {"too_short": 2}},
+    "quality": {"rating": "thin", "tiers": [
+        {"rating": "good", "rules": [{"metric": "train_minutes", "op": ">=", "value": 30,
+                                      "actual": 5.6, "passed": False}]},
+    ]},
+}  # fmt: skip
+
+
+def test_the_dataset_card_is_tables_without_raw_dicts_or_lists():
+    page = report.dataset_card_html(NESTED_CARD)
+    text = re.sub(r"<[^>]+>", "", page)
+    assert not re.search(r"[{}\[\]]", text), "a raw dict or list is shown"
+    heads = re.findall(r"<h(\d)>(.*?)</h\d>", page)
+    assert heads == [
+        ("3", "totals"), ("3", "sources"), ("3", "categories"), ("4", "bands_seconds"),
+        ("4", "table"), ("3", "rejections"), ("4", "by_kind"), ("3", "quality"), ("4", "tiers"),
+    ]  # fmt: skip
+    assert re.search(r"input_<wbr>lufs.<wbr>min</th>.*<td>-25.1</td>", page, re.DOTALL)
+    assert "found.<wbr>audio_<wbr>files" in page and "<td>—</td>" in page  # missing in quiz
+    # a tier's rules: one row per rule, the tier repeated
+    assert re.search(r"<td>good</td>\s*<td>train_<wbr>minutes</td>\s*<td>&gt;=</td>", page)
+    assert "<td>no</td>" in page and "<td>7.0, —</td>" in page

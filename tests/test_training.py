@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -203,3 +204,35 @@ def test_retry_after_a_failed_preflight_sets_the_old_health_aside(tmp_path):
     first = json.loads((phase / "attempts" / "1" / "health.json").read_text())
     assert first[-1]["severity"] == "stop"
     assert len(json.loads((phase / "health.json").read_text())) == 1  # only this attempt's
+
+
+def test_the_saved_notebook_shows_the_progress_bar_where_training_ended():
+    """A notebook saved after training shows the bar at the steps done, not at 0 (the widget's
+    text at its first display), and the chart's legend colours hold for Text CE too."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = """
+from voicebook.training import LiveView
+view = LiveView("Phase 1", total_steps=10)
+view.show()
+for step in range(1, 5):
+    view.on_row({"step": step, "split": "train", "loss_mel_ce": 5.0 - step / 10,
+                 "loss_text_ce": 0.04, "loss": 5.0, "lr": 1e-5, "grad_norm": 1.0})
+view.close()
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, kernel_name="voicebook", timeout=120).execute()
+    texts = [o["data"]["text/plain"] for o in nb.cells[0].outputs if "data" in o]
+    bar = next(t for t in texts if "Phase 1" in t and "%" in t)
+    assert "4/10" in bar and "0/10" not in bar
+
+    curves = pd.DataFrame(
+        [[s, split, 5.0, 0.04, 5.0, 1e-5, 1.0] for s in (1, 2) for split in ("train", "eval")],
+        columns=training.CURVE_COLUMNS,
+    )
+    fig = training.curves_figure(curves)
+    colour = {(t.xaxis, t.legendgroup): t.line.color for t in fig.data}
+    for split in ("train", "eval"):  # Text CE (x2) drawn in the legend's colour (x)
+        assert colour[("x2", split)] == colour[("x", split)]
+    assert len({colour[("x", "train")], colour[("x", "eval")]}) == 2

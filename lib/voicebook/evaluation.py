@@ -9,6 +9,7 @@ same reference clips, and scores the audio: speaker similarity to the held-out c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -26,6 +27,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from voicebook.listening import REFERENCE
 from voicebook.models import load_xtts
 from voicebook.xtts import EVAL_META, TRAIN_META, gpt_trainer_config, load_samples
 
@@ -81,6 +83,7 @@ class EvalConfig:
     max_eval_batches: int = 0  # 0 = the whole eval split
     eval_batch_size: int = 3
     audio_tokens_per_char: float = AUDIO_TOKENS_PER_CHAR
+    hidden_reference_sentences: int = 1  # held-out transcripts whose real clip hides in the test
 
     def sentences(self) -> list[str]:
         return list(self.test_sentences) or default_test_sentences(self.language)
@@ -246,6 +249,33 @@ def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
     """The first ``n`` held-out clips (deterministic), used as the voice reference for all."""
     meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
     return [Path(dataset_dir) / p for p in meta["audio_file"].head(max(n, 1))]
+
+
+def hidden_references(dataset_dir: Path, n: int, n_reference_clips: int) -> pd.DataFrame:
+    """The last ``n`` held-out clips that are not voice references: their transcripts become
+    test sentences and their recordings the hidden ``reference`` samples of the listening test
+    (columns text, wav)."""
+    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
+    spare = meta.iloc[max(n_reference_clips, 1) :].tail(max(n, 0))
+    return pd.DataFrame(
+        {"text": spare["text"], "wav": [Path(dataset_dir) / p for p in spare["audio_file"]]}
+    ).reset_index(drop=True)
+
+
+def _reference_samples(hidden: pd.DataFrame, first_id: int, eval_dir: Path) -> pd.DataFrame:
+    """Copies of the hidden real clips under ``eval/reference/`` as sample rows."""
+    import shutil
+
+    import soundfile as sf
+
+    folder = eval_dir / REFERENCE
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, r in enumerate(hidden.itertuples(), start=first_id):
+        wav = Path(shutil.copy(r.wav, folder / f"s{i:02d}.wav"))
+        rows.append({"candidate": REFERENCE, "sentence_id": f"s{i:02d}", "text": r.text,
+                     "wav": str(wav), "audio_s": sf.info(str(wav)).duration})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def eval_clips(dataset_dir: Path) -> list[Path]:
@@ -443,8 +473,13 @@ def evaluate(
     candidates, notes = resolve_candidates(config.candidates, experiment_path)
     dataset = find_dataset(experiment_path)
     sentences = config.sentences()  # fails early for a language without defaults
+    hidden = pd.DataFrame(columns=["text", "wav"])
     if dataset is not None:
         notes += _seen_in_training(sentences, dataset)
+        hidden = hidden_references(
+            dataset, config.hidden_reference_sentences, config.n_reference_clips
+        )
+        config = dataclasses.replace(config, test_sentences=sentences + hidden["text"].tolist())
     if dataset is None:
         notes.append(
             f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
@@ -463,6 +498,10 @@ def evaluate(
             samples.append(row.pop("_samples"))
         rows.append(row)
     table = pd.DataFrame(rows, columns=EVAL_TABLE_COLUMNS)
+    if samples and not hidden.empty:
+        references = _reference_samples(hidden, len(sentences) + 1, eval_dir)
+        references["speaker_similarity"] = scorer.score(references["wav"])
+        samples.append(references)
     sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     if dataset is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)

@@ -194,40 +194,102 @@ def _cell(x: Any) -> Any:
     return f"{x:.4g}" if isinstance(x, float) else x
 
 
+def _breakable(text: str, after: str) -> str:
+    return re.sub(f"([{after}])", r"\1<wbr>", text)
+
+
 def _table_html(df: pd.DataFrame) -> str:
-    return df.astype(object).map(_cell).to_html(index=False, border=0)
+    """A table that fits the page: headers may break after '_' or '.', cells after '_' or '/'
+    (identifiers and paths), words never."""
+    table = df.astype(object).map(_cell).to_html(index=False, border=0)
+    table = re.sub(r"<th>(.*?)</th>", lambda m: f"<th>{_breakable(m[1], '_.')}</th>", table)
+    return re.sub(r"<td>(.*?)</td>", lambda m: f"<td>{_breakable(m[1], '_/')}</td>", table)
+
+
+# --- the dataset card: nested JSON as tables -------------------------------------------------
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _is_nested(value: Any) -> bool:
+    return (isinstance(value, dict) and bool(value)) or _is_records(value)
+
+
+def _plain(value: Any) -> Any:
+    """A cell value: lists of plain values joined, booleans as yes/no, None as a dash."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == {}:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(_plain(v)) for v in value)
+    return value
+
+
+def _flat(prefix: str, value: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out |= _flat(name, v) if isinstance(v, dict) else {name: _plain(v)}
+    return out
+
+
+def _records(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows from a list of dicts: nested dicts become dotted columns; a nested list of
+    dicts (e.g. a quality tier's rules) becomes one row per inner item, the outer fields
+    repeated."""
+    rows = []
+    for item in items:
+        outer = {k: v for k, v in item.items() if not _is_records(v)}
+        inner = [v for v in item.values() if _is_records(v)]
+        if inner:
+            rows += [_flat("", outer) | row for row in _records(inner[0])]
+        else:
+            rows.append(_flat("", outer))
+    return rows
+
+
+def _card_part(key: str, value: Any, depth: int) -> list[str]:
+    """One nested item of the card: a heading, then its plain values as an item/value table,
+    its records as a table, and its nested items, each in turn."""
+    heading = f"<h{min(depth, 6)}>{html.escape(str(key))}</h{min(depth, 6)}>"
+    if _is_records(value):
+        return [heading, _table_html(pd.DataFrame(_records(value)))]
+    if all(isinstance(v, dict) for v in value.values()):  # e.g. per source: one row each
+        rows = _records([{"name": k, **v} for k, v in value.items()])
+        return [heading, _table_html(pd.DataFrame(rows))]
+    plain = {k: _plain(v) for k, v in value.items() if not _is_nested(v)}
+    parts = [heading]
+    if plain:
+        parts.append(
+            _table_html(pd.DataFrame({"item": list(plain), "value": list(plain.values())}))
+        )
+    for k, v in value.items():
+        if _is_nested(v):
+            parts += _card_part(k, v, depth + 1)
+    return parts
 
 
 def dataset_card_html(card: dict[str, Any] | None) -> str:
-    """The dataset card: its single numbers as one table, each nested table (per source, per
-    category...) as its own table."""
+    """The dataset card as tables: its plain values in one table, then every nested item (per
+    source, categories, loudness, quality rules...) under its own heading; nothing is shown
+    as a raw dict or list."""
     if not card:
         return "<p>No dataset card: run 00_data_prep.</p>"
-    scalars = {k: v for k, v in card.items() if not isinstance(v, (dict, list))}
-    parts = [_table_html(pd.DataFrame({"item": list(scalars), "value": list(scalars.values())}))]
-    for key, value in card.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            df = pd.DataFrame.from_dict(value, orient="index").rename_axis(key).reset_index()
-        elif isinstance(value, dict):
-            df = pd.DataFrame({"item": list(value), "value": [str(v) for v in value.values()]})
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            df = pd.DataFrame(value)
-        elif isinstance(value, list):
-            df = pd.DataFrame({key: [str(v) for v in value]})
-        else:
-            continue
-        parts.append(f"<h3>{html.escape(str(key))}</h3>{_table_html(df)}")
-    return "\n".join(parts)
+    return "\n".join(_card_part("", card, 2)[1:])  # no heading for the card itself
 
 
 # --- the page --------------------------------------------------------------------------------
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em;display:block;overflow-x:auto}
-th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-td{min-width:5em;max-width:32em} td:last-child{min-width:24em}
-th{background:#f3f3f3} .decision{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
+body{font-family:system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.82em;max-width:100%}
+th,td{padding:.3em .5em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+td{overflow-wrap:break-word} th{background:#f3f3f3}
+.decision{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
 .missing{background:#fff6e0;padding:.5em 1.5em;border-radius:6px}
 """
 

@@ -697,10 +697,21 @@ class LiveView:
 
     def __init__(self, title: str, total_steps: int, start_step: int = 0, redraw_every: int = 10):
         from tqdm.auto import tqdm
+        from tqdm.notebook import tqdm as notebook_tqdm
 
         self.title, self.redraw_every = title, redraw_every
         self.rows: list[dict[str, Any]] = []
-        self.bar = tqdm(total=total_steps, initial=start_step, desc=title, unit="step")
+        # In a notebook the bar is a widget, and a saved notebook keeps only the text it had
+        # when first displayed ("0%| 0/264"): it is displayed here by id, so that close() can
+        # record its final text.
+        widget = issubclass(tqdm, notebook_tqdm)
+        options = {"display": False} if widget else {}
+        self.bar = tqdm(total=total_steps, initial=start_step, desc=title, unit="step", **options)
+        self.bar_handle: Any = None
+        if widget:
+            from IPython.display import display
+
+            self.bar_handle = display(self.bar.container, display_id=True)
         self.handle: Any = None
 
     def _bundle(self) -> dict[str, Any]:
@@ -732,21 +743,27 @@ class LiveView:
             self.rows = curves.to_dict("records")
         self.redraw()
         self.bar.close()
+        if self.bar_handle is not None:
+            self.bar_handle.update(self.bar.container)
 
 
 def curves_figure(curves: pd.DataFrame, title: str = ""):
     """Train and eval Mel CE (left) and Text CE x0.01 (right) by step."""
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Mel CE", "Text CE (x0.01, as logged)"))
+    # One colour per split in both charts, so the legend's two entries cover Text CE too.
+    colours = {"train": qualitative.Plotly[0], "eval": qualitative.Plotly[1]}
     for col, loss in ((1, "loss_mel_ce"), (2, "loss_text_ce")):
         for split, mode in (("train", "lines"), ("eval", "lines+markers")):
             part = curves[curves["split"] == split]
             fig.add_scatter(
                 x=part["step"].tolist(),
                 y=part[loss].tolist(),
-                name=f"{split}",
+                name=f"{split} (Mel CE, Text CE)",
                 mode=mode,
+                line={"color": colours[split]},
                 legendgroup=split,
                 showlegend=col == 1,
                 row=1,

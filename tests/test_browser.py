@@ -1,0 +1,233 @@
+"""The blind listening test in a real browser: JupyterLab + headless Chromium, rated by clicks.
+
+Runs the evaluation notebook on a cheap experiment (demo clips, the tiny base and a perturbed
+"phase 1"), rates 3 samples and 2 A/B pairs as a person would, changes the rater's name,
+restarts the kernel, runs the panel cell alone and resumes; ``ratings.csv`` is read after every
+click. Set ``VOICEBOOK_SCREENSHOTS=<folder>`` to keep screenshots of the panel.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+import pytest
+from jupyter_browser import (
+    Notebook,
+    browser_available,
+    chromium,
+    copy_notebook,
+    jupyter_lab,
+    prepare_experiment,
+)
+
+from voicebook import listening as ls
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(browser_available() is not None, reason=str(browser_available())),
+]
+NOTEBOOK = "03_evaluation.ipynb"
+# Any of these on screen before the rater has finished would unblind the test.
+REVEALING = re.compile(r"\b(base|phase ?1|phase ?2|reference)\b", re.IGNORECASE)
+TIMEOUT_MS = 30_000
+
+
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def ratings_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def screenshot(target, name: str, **options) -> None:
+    """Save a screenshot of ``target`` (a locator or page) when VOICEBOOK_SCREENSHOTS is set."""
+    folder = os.environ.get("VOICEBOOK_SCREENSHOTS")
+    if folder:
+        target.screenshot(path=str(Path(folder) / name), **options)
+
+
+class Panel:
+    """The listening panel on the page, read and clicked through what a person sees."""
+
+    def __init__(self, page, output_area):
+        self.page, self.root = page, output_area
+        self.root.get_by_role("textbox").wait_for(timeout=TIMEOUT_MS)  # the rater's name
+
+    def text(self) -> str:
+        return self.root.inner_text()
+
+    def expect_text(self, text: str) -> None:
+        expect(self.root).to_contain_text(text, timeout=TIMEOUT_MS)
+
+    def assert_blind(self) -> None:
+        shown = self.text() + " ".join(
+            self.root.locator("[title]").evaluate_all("els => els.map(e => e.title)")
+        )
+        assert not REVEALING.search(shown), f"the panel names a candidate: {shown!r}"
+
+    def set_name(self, name: str) -> None:
+        field = self.root.get_by_role("textbox")
+        field.fill(name)
+        field.press("Enter")  # no Start button: the name acts at once
+        self.expect_text(f"Rating as {name}")
+
+    def scale(self, scale: str):
+        return self.root.locator(".widget-toggle-buttons").filter(
+            has=self.page.locator(".widget-label", has_text=re.compile(f"^{scale}$"))
+        )
+
+    def rate_sample(self, values: dict[str, int]) -> None:
+        save = self.root.get_by_role("button", name="Save and next")
+        for scale in ls.SCALES:  # a fresh sample: every scale unrated, Save waits for all
+            assert self.scale(scale).locator(".mod-active").count() == 0, f"{scale} pre-set"
+        assert save.is_disabled()
+        for scale, value in values.items():
+            self.scale(scale).get_by_role("button", name=str(value), exact=True).click()
+        expect(save).to_be_enabled(timeout=TIMEOUT_MS)
+        save.click()
+
+    def players_are_named_and_long_enough(self) -> None:
+        players = self.root.locator("audio")
+        players.first.wait_for(timeout=TIMEOUT_MS)
+        titles = players.evaluate_all("els => els.map(e => e.title)")
+        assert titles and all(re.fullmatch(r"Sample [A-Z]", t) for t in titles), titles
+        durations = players.evaluate_all(
+            """els => Promise.all(els.map(e => e.readyState >= 1 ? e.duration :
+                 new Promise(r => e.addEventListener('loadedmetadata', () => r(e.duration)))))"""
+        )
+        assert all(d >= 1 for d in durations), f"a player would show 0:00 / 0:00: {durations}"
+        labels = self.root.locator(".widget-label").evaluate_all("els => els.map(e => e.title)")
+        assert "null" not in labels, labels
+
+
+def test_listening_in_a_real_browser_is_blind_saves_every_click_and_survives_a_restart(
+    tmp_path,
+):
+    outputs, root = tmp_path / "outputs", tmp_path / "lab"
+    exp = prepare_experiment(outputs / "demo")
+    copy_notebook(NOTEBOOK, root)
+    ratings = exp / "ratings.csv"
+    with jupyter_lab(root, {"VOICEBOOK_OUTPUTS": str(outputs)}) as url, chromium() as page:
+        try:
+            rate_in_the_browser(page, url.format(path=NOTEBOOK), ratings)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            (tmp_path / "failure.txt").write_text(page.locator("body").inner_text())
+            print(f"The page at the failure: {tmp_path / 'failure.png'}, failure.txt")
+            raise
+
+
+def rate_in_the_browser(page, url: str, ratings: Path) -> None:
+    nb = Notebook(page, url)
+    nb.run_all(timeout=300)
+    panel_cell = nb.code_cell_index("_panel(")
+    assert "Error" not in nb.output_text(panel_cell)
+    panel = Panel(page, nb.output_area(panel_cell))
+    panel.assert_blind()
+
+    panel.set_name("ann")
+    panel.players_are_named_and_long_enough()
+    total = int(re.search(r"0 of (\d+) rated", panel.text()).group(1))
+    given = [
+        {"smoothness": 3, "naturalness": 4, "emotion": 5, "overall": 6},
+        {"smoothness": 9, "naturalness": 1, "emotion": 10, "overall": 2},
+        {"smoothness": 7, "naturalness": 7, "emotion": 7, "overall": 8},
+    ]
+    for i, values in enumerate(given, start=1):
+        panel.rate_sample(values)
+        panel.expect_text(f"{i} of {total} rated")
+        panel.expect_text("Saved at")
+        rows = ratings_rows(ratings)
+        assert len(rows) == i and rows[-1]["rater"] == "ann"
+        assert {s: int(rows[-1][s]) for s in ls.SCALES} == values
+        panel.assert_blind()
+        if i == 1:
+            screenshot(panel.root, "listening_after.png")
+
+    panel.root.get_by_role("button", name="A/B preference").click()
+    expect(panel.root.get_by_role("button", name="A is better")).to_be_visible(
+        timeout=TIMEOUT_MS
+    )  # the mode acts at once
+    panel.expect_text("0 of")
+    for i, (button, code) in enumerate((("A is better", "A"), ("No preference", "tie")), 1):
+        panel.players_are_named_and_long_enough()
+        panel.root.get_by_role("button", name=button).click()
+        panel.expect_text(f"{i} of")
+        rows = [r for r in ratings_rows(ratings) if r["mode"] == "ab"]
+        assert len(rows) == i and rows[-1]["rater"] == "ann"
+        assert rows[-1]["blind_code"] == code
+        assert (rows[-1]["preferred"] == "tie") == (code == "tie")
+        panel.assert_blind()
+
+    anns_pair = panel.root.get_by_role("button", name="B is better").element_handle()
+    panel.set_name("bob")  # a new name acts at once: the pair on screen now is bob's
+    anns_pair.wait_for_element_state("hidden", timeout=TIMEOUT_MS)
+    panel.expect_text("0 of")
+    panel.root.get_by_role("button", name="B is better").click()
+    panel.expect_text("1 of")
+    assert [r["rater"] for r in ratings_rows(ratings)] == ["ann"] * 5 + ["bob"]
+
+    nb.restart_kernel()
+    page.wait_for_function(
+        """area => [area, ...area.querySelectorAll('*')].some(el =>
+              /kernel/i.test(getComputedStyle(el, '::before').content + el.innerText))""",
+        arg=panel.root.element_handle(),
+        timeout=TIMEOUT_MS,
+    )  # the old panel says that its kernel is gone
+    screenshot(panel.root, "listening_kernel_gone.png")
+
+    nb.run_cell(panel_cell)  # alone, after the restart: no NameError
+    assert "Error" not in nb.output_text(panel_cell)
+    panel = Panel(page, nb.output_area(panel_cell))
+    panel.set_name("ann")
+    panel.expect_text(f"3 of {total} rated")  # resumed where ann stopped
+    panel.rate_sample({"smoothness": 1, "naturalness": 10, "emotion": 1, "overall": 10})
+    panel.expect_text(f"4 of {total} rated")
+    rows = ratings_rows(ratings)
+    assert len(rows) == 7 and (rows[-1]["rater"], rows[-1]["overall"]) == ("ann", "10")
+    assert len({(r["sentence"], r["candidate"]) for r in rows if r["mode"] == "scores"}) == 4
+    panel.assert_blind()
+
+
+def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_path):
+    from test_decision import fake_scraps
+    from test_report import NESTED_CARD
+
+    from voicebook import report
+
+    scraps = fake_scraps()
+    scraps["00_data_prep"]["dataset_card"] = NESTED_CARD
+    page_file = tmp_path / "report.html"
+    page_file.write_text(report.render_report(report.analyse_scraps("demo", scraps)))
+    with chromium(1280, 900) as page:
+        page.goto(page_file.as_uri())
+        tables = page.locator("table").evaluate_all(
+            """ts => ts.map(t => ({right: t.getBoundingClientRect().right,
+                                  hidden: t.scrollWidth - t.clientWidth,
+                                  columns: t.rows[0].cells.length}))"""
+        )
+        assert max(t["columns"] for t in tables) >= 14  # the comparison of candidates
+        for t in tables:  # no column off the page or behind a sideways scroll
+            assert t["right"] <= 1280 and t["hidden"] <= 0, t
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        comparison = page.locator("table").first.inner_text()
+        for column in ("band", "tier", "status", "notes"):
+            assert column in comparison
+        card = page.evaluate(
+            """() => { const h = [...document.querySelectorAll('h2')]
+                                 .find(e => e.textContent === 'Dataset card');
+                       let text = '', el = h.nextElementSibling;
+                       while (el && el.tagName !== 'H2') { text += el.innerText; el = el.nextElementSibling; }
+                       return text; }"""
+        )
+        assert "input_lufs.min" in card.replace("\u200b", "") and not re.search(r"[{}\[\]]", card)
+        screenshot(page, "report_after.png", full_page=True)
