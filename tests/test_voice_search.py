@@ -222,3 +222,48 @@ def test_init_from_names_what_is_missing(experiment):
     with pytest.raises(FileNotFoundError, match="no checkpoint there"):
         vs.resolve_checkpoint(experiment, "/nowhere/model.pth")
     assert vs.resolve_checkpoint(experiment, "base") is None
+
+
+def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, frozen, tmp_path):
+    from voicebook.export import EXPORT_VOICE, export_folder
+
+    model, _, evals = frozen
+    clip = evals[0]["audio_file"]
+    before = (base / "speakers_xtts.pth").read_bytes()
+    folder = export_folder(base / "model.pth", base, tmp_path / "export", clip)
+    speakers = torch.load(folder / "speakers_xtts.pth", weights_only=True)
+    base_speakers = torch.load(base / "speakers_xtts.pth", weights_only=True)
+    assert set(speakers) == {*base_speakers, EXPORT_VOICE}
+    latent, speaker = coqui.reference_voice(model, [clip])
+    assert torch.allclose(speakers[EXPORT_VOICE]["gpt_cond_latent"], latent, atol=1e-5)
+    assert torch.allclose(speakers[EXPORT_VOICE]["speaker_embedding"], speaker, atol=1e-5)
+    assert (base / "speakers_xtts.pth").read_bytes() == before
+    assert EXPORT_VOICE in load_xtts(folder).speaker_manager.speakers
+    assert json.loads((folder / "export.json").read_text())["voice"] == EXPORT_VOICE
+
+
+def test_search_from_a_phase_adds_its_voice_to_that_phase_export(base, experiment, frozen):
+    from voicebook.export import EXPORT_VOICE, export_folder
+
+    _, _, evals = frozen
+    phase = experiment / "phase1"
+    phase.mkdir()
+    (phase / "status.json").write_text(json.dumps({"best_checkpoint": str(base / "model.pth")}))
+    export_folder(base / "model.pth", base, phase / "export", evals[0]["audio_file"])
+    params = vs.SearchParams(
+        experiment=experiment.name,
+        outputs_dir=str(experiment.parent),
+        init_from="phase1",
+        method="xnes",
+        generations=2,
+        minibatch=2,
+        n_mix_clips=2,
+        device="cpu",
+    )
+    s = vs.run_search(params).summary
+    assert s["checkpoint"] == str(base / "model.pth")
+    assert s["export_voice_file"] == str(phase / "export" / "speakers_xtts.pth")
+    in_export = coqui.load_voice(s["export_voice_file"], params.voice_name)
+    searched = coqui.load_voice(s["voice_file"], params.voice_name)
+    assert all(torch.equal(a, b) for a, b in zip(in_export, searched, strict=True))
+    coqui.load_voice(s["export_voice_file"], EXPORT_VOICE)  # the export's own voice stays

@@ -17,7 +17,9 @@ search stops when it has not improved for ``patience`` generations.
 Everything lands in ``outputs/<experiment>/voice_search/``: ``curves.csv`` (one row per
 generation), ``speakers_xtts.pth`` (the voice, in XTTS's format), ``reference_voice.pth`` (the
 starting voice) and ``search.json`` (parameters and results). A run with other parameters moves
-the earlier files to ``history/<n>/`` first.
+the earlier files to ``history/<n>/`` first. Searched from phase 1's or phase 2's best
+checkpoint, the voice is also added to that phase's ``export/speakers_xtts.pth`` when the export
+holds that checkpoint.
 """
 
 from __future__ import annotations
@@ -413,6 +415,7 @@ def run_search(
     )
     best_latent = space.latents(outcome.best_x.reshape(1, -1))
     voice_file = coqui.save_voice(folder / VOICE_FILE, params.voice_name, best_latent, speaker)
+    in_export = _add_to_export(exp, params, checkpoint, best_latent, speaker)
     outcome.curves.to_csv(folder / "curves.csv", index=False)
     finished = time.perf_counter()
     searched = outcome.curves["seconds"].iloc[1:]
@@ -430,6 +433,7 @@ def run_search(
         "seconds_per_generation": float(searched.mean()) if len(searched) else math.nan,
         "voice_file": str(voice_file),
         "voice_name": params.voice_name,
+        "export_voice_file": str(in_export or ""),
         "reference_clips": references,
         "n_train_clips": len(train_clips),
         "n_eval_clips": len(eval_clips),
@@ -438,6 +442,19 @@ def run_search(
     }
     _write_json(folder / "search.json", {**summary, "state": "finished"})
     return SearchResult(params.to_dict(), summary, outcome.curves, folder)
+
+
+def _add_to_export(exp: Path, params: SearchParams, checkpoint, latent, speaker) -> Path | None:
+    """Searched from a phase's checkpoint that its export holds: that export gets the voice too."""
+    from voicebook.coqui.latents import add_voice
+
+    if params.init_from not in ("phase1", "phase2"):
+        return None
+    export = exp / params.init_from / "export"
+    info = export / "export.json"
+    if not info.is_file() or json.loads(info.read_text()).get("checkpoint") != str(checkpoint):
+        return None  # that export holds another checkpoint: the latent was fit to this one
+    return add_voice(export / VOICE_FILE, params.voice_name, latent, speaker)
 
 
 def _finished(folder: Path, params: SearchParams) -> SearchResult | None:

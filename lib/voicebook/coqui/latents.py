@@ -8,7 +8,7 @@ candidates x clips at once. Each clip's text tokens and DVAE audio codes never c
 base, so ``precompute_clips`` makes them once.
 
 The voicebook modules this file imports (``load_xtts``, ``load_dvae``, ``gpt_trainer_config``,
-``load_samples``) are imported in ``load_frozen_xtts`` and ``clip_samples`` only.
+``load_samples``) are imported inside the functions that use them, nowhere at module level.
 """
 
 from __future__ import annotations
@@ -235,6 +235,23 @@ class LatentObjective:
 # --- voice files in XTTS's speakers_xtts.pth format ----------------------------------------------
 
 
+def voice_entry(gpt_cond_latent: torch.Tensor, speaker_embedding: torch.Tensor) -> dict:
+    """One voice as ``speakers_xtts.pth`` holds it (keys in the order coqui unpacks them)."""
+    return {
+        "gpt_cond_latent": gpt_cond_latent.detach().cpu().reshape(1, *gpt_cond_latent.shape[-2:]),
+        "speaker_embedding": speaker_embedding.detach().cpu().reshape(1, -1, 1),
+    }
+
+
+def _write_voices(path: Path, voices: dict[str, dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(voices, partial)
+    path.unlink(missing_ok=True)  # a symlink (exports link the base's file): never write through
+    partial.replace(path)
+    return path
+
+
 def save_voice(
     path: str | os.PathLike,
     name: str,
@@ -242,17 +259,38 @@ def save_voice(
     speaker_embedding: torch.Tensor,
 ) -> Path:
     """Write ``{name: {gpt_cond_latent, speaker_embedding}}`` (XTTS's ``speakers_xtts.pth``
-    layout, keys in the order coqui unpacks them), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    voice = {
-        "gpt_cond_latent": gpt_cond_latent.detach().cpu().reshape(1, *gpt_cond_latent.shape[-2:]),
-        "speaker_embedding": speaker_embedding.detach().cpu().reshape(1, -1, 1),
-    }
-    partial = path.with_name(path.name + ".partial")
-    torch.save({name: voice}, partial)
-    partial.replace(path)
-    return path
+    layout), atomically."""
+    return _write_voices(Path(path), {name: voice_entry(gpt_cond_latent, speaker_embedding)})
+
+
+def add_voice(
+    speakers_file: str | os.PathLike,
+    name: str,
+    gpt_cond_latent: torch.Tensor,
+    speaker_embedding: torch.Tensor,
+) -> Path:
+    """Add (or replace) voice ``name`` in a ``speakers_xtts.pth``, keeping its other voices.
+
+    A link (an export folder links the base's file) becomes a real file: the base's own file
+    is never changed.
+    """
+    path = Path(speakers_file)
+    voices = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
+    voices[name] = voice_entry(gpt_cond_latent, speaker_embedding)
+    return _write_voices(path, voices)
+
+
+def add_reference_voice(
+    model_dir: str | os.PathLike, clips: list[str | os.PathLike], name: str
+) -> Path:
+    """Give a model folder (base layout, e.g. an export) the voice its ``clips`` make, under
+    ``name`` in its ``speakers_xtts.pth``: inference then needs no reference audio."""
+    from voicebook.models import load_xtts
+
+    folder = Path(model_dir)
+    model = load_xtts(folder, folder / "model.pth")
+    latent, speaker = reference_voice(model, clips)
+    return add_voice(folder / "speakers_xtts.pth", name, latent, speaker)
 
 
 def load_voice(
