@@ -267,3 +267,35 @@ def test_search_from_a_phase_adds_its_voice_to_that_phase_export(base, experimen
     searched = coqui.load_voice(s["voice_file"], params.voice_name)
     assert all(torch.equal(a, b) for a, b in zip(in_export, searched, strict=True))
     coqui.load_voice(s["export_voice_file"], EXPORT_VOICE)  # the export's own voice stays
+
+
+def test_evaluation_scores_the_searched_voice_as_a_candidate(base, experiment, tmp_path):
+    from voicebook import evaluation as ev
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "dataset").symlink_to(experiment / "dataset")
+    params = vs.SearchParams(
+        experiment="exp",
+        outputs_dir=str(tmp_path),
+        method="gradient",
+        generations=3,
+        step_size=0.5,
+        minibatch=2,
+        device="cpu",
+    )
+    searched = vs.run_search(params).summary
+    found, notes = ev.resolve_candidates([], exp)
+    assert [c.name for c in found] == ["base", "base-voice"] and len(notes) == 2  # no phases
+    assert found[1].checkpoint is None and found[1].voice == Path(searched["voice_file"])
+    config = ev.EvalConfig(test_sentences=["Jó napot!"], max_eval_batches=1)
+    table = ev.evaluate(config, exp, base).table.set_index("candidate")
+    # the reference clips' voice and the searched one, measured as the search measured them
+    assert table.loc["base", "voice_mel_ce"] == pytest.approx(searched["start_mel_ce"], abs=1e-5)
+    assert table.loc["base-voice", "voice_mel_ce"] == pytest.approx(
+        searched["best_mel_ce"], abs=1e-5
+    )
+    # the same GPT: the trainer-style losses agree; the voice changes what is spoken
+    assert table.loc["base", "mel_ce"] == table.loc["base-voice", "mel_ce"]
+    assert (exp / "eval" / "base-voice" / "s01.wav").is_file()
+    assert table.loc["base-voice", "label"] == "base + searched voice (gradient)"

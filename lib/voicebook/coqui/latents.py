@@ -232,6 +232,22 @@ class LatentObjective:
         return float(loss)
 
 
+@torch.no_grad()
+def heldout_mel_ce(
+    model: Any,
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    latent: torch.Tensor,
+    work_dir: str | os.PathLike,
+) -> float:
+    """Mel CE of ``model``'s GPT on the dataset's held-out clips given one voice latent: the
+    number the voice search reports, for any model and voice."""
+    _, evals = clip_samples(base_dir, dataset_dir, work_dir)
+    clips = precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
+    latent = latent.reshape(1, *latent.shape[-2:])
+    return float(LatentObjective(model.gpt).mel_ce(latent, clips)[0])
+
+
 # --- voice files in XTTS's speakers_xtts.pth format ----------------------------------------------
 
 
