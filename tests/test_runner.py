@@ -40,6 +40,7 @@ def notebooks(tmp_path):
 def test_stage_names_accept_short_forms():
     assert stage_name("phase2") == stage_name("2") == stage_name("02") == "02_phase2"
     assert stage_name("decision") == "04_decision_matrix" and stage_name("eval") == "03_evaluation"
+    assert stage_name("voice") == stage_name("02b") == "02b_voice_search"
     with pytest.raises(RunnerError, match="Unknown stage 'phase'"):  # phase1 or phase2?
         stage_name("phase")
     with pytest.raises(RunnerError, match="Unknown stage 'phase3'"):
@@ -79,11 +80,12 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
         ("00_data_prep", "skipped"),
         ("01_phase1", "done"),
         ("02_phase2", "done"),
+        ("02b_voice_search", "skipped"),
         ("03_evaluation", "skipped"),
         ("04_decision_matrix", "skipped"),
     ]
-    assert lines[0] == "[1/5] 00_data_prep: skipped (00_data_prep.ipynb does not exist yet)"
-    assert lines[3].startswith("[3/5] 02_phase2: running with lr=1e-06")
+    assert lines[0] == "[1/6] 00_data_prep: skipped (00_data_prep.ipynb does not exist yet)"
+    assert lines[3].startswith("[3/6] 02_phase2: running with lr=1e-06")
     scraps = read_experiment(out / "exp")
     assert scraps["01_phase1"]["p1"] == {"lr": 5e-6, "experiment": "exp"}
     assert scraps["02_phase2"]["p2"] == {"lr": 1e-6, "experiment": "exp"}

@@ -5,6 +5,13 @@ computes eval Mel CE / Text CE on the dataset's held-out split with one piece of
 ``GPTTrainer.eval_step`` over the same batches), synthesises the same test sentences from the
 same reference clips, and scores the audio: speaker similarity to the held-out clips
 (resemblyzer), real-time factor, and an optional character error rate from a local ASR model.
+
+A candidate may carry a voice file (``speakers_xtts.pth`` layout) instead of the reference clips:
+``"voice"`` is the voice-search stage's voice on the model it was searched with ("base + searched
+voice", "phase 1 + searched voice"). ``voice_mel_ce`` is, for every candidate, the held-out Mel
+CE of its GPT given the one voice it speaks with (the reference clips' latent, or the voice
+file's), the measure the voice search optimises; ``mel_ce`` conditions each clip on itself as
+the trainer does, so a voice does not change it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from voicebook.xtts import EVAL_META, TRAIN_META, gpt_trainer_config, load_sampl
 
 BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
+VOICE = "voice"  # the voice-search stage's voice, on the model it was searched with
+VOICE_SEARCH = Path("voice_search") / "search.json"
 DEFAULT_CANDIDATES = ("base", "phase1", "phase2")
 EVAL_TABLE_COLUMNS = [
     "candidate",
@@ -45,6 +54,7 @@ EVAL_TABLE_COLUMNS = [
     "cer",
     "n_sentences",
     "n_eval_batches",
+    "voice_mel_ce",
 ]
 # Quiz-show and conversational lines that are not in the demo corpus's training text.
 DEFAULT_TEST_SENTENCES = {
@@ -96,6 +106,8 @@ class Candidate:
     name: str  # file-system-safe: the folder under eval/ and the key in every table
     label: str
     checkpoint: Path | None = None
+    voice: Path | None = None  # a voice file to speak with instead of the reference clips
+    voice_name: str | None = None  # its voice (None: the file's only one)
 
 
 def default_test_sentences(language: str) -> list[str]:
@@ -138,17 +150,24 @@ def resolve_candidates(
 ) -> tuple[list[Candidate], list[str]]:
     """Turn the ``candidates`` parameter into candidates and notes on the ones skipped.
 
-    Each spec is "base", "phase1", "phase2", a checkpoint path, or a dict
-    ``{"label": ..., "checkpoint": <one of those>}``; an empty list means the default three.
+    Each spec is "base", "phase1", "phase2", "voice" (the voice search's voice on its model),
+    a checkpoint path, or a dict ``{"label": ..., "checkpoint": <one of those>, "voice": <a voice
+    file>}``; an empty list means the default three, plus "voice" when the voice search ran.
     Candidates that do not exist yet are skipped with a note, never an error.
     """
     if isinstance(specs, str) and specs.lstrip()[:1] in ("[", "{"):  # papermill -p passes text
         specs = yaml.safe_load(specs)
     specs = [specs] if isinstance(specs, (str, dict)) else list(specs)  # "-p candidates phase1"
-    specs = specs or list(DEFAULT_CANDIDATES)
+    searched = (Path(experiment_path) / VOICE_SEARCH).is_file()
+    specs = specs or [*DEFAULT_CANDIDATES, *([VOICE] if searched else [])]
     found: list[Candidate] = []
     notes: list[str] = []
     for spec in specs:
+        if spec == VOICE:
+            candidate, note = searched_voice_candidate(experiment_path)
+            found += [candidate] if candidate else []
+            notes += [note] if note else []
+            continue
         if isinstance(spec, dict):
             if "checkpoint" not in spec:
                 raise ValueError(
@@ -158,8 +177,13 @@ def resolve_candidates(
             what, label = str(spec["checkpoint"]), spec.get("label")
         else:
             what, label = str(spec), None
+        voice = spec.get("voice") if isinstance(spec, dict) else None
+        if voice and not Path(voice).expanduser().is_file():
+            notes.append(f"{spec} skipped: no voice file {voice}.")
+            continue
         if what == BASE:
             found.append(Candidate(BASE, label or "base model (no fine-tune)"))
+            _give_voice(found[-1], voice, label)
             continue
         if what in PHASES:
             checkpoint, note = _phase_checkpoint(experiment_path, what)
@@ -175,7 +199,38 @@ def resolve_candidates(
             notes.append(note)
             continue
         found.append(Candidate(name, label or PHASES.get(what, str(what)), checkpoint))
+        _give_voice(found[-1], voice, label)
     return _unique_names(found), notes
+
+
+def _give_voice(candidate: Candidate, voice: str | None, label: str | None) -> None:
+    if voice:
+        candidate.voice = Path(voice).expanduser()
+        candidate.name = f"{candidate.name}-voice"
+        candidate.label = label or f"{candidate.label} + voice {candidate.voice.parent.name}"
+
+
+def searched_voice_candidate(experiment_path: Path) -> tuple[Candidate | None, str | None]:
+    """The voice search's voice on the model it was searched with, or a note saying why not."""
+    status_file = Path(experiment_path) / VOICE_SEARCH
+    if not status_file.is_file():
+        return None, f"voice skipped: no {status_file} (02b_voice_search has not run yet)."
+    s = json.loads(status_file.read_text(encoding="utf-8"))
+    voice, checkpoint = Path(s.get("voice_file") or ""), s.get("checkpoint")
+    if s.get("state") != "finished" or not voice.is_file():
+        return None, f"voice skipped: the search in {status_file} did not finish with a voice."
+    init_from = s.get("init_from", BASE)
+    name = init_from if init_from in (BASE, *PHASES) else safe_name(Path(init_from).stem)
+    if init_from != BASE and not (checkpoint and Path(checkpoint).is_file()):
+        return None, f"voice skipped: its model {checkpoint} (from {status_file}) is gone."
+    label = f"{name.replace('phase', 'phase ')} + searched voice ({s.get('method')})"
+    return Candidate(
+        f"{name}-voice",
+        label,
+        None if init_from == BASE else Path(checkpoint),
+        voice,
+        s.get("voice_name"),
+    ), None
 
 
 def _unique_names(candidates: list[Candidate]) -> list[Candidate]:
@@ -297,8 +352,10 @@ def synthesize(
     language: str = "hu",
     seed: int = 1,
     tokens_per_char: float = AUDIO_TOKENS_PER_CHAR,
+    voice: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> pd.DataFrame:
-    """Speak every sentence with ``model`` in the voice of ``references``; write ``sNN.wav``.
+    """Speak every sentence with ``model`` in the voice of ``references`` (or in ``voice``,
+    a (gpt_cond_latent, speaker_embedding) pair); write ``sNN.wav``.
 
     Generation is capped at ``token_cap(sentence)`` audio tokens. Returns one row per sentence:
     sentence_id, text, wav, audio_s, synth_s (inference time, conditioning excluded).
@@ -307,7 +364,9 @@ def synthesize(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rate = model.config.audio.output_sample_rate
-    latent, speaker = model.get_conditioning_latents(audio_path=[str(p) for p in references])
+    if voice is None:
+        voice = model.get_conditioning_latents(audio_path=[str(p) for p in references])
+    latent, speaker = (t.to(model.device) for t in voice)
     default_cap = model.gpt.max_gen_mel_tokens
     rows = []
     try:
@@ -489,12 +548,16 @@ def evaluate(
         notes.append("CER skipped: no local ASR model configured (asr_model is empty).")
     scorer = SpeakerSimilarity(eval_clips(dataset)) if dataset else None
     rows, samples = [], []
+    losses_of: dict[str, dict[str, float]] = {}  # per checkpoint: a voice does not change them
     for c in tqdm(candidates, desc="candidates"):
         row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
-        row |= {k: math.nan for k in ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer")}
+        metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce")
+        row |= {k: math.nan for k in metrics}
         row |= {"n_sentences": 0, "n_eval_batches": 0}
         if dataset is not None:
-            row |= _evaluate_one(c, config, dataset, eval_dir, base_dir, scorer, transcribe)
+            row |= _evaluate_one(
+                c, config, dataset, eval_dir, base_dir, scorer, transcribe, losses_of
+            )
             samples.append(row.pop("_samples"))
         rows.append(row)
     table = pd.DataFrame(rows, columns=EVAL_TABLE_COLUMNS)
@@ -519,26 +582,36 @@ def _evaluate_one(
     base_dir: Path,
     scorer: SpeakerSimilarity,
     transcribe: Callable[[Path], str] | None,
+    losses_of: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    losses = eval_losses(
-        base_dir,
-        dataset,
-        c.checkpoint,
-        eval_dir / "_trainer",
-        language=config.language,
-        seed=config.seed,
-        max_batches=config.max_eval_batches,
-        batch_size=config.eval_batch_size,
-    )
+    losses_of = {} if losses_of is None else losses_of
+    key = str(c.checkpoint or "")
+    if key not in losses_of:
+        losses_of[key] = eval_losses(
+            base_dir,
+            dataset,
+            c.checkpoint,
+            eval_dir / "_trainer",
+            language=config.language,
+            seed=config.seed,
+            max_batches=config.max_eval_batches,
+            batch_size=config.eval_batch_size,
+        )
+    losses = losses_of[key]
+    from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
+
     model = load_xtts(base_dir, c.checkpoint)
+    references = reference_clips(dataset, config.n_reference_clips)
+    voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
     samples = synthesize(
         model,
         config.sentences(),
-        reference_clips(dataset, config.n_reference_clips),
+        references,
         eval_dir / c.name,
         language=config.language,
         seed=config.seed,
         tokens_per_char=config.audio_tokens_per_char,
+        voice=voice,
     )
     samples.insert(0, "candidate", c.name)
     samples["speaker_similarity"] = scorer.score(samples["wav"])
@@ -556,6 +629,7 @@ def _evaluate_one(
         "rtf": real_time_factor(samples),
         "cer": cer,
         "n_sentences": len(samples),
+        "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
         "_samples": samples,
     }
 

@@ -4,8 +4,10 @@ A trainer checkpoint carries the optimizer state, the DVAE and mel front-ends, a
 for training. ``slim_checkpoint`` keeps the XTTS weights alone (keys without the ``xtts.``
 prefix, loadable by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model
 with the base's ``config.json`` and ``vocab.json`` and a reference clip, plus links to the base's
-``dvae.pth``, ``mel_stats.pth`` and ``speakers_xtts.pth`` so the folder is itself a base folder
-(``voicebook.models.load_xtts(folder)``) for evaluation.
+``dvae.pth`` and ``mel_stats.pth`` so the folder is itself a base folder
+(``voicebook.models.load_xtts(folder)``) for evaluation. Its ``speakers_xtts.pth`` carries the
+voice: the base's speakers plus ``EXPORT_VOICE``, the latents the exported model makes of the
+reference clip, so inference needs no reference audio (``speaker=EXPORT_VOICE``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 TRAINING_ONLY = ("dvae.", "torch_mel_spectrogram_dvae.", "torch_mel_spectrogram_style_encoder.")
+EXPORT_VOICE = "voicebook_reference"  # the exported voice's name in speakers_xtts.pth
 
 
 def slim_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -58,8 +61,10 @@ def export_folder(
     """A ready-to-use inference folder for ``checkpoint``; returns it.
 
     Holds ``model.pth`` (slim), ``config.json``, ``vocab.json``, ``reference.wav`` (the voice to
-    clone from) and links to the base's DVAE, mel stats and speakers files; ``export.json``
-    records where everything came from. Re-exporting replaces only these derived files.
+    clone from), links to the base's DVAE and mel stats, and ``speakers_xtts.pth`` (the base's
+    speakers, plus the reference clip's voice as ``EXPORT_VOICE`` when there is a clip);
+    ``export.json`` records where everything came from. Re-exporting replaces only these
+    derived files.
     """
     base, dest = Path(base_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -69,13 +74,17 @@ def export_folder(
     for name in ("dvae.pth", "mel_stats.pth", "speakers_xtts.pth"):
         _link_or_copy(base / name, dest / name)
     if reference_clip:
+        from voicebook.coqui.latents import add_reference_voice
+
         shutil.copy2(reference_clip, dest / "reference.wav")
+        add_reference_voice(dest, [dest / "reference.wav"], EXPORT_VOICE)
     (dest / "export.json").write_text(
         json.dumps(
             {
                 "checkpoint": str(checkpoint),
                 "base": str(base),
                 "reference_clip": str(reference_clip) if reference_clip else None,
+                "voice": EXPORT_VOICE if reference_clip else None,
             },
             indent=2,
         )

@@ -21,7 +21,14 @@ import yaml
 
 from voicebook.paths import NOTEBOOKS_DIR, experiment_dir
 
-STAGES = ("00_data_prep", "01_phase1", "02_phase2", "03_evaluation", "04_decision_matrix")
+STAGES = (
+    "00_data_prep",
+    "01_phase1",
+    "02_phase2",
+    "02b_voice_search",
+    "03_evaluation",
+    "04_decision_matrix",
+)
 KERNEL = "voicebook"
 
 
@@ -53,10 +60,11 @@ class RunPlan:
 
 def stage_name(token: str) -> str:
     """``'phase2'``, ``'2'``, ``'02'``, ``'02_phase2'`` → ``'02_phase2'``; an unambiguous start
-    of the name also works (``'data'``, ``'eval'``, ``'decision'``)."""
+    of the name also works (``'data'``, ``'eval'``, ``'decision'``, ``'voice'``)."""
     for stage in STAGES:
         number, _, short = stage.partition("_")
-        if token in (stage, short, number, str(int(number))):
+        numbers = (number, str(int(number))) if number.isdigit() else (number,)  # "02b"
+        if token in (stage, short, *numbers):
             return stage
     starts = [s for s in STAGES if token and s.partition("_")[2].startswith(token)]
     if len(starts) == 1:
