@@ -200,7 +200,8 @@ def test_text_ce_alarm_disqualifies():
 
 def test_when_even_the_fallback_fails_the_text_ce_alarm_nothing_is_ready_to_ship():
     d = decide([cand("base", 7.1, text=0.065), cand("phase1", 5.3, text=0.041)])
-    assert (d.winner, d.ready) == ("base", False)
+    # the least bad is the one best on the evidence (lower Mel CE and Text CE), not the fallback
+    assert (d.winner, d.ready) == ("phase1", False)
     assert d.reasons[-1].startswith("Recommendation: ship nothing yet; the least bad option is")
     assert any("nothing here is ready to ship" in r and "0.065" in r for r in d.reasons)
     assert decide([cand("base", 4.0), cand("phase1", 2.0)]).ready is True

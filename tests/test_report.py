@@ -30,6 +30,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert sections(page) == [
         "Ship: phase 2",
         "Comparison of candidates",
+        "Where the numbers come from",
         "Training curves",
         "Experiments side by side",
         "Dataset card",

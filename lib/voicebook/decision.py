@@ -24,9 +24,15 @@ from typing import Any
 
 import pandas as pd
 
-# Stage notebooks read by the decision stage (the runner writes them under <experiment>/notebooks).
-DATA_PREP, EVALUATION, DECISION = "00_data_prep", "03_evaluation", "04_decision_matrix"
-TRAINING_STAGES = {"01_phase1": "phase1", "02_phase2": "phase2"}
+from voicebook import stages as contract
+
+# The stages whose results the decision reads (voicebook.stages: the one stage contract).
+DATA_PREP, EVALUATION, DECISION = (
+    contract.DATA_PREP.stem,
+    contract.EVALUATION.stem,
+    contract.DECISION.stem,
+)
+TRAINING_STAGES = {s.stem: s.short for s in contract.TRAINING}
 BASE = "base"
 
 BANDS = ("excellent", "improved", "marginal", "no improvement")
@@ -323,10 +329,6 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
                 kept = c
         verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
 
-    for v in verdicts:
-        if v.candidate == kept.name:
-            v.status = "ship"
-    winner_tier = tier(kept, t)
     ready = kept.text_ce is None or kept.text_ce < t.text_ce_alarm
     if not ready:
         reasons.append(
@@ -334,9 +336,54 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
             f"above the alarm {t.text_ce_alarm}: nothing here is ready to ship. Check the base "
             "model and the transcripts before training again."
         )
+        kept, why = least_bad(candidates)
+        reasons.append(why)
+    for v in verdicts:
+        if v.candidate == kept.name:
+            v.status = "ship" if ready else "least bad"
+    winner_tier = tier(kept, t)
     reasons.append(_conclusion(kept, winner_tier, t, ready))
     return Decision(
         kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready
+    )
+
+
+# Measures of the evidence, each with the direction that is better (+1: higher is better).
+EVIDENCE = (("mel_ce", -1, "Mel CE"), ("text_ce", -1, "Text CE"),
+            ("speaker_similarity", +1, "speaker similarity"))  # fmt: skip
+
+
+def least_bad(candidates: list[CandidateEvidence]) -> tuple[CandidateEvidence, str]:
+    """When none is ready: the candidate best on the measured evidence, with the reason.
+
+    Each measure ranks the candidates that have it (best = 0); the lowest mean rank wins, ties
+    going to the lower Mel CE. A candidate with no measure at all never wins over one with some.
+    """
+    scored = {}
+    for c in candidates:
+        ranks = []
+        for attr, sign, _ in EVIDENCE:
+            mine = getattr(c, attr)
+            if mine is None:
+                continue
+            others = [getattr(o, attr) for o in candidates if getattr(o, attr) is not None]
+            ranks.append(sum(sign * (x - mine) > 0 for x in others))
+        if ranks:
+            scored[c.name] = (
+                sum(ranks) / len(ranks),
+                c.mel_ce if c.mel_ce is not None else math.inf,
+            )
+    if not scored:
+        return candidates[0], f"No candidate has measured evidence; {candidates[0].title} is named."
+    best = next(c for c in candidates if c.name == min(scored, key=scored.get))
+    better = [
+        f"{label} {_num(getattr(best, attr))}"
+        for attr, _, label in EVIDENCE
+        if getattr(best, attr) is not None
+    ]
+    return best, (
+        f"Least bad on the measured evidence: {best.title} ({', '.join(better)}), the best mean "
+        "rank over Mel CE, Text CE and speaker similarity among the candidates."
     )
 
 

@@ -94,6 +94,8 @@ class EvalConfig:
     eval_batch_size: int = 3
     audio_tokens_per_char: float = AUDIO_TOKENS_PER_CHAR
     hidden_reference_sentences: int = 1  # held-out transcripts whose real clip hides in the test
+    codebook_clips_per_source: int = 20  # 0: every clip; N: the first N clips of each source
+    exclude_flagged_raters: bool = True  # leave out raters who score the real voice below others
 
     def sentences(self) -> list[str]:
         return list(self.test_sentences) or default_test_sentences(self.language)

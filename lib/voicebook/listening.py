@@ -418,14 +418,15 @@ def listening_results(ratings_path: str | Path, exclude_flagged: bool = True) ->
 
 # The notebook's listening cells take their settings from the parameters cell when it ran, and
 # fall back to its defaults otherwise: each cell then also runs alone after a kernel restart.
-NOTEBOOK_DEFAULTS = {"experiment": "demo", "outputs_dir": "", "exclude_flagged_raters": True}
-
-
 def _setting(namespace: dict[str, Any], name: str) -> Any:
-    return namespace.get(name, NOTEBOOK_DEFAULTS[name])
+    from voicebook.config import defaults
+    from voicebook.evaluation import EvalConfig
+
+    return namespace.get(name, defaults(EvalConfig)[name])
 
 
-def _experiment(namespace: dict[str, Any]) -> Path:
+def experiment_path(namespace: dict[str, Any]) -> Path:
+    """The experiment folder named in ``namespace`` (the notebook's globals, or the defaults)."""
     from voicebook.paths import experiment_dir
 
     return experiment_dir(_setting(namespace, "experiment"), _setting(namespace, "outputs_dir"))
@@ -433,7 +434,7 @@ def _experiment(namespace: dict[str, Any]) -> Path:
 
 def experiment_panel(namespace: dict[str, Any]):
     """The listening panel over the experiment named in ``namespace`` (the notebook's globals)."""
-    exp = _experiment(namespace)
+    exp = experiment_path(namespace)
     panel = listening_panel(exp / "ratings.csv", load_samples(exp / "eval"), seed=exp.name)
     panel.state["experiment"] = exp
     return panel
@@ -442,7 +443,7 @@ def experiment_panel(namespace: dict[str, Any]):
 def experiment_results(namespace: dict[str, Any]) -> ListeningResults:
     """``listening_results`` of the experiment named in ``namespace`` (the notebook's globals)."""
     exclude = bool(_setting(namespace, "exclude_flagged_raters"))
-    return listening_results(_experiment(namespace) / "ratings.csv", exclude)
+    return listening_results(experiment_path(namespace) / "ratings.csv", exclude)
 
 
 def summary_figure(summary: pd.DataFrame):

@@ -1,6 +1,7 @@
 """The comparison report: one self-contained HTML page that says which model to ship, and why.
 
-Reads the executed stage notebooks of an experiment (``scraps.read_experiment``), applies the
+Reads the latest results of every stage of an experiment (``scraps.read_experiment``: the
+records each stage writes when it publishes, however it was run), applies the
 decision matrix (:mod:`voicebook.decision`) and writes ``report.html`` and ``decision.json`` in the
 experiment folder. Both are generated artefacts: writing them again moves the previous versions to
 ``report.prev.html`` / ``decision.prev.json`` (one level of history; the stage notebooks hold the
@@ -27,7 +28,7 @@ from plotly.subplots import make_subplots
 
 from voicebook import decision as dm
 from voicebook.paths import outputs_root
-from voicebook.scraps import read_experiment
+from voicebook.scraps import provenance, read_experiment
 
 REPORT_NAME, DECISION_NAME = "report.html", "decision.json"
 
@@ -43,6 +44,7 @@ class ExperimentResult:
     decision: dm.Decision
     table: pd.DataFrame
     missing: list[str] = field(default_factory=list)
+    provenance: list[dict[str, Any]] = field(default_factory=list)  # where the numbers came from
 
 
 def analyse_scraps(
@@ -66,7 +68,9 @@ def analyse_experiment(
 ) -> ExperimentResult:
     """Read every executed stage notebook of the experiment and apply the decision matrix."""
     path = Path(experiment_path)
-    return analyse_scraps(path.name, read_experiment(path), thresholds, path)
+    result = analyse_scraps(path.name, read_experiment(path), thresholds, path)
+    result.provenance = provenance(path)
+    return result
 
 
 def find_experiment(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
@@ -330,6 +334,8 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         _table_html(result.table),
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
+        "<h2>Where the numbers come from</h2>",
+        _provenance_html(result.provenance),
         "<h2>Training curves</h2>",
         figure_html[0],
     ]
@@ -358,6 +364,16 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     )
 
 
+def _provenance_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No stage has recorded results in <code>results/</code> yet.</p>"
+    note = (
+        "<p>Each stage's latest run, however it was run; earlier runs' records are kept in "
+        "<code>results/history/</code>.</p>"
+    )
+    return note + _table_html(pd.DataFrame(rows))
+
+
 def decision_record(result: ExperimentResult) -> dict[str, Any]:
     """What ``decision.json`` holds: the recommendation, the table, what is missing."""
     return {
@@ -366,6 +382,7 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         **result.decision.to_dict(),
         "candidates": json.loads(result.table.to_json(orient="records")),
         "missing": result.missing,
+        "provenance": result.provenance,
     }
 
 

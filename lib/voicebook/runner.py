@@ -19,16 +19,10 @@ from typing import Any
 
 import yaml
 
+from voicebook import stages as contract
 from voicebook.paths import NOTEBOOKS_DIR, experiment_dir
 
-STAGES = (
-    "00_data_prep",
-    "01_phase1",
-    "02_phase2",
-    "02b_voice_search",
-    "03_evaluation",
-    "04_decision_matrix",
-)
+STAGES = tuple(s.stem for s in contract.STAGES)  # the stage contract's order
 KERNEL = "voicebook"
 
 

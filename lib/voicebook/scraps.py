@@ -1,4 +1,12 @@
-"""The one place that talks to scrapbook: glue a stage's results, read them back.
+"""The one place that talks to scrapbook: publish a stage's results, read them back.
+
+A stage publishes its results with ``publish(experiment_path, stage, {name: value})``: each value
+is glued into the running notebook (so ``sb.read_notebook("out.ipynb").scraps`` works for whoever
+asks, wherever papermill wrote that notebook) and the same values are recorded, with when the
+stage ran, in ``<experiment>/results/<stage>.json``. That record is what the report reads: it is
+written by the kernel that ran the stage, so the latest run of each stage reaches the report
+whichever way it ran (``voicebook run``, plain papermill with any output path, Run All in
+JupyterLab). A record from an earlier run moves to ``results/history/`` (nothing lost).
 
 scrapbook's pandas encoder needs pyarrow and its papermill dataframe helper is broken on
 pandas 2+, so DataFrames travel as JSON (``orient="split"``) and are rebuilt on read.
@@ -8,6 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +27,11 @@ import pandas as pd
 import scrapbook as sb
 
 _DF_MARK = "__voicebook_dataframe__"
+RESULTS_DIR = "results"
+# One id per kernel process: cells of one notebook run add to one record; a new run (a new
+# papermill execution, a restarted kernel) starts a new record and sends the old to history.
+_RUN_ID = uuid.uuid4().hex[:12]
+_RUN_STARTED = datetime.now().isoformat(timespec="seconds")
 
 
 def _jsonable(value: Any) -> Any:
@@ -61,10 +77,100 @@ def read_scraps(notebook: str | Path) -> dict[str, Any]:
     return {k: _restore(v) for k, v in sb.read_notebook(str(path)).scraps.data_dict.items()}
 
 
-def read_experiment(experiment_path: str | Path) -> dict[str, dict[str, Any]]:
-    """Scraps of every executed stage notebook of an experiment, keyed by notebook stem.
+def record_path(experiment_path: str | Path, stage: str) -> Path:
+    return Path(experiment_path) / RESULTS_DIR / f"{stage}.json"
 
-    Reads ``<experiment>/notebooks/*.ipynb`` (where the runner writes them).
+
+def publish(experiment_path: str | Path, stage: str, values: dict[str, Any]) -> Path:
+    """Glue ``values`` into the running notebook and record them for the report (module doc).
+
+    Every name must be in the stage's contract (``voicebook.stages``). Returns the record path.
     """
+    from voicebook.stages import stage as contract
+
+    unknown = sorted(set(values) - set(contract(stage).scraps))
+    if unknown:
+        raise KeyError(
+            f"{stage} publishes {unknown}, which its contract in voicebook/stages.py does not "
+            f"name ({', '.join(contract(stage).scraps)}): add them there first."
+        )
+    for name, value in values.items():
+        glue(name, value)
+    path = record_path(experiment_path, stage)
+    record = _read_record(path)
+    if record.get("run_id") != _RUN_ID:
+        _to_history(path, record)
+        record = {"stage": stage, "run_id": _RUN_ID, "started": _RUN_STARTED, "scraps": {}}
+    record["updated"] = datetime.now().isoformat(timespec="seconds")
+    record["scraps"].update(_jsonable(values))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(partial, path)  # atomic: a kill never leaves half a record
+    return path
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"The results record {path} is not valid JSON ({exc}): re-run that stage, or move "
+            "the file away to fall back to its executed notebook."
+        ) from exc
+
+
+def _to_history(path: Path, record: dict[str, Any]) -> None:
+    if not record:
+        return
+    history = path.parent / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    stamp = str(record.get("updated", "")).replace(":", "").replace("-", "")
+    os.replace(path, history / f"{path.stem}.{stamp}.{record.get('run_id', 'old')}.json")
+
+
+def read_records(experiment_path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{stage: record}`` of every stage recorded in the experiment (scraps not yet restored)."""
+    folder = Path(experiment_path) / RESULTS_DIR
+    return {p.stem: _read_record(p) for p in sorted(folder.glob("*.json"))}
+
+
+def read_experiment(experiment_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The latest results of every stage of an experiment, keyed by stage (notebook stem).
+
+    A stage's record in ``results/`` is its latest run, however it ran. A stage with no record
+    (run before records existed, or an executed notebook copied in) falls back to the executed
+    notebook ``<experiment>/notebooks/<stage>.ipynb`` that the runner writes.
+    """
+    scraps = {
+        stage: _restore(r.get("scraps", {})) for stage, r in read_records(experiment_path).items()
+    }
     folder = Path(experiment_path) / "notebooks"
-    return {p.stem: read_scraps(p) for p in sorted(folder.glob("*.ipynb"))}
+    for notebook in sorted(folder.glob("*.ipynb")):
+        if notebook.stem not in scraps:
+            scraps[notebook.stem] = read_scraps(notebook)
+    return dict(sorted(scraps.items()))
+
+
+def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
+    """Where each stage's numbers came from: one row per recorded stage, with when it ran and
+    its key parameters (``voicebook.stages``), for the report."""
+    from voicebook.stages import BY_STEM
+
+    rows = []
+    for stage, record in read_records(experiment_path).items():
+        params = record.get("scraps", {}).get("params") or {}
+        keys = BY_STEM[stage].key_params if stage in BY_STEM else ()
+        shown = {k: params[k] for k in keys if k in params and params[k] not in ("", None)}
+        rows.append(
+            {
+                "stage": stage,
+                "ran": record.get("started", ""),
+                "recorded": record.get("updated", ""),
+                "parameters": ", ".join(f"{k}={v}" for k, v in shown.items()),
+                "parent": record.get("scraps", {}).get("parent_checkpoint") or "",
+            }
+        )
+    return rows

@@ -44,6 +44,7 @@ import plotly.graph_objects as go
 from voicebook import decision as dm
 from voicebook import runner
 from voicebook.paths import NOTEBOOKS_DIR, outputs_root
+from voicebook.scraps import record_path
 
 SUMMARY_NAME, REPORT_NAME, LOCK_NAME = "sweep.json", "sweep_report.html", "sweep.lock"
 SHARED = "data_prep"  # the sweep's shared experiment: 00_data_prep runs there, once
@@ -269,6 +270,10 @@ def link_shared_dataset(folder: Path, trial: str) -> None:
     copy = exp / "notebooks" / f"{DATA_PREP}.ipynb"
     if notebook.is_file() and not copy.exists():
         shutil.copy2(notebook, copy)
+    record, own = record_path(shared, DATA_PREP), record_path(exp, DATA_PREP)
+    if record.is_file() and not own.exists():
+        own.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(record, own)
 
 
 # --- running a trial -------------------------------------------------------------------------

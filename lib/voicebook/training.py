@@ -73,17 +73,24 @@ class PhaseParams:
     batch_size: int = 3
     grad_accum: int = 1
     eval_every: int = 20  # steps between evaluations (and at every epoch end)
-    save_every: int = 40  # steps between checkpoints
+    save_every: int = 45  # steps between checkpoints
     keep_checkpoints: int = 2
     patience_steps: int = 500  # stop when eval Mel CE has not improved for this many steps
     lr_floor: float = 1e-7  # a learning rate below this is flagged
     seed: int = 1
     language: str = "hu"
+    export_checkpoint: str | int = "best"  # what export/ holds: "best", "final" or a step
 
     stage = "phase1"
+    # Settings that do not change what is trained: changing them never starts a new run.
+    NOT_TRAINING = ("export_checkpoint",)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def training_identity(self) -> dict[str, Any]:
+        """The parameters that define the run (a finished run with the same ones is reused)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.NOT_TRAINING}
 
 
 @dataclass
@@ -112,10 +119,9 @@ def params_for(stage: str, **values: Any) -> PhaseParams:
 
 def params_from(stage: str, namespace: dict[str, Any]) -> PhaseParams:
     """The params of ``stage`` taken from a notebook's variables (its parameters cell)."""
-    cls = {"phase1": Phase1Params, "phase2": Phase2Params}[stage]
-    return cls(
-        **{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
-    )
+    from voicebook.config import from_params
+
+    return from_params({"phase1": Phase1Params, "phase2": Phase2Params}[stage], namespace)
 
 
 @dataclass
@@ -490,8 +496,10 @@ def run_phase(
         else resolve_init(params.init_from)
     )
     status = read_json(phase_dir / "status.json")
-    same = status is not None and (status.get("params"), status.get("parent")) == (
-        json.loads(json.dumps(params.to_dict())),
+    recorded = ((status or {}).get("params") or {}).items()
+    recorded = {k: v for k, v in recorded if k not in params.NOT_TRAINING}
+    same = status is not None and (recorded, status.get("parent")) == (
+        json.loads(json.dumps(params.training_identity())),
         str(parent or ""),
     )
     if same and status.get("state") in FINISHED_STATES:
@@ -803,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"voicebook.training {stage}")
     for f in dataclasses.fields(cls):
         default = f.default
-        kind = str if f.name == "resume_from" else type(default)
+        kind = str if f.name in ("resume_from", "export_checkpoint") else type(default)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default)
     params = cls(**vars(parser.parse_args(argv[1:])))
     result = run_phase(params)

@@ -85,8 +85,9 @@ class SearchParams:
 
 def params_from(namespace: dict[str, Any]) -> SearchParams:
     """The stage's params from a notebook's variables (its parameters cell)."""
-    names = [f.name for f in dataclasses.fields(SearchParams)]
-    return SearchParams(**{n: namespace[n] for n in names if n in namespace})
+    from voicebook.config import from_params
+
+    return from_params(SearchParams, namespace)
 
 
 # --- parametrisations ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,9 @@ class DataPrepConfig:
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> DataPrepConfig:
         """The config from a notebook's parameters (``globals()``): every field it defines."""
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+        from voicebook.config import from_params
+
+        return from_params(cls, namespace)
 
     def source_specs(self) -> list[SourceSpec]:
         specs = [SourceSpec.from_dict(s) for s in self.sources]

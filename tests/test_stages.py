@@ -1,0 +1,179 @@
+"""The stage contract: producers and consumers agree, parameter defaults live in one place, and
+the report shows the latest run of every stage however the notebooks were run."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import papermill
+import pytest
+
+from voicebook import config, dataprep, decision, evaluation, scraps, stages, training, voice_search
+from voicebook.paths import NOTEBOOKS_DIR, REPO_ROOT
+from voicebook.runner import STAGES
+
+CONFIGS = {
+    "00_data_prep": dataprep.DataPrepConfig,
+    "01_phase1": training.Phase1Params,
+    "02_phase2": training.Phase2Params,
+    "02b_voice_search": voice_search.SearchParams,
+    "03_evaluation": evaluation.EvalConfig,
+}
+
+
+def _notebook_defaults(stem: str) -> dict:
+    found = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{stem}.ipynb"))
+    return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
+
+
+@pytest.mark.parametrize("stem", list(CONFIGS))
+def test_parameters_cell_and_config_agree_on_names_and_values(stem):
+    cells, fields = _notebook_defaults(stem), config.defaults(CONFIGS[stem])
+    notebook_only = set(cells) - set(fields) - set(config.LOCATION_PARAMS)
+    assert not notebook_only, f"{stem} declares parameters its config lacks: {notebook_only}"
+    differ = {k: (v, fields[k]) for k, v in cells.items() if k in fields and fields[k] != v}
+    assert not differ, f"{stem}: notebook value vs config default differ: {differ}"
+
+
+def test_save_every_is_one_value_everywhere():
+    assert _notebook_defaults("01_phase1")["save_every"] == training.PhaseParams().save_every == 45
+
+
+def test_the_runner_and_the_decision_take_their_stages_from_the_contract():
+    assert STAGES == tuple(s.stem for s in stages.STAGES)
+    assert decision.EVALUATION == stages.EVALUATION.stem
+    assert list(decision.TRAINING_STAGES) == [s.stem for s in stages.TRAINING]
+    # every scrap the decision reads from the evaluation is one the evaluation publishes
+    assert {"eval_table", "listening_summary"} <= set(stages.EVALUATION.scraps)
+    assert {"best_mel_ce", "best_text_ce", "health", "curves"} <= set(stages.PHASE1.scraps)
+
+
+def test_phase_results_publish_exactly_their_contract():
+    for stage, contract in (("phase1", stages.PHASE1), ("phase2", stages.PHASE2)):
+        result = training.PhaseResult(stage, {}, {}, pd.DataFrame(), [], REPO_ROOT)
+        assert set(result.scraps()) == set(contract.scraps)
+
+
+def test_every_notebook_publishes_under_its_own_stage_only():
+    for stem in STAGES:
+        source = json.loads((NOTEBOOKS_DIR / f"{stem}.ipynb").read_text())["cells"]
+        code = "".join("".join(c["source"]) for c in source if c["cell_type"] == "code")
+        assert "publish(" in code and f'"{stem}"' in code, stem
+        assert "glue(" not in code, f"{stem} glues directly instead of publishing"
+        others = [s for s in STAGES if s != stem and f'"{s}"' in code]
+        assert not others, f"{stem} publishes under {others}"
+
+
+def test_docs_name_every_stage_and_scrap():
+    doc = (REPO_ROOT / "docs" / "stages.md").read_text()
+    for stage in stages.STAGES:
+        assert f"`{stage.stem}`" in doc, stage.stem
+        for scrap in stage.scraps:
+            assert f"`{scrap}`" in doc, (stage.stem, scrap)
+
+
+def test_publish_refuses_a_scrap_outside_the_contract(tmp_path):
+    with pytest.raises(KeyError, match="does not name"):
+        scraps.publish(tmp_path, "01_phase1", {"best_mel_cee": 1.0})
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_new_run_replaces_the_record_and_keeps_the_old_one(tmp_path, monkeypatch):
+    scraps.publish(tmp_path, "02_phase2", {"best_mel_ce": 5.0, "params": {"lr": 2e-4}})
+    scraps.publish(tmp_path, "02_phase2", {"best_step": 3})  # same run: adds to its record
+    assert scraps.read_experiment(tmp_path)["02_phase2"] == {
+        "best_mel_ce": 5.0,
+        "params": {"lr": 2e-4},
+        "best_step": 3,
+    }
+    monkeypatch.setattr(scraps, "_RUN_ID", "another-run")  # a new kernel: a new run
+    scraps.publish(tmp_path, "02_phase2", {"best_mel_ce": 4.0, "params": {"lr": 1e-6}})
+    assert scraps.read_experiment(tmp_path)["02_phase2"]["params"] == {"lr": 1e-6}
+    history = list((tmp_path / "results" / "history").glob("02_phase2.*.json"))
+    assert len(history) == 1 and json.loads(history[0].read_text())["scraps"]["best_mel_ce"] == 5.0
+    rows = scraps.provenance(tmp_path)
+    assert rows[0]["stage"] == "02_phase2" and rows[0]["parameters"] == "lr=1e-06"
+
+
+def test_least_bad_is_the_best_on_the_evidence_not_the_fallback():
+    cands = [
+        decision.CandidateEvidence("base", "base", mel_ce=7.08, text_ce=0.065),
+        decision.CandidateEvidence("phase1", "phase 1", mel_ce=5.34, text_ce=0.044),
+        decision.CandidateEvidence("phase2", "phase 2", mel_ce=5.16, text_ce=0.042),
+    ]
+    cands[0].speaker_similarity, cands[2].speaker_similarity = 0.39, 0.45
+    d = decision.decide(cands)
+    assert not d.ready and d.winner == "phase2"
+    assert "Least bad on the measured evidence: phase 2" in " ".join(d.reasons)
+    assert [v.status for v in d.verdicts if v.candidate == "phase2"] == ["least bad"]
+
+
+# --- the flows of the issue: plain papermill anywhere, and papermill after voicebook run --------
+
+CHEAP = ["-p", "max_steps", "2", "-p", "epochs", "1", "-p", "eval_every", "2"]
+CHEAP_EVAL = ["-p", "max_eval_batches", "1", "-p", "n_reference_clips", "1",
+              "-p", "codebook_clips_per_source", "2", "-p", "hidden_reference_sentences", "0",
+              "-y", 'test_sentences: ["Jó napot."]']  # fmt: skip
+
+
+def _papermill(stem: str, out, *args: str) -> None:
+    cmd = [sys.executable, "-m", "papermill", f"{stem}.ipynb", str(out), "-k", "voicebook"]
+    subprocess.run([*cmd, *args], cwd=NOTEBOOKS_DIR, check=True, capture_output=True)
+
+
+def _decision(outputs, experiment):
+    path = outputs / experiment / "decision.json"
+    return json.loads(path.read_text()), (outputs / experiment / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_path):
+    outputs, elsewhere = tmp_path / "outputs", tmp_path / "anywhere"
+    elsewhere.mkdir()
+    where = ["-p", "experiment", "card", "-p", "outputs_dir", str(outputs)]
+    _papermill("00_data_prep", elsewhere / "a.ipynb", *where)
+    _papermill("01_phase1", elsewhere / "b.ipynb", *where, *CHEAP)
+    _papermill("02_phase2", elsewhere / "out.ipynb", *where, *CHEAP, "-p", "lr", "1e-6")
+    _papermill("03_evaluation", elsewhere / "c.ipynb", *where, *CHEAP_EVAL)
+    _papermill("04_decision_matrix", elsewhere / "d.ipynb", *where)
+    first, page = _decision(outputs, "card")
+    names = {c["candidate"] for c in first["candidates"]}
+    assert {"base", "phase1", "phase2"} <= names and first["tier"]
+    assert all(c["source"] == "evaluation" for c in first["candidates"])
+    assert not any("has not run" in m for m in first["missing"])
+    phase2 = next(r for r in first["provenance"] if r["stage"] == "02_phase2")
+    assert "lr=1e-06" in phase2["parameters"] and "lr=1e-06" in page
+    # the notebook written anywhere still answers whoever asks it
+    import scrapbook as sb
+
+    assert sb.read_notebook(str(elsewhere / "out.ipynb")).scraps["params"].data["lr"] == 1e-6
+
+    _papermill("02_phase2", elsewhere / "out2.ipynb", *where, *CHEAP, "-p", "lr", "3e-6")
+    _papermill("04_decision_matrix", elsewhere / "d2.ipynb", *where)
+    second, page = _decision(outputs, "card")
+    phase2 = next(r for r in second["provenance"] if r["stage"] == "02_phase2")
+    assert "lr=3e-06" in phase2["parameters"] and "lr=3e-06" in page
+    assert (outputs / "card" / "results" / "history").is_dir()
+
+
+@pytest.mark.slow
+def test_papermill_rerun_after_voicebook_run_is_not_shadowed(tmp_path):
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = [sys.executable, "-m", "voicebook.cli", "run", "--experiment", "mixed",
+           "--outputs-dir", str(outputs), "--stages", "data", "phase1", "decision", *CHEAP]  # fmt: skip
+    subprocess.run(run, check=True, capture_output=True, env=env, cwd=REPO_ROOT)
+    before, _ = _decision(outputs, "mixed")
+    assert any(r["stage"] == "01_phase1" for r in before["provenance"])
+    where = ["-p", "experiment", "mixed", "-p", "outputs_dir", str(outputs)]
+    _papermill("01_phase1", tmp_path / "p1.ipynb", *where, *CHEAP, "-p", "lr", "7e-4")
+    _papermill("04_decision_matrix", tmp_path / "d.ipynb", *where)
+    after, page = _decision(outputs, "mixed")
+    phase1 = next(r for r in after["provenance"] if r["stage"] == "01_phase1")
+    assert "lr=0.0007" in phase1["parameters"] and "lr=0.0007" in page
+    # the runner's executed notebook of phase 1 is older and is not what the report read
+    stale = scraps.read_scraps(outputs / "mixed" / "notebooks" / "01_phase1.ipynb")
+    assert stale["params"]["lr"] != 7e-4
