@@ -299,3 +299,31 @@ def test_evaluation_scores_the_searched_voice_as_a_candidate(base, experiment, t
     assert table.loc["base", "mel_ce"] == table.loc["base-voice", "mel_ce"]
     assert (exp / "eval" / "base-voice" / "s01.wav").is_file()
     assert table.loc["base-voice", "label"] == "base + searched voice (gradient)"
+
+
+def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
+    import pandas as pd
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for stem, seconds in (("01_phase1", 240.0), ("02_phase2", 120.0), ("02b_voice_search", 30.0)):
+        nb = {"cells": [], "metadata": {"papermill": {"duration": seconds}}}
+        (notebooks / f"{stem}.ipynb").write_text(json.dumps(nb))
+    minutes = vs.stage_minutes(tmp_path)
+    assert minutes == {"01_phase1": 4.0, "02_phase2": 2.0, "02b_voice_search": 0.5}
+    table = pd.DataFrame(
+        {
+            "candidate": ["base", "phase1", "phase2", "base-voice", "phase2-voice"],
+            "label": ["b", "p1", "p2", "bv", "p2v"],
+            "mel_ce": [7.0, 5.3, 5.1, 7.0, 5.1],
+            "voice_mel_ce": [7.08, 5.33, 5.15, 7.07, 5.14],
+            "speaker_similarity": [0.38, 0.44, 0.45, 0.39, 0.46],
+        }
+    )
+    versus = vs.versus_finetuning(table, {"minutes": 0.25}, minutes).set_index("candidate")
+    assert versus["minutes"].tolist() == [0.0, 4.0, 6.0, 0.25, 6.25]
+    assert versus.loc["phase2-voice", "how"] == "fine-tuning + voice search"
+    assert versus.loc["base-voice", "how"] == "voice search"
+    assert versus.loc["base", "how"] == "neither (base)"
+    assert versus.loc["base-voice", "voice_mel_ce"] == 7.07
+    assert vs.versus_finetuning(None, None, {}).empty

@@ -549,3 +549,62 @@ class SearchView:
         if self.handle is not None:
             self.handle.update(self._bundle(), raw=True)
         self.bar.close()
+
+
+# --- search against fine-tuning ---------------------------------------------------------------
+
+VERSUS_COLUMNS = [
+    "candidate", "label", "how", "voice_mel_ce", "mel_ce", "speaker_similarity", "minutes",
+]  # fmt: skip
+SEARCH_STAGE, PHASE_STAGES = "02b_voice_search", {"phase1": "01_phase1", "phase2": "02_phase2"}
+
+
+def stage_minutes(experiment_path: str | Path) -> dict[str, float]:
+    """Minutes each executed stage notebook took (papermill records it), by notebook stem."""
+    minutes = {}
+    for notebook in sorted((Path(experiment_path) / "notebooks").glob("*.ipynb")):
+        meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
+        duration = meta.get("papermill", {}).get("duration")
+        if duration is not None:
+            minutes[notebook.stem] = duration / 60
+    return minutes
+
+
+def versus_finetuning(
+    eval_table: pd.DataFrame | None,
+    search: dict[str, Any] | None,
+    minutes: dict[str, float],
+) -> pd.DataFrame:
+    """Training-free voice search against fine-tuning, one row per evaluated candidate.
+
+    ``voice_mel_ce`` is the held-out Mel CE given the one voice each candidate speaks with (the
+    measure the search optimises), ``mel_ce`` the trainer-style one. ``minutes`` is what the
+    candidate cost to make: phase 2 counts phase 1 too (it continues it), a searched voice its
+    search plus the phases under it; NaN where a stage's time was not recorded.
+    """
+    if eval_table is None or eval_table.empty:
+        return pd.DataFrame(columns=VERSUS_COLUMNS)
+    search_minutes = (search or {}).get("minutes", math.nan)
+    rows = []
+    for row in eval_table.to_dict("records"):
+        name = str(row["candidate"])
+        searched = name.endswith("-voice")
+        model = name.removesuffix("-voice")
+        phases = {"phase1": ["phase1"], "phase2": ["phase1", "phase2"]}.get(model, [])
+        cost = sum(minutes.get(PHASE_STAGES[p], math.nan) for p in phases)
+        cost += search_minutes if searched else 0.0
+        how = " + ".join(
+            [*(["fine-tuning"] if phases else []), *(["voice search"] if searched else [])]
+        )
+        rows.append(
+            {
+                "candidate": name,
+                "label": row.get("label", name),
+                "how": how or "neither (base)",
+                "voice_mel_ce": row.get("voice_mel_ce", math.nan),
+                "mel_ce": row.get("mel_ce", math.nan),
+                "speaker_similarity": row.get("speaker_similarity", math.nan),
+                "minutes": cost,
+            }
+        )
+    return pd.DataFrame(rows, columns=VERSUS_COLUMNS)
