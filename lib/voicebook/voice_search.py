@@ -31,12 +31,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 import torch
 
+from voicebook import stages
 from voicebook.paths import experiment_dir
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
@@ -556,16 +558,27 @@ class SearchView:
 VERSUS_COLUMNS = [
     "candidate", "label", "how", "voice_mel_ce", "mel_ce", "speaker_similarity", "minutes",
 ]  # fmt: skip
-SEARCH_STAGE, PHASE_STAGES = "02b_voice_search", {"phase1": "01_phase1", "phase2": "02_phase2"}
+SEARCH_STAGE = stages.VOICE_SEARCH.stem
+PHASE_STAGES = {s.short: s.stem for s in stages.TRAINING}
 
 
 def stage_minutes(experiment_path: str | Path) -> dict[str, float]:
-    """Minutes each executed stage notebook took (papermill records it), by notebook stem."""
+    """Minutes each stage's latest run took, by stage: from its results record (from the
+    kernel's start to its last publish, however it ran), else from papermill's duration in the
+    runner's executed notebook."""
+    from voicebook.scraps import read_records
+
     minutes = {}
+    for stage, record in read_records(experiment_path).items():
+        if record.get("started") and record.get("updated"):
+            took = datetime.fromisoformat(record["updated"]) - datetime.fromisoformat(
+                record["started"]
+            )
+            minutes[stage] = took.total_seconds() / 60
     for notebook in sorted((Path(experiment_path) / "notebooks").glob("*.ipynb")):
         meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
         duration = meta.get("papermill", {}).get("duration")
-        if duration is not None:
+        if duration is not None and notebook.stem not in minutes:
             minutes[notebook.stem] = duration / 60
     return minutes
 
