@@ -157,6 +157,7 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
     phase2 = next(r for r in second["provenance"] if r["stage"] == "02_phase2")
     assert "lr=3e-06" in phase2["parameters"] and "lr=3e-06" in page
     assert (outputs / "card" / "results" / "history").is_dir()
+    assert any("02_phase2 ran again" in m for m in second["missing"])  # evaluation is older
 
 
 @pytest.mark.slow
@@ -177,3 +178,16 @@ def test_papermill_rerun_after_voicebook_run_is_not_shadowed(tmp_path):
     # the runner's executed notebook of phase 1 is older and is not what the report read
     stale = scraps.read_scraps(outputs / "mixed" / "notebooks" / "01_phase1.ipynb")
     assert stale["params"]["lr"] != 7e-4
+
+
+def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():
+    from voicebook.report import stale_evaluation
+
+    rows = [
+        {"stage": "01_phase1", "ran": "2026-11-22T10:00:00"},
+        {"stage": "02_phase2", "ran": "2026-11-22T12:00:00"},
+        {"stage": "03_evaluation", "ran": "2026-11-22T11:00:00"},
+    ]
+    (sentence,) = stale_evaluation(rows)
+    assert sentence.startswith("02_phase2 ran again") and "re-run 03_evaluation" in sentence
+    assert stale_evaluation(rows[:2]) == []  # no evaluation yet: nothing is stale

@@ -70,7 +70,20 @@ def analyse_experiment(
     path = Path(experiment_path)
     result = analyse_scraps(path.name, read_experiment(path), thresholds, path)
     result.provenance = provenance(path)
+    result.missing += stale_evaluation(result.provenance)
     return result
+
+
+def stale_evaluation(rows: list[dict[str, Any]]) -> list[str]:
+    """Sentences naming training stages that ran again after the evaluation scored them."""
+    ran = {r["stage"]: r["ran"] for r in rows}
+    evaluated = ran.get(dm.EVALUATION)
+    return [
+        f"{stage} ran again ({ran[stage]}) after the evaluation ({evaluated}): the evaluation's "
+        f"numbers are of its earlier run; re-run {dm.EVALUATION} to score the new one."
+        for stage in dm.TRAINING_STAGES
+        if evaluated and ran.get(stage, "") > evaluated
+    ]
 
 
 def find_experiment(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
