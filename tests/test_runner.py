@@ -1,25 +1,11 @@
 """The runner: stage names, parameter routing, skipping, stopping at the failing cell."""
 
-import nbformat
 import pytest
+from stub_notebooks import write_stub_notebook
 
 from voicebook import runner
 from voicebook.runner import RunnerError, StageFailed, parse_value, split_params, stage_name
 from voicebook.scraps import read_experiment
-
-
-def _notebook(path, params: str, body: str):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "voicebook",
-        "display_name": "voicebook",
-        "language": "python",
-    }
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-
 
 GLUE = (
     "from voicebook.scraps import glue\n"
@@ -32,8 +18,10 @@ def notebooks(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     common = "experiment = 'x'\noutputs_dir = ''\nlr = 5e-6\n"
-    _notebook(folder / "01_phase1.ipynb", common, GLUE.format(name="p1"))
-    _notebook(folder / "02_phase2.ipynb", common + "resume_from = 'best'\n", GLUE.format(name="p2"))
+    write_stub_notebook(folder / "01_phase1.ipynb", common, GLUE.format(name="p1"))
+    write_stub_notebook(
+        folder / "02_phase2.ipynb", common + "resume_from = 'best'\n", GLUE.format(name="p2")
+    )
     return folder
 
 
@@ -95,7 +83,7 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
 
 
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
-    _notebook(
+    write_stub_notebook(
         notebooks / "01_phase1.ipynb",
         "experiment = 'x'\noutputs_dir = ''\n",
         "raise ValueError('dataset is empty')",

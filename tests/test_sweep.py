@@ -6,10 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import nbformat
 import pytest
+from stub_notebooks import write_stub_notebook
 
 from voicebook import sweep
 from voicebook.models import resolve_base
@@ -95,19 +94,6 @@ def test_a_trial_shares_data_prep_unless_it_changes_a_data_prep_parameter():
 # --- the whole flow on stand-in notebooks (no Ray, seconds) -----------------------------------
 
 
-def _notebook(path: Path, params: str, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "voicebook",
-        "display_name": "voicebook",
-        "language": "python",
-    }
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-
-
 DATA_PREP = """
 from pathlib import Path
 exp = Path(outputs_dir) / experiment
@@ -135,8 +121,10 @@ def stand_ins(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     common = "experiment = 'x'\noutputs_dir = ''\n"
-    _notebook(folder / "00_data_prep.ipynb", common + "seed = 0\n", DATA_PREP)
-    _notebook(folder / "01_phase1.ipynb", common + "lr = 1e-5\nbase_model = '/'\n", PHASE1)
+    write_stub_notebook(folder / "00_data_prep.ipynb", common + "seed = 0\n", DATA_PREP)
+    write_stub_notebook(
+        folder / "01_phase1.ipynb", common + "lr = 1e-5\nbase_model = '/'\n", PHASE1
+    )
     return folder
 
 

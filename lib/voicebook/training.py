@@ -49,6 +49,7 @@ from voicebook.health import (
     check_metadata,
     preflight,
 )
+from voicebook.live import LiveChart
 from voicebook.paths import experiment_dir
 
 STAGES = ("phase1", "phase2")
@@ -698,61 +699,17 @@ def _reference_clip(dataset: Path) -> Path | None:
     return dataset / lines[0].split("|")[0] if lines else None
 
 
-class LiveView:
-    """A plotly chart of train and eval Mel CE / Text CE by step, redrawn in place as rows
-    arrive, and a tqdm progress bar. The chart is a display updated by id (no widget needed),
-    so a papermill run keeps its last state."""
+class LiveView(LiveChart):
+    """Train and eval Mel CE / Text CE by step, redrawn as rows arrive, under a progress bar."""
 
     def __init__(self, title: str, total_steps: int, start_step: int = 0, redraw_every: int = 10):
-        from tqdm.auto import tqdm
-        from tqdm.notebook import tqdm as notebook_tqdm
-
-        self.title, self.redraw_every = title, redraw_every
-        self.rows: list[dict[str, Any]] = []
-        # In a notebook the bar is a widget, and a saved notebook keeps only the text it had
-        # when first displayed ("0%| 0/264"): it is displayed here by id, so that close() can
-        # record its final text.
-        widget = issubclass(tqdm, notebook_tqdm)
-        options = {"display": False} if widget else {}
-        self.bar = tqdm(total=total_steps, initial=start_step, desc=title, unit="step", **options)
-        self.bar_handle: Any = None
-        if widget:
-            from IPython.display import display
-
-            self.bar_handle = display(self.bar.container, display_id=True)
-        self.handle: Any = None
-
-    def _bundle(self) -> dict[str, Any]:
-        fig = curves_figure(pd.DataFrame(self.rows, columns=CURVE_COLUMNS), self.title)
-        return {
-            "application/vnd.plotly.v1+json": json.loads(fig.to_json()),
-            "text/plain": self.title,
-        }
-
-    def show(self) -> None:
-        from IPython.display import display
-
-        self.handle = display(self._bundle(), raw=True, display_id=True)
+        super().__init__(title, curves_figure, CURVE_COLUMNS, total_steps, start_step, "step")
+        self.redraw_every = redraw_every
 
     def on_row(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if row["split"] == "train":
-            self.bar.update(1)
-            self.bar.set_postfix(mel_ce=f"{row['loss_mel_ce']:.3f}")
-        if row["split"] == "eval" or len(self.rows) % self.redraw_every == 0:
-            self.redraw()
-
-    def redraw(self) -> None:
-        if self.handle is not None:
-            self.handle.update(self._bundle(), raw=True)
-
-    def close(self, curves: pd.DataFrame | None = None) -> None:
-        if curves is not None:
-            self.rows = curves.to_dict("records")
-        self.redraw()
-        self.bar.close()
-        if self.bar_handle is not None:
-            self.bar_handle.update(self.bar.container)
+        train = row["split"] == "train"
+        redraw = not train or (len(self.rows) + 1) % self.redraw_every == 0
+        self.add(row, train, redraw, mel_ce=f"{row['loss_mel_ce']:.3f}")
 
 
 def curves_figure(curves: pd.DataFrame, title: str = ""):

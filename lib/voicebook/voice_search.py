@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from voicebook import stages
+from voicebook.live import LiveChart
 from voicebook.paths import experiment_dir
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
@@ -513,44 +514,16 @@ def curves_figure(curves: pd.DataFrame, title: str = "Voice search"):
     return fig
 
 
-class SearchView:
-    """The curve of the search, redrawn in place each generation (a display updated by id, so
-    a papermill run keeps its last state), and a progress bar."""
+class SearchView(LiveChart):
+    """The curve of the search, redrawn each generation, under a progress bar."""
 
     def __init__(self, params: SearchParams):
-        from tqdm.auto import tqdm
-
-        self.title = f"Voice search ({params.method}, from {params.init_from})"
-        self.rows: list[dict[str, Any]] = []
-        self.bar = tqdm(total=params.generations, desc=self.title, unit="gen")
-        self.handle: Any = None
-
-    def _bundle(self) -> dict[str, Any]:
-        fig = curves_figure(pd.DataFrame(self.rows, columns=CURVE_COLUMNS), self.title)
-        return {
-            "application/vnd.plotly.v1+json": json.loads(fig.to_json()),
-            "text/plain": self.title,
-        }
-
-    def show(self) -> None:
-        from IPython.display import display
-
-        self.handle = display(self._bundle(), raw=True, display_id=True)
+        title = f"Voice search ({params.method}, from {params.init_from})"
+        super().__init__(title, curves_figure, CURVE_COLUMNS, params.generations, unit="gen")
 
     def on_generation(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if row["generation"] > 0:
-            self.bar.update(1)
-            self.bar.set_postfix(heldout=f"{row['heldout_mel_ce']:.4f}")
-        if self.handle is not None:
-            self.handle.update(self._bundle(), raw=True)
-
-    def close(self, curves: pd.DataFrame | None = None) -> None:
-        if curves is not None:
-            self.rows = curves.to_dict("records")
-        if self.handle is not None:
-            self.handle.update(self._bundle(), raw=True)
-        self.bar.close()
+        started = row["generation"] > 0  # generation 0 is the starting voice
+        self.add(row, started, True, heldout=f"{row['heldout_mel_ce']:.4f}")
 
 
 # --- search against fine-tuning ---------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""A chart that grows while a stage runs: a plotly figure redrawn in place under a progress bar.
+
+The figure is a display updated by id (no widget needed), so a papermill run keeps its last
+state. In a notebook the progress bar is a widget, and a saved notebook keeps only the text it
+had when first displayed ("0%| 0/264"): it is displayed by id too, so that ``close`` records its
+final text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+
+class LiveChart:
+    """Rows in, ``figure(rows_frame, title)`` redrawn; one progress-bar tick per ``advance``."""
+
+    def __init__(
+        self,
+        title: str,
+        figure: Callable[[pd.DataFrame, str], Any],
+        columns: list[str],
+        total: int,
+        initial: int = 0,
+        unit: str = "step",
+    ):
+        from tqdm.auto import tqdm
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        self.title, self.figure, self.columns = title, figure, columns
+        self.rows: list[dict[str, Any]] = []
+        widget = issubclass(tqdm, notebook_tqdm)
+        options = {"display": False} if widget else {}
+        self.bar = tqdm(total=total, initial=initial, desc=title, unit=unit, **options)
+        self.bar_handle: Any = None
+        if widget:
+            from IPython.display import display
+
+            self.bar_handle = display(self.bar.container, display_id=True)
+        self.handle: Any = None
+
+    def _bundle(self) -> dict[str, Any]:
+        fig = self.figure(pd.DataFrame(self.rows, columns=self.columns), self.title)
+        return {
+            "application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+            "text/plain": self.title,
+        }
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        self.handle = display(self._bundle(), raw=True, display_id=True)
+
+    def add(self, row: dict[str, Any], advance: bool, redraw: bool, **postfix: str) -> None:
+        self.rows.append(row)
+        if advance:
+            self.bar.update(1)
+            self.bar.set_postfix(**postfix)
+        if redraw:
+            self.redraw()
+
+    def redraw(self) -> None:
+        if self.handle is not None:
+            self.handle.update(self._bundle(), raw=True)
+
+    def close(self, rows: pd.DataFrame | None = None) -> None:
+        """The final chart (from ``rows`` when given: what was recorded) and the bar's text."""
+        if rows is not None:
+            self.rows = rows.to_dict("records")
+        self.redraw()
+        self.bar.close()
+        if self.bar_handle is not None:
+            self.bar_handle.update(self.bar.container)
