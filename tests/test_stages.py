@@ -191,3 +191,23 @@ def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():
     (sentence,) = stale_evaluation(rows)
     assert sentence.startswith("02_phase2 ran again") and "re-run 03_evaluation" in sentence
     assert stale_evaluation(rows[:2]) == []  # no evaluation yet: nothing is stale
+
+
+def test_the_report_puts_voice_search_against_fine_tuning(tmp_path):
+    from voicebook import report
+
+    table = pd.DataFrame(
+        [
+            {"candidate": "base", "label": "base", "mel_ce": 7.08, "voice_mel_ce": 7.078},
+            {"candidate": "phase1", "label": "phase 1", "mel_ce": 5.3, "voice_mel_ce": 6.7},
+            {"candidate": "base-voice", "label": "base + voice", "mel_ce": 7.08,
+             "voice_mel_ce": 7.077},
+        ]
+    )  # fmt: skip
+    found = {
+        "03_evaluation": {"eval_table": table},
+        "02b_voice_search": {"voice_search": {"method": "cmaes", "minutes": 0.4}},
+    }
+    page = report.render_report(report.analyse_scraps("x", found, path=tmp_path))
+    assert "<h2>Voice search against fine-tuning</h2>" in page
+    assert "voice search" in page and "fine-tuning" in page and "7.077" in page

@@ -347,6 +347,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         _table_html(result.table),
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
+        *_versus_html(result),
         "<h2>Where the numbers come from</h2>",
         _provenance_html(result.provenance),
         "<h2>Training curves</h2>",
@@ -375,6 +376,29 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         f"<title>voicebook report — {esc(result.name)}</title><style>{_STYLE}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )
+
+
+def _versus_html(result: ExperimentResult) -> list[str]:
+    """Training-free voice search against fine-tuning, when a search ran (with what each cost)."""
+    from voicebook import voice_search
+
+    search = result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search")
+    if not search:
+        return []
+    table = result.scraps.get(dm.EVALUATION, {}).get("eval_table")
+    minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
+    versus = voice_search.versus_finetuning(table, search, minutes)
+    if versus.empty:
+        return ["<h2>Voice search against fine-tuning</h2>", "<p>Not evaluated yet: run 03.</p>"]
+    return [
+        "<h2>Voice search against fine-tuning</h2>",
+        _table_html(versus),
+        (
+            "<p>voice_mel_ce = held-out Mel CE given the one voice each candidate speaks with (what "
+            "the search lowers); minutes = what making the candidate cost (phase 2 includes phase "
+            "1; a searched voice adds its search).</p>"
+        ),
+    ]
 
 
 def _provenance_html(rows: list[dict[str, Any]]) -> str:
