@@ -68,6 +68,12 @@ class Panel:
     def expect_text(self, text: str) -> None:
         expect(self.root).to_contain_text(text, timeout=TIMEOUT_MS)
 
+    def expect_saved(self, what: str) -> None:
+        """The confirmation line (role "status", announced to screen readers) names the save."""
+        confirmation = self.root.get_by_role("status")
+        expect(confirmation).to_contain_text("Saved at", timeout=TIMEOUT_MS)
+        expect(confirmation).to_contain_text(what, timeout=TIMEOUT_MS)
+
     def assert_blind(self) -> None:
         shown = self.text() + " ".join(
             self.root.locator("[title]").evaluate_all("els => els.map(e => e.title)")
@@ -145,7 +151,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     for i, values in enumerate(given, start=1):
         panel.rate_sample(values)
         panel.expect_text(f"{i} of {total} rated")
-        panel.expect_text("Saved at")
+        panel.expect_saved(f"overall {values['overall']}.")
         rows = ratings_rows(ratings)
         assert len(rows) == i and rows[-1]["rater"] == "ann"
         assert {s: int(rows[-1][s]) for s in ls.SCALES} == values
@@ -162,6 +168,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
         panel.players_are_named_and_long_enough()
         panel.root.get_by_role("button", name=button).click()
         panel.expect_text(f"{i} of")
+        panel.expect_saved("A is better." if code == "A" else "no preference.")
         rows = [r for r in ratings_rows(ratings) if r["mode"] == "ab"]
         assert len(rows) == i and rows[-1]["rater"] == "ann"
         assert rows[-1]["blind_code"] == code
@@ -174,6 +181,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     panel.expect_text("0 of")
     panel.root.get_by_role("button", name="B is better").click()
     panel.expect_text("1 of")
+    panel.expect_saved("B is better.")
     assert [r["rater"] for r in ratings_rows(ratings)] == ["ann"] * 5 + ["bob"]
 
     nb.restart_kernel()
@@ -192,6 +200,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     panel.expect_text(f"3 of {total} rated")  # resumed where ann stopped
     panel.rate_sample({"smoothness": 1, "naturalness": 10, "emotion": 1, "overall": 10})
     panel.expect_text(f"4 of {total} rated")
+    panel.expect_saved("overall 10.")
     rows = ratings_rows(ratings)
     assert len(rows) == 7 and (rows[-1]["rater"], rows[-1]["overall"]) == ("ann", "10")
     assert len({(r["sentence"], r["candidate"]) for r in rows if r["mode"] == "scores"}) == 4
