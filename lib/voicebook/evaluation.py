@@ -36,7 +36,13 @@ from tqdm.auto import tqdm
 
 from voicebook.listening import REFERENCE
 from voicebook.models import load_xtts
-from voicebook.xtts import EVAL_META, TRAIN_META, gpt_trainer_config, load_samples
+from voicebook.xtts import (
+    EVAL_META,
+    TRAIN_META,
+    gpt_trainer_config,
+    gpt_trainer_model,
+    load_samples,
+)
 
 BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
@@ -270,14 +276,12 @@ def eval_losses(
     and runs ``eval_step`` over the dataset's eval split, seeded so that every candidate sees
     identical batches. ``max_batches`` > 0 stops early (cheap demos).
     """
-    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
-
     config = gpt_trainer_config(
         base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
     )
     config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
     seed_everything(seed)
-    model = GPTTrainer(config)
+    model = gpt_trainer_model(config)
     model.eval()
     _, eval_samples = load_samples(config)
     seed_everything(seed)

@@ -482,10 +482,9 @@ def run_phase(
 ) -> PhaseResult:
     """Train one phase (or continue it, or return it when already finished); see module doc."""
     from trainer import TrainerArgs
-    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
 
     from voicebook.models import resolve_base
-    from voicebook.xtts import gpt_trainer_config, load_samples
+    from voicebook.xtts import gpt_trainer_config, gpt_trainer_model, load_samples
 
     stage = params.stage
     exp = experiment_dir(params.experiment, params.outputs_dir)
@@ -578,7 +577,7 @@ def run_phase(
         _train(
             params,
             config,
-            GPTTrainer,
+            gpt_trainer_model,
             TrainerArgs,
             recorder,
             run_dir,

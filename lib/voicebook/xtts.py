@@ -127,3 +127,16 @@ def load_samples(config: Any) -> tuple[list[dict], list[dict]]:
     from TTS.tts.datasets import load_tts_samples
 
     return load_tts_samples(config, eval_split=True)
+
+
+def gpt_trainer_model(config: Any, *, cached: bool = True):
+    """The GPTTrainer model for ``config``: by default reading cached DVAE codes
+    (``voicebook.coqui.cached``), which gives coqui's losses without decoding every clip and
+    running the DVAE at every step; ``cached=False`` is coqui's own GPTTrainer."""
+    if cached:
+        from voicebook.coqui.cached import CachedGPTTrainer
+
+        return CachedGPTTrainer(config)
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
+
+    return GPTTrainer(config)

@@ -1,0 +1,195 @@
+"""What never changes between training steps, computed once: each clip's DVAE audio codes.
+
+coqui's GPTTrainer decodes every clip from disk, computes its DVAE mel spectrogram and runs the
+frozen DVAE on every step, although a clip's codes are the same numbers for the same base in
+every epoch. ``FeatureCache`` computes them once per clip and base (on the GPU when there is
+one) and keeps them on disk, keyed by content:
+
+- the clip's bytes (a re-recorded or re-trimmed clip with the same name gets new codes);
+- the base's ``dvae.pth`` and ``mel_stats.pth`` and the audio settings (another base, or the
+  same base with other stats, gets its own codes; the GPT weights do not matter);
+- ``FEATURES_VERSION`` (bumped when the way codes are computed changes).
+
+So a cache built by one experiment serves the next, and a changed clip or base recomputes only
+what changed. Files are written atomically: a run cut off mid-fill leaves no half file.
+
+What is *not* cached, on purpose: the conditioning window. coqui draws a random 3–6 s slice of
+the clip for every sample; its mel is cheap next to the whole clip's DVAE pass, and cutting the
+same samples from the waveform keeps the training draws identical to coqui's (see
+``prompt_slice``). Clips are read with soundfile, which returns the same samples as coqui's
+torchaudio/torchcodec loader for the 22.05 kHz PCM WAVs data prep writes, about 100x faster.
+
+Why codes are computed per clip and not per batch: coqui computes them on the zero-padded batch,
+so the last two or three codes of a shorter clip see some padding through the DVAE's
+convolutions.
+Per-clip codes are what the clip alone encodes to; the losses differ from coqui's only through
+those last codes of the shorter clips of a batch (``tests/test_features.py`` states the bound).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from voicebook.paths import cache_dir
+
+# Bump when the computation of the cached codes changes: older entries are then never read.
+FEATURES_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str | os.PathLike, *extra: Any) -> str:
+    """sha256 of a file's bytes (and of ``extra`` values), as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    for value in extra:
+        digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def read_clip(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
+    """A clip as coqui's ``load_audio`` returns it: mono float32 ``[1, T]`` in [-1, 1].
+
+    soundfile is used for the data-prep WAVs (same samples as torchaudio, far faster); a clip
+    at another rate goes through coqui's loader, which resamples.
+    """
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError as exc:
+        raise ValueError(f"Cannot read audio {path}: {exc}") from exc
+    if rate != sample_rate:
+        from TTS.tts.models.xtts import load_audio
+
+        return load_audio(str(path), sample_rate)
+    audio = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
+    return audio.unsqueeze(0).clip_(-1, 1)
+
+
+def prompt_slice(
+    clip: torch.Tensor, max_length: int, min_length: int, is_eval: bool
+) -> tuple[torch.Tensor, int, list[int]]:
+    """coqui's ``get_prompt_slice`` on an already-read clip, with the same random draws.
+
+    The conditioning window: in training a random length in [min, max] samples at a random
+    start; in evaluation the middle length from the start (reproducible). Zero-padded to
+    ``max_length``. Draws come from Python's ``random``, in coqui's order, so seeded runs draw
+    the same windows with or without the cache.
+    """
+    length = (min_length + max_length) // 2 if is_eval else random.randint(min_length, max_length)
+    if clip.shape[-1] - length < 0:
+        length = clip.shape[-1] // 2
+    start = 0 if is_eval else random.randint(0, clip.shape[-1] - length)
+    window = clip[:, start : start + length]
+    window = F.pad(window, pad=(0, max_length - window.shape[-1]))
+    return window, window.shape[-1], [start, start + length]
+
+
+class FeatureCache:
+    """DVAE codes of clips for one base, on disk under ``<cache>/features/<base key>/``."""
+
+    def __init__(
+        self,
+        dvae_file: str | os.PathLike,
+        mel_stats_file: str | os.PathLike,
+        sample_rate: int,
+        dvae_sample_rate: int,
+        root: str | os.PathLike | None = None,
+    ):
+        self.sample_rate, self.dvae_sample_rate = sample_rate, dvae_sample_rate
+        self.base_key = hashlib.sha256(
+            "|".join(
+                [
+                    file_digest(dvae_file),
+                    file_digest(mel_stats_file),
+                    str(sample_rate),
+                    str(dvae_sample_rate),
+                    str(FEATURES_VERSION),
+                ]
+            ).encode()
+        ).hexdigest()[:24]
+        self.folder = Path(root or cache_dir() / "features") / self.base_key
+        self._keys: dict[str, str] = {}
+        self.computed = 0  # clips whose codes this object computed (the rest were on disk)
+        self.unreadable: set[str] = set()
+
+    def key(self, clip: str | os.PathLike) -> str:
+        """The content key of a clip (its bytes), remembered per path for this object's life."""
+        name = str(clip)
+        if name not in self._keys:
+            self._keys[name] = file_digest(clip)
+        return self._keys[name]
+
+    def path(self, clip: str | os.PathLike) -> Path:
+        key = self.key(clip)
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def missing(self, clips: Iterable[str | os.PathLike]) -> list[str]:
+        return [str(c) for c in clips if not self.path(c).is_file()]
+
+    def fill(self, clips: Iterable[str | os.PathLike], model: Any) -> int:
+        """Compute and store the codes of every clip not cached yet; returns how many.
+
+        ``model`` is a GPTTrainer (its ``torch_mel_spectrogram_dvae`` and ``dvae``), on
+        whatever device it lives on: the GPU where there is one.
+        """
+        todo = sorted(set(self.missing(clips)) - self.unreadable)
+        for clip in todo:
+            try:
+                codes = self.compute(clip, model)
+            except (OSError, ValueError, RuntimeError):
+                # coqui's dataset skips a clip it cannot load; so does its cached twin (the
+                # missing entry makes the item fail there). Data prep reports such clips.
+                self.unreadable.add(clip)
+                continue
+            target = self.path(clip)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(f".{os.getpid()}.partial")
+            with open(partial, "wb") as handle:
+                np.save(handle, codes)
+            os.replace(partial, target)  # atomic: a kill never leaves half an entry
+        done = len(todo) - len(self.unreadable.intersection(todo))
+        self.computed += done
+        return done
+
+    @torch.no_grad()
+    def compute(self, clip: str | os.PathLike, model: Any) -> np.ndarray:
+        """A clip's DVAE codes, exactly as GPTTrainer computes them for a batch of that clip."""
+        wav = read_clip(clip, self.sample_rate)
+        if self.sample_rate != self.dvae_sample_rate:
+            import torchaudio
+
+            wav = torchaudio.functional.resample(wav, self.sample_rate, self.dvae_sample_rate)
+        device = next(model.dvae.parameters()).device
+        mel = model.torch_mel_spectrogram_dvae(wav.unsqueeze(0).to(device))
+        codes = model.dvae.get_codebook_indices(mel)
+        return codes[0].to("cpu", torch.int16).numpy()  # 1024 codes fit int16
+
+    def codes(self, clip: str | os.PathLike) -> torch.Tensor:
+        """The cached codes of one clip as a LongTensor ``[n_codes]``."""
+        path = self.path(clip)
+        if not path.is_file():
+            raise KeyError(f"No cached DVAE codes for {clip}: call FeatureCache.fill first.")
+        return torch.from_numpy(np.load(path).astype(np.int64))
+
+    def table(self, clips: Iterable[str | os.PathLike]) -> dict[str, torch.Tensor]:
+        """Codes of many clips by path, read once (a dataset holds them in memory)."""
+        return {str(c): self.codes(c) for c in clips}
+
+
+def feature_cache_for(config: Any) -> FeatureCache:
+    """The cache for a GPTTrainer config's base (its DVAE, mel stats and audio settings)."""
+    args, audio = config.model_args, config.audio
+    return FeatureCache(
+        args.dvae_checkpoint, args.mel_norm_file, audio.sample_rate, audio.dvae_sample_rate
+    )
