@@ -14,7 +14,9 @@ import time
 import torch
 
 from voicebook import evaluation as ev
-from voicebook.models import demo_corpus_clips, load_xtts, resolve_base
+from voicebook.coqui.models import load_xtts
+from voicebook.coqui.tiny import demo_corpus_clips
+from voicebook.models import resolve_base
 
 SIMILARITY_TARGET = 20.0  # clips per second
 

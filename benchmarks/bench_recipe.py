@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from voicebook import training
-from voicebook.models import load_config, resolve_base
+from voicebook.coqui.models import load_config
+from voicebook.models import resolve_base
 
 try:  # the dataset helper of the overhead benchmark: same clips, same format
     from bench_training_overhead import make_dataset
@@ -205,7 +206,7 @@ def compare(base: Path, rounds: int, epochs: int, n_train: int) -> None:
 
 def profile(base: Path, steps: int, n_train: int) -> None:
     """Where a step goes, coqui's data path against the cached one, same batches."""
-    from voicebook.xtts import gpt_trainer_config, gpt_trainer_model, load_samples
+    from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = make_dataset(Path(tmp) / "dataset", n_train=n_train)

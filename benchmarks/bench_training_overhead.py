@@ -20,9 +20,9 @@ from pathlib import Path
 import soundfile as sf
 
 from voicebook import training
+from voicebook.coqui.config import gpt_trainer_config, load_samples
 from voicebook.models import resolve_base
 from voicebook.paths import DEMO_DATA_DIR
-from voicebook.xtts import gpt_trainer_config, load_samples
 
 CONFIG = {
     "lr": 5e-4,

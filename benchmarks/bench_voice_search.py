@@ -18,6 +18,7 @@ import torch
 
 from voicebook import voice_search as vs
 from voicebook.coqui import latents as coqui
+from voicebook.device import resolve_device
 from voicebook.models import resolve_base
 from voicebook.paths import experiment_dir
 
@@ -56,7 +57,7 @@ def bench_batching(args: argparse.Namespace, population: int = 8, minibatch: int
     """Candidates scored per second: one forward pass per candidate vs the whole population."""
     exp = experiment_dir(args.experiment)
     base = resolve_base("tiny")
-    device = coqui.pick_device()
+    device = resolve_device("auto")
     train, _ = coqui.clip_samples(base, exp / "dataset", Path(tempfile.mkdtemp()))
     model = coqui.load_frozen_xtts(base, None, device)
     clips = coqui.precompute_clips(model, base, train[:minibatch], device)

@@ -199,7 +199,7 @@ def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tu
 
 
 def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
-    from voicebook.models import load_xtts
+    from voicebook.coqui.models import load_xtts
 
     model = load_xtts(base)
     default_cap = model.gpt.max_gen_mel_tokens

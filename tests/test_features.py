@@ -23,10 +23,10 @@ from TTS.tts.layers.xtts.trainer.dataset import get_prompt_slice
 from TTS.tts.models.xtts import load_audio
 
 from voicebook.coqui.cached import CachedGPTTrainer
+from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
 from voicebook.coqui.features import FeatureCache, prompt_slice, read_clip
 from voicebook.models import resolve_base
 from voicebook.paths import DEMO_DATA_DIR
-from voicebook.xtts import gpt_trainer_config, gpt_trainer_model, load_samples
 
 N_TRAIN, N_EVAL = 6, 6
 

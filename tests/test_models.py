@@ -1,11 +1,14 @@
 """Base models: folder validation, the real-XTTS download call, the tiny base's real layout."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from voicebook import models
+from voicebook.coqui import models as coqui_models
+from voicebook.coqui import tiny
 from voicebook.models import BASE_FILES, BaseModelError, resolve_base, validate_base_dir
 
 
@@ -71,28 +74,28 @@ def test_tiny_base_has_the_real_layout_and_shapes(tiny_base):
 
 
 def test_tiny_vocab_has_xtts_special_tokens_and_no_unknowns_on_corpus(tiny_base):
-    tokenizer = models.load_tokenizer(tiny_base)
+    tokenizer = coqui_models.load_tokenizer(tiny_base)
     vocab = tokenizer.tokenizer.get_vocab()
     for token in ("[STOP]", "[UNK]", "[SPACE]", "[START]", "[hu]", "[en]"):
         assert token in vocab
     unk = vocab["[UNK]"]
-    for text in models.demo_corpus_texts()[:40] + ["Ki nyerte a döntőt, Őrs vagy Ügyes Ürsula?"]:
+    for text in tiny.demo_corpus_texts()[:40] + ["Ki nyerte a döntőt, Őrs vagy Ügyes Ürsula?"]:
         ids = tokenizer.encode(text, "hu")
         assert unk not in ids and ids[0] == vocab["[hu]"]
 
 
 def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base):
-    model = models.load_xtts(tiny_base)
+    model = coqui_models.load_xtts(tiny_base)
     assert len(model.gpt.gpt.h) == 2
-    speaker = model.speaker_manager.speakers[models.TINY_SPEAKER]
+    speaker = model.speaker_manager.speakers[tiny.TINY_SPEAKER]
     assert speaker["speaker_embedding"].shape[1] == 512
 
     from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
     from TTS.tts.models.xtts import load_audio
 
-    dvae = models.load_dvae(tiny_base)
+    dvae = coqui_models.load_dvae(tiny_base)
     mel = TorchMelSpectrogram(mel_norm_file=str(tiny_base / "mel_stats.pth"), sampling_rate=22050)
-    clip = models.demo_corpus_clips()[0]
+    clip = tiny.demo_corpus_clips()[0]
     with torch.no_grad():
         codes = dvae.get_codebook_indices(mel(load_audio(str(clip), 22050)))
     # Seeded from data, the codebook spreads a 2-4 s clip over many distinct codes.
@@ -100,7 +103,7 @@ def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base
 
 
 def test_tiny_base_build_is_deterministic(tiny_base, tmp_path):
-    rebuilt = models.build_tiny_base(tmp_path / "tiny")
+    rebuilt = tiny.build_tiny_base(tmp_path / "tiny")
     for name in ("vocab.json", "config.json"):
         assert (rebuilt / name).read_bytes() == (tiny_base / name).read_bytes(), name
     # Weights: equal up to float rounding (CPU kernels may sum in another order when the
@@ -114,3 +117,40 @@ def test_tiny_base_build_is_deterministic(tiny_base, tmp_path):
             assert torch.allclose(new[key].float(), old[key].float(), atol=1e-4), (name, key)
     new_stats = torch.load(rebuilt / "mel_stats.pth", weights_only=True)
     assert torch.allclose(new_stats, torch.load(tiny_base / "mel_stats.pth", weights_only=True))
+
+
+def test_xtts_limits_are_coquis_own():
+    """voicebook.coqui.limits defines XTTS's limits once; an upgrade that moves coqui's fails."""
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs
+
+    from voicebook.coqui import limits
+
+    args = GPTArgs()
+    assert (args.max_wav_length, args.max_text_length) == (
+        limits.MAX_WAV_SAMPLES,
+        limits.MAX_TEXT_TOKENS,
+    )
+    assert coqui_models.load_tokenizer(resolve_base("tiny")).char_limits == limits.CHAR_LIMITS
+    assert limits.char_limit("zh-cn") == 82 and limits.char_limit("xx") == 250
+
+
+def test_trainer_config_takes_the_model_config_whole_from_the_base(tmp_path):
+    """A base whose token limits, stride or d-vector settings differ trains with its own."""
+    from voicebook.coqui.config import gpt_trainer_config
+
+    base = tmp_path / "base"
+    shutil.copytree(resolve_base("tiny"), base)
+    config = json.loads((base / "config.json").read_text())
+    changed = {"gpt_max_audio_tokens": 333, "gpt_code_stride_len": 512, "d_vector_dim": 256}
+    config["model_args"].update(changed, gpt_max_text_tokens=123)
+    (base / "config.json").write_text(json.dumps(config))
+    data = tmp_path / "ds"
+    data.mkdir()
+    for name in ("metadata_train.csv", "metadata_eval.csv"):
+        (data / name).write_text("audio_file|text|speaker_name\n")
+    args = gpt_trainer_config(base, data, tmp_path).model_args
+    assert {k: getattr(args, k) for k in changed} == changed
+    assert args.gpt_max_text_tokens == 123
+    assert args.gpt_layers == 2 and args.gpt_num_audio_tokens == 1026
+    assert args.xtts_checkpoint == str(base / "model.pth")
+    assert args.max_wav_length == 255995  # data limits stay XTTS's

@@ -51,6 +51,16 @@ def test_low_lr_is_flagged_once():
     assert monitor.on_train(2, 6.0, 1e-6, 1.0) == []
 
 
+def test_lr_floor_defaults_to_1e6_and_flags_only_below_it():
+    """1e-6 is the documented phase-2 lr (README): at the floor is fine, 1e-7 is the symptom."""
+    floor = training.PhaseParams().lr_floor
+    assert floor == training.Phase2Params().lr_floor == 1e-6
+    assert HealthMonitor(0, floor, None).on_train(0, 6.0, 1e-6, 1.0) == []
+    assert kinds(HealthMonitor(0, floor, None).on_train(0, 6.0, 1e-7, 1.0)) == [
+        ("low_lr", "warning")
+    ]
+
+
 def test_text_ce_alarm_fires_when_crossing_above_the_threshold():
     monitor = HealthMonitor(0, 1e-7, None)
     mel = iter([6.0, 5.9, 5.8, 5.7, 5.6])
@@ -115,6 +125,31 @@ def test_phase2_parent_best_step_path_and_a_clear_error(tmp_path):
         training.resolve_parent(tmp_path, 1500)
     with pytest.raises(FileNotFoundError, match="final checkpoint"):
         training.resolve_parent(tmp_path, "final")
+
+
+def test_one_resolver_serves_phase2_export_evaluation_and_voice_search(tmp_path):
+    from voicebook import evaluation, voice_search
+    from voicebook.checkpoints import checkpoint_step, resolve_checkpoint
+
+    run = fake_phase1(tmp_path)
+    assert [checkpoint_step(n) for n in ("checkpoint_200.pth", "best_model_0.pth", "x_1.pth")] == [
+        200,
+        0,
+        None,
+    ]
+    best = run / "best_model_400.pth"
+    assert resolve_checkpoint(tmp_path, "phase1", "best") == best
+    assert resolve_checkpoint(tmp_path, "phase1", "200") == run / "checkpoint_200.pth"
+    assert training.resolve_parent(tmp_path, "best") == best
+    assert voice_search.resolve_checkpoint(tmp_path, "phase1") == best
+    assert evaluation.resolve_candidates(["phase1"], tmp_path)[0][0].checkpoint == best
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.pth").write_bytes(b"w")
+    assert resolve_checkpoint(tmp_path, "phase1", str(export)) == export / "model.pth"
+    assert training.resolve_init(str(export)) == export / "model.pth"
+    with pytest.raises(FileNotFoundError, match="export_checkpoint=7.*Available steps: 200, 400"):
+        resolve_checkpoint(tmp_path, "phase1", 7, "export_checkpoint=7")
 
 
 def test_phase2_without_phase1_says_to_run_it(tmp_path):

@@ -14,7 +14,9 @@ import torch
 
 from voicebook import voice_search as vs
 from voicebook.coqui import latents as coqui
-from voicebook.models import BASE_FILES, build_tiny_base, load_xtts
+from voicebook.coqui.models import load_xtts
+from voicebook.coqui.tiny import build_tiny_base
+from voicebook.models import BASE_FILES
 from voicebook.paths import DEMO_DATA_DIR
 
 N_TRAIN, N_EVAL = 12, 3

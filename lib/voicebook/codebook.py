@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import entropy
 from tqdm.auto import tqdm
 
-from voicebook.models import load_dvae
-from voicebook.xtts import EVAL_META, TRAIN_META
+from voicebook.coqui.limits import N_CODES
+from voicebook.paths import EVAL_META, TRAIN_META
 
-N_CODES = 1024
 ALL = "all"
 
 
@@ -79,33 +76,29 @@ def _source_of(stem: str, names: Iterable[str]) -> str:
     return stem.split("__")[0] if "__" in stem else ALL
 
 
-@torch.no_grad()
-def clip_codes(dvae: Any, mel: Any, clip: str | Path) -> np.ndarray:
-    from TTS.tts.models.xtts import load_audio
-
-    return dvae.get_codebook_indices(mel(load_audio(str(clip), 22050))).numpy().ravel()
-
-
 def codebook_usage(
-    base_dir: str | Path, dataset_dir: str | Path, max_clips_per_source: int = 0
+    base_dir: str | Path,
+    dataset_dir: str | Path,
+    max_clips_per_source: int = 0,
+    device: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """Per source (and ``all``): DVAE code usage statistics over the dataset's clips.
 
     ``max_clips_per_source`` > 0 takes only each source's first clips (train, then eval; a
-    cheap, deterministic sample); the ``clips`` entry says how many were used.
+    cheap, deterministic sample); the ``clips`` entry says how many were used. The DVAE runs
+    on ``device`` (auto | cpu | cuda).
     """
-    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
+    from voicebook.coqui.models import ClipCoder
+    from voicebook.device import resolve_device
 
-    dvae = load_dvae(base_dir)
-    mel = TorchMelSpectrogram(
-        mel_norm_file=str(Path(base_dir) / "mel_stats.pth"), sampling_rate=22050
-    )
+    coder = ClipCoder(base_dir, resolve_device(device))
     clips = dataset_clips(dataset_dir)
     if max_clips_per_source > 0:
         clips = clips.groupby("source", sort=False).head(max_clips_per_source)
     codes: dict[str, list[np.ndarray]] = {}
     for file, source in tqdm(list(zip(clips.audio_file, clips.source)), desc="DVAE codes"):
-        codes.setdefault(source, []).append(clip_codes(dvae, mel, Path(dataset_dir) / file))
+        clip_codes, _ = coder(Path(dataset_dir) / file)
+        codes.setdefault(source, []).append(clip_codes.numpy())
     result = {src: usage_stats(np.concatenate(c)) | {"clips": len(c)} for src, c in codes.items()}
     if len(result) > 1 or ALL not in result:
         everything = np.concatenate([x for c in codes.values() for x in c])

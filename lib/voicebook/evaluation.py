@@ -12,6 +12,9 @@ voice", "phase 1 + searched voice"). ``voice_mel_ce`` is, for every candidate, t
 CE of its GPT given the one voice it speaks with (the reference clips' latent, or the voice
 file's), the measure the voice search optimises; ``mel_ce`` conditions each clip on itself as
 the trainer does, so a voice does not change it.
+
+Every model here (the losses' GPTTrainer, synthesis, speaker similarity, ASR) runs on
+``EvalConfig.device``: "auto" is the GPU when there is one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import re
 import time
 import unicodedata
@@ -34,15 +36,12 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from voicebook.checkpoints import resolve_checkpoint
+from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
+from voicebook.coqui.losses import eval_losses, seed_everything
+from voicebook.device import resolve_device
 from voicebook.listening import REFERENCE
-from voicebook.models import load_xtts
-from voicebook.xtts import (
-    EVAL_META,
-    TRAIN_META,
-    gpt_trainer_config,
-    gpt_trainer_model,
-    load_samples,
-)
+from voicebook.paths import EVAL_META, TRAIN_META
 
 BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
@@ -75,12 +74,6 @@ DEFAULT_TEST_SENTENCES = {
         "Good evening, and welcome back to the show!",
     ],
 }
-# XTTS's GPT emits ~21.5 audio tokens per second (1024-sample hops at 22.05 kHz); speech runs
-# at ~14 characters per second, i.e. ~1.5 tokens per character. Generation is capped at this
-# many tokens per character (a margin for slow speech), so a model that never stops (the tiny
-# base) yields audio proportional to the text instead of the GPT's maximum (~28 s).
-AUDIO_TOKENS_PER_CHAR = 2.5
-MIN_AUDIO_TOKENS = 30
 
 
 @dataclass
@@ -102,6 +95,7 @@ class EvalConfig:
     hidden_reference_sentences: int = 1  # held-out transcripts whose real clip hides in the test
     codebook_clips_per_source: int = 20  # 0: every clip; N: the first N clips of each source
     exclude_flagged_raters: bool = True  # leave out raters who score the real voice below others
+    device: str = "auto"  # "auto" (the GPU when there is one), "cpu" or "cuda": every model here
 
     def sentences(self) -> list[str]:
         return list(self.test_sentences) or default_test_sentences(self.language)
@@ -142,15 +136,11 @@ def find_dataset(experiment_path: Path) -> Path | None:
 
 
 def _phase_checkpoint(experiment_path: Path, phase: str) -> tuple[Path | None, str | None]:
-    status_file = Path(experiment_path) / phase / "status.json"
-    if not status_file.is_file():
-        return None, f"{phase} skipped: no {status_file} (that training stage has not run yet)."
-    best = json.loads(status_file.read_text(encoding="utf-8")).get("best_checkpoint")
-    if not best:
-        return None, f"{phase} skipped: {status_file} names no best_checkpoint yet."
-    if not Path(best).is_file():
-        return None, f"{phase} skipped: its best checkpoint {best} (from {status_file}) is gone."
-    return Path(best), None
+    """A phase's best checkpoint, or a note saying why there is none (never an error)."""
+    try:
+        return resolve_checkpoint(experiment_path, phase, "best", phase), None
+    except FileNotFoundError as exc:
+        return None, f"{phase} skipped: {exc}"
 
 
 def resolve_candidates(
@@ -248,59 +238,6 @@ def _unique_names(candidates: list[Candidate]) -> list[Candidate]:
         if seen[c.name] > 1:
             c.name = f"{c.name}-{seen[c.name]}"
     return candidates
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# --- eval losses ---------------------------------------------------------------------------
-
-
-def eval_losses(
-    base_dir: Path,
-    dataset_dir: Path,
-    checkpoint: Path | None,
-    work_dir: Path,
-    *,
-    language: str = "hu",
-    seed: int = 1,
-    max_batches: int = 0,
-    batch_size: int = 3,
-) -> dict[str, float]:
-    """Mean eval Mel CE and Text CE (as the trainer logs it, x0.01) of one checkpoint.
-
-    Builds the same GPTTrainer the training stages use, loads ``checkpoint`` (None = the base)
-    and runs ``eval_step`` over the dataset's eval split, seeded so that every candidate sees
-    identical batches. ``max_batches`` > 0 stops early (cheap demos).
-    """
-    config = gpt_trainer_config(
-        base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
-    )
-    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
-    seed_everything(seed)
-    model = gpt_trainer_model(config)
-    model.eval()
-    _, eval_samples = load_samples(config)
-    seed_everything(seed)
-    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
-    mel, text = [], []
-    with torch.no_grad():
-        for batch in loader:
-            if max_batches and len(mel) >= max_batches:
-                break
-            batch = model.format_batch_on_device(model.format_batch(batch))
-            _, losses = model.eval_step(batch, None)
-            mel.append(float(losses["loss_mel_ce"]))
-            text.append(float(losses["loss_text_ce"]))
-    if not mel:
-        raise ValueError(
-            f"No usable eval clip in {Path(dataset_dir) / EVAL_META}: every clip was skipped "
-            "(too long, too short or untokenisable). Re-run data prep with a larger eval split."
-        )
-    return {"mel_ce": float(np.mean(mel)), "text_ce": float(np.mean(text)), "n_batches": len(mel)}
 
 
 # --- synthesis -----------------------------------------------------------------------------
@@ -415,12 +352,13 @@ class SpeakerSimilarity:
     times faster on a CPU than one clip at a time.
     """
 
-    def __init__(self, reference_clips: list[Path], batch_partials: int = 512):
+    def __init__(self, reference_clips: list[Path], batch_partials: int = 512, device="cpu"):
         from resemblyzer import VoiceEncoder
 
         if not reference_clips:
             raise ValueError("Speaker similarity needs at least one reference clip.")
-        self.encoder = VoiceEncoder("cpu", verbose=False)
+        self.device = torch.device(device)
+        self.encoder = VoiceEncoder(self.device, verbose=False)
         self.batch_partials = batch_partials
         mean = self.embed(reference_clips).mean(axis=0)
         self.reference = mean / np.linalg.norm(mean)
@@ -451,7 +389,8 @@ class SpeakerSimilarity:
         partials = [self._partials(self.load(c)) for c in clips]
         stacked = torch.from_numpy(np.concatenate(partials))
         with torch.no_grad():
-            embeds = torch.cat([self.encoder(b) for b in stacked.split(self.batch_partials)])
+            batches = stacked.split(self.batch_partials)
+            embeds = torch.cat([self.encoder(b.to(self.device)).cpu() for b in batches])
         embeds = embeds.numpy()
         per_clip = np.split(embeds, np.cumsum([len(p) for p in partials])[:-1])
         means = np.stack([e.mean(axis=0) for e in per_clip])
@@ -480,8 +419,9 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
     return edit_distance(list(ref), list(hyp)) / len(ref)
 
 
-def load_asr(asr_model: str, language: str) -> Callable[[Path], str] | None:
-    """A transcriber from a local Hugging Face ASR model folder, or None when none is set."""
+def load_asr(asr_model: str, language: str, device: str = "auto") -> Callable[[Path], str] | None:
+    """A transcriber from a local Hugging Face ASR model folder on ``device`` (auto | cpu |
+    cuda), or None when none is set."""
     if not asr_model:
         return None
     folder = Path(asr_model).expanduser()
@@ -493,7 +433,7 @@ def load_asr(asr_model: str, language: str) -> Callable[[Path], str] | None:
     import librosa
     from transformers import pipeline
 
-    asr = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    asr = pipeline("automatic-speech-recognition", model=str(folder), device=resolve_device(device))
     kwargs = {"generate_kwargs": {"language": language}} if "whisper" in str(folder).lower() else {}
 
     def transcribe(clip: Path) -> str:
@@ -552,7 +492,8 @@ def evaluate(
         )
     if transcribe is None:
         notes.append("CER skipped: no local ASR model configured (asr_model is empty).")
-    scorer = SpeakerSimilarity(eval_clips(dataset)) if dataset else None
+    device = resolve_device(config.device)
+    scorer = SpeakerSimilarity(eval_clips(dataset), device=device) if dataset else None
     rows, samples = [], []
     losses_of: dict[str, dict[str, float]] = {}  # per checkpoint: a voice does not change them
     for c in tqdm(candidates, desc="candidates"):
@@ -562,7 +503,7 @@ def evaluate(
         row |= {"n_sentences": 0, "n_eval_batches": 0}
         if dataset is not None:
             row |= _evaluate_one(
-                c, config, dataset, eval_dir, base_dir, scorer, transcribe, losses_of
+                c, config, dataset, eval_dir, base_dir, scorer, transcribe, losses_of, device
             )
             samples.append(row.pop("_samples"))
         rows.append(row)
@@ -589,6 +530,7 @@ def _evaluate_one(
     scorer: SpeakerSimilarity,
     transcribe: Callable[[Path], str] | None,
     losses_of: dict[str, dict[str, float]] | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     losses_of = {} if losses_of is None else losses_of
     key = str(c.checkpoint or "")
@@ -602,11 +544,13 @@ def _evaluate_one(
             seed=config.seed,
             max_batches=config.max_eval_batches,
             batch_size=config.eval_batch_size,
+            device=device,
         )
     losses = losses_of[key]
     from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
+    from voicebook.coqui.models import load_xtts
 
-    model = load_xtts(base_dir, c.checkpoint)
+    model = load_xtts(base_dir, c.checkpoint, device)
     references = reference_clips(dataset, config.n_reference_clips)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
     samples = synthesize(

@@ -1,7 +1,9 @@
 """Export a trained checkpoint for inference: a slim model and a ready-to-use folder.
 
 A trainer checkpoint carries the optimizer state, the DVAE and mel front-ends, all only needed
-for training. ``slim_checkpoint`` keeps the XTTS weights alone (keys without the ``xtts.``
+for training (a full-size one is 3x the weights). The phases write their best models slim too
+(``write_slim``); only the periodic checkpoints, which resume needs, keep it all.
+``slim_checkpoint`` keeps the XTTS weights alone (keys without the ``xtts.``
 prefix, loadable by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model
 with the base's ``config.json`` and ``vocab.json`` and a reference clip, plus links to the base's
 ``dvae.pth`` and ``mel_stats.pth`` so the folder is itself a base folder
@@ -23,25 +25,38 @@ TRAINING_ONLY = ("dvae.", "torch_mel_spectrogram_dvae.", "torch_mel_spectrogram_
 EXPORT_VOICE = "voicebook_reference"  # the exported voice's name in speakers_xtts.pth
 
 
-def slim_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The inference weights of a trainer checkpoint (or of an already slim one)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+def slim_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inference weights of a model state (a trainer's ``xtts.``-prefixed one or a slim
+    one), on the CPU."""
     slim = {}
     for key, tensor in state.items():
         key = key.removeprefix("xtts.")
         if not key.startswith(TRAINING_ONLY):
-            slim[key] = tensor
+            slim[key] = tensor.detach().cpu()
     return slim
+
+
+def slim_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The inference weights of a trainer checkpoint (or of an already slim one)."""
+    return slim_weights(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+
+
+def write_slim(state: dict[str, torch.Tensor], dest: str | os.PathLike, **info: object) -> Path:
+    """Write ``{"model": slim weights, **info}`` to ``dest`` atomically (a kill never leaves
+    half a file under the real name); returns ``dest``. Loadable wherever a trainer checkpoint
+    is: ``Xtts.load_checkpoint``, GPTTrainer's ``xtts_checkpoint``, ``slim_state_dict``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    torch.save({"model": slim_weights(state), **info}, partial)
+    partial.replace(dest)
+    return dest
 
 
 def slim_checkpoint(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Write ``dest`` with only the inference weights of ``checkpoint``; returns ``dest``."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(".partial")
-    torch.save({"model": slim_state_dict(checkpoint)}, partial)
-    partial.replace(dest)
-    return dest
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    return write_slim(state, dest)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -57,6 +72,7 @@ def export_folder(
     base_dir: str | os.PathLike,
     dest: str | os.PathLike,
     reference_clip: str | os.PathLike | None = None,
+    device: str = "cpu",
 ) -> Path:
     """A ready-to-use inference folder for ``checkpoint``; returns it.
 
@@ -64,7 +80,7 @@ def export_folder(
     clone from), links to the base's DVAE and mel stats, and ``speakers_xtts.pth`` (the base's
     speakers, plus the reference clip's voice as ``EXPORT_VOICE`` when there is a clip);
     ``export.json`` records where everything came from. Re-exporting replaces only these
-    derived files.
+    derived files. ``device`` runs the model that makes the reference voice.
     """
     base, dest = Path(base_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -75,9 +91,10 @@ def export_folder(
         _link_or_copy(base / name, dest / name)
     if reference_clip:
         from voicebook.coqui.latents import add_reference_voice
+        from voicebook.device import resolve_device
 
         shutil.copy2(reference_clip, dest / "reference.wav")
-        add_reference_voice(dest, [dest / "reference.wav"], EXPORT_VOICE)
+        add_reference_voice(dest, [dest / "reference.wav"], EXPORT_VOICE, resolve_device(device))
     (dest / "export.json").write_text(
         json.dumps(
             {

@@ -1,36 +1,38 @@
 """Health guards of a fine-tuning phase: checks before training and watchers during it.
 
 Before training, ``preflight`` checks what has cost whole runs in practice (missing base files,
-an empty dataset, texts the tokenizer cannot encode, clips XTTS skips, a full disk, too little
-GPU memory) and raises one ``PreflightError`` listing every problem with its fix.
+a vocabulary that does not fit the model, an empty dataset, texts the tokenizer cannot encode,
+clips XTTS skips, too little disk, host RAM or GPU memory for the model, as
+``voicebook.resources`` computes them) and raises one ``PreflightError`` listing every problem
+with its fix. It states the device, and warns loudly when a full-size model would train on a
+CPU.
 
 During training, ``HealthMonitor`` turns each train step and each evaluation into events
 ``{step, kind, severity, message}``: a NaN/inf loss or a gradient that stays zero stops the run
 (severity ``stop``), Text CE above 0.04 is an ``alarm``, eval loss rising while train loss falls
-is ``overfitting``, a learning rate under the floor is a ``warning``, and no eval Mel CE
+is ``overfitting``, a learning rate strictly under the floor is a ``warning``, and no eval Mel CE
 improvement for ``patience_steps`` ends the run early (``info``: a normal, planned stop).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from voicebook.coqui.limits import MAX_SECONDS, MAX_TEXT_TOKENS, MIN_SECONDS
+from voicebook.paths import EVAL_META, TRAIN_META
+from voicebook.resources import FULL_SIZE_GPT_PARAMS, ModelSize, available_ram, gb, model_size
+
 TEXT_CE_ALARM = 0.04  # logged (x0.01-weighted) Text CE above this: the text side is degrading
 OVERFIT_MIN_RISE = 0.01  # eval Mel CE must rise by more than this to count (not eval noise)
 ZERO_GRAD_STEPS = 5  # this many optimizer steps in a row with a zero gradient norm stop the run
-MIN_CLIP_SECONDS = 0.5  # XTTSDataset skips shorter clips
-MAX_WAV_SAMPLES = 255995  # GPTArgs.max_wav_length used by voicebook: longer clips are skipped
-MAX_TEXT_TOKENS = 200  # GPTArgs.max_text_length
-SAMPLE_RATE = 22050
-# Rough GPU need of XTTS GPT fine-tuning: weights, gradients and two AdamW moments (4 copies of
-# the weights), plus activations that grow with the batch (~1.2 GB per clip for the 520M-param
-# XTTS v2 GPT at 11.6 s clips; scaled by model size for smaller bases).
-XTTS_V2_PARAMS = 520e6
-ACTIVATION_BYTES_PER_CLIP = 1.2e9
+# A learning rate strictly below this is flagged. Strictly: 1e-6 itself is the documented good
+# phase-2 lr (README: `-p lr 1e-6`), while the symptom seen in practice was a run at 1e-7.
+LR_FLOOR = 1e-6
 
 
 class PreflightError(RuntimeError):
@@ -90,14 +92,14 @@ def check_clips(samples: list[dict]) -> list[str]:
             problems.append(f"{path}: cannot read it ({exc}); re-run data prep or remove the row.")
             continue
         seconds = info.frames / info.samplerate
-        if seconds < MIN_CLIP_SECONDS:
+        if seconds < MIN_SECONDS:
             problems.append(
-                f"{path}: {seconds:.2f} s is shorter than {MIN_CLIP_SECONDS} s; drop or merge it."
+                f"{path}: {seconds:.2f} s is shorter than {MIN_SECONDS} s; drop or merge it."
             )
-        elif seconds * SAMPLE_RATE > MAX_WAV_SAMPLES:
+        elif seconds > MAX_SECONDS:
             problems.append(
-                f"{path}: {seconds:.1f} s is longer than XTTS's "
-                f"{MAX_WAV_SAMPLES / SAMPLE_RATE:.1f} s; split it in data prep."
+                f"{path}: {seconds:.1f} s is longer than XTTS's {MAX_SECONDS:.1f} s; split it "
+                "in data prep."
             )
     return problems
 
@@ -105,7 +107,7 @@ def check_clips(samples: list[dict]) -> list[str]:
 def check_metadata(dataset_dir: Path) -> None:
     """Both metadata tables have at least one clip (coqui's reader crashes on an empty one)."""
     empty = []
-    for name in ("metadata_train.csv", "metadata_eval.csv"):
+    for name in (TRAIN_META, EVAL_META):
         lines = (dataset_dir / name).read_text(encoding="utf-8").splitlines()
         if not [line for line in lines[1:] if line.strip()]:
             empty.append(f"{dataset_dir / name} has no clips")
@@ -116,44 +118,82 @@ def check_metadata(dataset_dir: Path) -> None:
         )
 
 
-def checkpoint_bytes(base_dir: Path) -> int:
-    """Estimated size of one trainer checkpoint: GPT weights with two AdamW moments, plus DVAE."""
-    return 3 * (base_dir / "model.pth").stat().st_size + (base_dir / "dvae.pth").stat().st_size
+def check_vocab(base_dir: Path) -> list[str]:
+    """Every token id of ``vocab.json`` fits the GPT's text embedding (``gpt_number_text_tokens``
+    in ``config.json``): a larger id is an index error deep inside the first step."""
+    vocab = json.loads((base_dir / "vocab.json").read_text(encoding="utf-8"))
+    ids = list(vocab.get("model", {}).get("vocab", {}).values())
+    ids += [t["id"] for t in vocab.get("added_tokens", [])]
+    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    n_tokens = config.get("model_args", {}).get("gpt_number_text_tokens")
+    if not ids or n_tokens is None or max(ids) < n_tokens:
+        return []
+    return [
+        (
+            f"{base_dir / 'vocab.json'} has token ids up to {max(ids)}, but the model has "
+            f"gpt_number_text_tokens={n_tokens} ({base_dir / 'config.json'}): the vocabulary does "
+            "not belong to this model. Use the vocab.json the model was trained with, or a base "
+            f"whose gpt_number_text_tokens is at least {max(ids) + 1}."
+        )
+    ]
 
 
-def check_disk(base_dir: Path, run_dir: Path, keep_checkpoints: int) -> list[str]:
-    """Room for the kept checkpoints, the best model (two copies) and the slim export."""
-    slim_export = (base_dir / "model.pth").stat().st_size
-    need = checkpoint_bytes(base_dir) * (keep_checkpoints + 2) + slim_export
+def check_disk(size: ModelSize, run_dir: Path, keep_checkpoints: int) -> list[str]:
+    """Room for the kept checkpoints, the best model and the export (``ModelSize.disk_bytes``)."""
+    need = size.disk_bytes(keep_checkpoints)
     run_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(run_dir).free
-    if free < need:
-        return [
-            (
-                f"{run_dir}: {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.1f} GB "
-                f"({keep_checkpoints} kept checkpoints + best model + export); free space or lower "
-                "keep_checkpoints."
-            )
-        ]
-    return []
+    if free >= need:
+        return []
+    return [
+        (
+            f"{run_dir}: {gb(free)} free, the run needs about {gb(need)} ({keep_checkpoints + 1} "
+            f"checkpoints of {gb(size.checkpoint_bytes)} with optimizer state, best model and export "
+            f"of {gb(size.slim_bytes)} each); free space or lower keep_checkpoints."
+        )
+    ]
 
 
-def check_gpu_memory(n_params: int, batch_size: int) -> list[str]:
-    """On a GPU, enough free memory for weights, optimizer state and the batch's activations."""
+def check_memory(size: ModelSize, batch_size: int, device: Any, workers: int) -> list[str]:
+    """Host RAM for the run and, on a GPU, free device memory for training."""
     import torch
 
-    if not torch.cuda.is_available():
-        return []
-    free, _total = torch.cuda.mem_get_info()
-    need = 16 * n_params + batch_size * ACTIVATION_BYTES_PER_CLIP * n_params / XTTS_V2_PARAMS
+    problems = []
+    on_gpu = torch.device(device).type == "cuda"
+    need, free = size.host_bytes(batch_size, on_gpu, workers), available_ram()
     if free < need:
-        return [
-            (
-                f"GPU: {free / 1e9:.1f} GB free, batch_size {batch_size} needs about {need / 1e9:.1f}"
-                " GB; lower batch_size (and raise grad_accum to keep the effective batch)."
+        problems.append(
+            f"RAM: {gb(free)} available, batch_size {batch_size} on the {'GPU' if on_gpu else 'CPU'}"
+            f" needs about {gb(need)}; close other programs, lower batch_size (raise grad_accum "
+            "to keep the effective batch), or use a larger machine."
+        )
+    if on_gpu:
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        need = size.training_bytes(batch_size)
+        if free < need:
+            problems.append(
+                f"GPU: {gb(free)} free, batch_size {batch_size} needs about {gb(need)}; lower "
+                "batch_size (and raise grad_accum to keep the effective batch)."
             )
-        ]
-    return []
+    return problems
+
+
+def cpu_warning(size: ModelSize, batch_size: int, device: Any) -> list[HealthEvent]:
+    """A loud warning when a full-size GPT would train on a CPU, with the time it will take."""
+    import torch
+
+    from voicebook.device import cpu_cores
+
+    if torch.device(device).type == "cuda" or size.n_gpt < FULL_SIZE_GPT_PARAMS:
+        return []
+    per_step = size.cpu_seconds_per_step(batch_size, torch.get_num_threads() or cpu_cores())
+    message = (
+        f"FULL-SIZE MODEL ON THE CPU: a {size.n_gpt / 1e6:.0f} M-weight GPT at batch_size "
+        f"{batch_size} takes about {per_step:.0f} s per step here ({torch.get_num_threads()} "
+        f"threads): 1000 steps = {per_step * 1000 / 3600:.1f} h. Run it on a GPU host "
+        "(device='auto' finds the GPU); on a CPU keep max_steps small."
+    )
+    return [HealthEvent(0, "full_size_on_cpu", "warning", message)]
 
 
 def preflight(
@@ -164,39 +204,48 @@ def preflight(
     run_dir: Path,
     keep_checkpoints: int,
     batch_size: int,
-    n_params: int = 0,
+    device: Any = "cpu",
+    workers: int = 0,
 ) -> list[HealthEvent]:
-    """Every check before training; raises ``PreflightError`` listing all problems found."""
-    from voicebook.models import load_tokenizer, validate_base_dir
+    """Every check before training; raises ``PreflightError`` listing all problems found.
+
+    Returns the events to record: what was checked (device, disk and RAM needs) and, for a
+    full-size model on a CPU, the loud warning.
+    """
+    from voicebook.coqui.models import load_tokenizer
+    from voicebook.device import describe
+    from voicebook.models import validate_base_dir
 
     validate_base_dir(base_dir)  # raises with the missing files and the fix
     problems: list[str] = []
-    for name, samples in (
-        ("metadata_train.csv", train_samples),
-        ("metadata_eval.csv", eval_samples),
-    ):
+    for name, samples in ((TRAIN_META, train_samples), (EVAL_META, eval_samples)):
         if not samples:
             problems.append(
                 f"{dataset_dir / name} has no clips; run 00_data_prep (or check its rejected.csv)."
             )
+    problems += check_vocab(base_dir)
     samples = train_samples + eval_samples
-    problems += check_texts(samples, load_tokenizer(base_dir))
+    if not problems:  # a vocab that does not fit the model makes every text check meaningless
+        problems += check_texts(samples, load_tokenizer(base_dir))
     problems += check_clips(samples)
-    problems += check_disk(base_dir, run_dir, keep_checkpoints)
-    problems += check_gpu_memory(n_params, batch_size)
+    size = model_size(base_dir)
+    problems += check_disk(size, run_dir, keep_checkpoints)
+    problems += check_memory(size, batch_size, device, workers)
     if problems:
         raise PreflightError(
             f"Cannot start training ({len(problems)} problem(s)):\n- " + "\n- ".join(problems)
         )
-    return [
-        HealthEvent(
-            0,
-            "preflight",
-            "info",
-            f"preflight passed: {len(train_samples)} train and {len(eval_samples)} eval clips, "
-            f"free disk {shutil.disk_usage(run_dir).free / 1e9:.0f} GB",
-        )
-    ]
+    import torch
+
+    on_gpu = torch.device(device).type == "cuda"
+    passed = (
+        f"preflight passed: {len(train_samples)} train and {len(eval_samples)} eval clips; "
+        f"device {describe(device)}; {size.n_params / 1e6:.0f} M weights ({size.n_gpt / 1e6:.0f} M "
+        f"trained); disk needs {gb(size.disk_bytes(keep_checkpoints))} of "
+        f"{gb(shutil.disk_usage(run_dir).free)} free; RAM needs "
+        f"{gb(size.host_bytes(batch_size, on_gpu, workers))} of {gb(available_ram())} available"
+    )
+    return [HealthEvent(0, "preflight", "info", passed), *cpu_warning(size, batch_size, device)]
 
 
 # --- during training ------------------------------------------------------------------------

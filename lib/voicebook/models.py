@@ -1,22 +1,19 @@
 """Base models: the real XTTS v2, a local folder, or the tiny XTTS that voicebook builds itself.
 
-Every base is a folder in the XTTS v2 file layout (``BASE_FILES``) and is loaded through the
-same coqui-tts code (``load_xtts``), so the tiny base exercises the real loading and training
-paths on a CPU. The tiny base's losses are real; its audio is not speech.
+Every base is a folder in the XTTS v2 file layout (``BASE_FILES``), loaded through the same
+coqui-tts code (``voicebook.coqui.models.load_xtts``). This module knows the layout and where a
+base comes from; everything that touches coqui-tts is in ``voicebook.coqui``. The names that
+moved there are still importable from here (``load_xtts``, ``build_tiny_base``, ...).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from voicebook.dataprep.segments import parse_subtitles
-from voicebook.paths import DEMO_DATA_DIR, cache_dir
+from voicebook.paths import cache_dir
 
 BASE_FILES = (
     "model.pth",
@@ -27,35 +24,27 @@ BASE_FILES = (
     "speakers_xtts.pth",
 )
 XTTS_V2_REPO = "coqui/XTTS-v2"
-# XTTS v2's language tokens: the tiny vocab carries them all, like the real one.
-XTTS_LANGUAGES = [
-    "en",
-    "es",
-    "fr",
-    "de",
-    "it",
-    "pt",
-    "pl",
-    "tr",
-    "ru",
-    "nl",
-    "cs",
-    "ar",
-    "zh-cn",
-    "hu",
-    "ko",
-    "ja",
-    "hi",
-]
-SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]", "[START]"] + [f"[{x}]" for x in XTTS_LANGUAGES]
-# Every letter a Latin-script corpus is likely to use, so the tiny vocab never needs [UNK]
-# for them (BPE falls back to single characters).
-_ALPHABET = list(
-    "abcdefghijklmnopqrstuvwxyzáéíóöőúüűàâäãåæçèêëìîïñòôõøùûÿßčďěňřšťůžąćęłńśźżşğıœ"
-    "0123456789.,?!:;'\"-()"
-)
-TINY_SPEAKER = "voicebook_demo"
-TINY_BUILD_VERSION = 2  # bump when the tiny recipe changes, so caches rebuild
+# Names that live in voicebook.coqui, re-exported here for code written before the move.
+_MOVED = {
+    "load_xtts": "models",
+    "load_dvae": "models",
+    "load_config": "models",
+    "load_tokenizer": "models",
+    "build_dvae": "models",
+    "load_xtts_files": "models",
+    "build_tiny_base": "tiny",
+    "demo_corpus_texts": "tiny",
+    "demo_corpus_clips": "tiny",
+    "TINY_SPEAKER": "tiny",
+    "XTTS_LANGUAGES": "tiny",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing voicebook.models must not load torch and coqui-tts.
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"voicebook.coqui.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BaseModelError(FileNotFoundError):
@@ -82,6 +71,8 @@ def validate_base_dir(path: str | os.PathLike) -> Path:
 def resolve_base(spec: str | os.PathLike = "tiny") -> Path:
     """Return a folder in the XTTS v2 layout for ``spec``: 'tiny', 'xtts_v2' or a folder path."""
     if str(spec) == "tiny":
+        from voicebook.coqui.tiny import build_tiny_base
+
         return build_tiny_base()
     if str(spec) == "xtts_v2":
         return download_xtts_v2()
@@ -104,268 +95,3 @@ def download_xtts_v2(dest: str | os.PathLike | None = None) -> Path:
             "without internet, copy the XTTS v2 files there by hand and pass that folder."
         ) from exc
     return validate_base_dir(folder)
-
-
-def load_tokenizer(base_dir: str | os.PathLike):
-    """coqui's XTTS tokenizer for a base folder."""
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-
-    return VoiceBpeTokenizer(vocab_file=str(Path(base_dir) / "vocab.json"))
-
-
-def load_config(base_dir: str | os.PathLike):
-    from TTS.tts.configs.xtts_config import XttsConfig
-
-    config = XttsConfig()
-    config.load_json(str(Path(base_dir) / "config.json"))
-    return config
-
-
-def load_xtts(base_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None):
-    """Load a base (or a fine-tuned checkpoint on top of it) for inference with coqui-tts's Xtts.
-
-    ``checkpoint`` may be a trainer checkpoint (keys prefixed ``xtts.``), a slim export, or None
-    for the base's own ``model.pth``.
-    """
-    from TTS.tts.models.xtts import Xtts
-
-    base = validate_base_dir(base_dir)
-    config = load_config(base)
-    model = Xtts(config)
-    model.load_checkpoint(
-        config,
-        checkpoint_dir=str(base),
-        checkpoint_path=str(checkpoint or base / "model.pth"),
-        vocab_path=str(base / "vocab.json"),
-        eval=True,
-        strict=False,
-    )
-    model.mel_stats = torch.load(base / "mel_stats.pth", weights_only=True)
-    model.eval()  # Xtts.eval() returns None
-    return model
-
-
-def build_dvae():
-    """A DVAE in the shape GPTTrainer builds for XTTS v2 fine-tuning (1024 codes)."""
-    from TTS.tts.layers.xtts.dvae import DiscreteVAE
-
-    return DiscreteVAE(
-        channels=80,
-        normalization=None,
-        positional_dims=1,
-        num_tokens=1024,
-        codebook_dim=512,
-        hidden_dim=512,
-        num_resnet_blocks=3,
-        kernel_size=3,
-        num_layers=2,
-        use_transposed_convs=False,
-    )
-
-
-def load_dvae(base_dir: str | os.PathLike):
-    """The base's DVAE (``dvae.pth``), ready to turn DVAE mels into codes."""
-    dvae = build_dvae()
-    dvae.load_state_dict(torch.load(Path(base_dir) / "dvae.pth", weights_only=True), strict=False)
-    return dvae.eval()
-
-
-# --- the tiny base -------------------------------------------------------------------------
-
-
-def demo_corpus_texts(corpus: Path = DEMO_DATA_DIR) -> list[str]:
-    """All transcript text of the demo corpus (metadata.csv tables and .srt cues)."""
-    texts: list[str] = []
-    for table in sorted(corpus.rglob("metadata.csv")):
-        for line in table.read_text(encoding="utf-8").splitlines()[1:]:
-            if "|" in line:
-                texts.append(line.split("|")[1])
-    for subtitles in sorted(corpus.rglob("*.srt")):
-        texts += [cue for *_, cue in parse_subtitles(subtitles.read_text(encoding="utf-8"))]
-    return texts
-
-
-def demo_corpus_clips(corpus: Path = DEMO_DATA_DIR, limit: int = 50) -> list[Path]:
-    return sorted((corpus / "interview").glob("*.flac"))[:limit]
-
-
-def train_tiny_vocab(texts: list[str], language: str, vocab_size: int = 600):
-    """A BPE vocab in XTTS's format, trained on ``texts`` cleaned the way XTTS cleans them."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from TTS.tts.layers.xtts.tokenizer import multilingual_cleaners
-
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=_ALPHABET,
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([multilingual_cleaners(t, language) for t in texts], trainer)
-    return tokenizer
-
-
-def tiny_config(vocab_file: Path, mel_stats_file: Path):
-    """An XttsConfig for a 2-layer, 128-channel GPT with XTTS v2's audio-token layout."""
-    from TTS.tts.configs.xtts_config import XttsAudioConfig, XttsConfig
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.models.xtts import XttsArgs
-
-    tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab_file)).tokenizer
-    args = XttsArgs(
-        gpt_layers=2,
-        gpt_n_model_channels=128,
-        gpt_n_heads=4,
-        gpt_number_text_tokens=max(tokenizer.get_vocab().values()) + 1,
-        gpt_start_text_token=tokenizer.token_to_id("[START]"),
-        gpt_stop_text_token=tokenizer.token_to_id("[STOP]"),
-        gpt_num_audio_tokens=1026,  # XTTS v2 fine-tuning: 1024 DVAE codes + start + stop
-        gpt_start_audio_token=1024,
-        gpt_stop_audio_token=1025,
-        gpt_use_perceiver_resampler=True,
-        gpt_use_masking_gt_prompt_approach=True,
-        decoder_input_dim=128,
-        tokenizer_file="vocab.json",
-    )
-    config = XttsConfig(
-        model_args=args,
-        audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
-        languages=list(XTTS_LANGUAGES),
-    )
-    config.model_args.mel_norm_file = str(mel_stats_file.name)
-    return config
-
-
-def compute_mel_stats(clips: list[Path]) -> torch.Tensor:
-    """Per-channel mean of XTTS's DVAE log-mel over ``clips`` (what ``mel_stats.pth`` holds)."""
-    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
-    from TTS.tts.models.xtts import load_audio
-
-    mel = TorchMelSpectrogram(mel_norm_file=None, sampling_rate=22050)
-    frames = torch.cat([mel(load_audio(str(p), 22050))[0] for p in clips], dim=-1)
-    stats = frames.mean(dim=-1)
-    # Keep every divisor away from zero (the DVAE mel is divided by these).
-    return torch.where(stats.abs() < 0.1, torch.full_like(stats, -0.1), stats)
-
-
-@torch.no_grad()
-def seed_codebook_from_data(dvae: Any, clips: list[Path], mel_stats_file: Path) -> None:
-    """Set the DVAE's 1024 codes to encoder outputs of real frames (a k-means++-free seeding).
-
-    A purely random codebook maps nearly every frame to a handful of codes, which makes Mel CE
-    trivially low; seeding from data gives the tiny base a realistic code distribution.
-    """
-    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
-    from TTS.tts.models.xtts import load_audio
-
-    mel = TorchMelSpectrogram(mel_norm_file=str(mel_stats_file), sampling_rate=22050)
-    frames = []
-    for clip in clips:
-        encoded = dvae.encoder(dvae.norm(mel(load_audio(str(clip), 22050))))
-        frames.append(encoded.permute(0, 2, 1).reshape(-1, encoded.shape[1]))
-    frames = torch.cat(frames)
-    n_codes = dvae.codebook.n_embed
-    picks = torch.randperm(len(frames))[:n_codes]
-    if len(picks) < n_codes:  # a very small corpus: repeat frames with a little noise
-        picks = picks[torch.randint(len(picks), (n_codes,))]
-    embed = frames[picks] + 0.01 * torch.randn(n_codes, frames.shape[1])
-    dvae.codebook.embed.copy_(embed.T)
-    dvae.codebook.embed_avg.copy_(embed.T)
-
-
-def _tiny_key(texts: list[str], clips: list[Path]) -> str:
-    digest = hashlib.sha256(f"v{TINY_BUILD_VERSION}".encode())
-    for text in texts:
-        digest.update(text.encode())
-    for clip in clips:
-        digest.update(clip.read_bytes())
-    return digest.hexdigest()[:10]
-
-
-def build_tiny_base(
-    dest: str | os.PathLike | None = None,
-    corpus: Path = DEMO_DATA_DIR,
-    language: str = "hu",
-    seed: int = 0,
-) -> Path:
-    """Build (once, then cached) a tiny XTTS in the real XTTS v2 file layout.
-
-    Vocab and mel stats come from ``corpus``; GPT, DVAE (real shape, 1024 codes) and HiFi-GAN
-    decoder are randomly initialised with ``seed``. Returns the folder.
-    """
-    texts, clips = demo_corpus_texts(corpus), demo_corpus_clips(corpus)
-    if not texts or not clips:
-        raise BaseModelError(
-            f"Cannot build the tiny base: no transcripts or clips under {corpus}. "
-            "Restore data/demo from git (or run scripts/make_demo_corpus.py)."
-        )
-    folder = Path(dest) if dest else cache_dir() / f"tiny-{_tiny_key(texts, clips)}"
-    if all((folder / name).is_file() for name in BASE_FILES):
-        return folder
-    partial = folder.with_name(folder.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    _write_tiny_files(partial, texts, clips, language, seed)
-    partial.replace(folder) if not folder.exists() else _move_files(partial, folder)
-    return folder
-
-
-def _move_files(src: Path, dst: Path) -> None:
-    for item in src.iterdir():
-        item.replace(dst / item.name)
-    src.rmdir()
-
-
-def _write_tiny_files(
-    folder: Path, texts: list[str], clips: list[Path], language: str, seed: int
-) -> None:
-    from TTS.tts.models.xtts import Xtts
-
-    torch.manual_seed(seed)
-    train_tiny_vocab(texts, language).save(str(folder / "vocab.json"))
-    torch.save(compute_mel_stats(clips), folder / "mel_stats.pth")
-
-    config = tiny_config(folder / "vocab.json", folder / "mel_stats.pth")
-    config.save_json(str(folder / "config.json"))
-    model = Xtts(config)
-    model.mel_stats = torch.load(folder / "mel_stats.pth", weights_only=True)
-    torch.save({"model": model.state_dict(), "config": config.to_dict()}, folder / "model.pth")
-
-    dvae = build_dvae()
-    seed_codebook_from_data(dvae, clips, folder / "mel_stats.pth")
-    torch.save(dvae.state_dict(), folder / "dvae.pth")
-
-    model = load_xtts_files(folder, config)
-    gpt_latent, speaker_embedding = model.get_conditioning_latents([str(p) for p in clips[:4]])
-    torch.save(
-        {TINY_SPEAKER: {"gpt_cond_latent": gpt_latent, "speaker_embedding": speaker_embedding}},
-        folder / "speakers_xtts.pth",
-    )
-    (folder / "TINY_BASE.json").write_text(
-        json.dumps(
-            {
-                "what": "tiny XTTS built by voicebook: real code paths, random weights, no speech",
-                "build_version": TINY_BUILD_VERSION,
-                "seed": seed,
-                "language": language,
-                "n_texts": len(texts),
-                "clips": [p.name for p in clips],
-            },
-            indent=2,
-        )
-    )
-
-
-def load_xtts_files(folder: Path, config: Any):
-    """Load model.pth from a folder still being written (no speakers file yet)."""
-    from TTS.tts.models.xtts import Xtts
-
-    model = Xtts(config)
-    model.load_checkpoint(
-        config,
-        checkpoint_dir=str(folder),
-        vocab_path=str(folder / "vocab.json"),
-        eval=True,
-        strict=True,
-    )
-    return model

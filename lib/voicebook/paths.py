@@ -40,3 +40,8 @@ def cache_dir() -> Path:
     path = Path(env).expanduser() if env else Path.home() / ".cache" / "voicebook"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# The data-prep stage's split tables (coqui's ``coqui`` formatter: audio_file|text|speaker_name).
+TRAIN_META = "metadata_train.csv"
+EVAL_META = "metadata_eval.csv"

@@ -301,27 +301,16 @@ def _gradient_stepper(objective: Objective, x0: torch.Tensor, step_size: float):
 
 def resolve_checkpoint(experiment_path: Path, init_from: str) -> Path | None:
     """None for the base; phase 1's / phase 2's best checkpoint; or a checkpoint file / export."""
+    from voicebook.checkpoints import checkpoint_file
+    from voicebook.checkpoints import resolve_checkpoint as phase_checkpoint
+
     spec = str(init_from).strip() or "base"
+    what = f"init_from={spec!r}"
     if spec == "base":
         return None
     if spec in ("phase1", "phase2"):
-        status_file = experiment_path / spec / "status.json"
-        status = json.loads(status_file.read_text()) if status_file.is_file() else {}
-        best = status.get("best_checkpoint")
-        if not best or not Path(best).is_file():
-            raise FileNotFoundError(
-                f"init_from={spec!r}: no best checkpoint in {status_file}. Run that stage first, "
-                "or pass init_from='base' or a checkpoint path."
-            )
-        return Path(best)
-    path = Path(spec).expanduser()
-    path = path / "model.pth" if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"init_from={spec!r}: no checkpoint there. Pass 'base', 'phase1', 'phase2', a .pth "
-            "checkpoint or an export folder."
-        )
-    return path
+        return phase_checkpoint(experiment_path, spec, "best", what)
+    return checkpoint_file(spec, what)
 
 
 @dataclass
@@ -360,6 +349,7 @@ def run_search(
 ) -> SearchResult:
     """The whole stage: load, precompute, search, write the voice file and results."""
     from voicebook.coqui import latents as coqui
+    from voicebook.device import resolve_device
     from voicebook.models import resolve_base
 
     params.check()
@@ -378,7 +368,7 @@ def run_search(
     base = resolve_base(params.base_model)
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     checkpoint = resolve_checkpoint(exp, params.init_from)
-    device = coqui.pick_device(params.device)
+    device = resolve_device(params.device)
     train_samples, eval_samples = coqui.clip_samples(base, dataset, folder / "_trainer")
     if not train_samples or not eval_samples:
         raise ValueError(

@@ -7,8 +7,6 @@ teacher-forced Mel CE of the frozen GPT on clips given candidate latents: coqui'
 candidates x clips at once. Each clip's text tokens and DVAE audio codes never change for a
 base, so ``precompute_clips`` makes them once.
 
-The voicebook modules this file imports (``load_xtts``, ``load_dvae``, ``gpt_trainer_config``,
-``load_samples``) are imported inside the functions that use them, nowhere at module level.
 """
 
 from __future__ import annotations
@@ -21,23 +19,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-SAMPLE_RATE = 22050  # XTTS's GPT and DVAE rate
+from voicebook.coqui.config import gpt_trainer_config, load_samples, usable_samples
+from voicebook.coqui.limits import SAMPLE_RATE
+from voicebook.coqui.models import ClipCoder, load_xtts
+
 IGNORE = -1  # coqui's ignore_index for padded targets
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``"auto"``: the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_frozen_xtts(base_dir: str | os.PathLike, checkpoint: str | os.PathLike | None, device):
     """The base (or a checkpoint on it) for inference, with every weight frozen."""
-    from voicebook.models import load_xtts
-
-    model = load_xtts(base_dir, checkpoint)
-    model.to(device)
+    model = load_xtts(base_dir, checkpoint, device)
     for param in model.parameters():
         param.requires_grad_(False)
     return model
@@ -46,22 +37,11 @@ def load_frozen_xtts(base_dir: str | os.PathLike, checkpoint: str | os.PathLike 
 def clip_samples(
     base_dir: str | os.PathLike, dataset_dir: str | os.PathLike, work_dir: str | os.PathLike
 ) -> tuple[list[dict], list[dict]]:
-    """Train and eval samples of the data-prep dataset, read as the trainer reads them."""
-    from voicebook.xtts import gpt_trainer_config, load_samples
-
+    """Train and eval samples of the data-prep dataset, read as the trainer reads them (only
+    the clips coqui's XTTSDataset keeps)."""
     config = gpt_trainer_config(base_dir, dataset_dir, work_dir)
     train, evals = load_samples(config)
-    return _usable(config, train), _usable(config, evals)
-
-
-def _usable(config: Any, samples: list[dict]) -> list[dict]:
-    """The samples coqui's XTTSDataset keeps (it silently skips too long/short/UNK clips)."""
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.layers.xtts.trainer.dataset import XTTSDataset
-
-    tokenizer = VoiceBpeTokenizer(config.model_args.tokenizer_file)
-    dataset = XTTSDataset(config, list(samples), tokenizer, SAMPLE_RATE, is_eval=True)
-    return dataset.samples  # check_eval_samples dropped the ones training never sees
+    return usable_samples(config, train, SAMPLE_RATE), usable_samples(config, evals, SAMPLE_RATE)
 
 
 @dataclass
@@ -109,22 +89,14 @@ def precompute_clips(
 ) -> ClipBatch:
     """Text tokens (coqui's tokenizer) and DVAE codes (the base's DVAE, as GPTTrainer makes
     them) of every sample, once. Codes are right-padded with -1 (``codes_per_clip`` counts)."""
-    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
-    from TTS.tts.models.xtts import load_audio
-
-    from voicebook.models import load_dvae
-
-    dvae = load_dvae(base_dir).to(device)
-    mel = TorchMelSpectrogram(
-        mel_norm_file=str(Path(base_dir) / "mel_stats.pth"), sampling_rate=SAMPLE_RATE
-    ).to(device)
+    coder = ClipCoder(base_dir, device)
     texts, codes, wav_lengths = [], [], []
     for sample in samples:
         tokens = model.tokenizer.encode(str(sample["text"]), sample["language"])
         texts.append(torch.tensor(tokens, dtype=torch.long))
-        wav = load_audio(sample["audio_file"], SAMPLE_RATE).to(device)
-        codes.append(dvae.get_codebook_indices(mel(wav))[0].cpu())
-        wav_lengths.append(wav.shape[-1])
+        clip_codes, n_samples = coder(sample["audio_file"])
+        codes.append(clip_codes)
+        wav_lengths.append(n_samples)
     return ClipBatch(
         torch.nn.utils.rnn.pad_sequence(texts, batch_first=True),
         torch.tensor([len(t) for t in texts]),
@@ -297,14 +269,12 @@ def add_voice(
 
 
 def add_reference_voice(
-    model_dir: str | os.PathLike, clips: list[str | os.PathLike], name: str
+    model_dir: str | os.PathLike, clips: list[str | os.PathLike], name: str, device="cpu"
 ) -> Path:
     """Give a model folder (base layout, e.g. an export) the voice its ``clips`` make, under
     ``name`` in its ``speakers_xtts.pth``: inference then needs no reference audio."""
-    from voicebook.models import load_xtts
-
     folder = Path(model_dir)
-    model = load_xtts(folder, folder / "model.pth")
+    model = load_xtts(folder, folder / "model.pth", device)
     latent, speaker = reference_voice(model, clips)
     return add_voice(folder / "speakers_xtts.pth", name, latent, speaker)
 

@@ -13,15 +13,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from voicebook.dataprep.config import (
-    CATEGORIES,
-    DURATION_BANDS,
-    XTTS_MAX_TEXT_TOKENS,
-    XTTS_MAX_WAV_SAMPLES,
-    XTTS_MIN_SECONDS,
-    XTTS_SAMPLE_RATE,
-    DataPrepConfig,
-)
+from voicebook.coqui.limits import MAX_TEXT_TOKENS as XTTS_MAX_TEXT_TOKENS
+from voicebook.coqui.limits import MAX_WAV_SAMPLES as XTTS_MAX_WAV_SAMPLES
+from voicebook.coqui.limits import MIN_SECONDS as XTTS_MIN_SECONDS
+from voicebook.coqui.limits import SAMPLE_RATE as XTTS_SAMPLE_RATE
+from voicebook.dataprep.config import CATEGORIES, DURATION_BANDS, DataPrepConfig
 
 CARD_VERSION = 1
 HISTOGRAM_BIN_S = 0.5

@@ -7,14 +7,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicebook.coqui.limits import MAX_WAV_SAMPLES as XTTS_MAX_WAV_SAMPLES
+from voicebook.coqui.limits import MIN_SECONDS as XTTS_MIN_SECONDS
+from voicebook.coqui.limits import SAMPLE_RATE as XTTS_SAMPLE_RATE
 from voicebook.paths import REPO_ROOT
 
-# XTTSDataset (coqui-tts 0.28) silently skips clips outside these limits: every kept clip is
-# checked against them, so nothing is skipped later without a word.
-XTTS_SAMPLE_RATE = 22050
-XTTS_MAX_WAV_SAMPLES = 255995  # GPTArgs.max_wav_length, ~11.6 s at 22.05 kHz
-XTTS_MIN_SECONDS = 0.5  # XTTSDataset.load_item drops shorter clips
-XTTS_MAX_TEXT_TOKENS = 200  # GPTArgs.max_text_length, counted on tokenizer.encode(text, lang)
+# XTTSDataset silently skips clips outside XTTS's limits (voicebook.coqui.limits, imported under
+# the names data prep has always used): every kept clip is checked against them, so nothing
+# is skipped later without a word.
 
 # Duration bands (seconds, lower edge inclusive). A clip whose text ends with "?" is in the
 # "question" category whatever its length; its band is still recorded.
@@ -113,7 +113,8 @@ class DataPrepConfig:
         if self.max_seconds > xtts_max:
             raise ValueError(
                 f"max_seconds={self.max_seconds} is above XTTS's limit of {xtts_max:.2f} s "
-                "(max_wav_length 255995 samples): XTTS would skip those clips. Use 10 or less."
+                f"(max_wav_length {XTTS_MAX_WAV_SAMPLES} samples): XTTS would skip those clips. Use "
+                "10 or less."
             )
         if self.sample_rate != XTTS_SAMPLE_RATE:
             raise ValueError(f"sample_rate={self.sample_rate}: XTTS v2 trains on 22050 Hz audio.")

@@ -12,7 +12,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from voicebook.dataprep.config import XTTS_MAX_TEXT_TOKENS
+from voicebook.coqui.limits import MAX_TEXT_TOKENS as XTTS_MAX_TEXT_TOKENS
+from voicebook.coqui.limits import char_limit as xtts_char_limit
 
 # Typography XTTS's cleaners do not know: mapped to what they do know, or dropped.
 _REPLACE = str.maketrans(
@@ -74,7 +75,7 @@ class TextChecker:
         if "\ufffd" in text:
             reason = "transcript has undecodable bytes (shown as \ufffd): save the file as UTF-8"
             return TextCheck("undecodable_text", reason)
-        char_limit = self.tokenizer.char_limits.get(self.language.split("-")[0], 250)
+        char_limit = xtts_char_limit(self.language)
         if len(text) > char_limit:
             reason = (
                 f"transcript is {len(text)} characters, over XTTS's {char_limit} for "

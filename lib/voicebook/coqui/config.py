@@ -1,0 +1,181 @@
+"""The GPTTrainer config every stage shares, and one way to read the dataset.
+
+Training (phases 1 and 2) and evaluation (Mel CE / Text CE of every candidate on the same
+held-out split) both build their GPTTrainer through ``gpt_trainer_config``, so the numbers come
+from the same code. The model's architecture (every field of ``model_args``, the audio settings
+and languages) comes whole from the base's ``config.json``: a base whose token limits, stride or
+d-vector settings differ from XTTS v2's trains with its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from voicebook.coqui.limits import (
+    MAX_CONDITIONING_SAMPLES,
+    MAX_TEXT_TOKENS,
+    MAX_WAV_SAMPLES,
+    MIN_CONDITIONING_SAMPLES,
+)
+from voicebook.paths import EVAL_META, TRAIN_META
+
+# coqui's XTTS v2 fine-tuning recipe: AdamW on the GPT's weights, a step schedule that never
+# fires in a fine-tune of this length, and length-grouped batches.
+OPTIMIZER_PARAMS = {"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": 1e-2}
+LR_MILESTONES = [900000, 2700000, 5400000]
+BATCH_GROUP_SIZE = 48
+
+
+def gpt_trainer_module() -> Any:
+    """coqui's ``gpt_trainer`` module (GPTArgs, GPTTrainerConfig, GPTTrainer), with torch's
+    threads set back to the cores: importing it runs coqui's dataset module, which sets them
+    to 1 (``voicebook.device.use_all_cores``)."""
+    import TTS.tts.layers.xtts.trainer.gpt_trainer as module
+
+    from voicebook.device import use_all_cores
+
+    use_all_cores()
+    return module
+
+
+def gpt_trainer_model(config: Any, *, cached: bool = True) -> Any:
+    """The GPTTrainer model for ``config``, which training and evaluation both build.
+
+    By default it reads each clip's DVAE codes from the feature cache
+    (``voicebook.coqui.cached``): coqui's losses without decoding every clip and running the
+    DVAE at every step. ``cached=False`` is coqui's own GPTTrainer (tests and benchmarks
+    compare the two)."""
+    module = gpt_trainer_module()
+    if not cached:
+        return module.GPTTrainer(config)
+    from voicebook.coqui.cached import CachedGPTTrainer
+
+    return CachedGPTTrainer(config)
+
+
+def model_args(base_dir: str | os.PathLike) -> Any:
+    """GPTArgs holding every model field of the base's ``config.json`` plus the training paths
+    and XTTS's data limits (``voicebook.coqui.limits``)."""
+    from voicebook.coqui.models import load_config
+
+    GPTArgs = gpt_trainer_module().GPTArgs
+    base = Path(base_dir)
+    known = {f.name for f in dataclasses.fields(GPTArgs)}
+    recorded = load_config(base).model_args.to_dict()
+    args = GPTArgs(**{k: v for k, v in recorded.items() if k in known})
+    args.max_conditioning_length = MAX_CONDITIONING_SAMPLES
+    args.min_conditioning_length = MIN_CONDITIONING_SAMPLES
+    args.max_wav_length = MAX_WAV_SAMPLES  # XTTSDataset skips longer clips
+    args.max_text_length = MAX_TEXT_TOKENS
+    args.mel_norm_file = str(base / "mel_stats.pth")
+    args.dvae_checkpoint = str(base / "dvae.pth")
+    args.xtts_checkpoint = str(base / "model.pth")
+    args.tokenizer_file = str(base / "vocab.json")
+    return args
+
+
+def gpt_trainer_config(
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    language: str = "hu",
+    lr: float = 5e-6,
+    batch_size: int = 3,
+    epochs: int = 10,
+    eval_every: int | None = None,
+    save_every: int = 10_000,
+    keep_checkpoints: int = 1,
+    seed: int = 1,
+    run_name: str = "run",
+    num_loader_workers: int = 0,
+    precision: str = "fp32",
+    print_step: int = 25,
+):
+    """A GPTTrainerConfig for fine-tuning the GPT of the base in ``base_dir`` on a dataset folder.
+
+    ``dataset_dir`` is the data-prep stage's output (``metadata_train.csv``/``metadata_eval.csv``
+    in coqui's ``coqui`` format, paths relative to the folder). ``precision`` "bf16" or "fp16"
+    turns on the trainer's mixed precision (a GPU only: ``voicebook.device.check_precision``).
+    """
+    from TTS.config.shared_configs import BaseDatasetConfig
+
+    from voicebook.coqui.models import load_config
+    from voicebook.models import validate_base_dir
+
+    base = validate_base_dir(base_dir)
+    dataset = Path(dataset_dir)
+    for meta in (TRAIN_META, EVAL_META):
+        if not (dataset / meta).is_file():
+            raise FileNotFoundError(
+                f"No {meta} in {dataset}: run the data-prep stage (00_data_prep) first."
+            )
+    recorded = load_config(base)
+    return gpt_trainer_module().GPTTrainerConfig(
+        output_path=str(output_path),
+        model_args=model_args(base),
+        audio=recorded.audio,
+        languages=list(recorded.languages),
+        run_name=run_name,
+        project_name="voicebook",
+        dashboard_logger="tensorboard",
+        logger_uri=None,
+        datasets=[
+            BaseDatasetConfig(
+                formatter="coqui",
+                dataset_name="voicebook",
+                path=str(dataset),
+                meta_file_train=TRAIN_META,
+                meta_file_val=EVAL_META,
+                language=language,
+            )
+        ],
+        batch_size=batch_size,
+        batch_group_size=BATCH_GROUP_SIZE,
+        eval_batch_size=batch_size,
+        num_loader_workers=num_loader_workers,
+        num_eval_loader_workers=num_loader_workers,
+        epochs=epochs,
+        run_eval=True,
+        run_eval_steps=eval_every,
+        print_step=print_step,
+        plot_step=100,
+        log_model_step=1000,
+        save_step=save_every,
+        save_n_checkpoints=keep_checkpoints,
+        save_checkpoints=True,
+        save_best_after=0,
+        target_loss="loss_mel_ce",
+        print_eval=False,
+        mixed_precision=precision != "fp32",
+        precision=precision if precision != "fp32" else "fp16",  # unused when not mixed
+        optimizer="AdamW",
+        optimizer_wd_only_on_weights=True,
+        optimizer_params=dict(OPTIMIZER_PARAMS),
+        lr=lr,
+        lr_scheduler="MultiStepLR",
+        lr_scheduler_params={"milestones": list(LR_MILESTONES), "gamma": 0.5},
+        training_seed=seed,
+        test_sentences=[],
+        test_delay_epochs=10**9,  # no test synthesis during training: evaluation does that
+    )
+
+
+def load_samples(config: Any) -> tuple[list[dict], list[dict]]:
+    """Train and eval samples of the dataset in ``config`` (the data-prep stage's fixed split)."""
+    from TTS.tts.datasets import load_tts_samples
+
+    return load_tts_samples(config, eval_split=True)
+
+
+def usable_samples(config: Any, samples: list[dict], sample_rate: int) -> list[dict]:
+    """The samples coqui's XTTSDataset keeps (it silently skips too long/short/UNK clips)."""
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+    XTTSDataset = gpt_trainer_module().XTTSDataset
+    tokenizer = VoiceBpeTokenizer(config.model_args.tokenizer_file)
+    dataset = XTTSDataset(config, list(samples), tokenizer, sample_rate, is_eval=True)
+    return dataset.samples  # check_eval_samples dropped the ones training never sees

@@ -1,0 +1,64 @@
+"""Eval Mel CE / Text CE of a checkpoint through coqui's own ``GPTTrainer.eval_step``."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
+from voicebook.paths import EVAL_META
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def eval_losses(
+    base_dir: Path,
+    dataset_dir: Path,
+    checkpoint: Path | None,
+    work_dir: Path,
+    *,
+    language: str = "hu",
+    seed: int = 1,
+    max_batches: int = 0,
+    batch_size: int = 3,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Mean eval Mel CE and Text CE (as the trainer logs it, x0.01) of one checkpoint.
+
+    Builds the same GPTTrainer the training stages use, loads ``checkpoint`` (None = the base)
+    and runs ``eval_step`` over the dataset's eval split on ``device``, seeded so that every
+    candidate sees identical batches. ``max_batches`` > 0 stops early (cheap demos).
+    """
+    config = gpt_trainer_config(
+        base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
+    )
+    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
+    seed_everything(seed)
+    model = gpt_trainer_model(config).to(device)
+    model.eval()
+    _, eval_samples = load_samples(config)
+    seed_everything(seed)
+    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
+    mel, text = [], []
+    with torch.no_grad():
+        for batch in loader:
+            if max_batches and len(mel) >= max_batches:
+                break
+            batch = model.format_batch(batch)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            _, losses = model.eval_step(model.format_batch_on_device(batch), None)
+            mel.append(float(losses["loss_mel_ce"]))
+            text.append(float(losses["loss_text_ce"]))
+    if not mel:
+        raise ValueError(
+            f"No usable eval clip in {Path(dataset_dir) / EVAL_META}: every clip was skipped "
+            "(too long, too short or untokenisable). Re-run data prep with a larger eval split."
+        )
+    return {"mel_ce": float(np.mean(mel)), "text_ce": float(np.mean(text)), "n_batches": len(mel)}

@@ -1,0 +1,132 @@
+"""Loading XTTS v2's pieces through coqui-tts: the model, its config, tokenizer and DVAE.
+
+Every base is a folder in the XTTS v2 layout (``voicebook.models.BASE_FILES``); the tiny base
+goes through exactly these loaders, so it exercises the real code paths on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voicebook.coqui.limits import N_CODES, SAMPLE_RATE
+
+
+def load_tokenizer(base_dir: str | os.PathLike):
+    """coqui's XTTS tokenizer for a base folder."""
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+    return VoiceBpeTokenizer(vocab_file=str(Path(base_dir) / "vocab.json"))
+
+
+def load_config(base_dir: str | os.PathLike):
+    """The base's ``config.json`` as coqui's XttsConfig."""
+    from TTS.tts.configs.xtts_config import XttsConfig
+
+    config = XttsConfig()
+    config.load_json(str(Path(base_dir) / "config.json"))
+    return config
+
+
+def load_xtts(
+    base_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+):
+    """Load a base (or a fine-tuned checkpoint on top of it) for inference on ``device``.
+
+    ``checkpoint`` may be a trainer checkpoint (keys prefixed ``xtts.``), a slim best model or
+    export, or None for the base's own ``model.pth``.
+    """
+    from TTS.tts.models.xtts import Xtts
+
+    from voicebook.models import validate_base_dir
+
+    base = validate_base_dir(base_dir)
+    config = load_config(base)
+    model = Xtts(config)
+    model.load_checkpoint(
+        config,
+        checkpoint_dir=str(base),
+        checkpoint_path=str(checkpoint or base / "model.pth"),
+        vocab_path=str(base / "vocab.json"),
+        eval=True,
+        strict=False,
+    )
+    model.mel_stats = torch.load(base / "mel_stats.pth", weights_only=True)
+    model.to(device)
+    model.eval()  # Xtts.eval() returns None
+    return model
+
+
+def load_xtts_files(folder: Path, config: Any):
+    """Load model.pth from a folder still being written (no speakers file yet)."""
+    from TTS.tts.models.xtts import Xtts
+
+    model = Xtts(config)
+    model.load_checkpoint(
+        config,
+        checkpoint_dir=str(folder),
+        vocab_path=str(folder / "vocab.json"),
+        eval=True,
+        strict=True,
+    )
+    return model
+
+
+def build_dvae():
+    """A DVAE in the shape GPTTrainer builds for XTTS v2 fine-tuning (1024 codes)."""
+    from TTS.tts.layers.xtts.dvae import DiscreteVAE
+
+    return DiscreteVAE(
+        channels=80,
+        normalization=None,
+        positional_dims=1,
+        num_tokens=N_CODES,
+        codebook_dim=512,
+        hidden_dim=512,
+        num_resnet_blocks=3,
+        kernel_size=3,
+        num_layers=2,
+        use_transposed_convs=False,
+    )
+
+
+def load_dvae(base_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The base's DVAE (``dvae.pth``), ready to turn DVAE mels into codes."""
+    dvae = build_dvae()
+    dvae.load_state_dict(torch.load(Path(base_dir) / "dvae.pth", weights_only=True), strict=False)
+    return dvae.to(device).eval()
+
+
+def load_audio(path: str | os.PathLike, rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """A clip as coqui's XTTS reads it: mono (1, samples) at ``rate``."""
+    from TTS.tts.models.xtts import load_audio as coqui_load_audio
+
+    return coqui_load_audio(str(path), rate)
+
+
+def dvae_mel(mel_norm_file: str | os.PathLike | None, device: str | torch.device = "cpu"):
+    """XTTS's DVAE log-mel front-end, normalised by ``mel_norm_file`` (None: raw)."""
+    from TTS.tts.layers.tortoise.arch_utils import TorchMelSpectrogram
+
+    norm = str(mel_norm_file) if mel_norm_file else None
+    return TorchMelSpectrogram(mel_norm_file=norm, sampling_rate=SAMPLE_RATE).to(device)
+
+
+class ClipCoder:
+    """A clip's DVAE codes, made exactly as GPTTrainer makes its training targets."""
+
+    def __init__(self, base_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.dvae = load_dvae(base_dir, self.device)
+        self.mel = dvae_mel(Path(base_dir) / "mel_stats.pth", self.device)
+
+    @torch.no_grad()
+    def __call__(self, clip: str | os.PathLike) -> tuple[torch.Tensor, int]:
+        """(codes on the CPU, shape (n,), number of audio samples of the clip)."""
+        wav = load_audio(clip).to(self.device)
+        return self.dvae.get_codebook_indices(self.mel(wav))[0].cpu(), wav.shape[-1]

@@ -1,0 +1,111 @@
+"""What a phase needs from the machine, computed from the base's parameter counts.
+
+Fine-tuning trains the GPT with AdamW (two fp32 moments per weight) and keeps the rest of XTTS
+(HiFi-GAN decoder, DVAE, mel front-ends) frozen in fp32. From the counts in the base's
+``model.pth`` and ``dvae.pth`` follow the size of every file a phase writes and the memory it
+takes; the constants below that are not arithmetic were measured (``tests/test_fullsize.py``
+checks the estimates against a full-size run).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FP32 = 4  # bytes per weight
+ADAM_MOMENTS = 2  # AdamW's exp_avg and exp_avg_sq, fp32, per trained weight
+# torch, coqui-tts and the dataset in one process, before any model (measured: ~1.1 GB RSS).
+RUNTIME_BYTES = 1.2e9
+# Activations (and their gradients) of one clip of up to 11.6 s through the XTTS v2 GPT (431 M
+# weights), scaled by GPT size for other bases: ~1.2 GB on a GPU, as measured on the CPU too.
+XTTS_V2_GPT_PARAMS = 431e6
+ACTIVATION_BYTES_PER_CLIP = 1.2e9
+LOADER_WORKER_BYTES = 0.5e9  # one DataLoader worker process (a forked copy of the runtime)
+# CPU training cost: core-seconds per trained GPT weight per clip of a step (measured: 20-30 s a
+# step at batch 2 on 2 cores for the full-size GPT; the tiny base is far below it).
+CPU_CORE_SECONDS_PER_PARAM_CLIP = 5.8e-8
+FULL_SIZE_GPT_PARAMS = 100e6  # a GPT this large on a CPU gets the loud warning
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Weights of a base: all of XTTS (``model.pth``), its GPT (what trains), and the DVAE."""
+
+    n_params: int
+    n_gpt: int
+    n_dvae: int
+
+    @property
+    def slim_bytes(self) -> int:
+        """A slim file (best model, export): the XTTS weights alone."""
+        return FP32 * self.n_params
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """A periodic trainer checkpoint: the trainer's model (XTTS + DVAE) and the optimizer."""
+        return FP32 * (self.n_params + self.n_dvae) + FP32 * ADAM_MOMENTS * self.n_gpt
+
+    def activation_bytes(self, batch_size: int) -> float:
+        return batch_size * ACTIVATION_BYTES_PER_CLIP * self.n_gpt / XTTS_V2_GPT_PARAMS
+
+    def training_bytes(self, batch_size: int) -> float:
+        """Device memory of training: weights, the GPT's gradients and AdamW moments, the
+        DVAE, and the batch's activations."""
+        trained = FP32 * (1 + ADAM_MOMENTS) * self.n_gpt  # gradients + moments
+        return FP32 * (self.n_params + self.n_dvae) + trained + self.activation_bytes(batch_size)
+
+    def host_bytes(self, batch_size: int, on_gpu: bool, workers: int = 0) -> float:
+        """Peak host RAM of a phase: on a CPU everything of training plus the starting
+        weights loaded beside the model; on a GPU the model as built on the CPU before it
+        moves, the loaded weights, and the loader workers."""
+        loaded = FP32 * self.n_params  # the checkpoint's state dict, read while the model exists
+        if on_gpu:
+            return RUNTIME_BYTES + 2 * FP32 * self.n_params + loaded + workers * LOADER_WORKER_BYTES
+        return RUNTIME_BYTES + self.training_bytes(batch_size) + loaded
+
+    def disk_bytes(self, keep_checkpoints: int) -> int:
+        """Peak disk of a phase: ``keep_checkpoints`` periodic checkpoints and the next one
+        being written before the oldest goes; a best model and its successor being written;
+        the export."""
+        return (keep_checkpoints + 1) * self.checkpoint_bytes + 3 * self.slim_bytes
+
+    def cpu_seconds_per_step(self, batch_size: int, cores: int) -> float:
+        return CPU_CORE_SECONDS_PER_PARAM_CLIP * self.n_gpt * batch_size / max(cores, 1)
+
+
+def _state(path: Path) -> dict:
+    import torch
+
+    try:  # mmap: counting a 1.8 GB file's weights reads none of them
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except RuntimeError:  # a file in torch's legacy format cannot be mapped
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+@functools.lru_cache(maxsize=8)
+def _counts(model_file: str, dvae_file: str, stamp: tuple) -> ModelSize:
+    model, dvae = _state(Path(model_file)), _state(Path(dvae_file))
+    n_params = sum(t.numel() for k, t in model.items() if not k.startswith("mel_stats"))
+    n_gpt = sum(t.numel() for k, t in model.items() if k.removeprefix("xtts.").startswith("gpt."))
+    return ModelSize(n_params, n_gpt, sum(t.numel() for t in dvae.values()))
+
+
+def model_size(base_dir: str | os.PathLike) -> ModelSize:
+    """The weight counts of a base folder (cached while its files are unchanged)."""
+    model, dvae = Path(base_dir) / "model.pth", Path(base_dir) / "dvae.pth"
+    stamp = (model.stat().st_mtime, model.stat().st_size, dvae.stat().st_mtime)
+    return _counts(str(model), str(dvae), stamp)
+
+
+def available_ram() -> int:
+    """Host memory a new allocation can get now (free + reclaimable cache)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"

@@ -1,0 +1,35 @@
+"""A phase's ``export/`` folder: the chosen checkpoint, slim, ready for inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voicebook.checkpoints import resolve_checkpoint
+from voicebook.paths import EVAL_META
+from voicebook.training.result import PhaseResult
+
+
+def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
+    """Write ``<stage>/export/`` for the best, final, a step's, or a given checkpoint."""
+    from voicebook.export import export_folder
+    from voicebook.models import resolve_base
+
+    exp = result.phase_dir.parent
+    path = resolve_checkpoint(exp, result.stage, checkpoint, f"export_checkpoint={checkpoint!r}")
+    params = result.params
+    dataset = Path(params["dataset_dir"] or exp / "dataset")
+    device = params.get("device", "cpu")
+    return export_folder(
+        path,
+        resolve_base(params["base_model"]),
+        result.phase_dir / "export",
+        _reference_clip(dataset),
+        device=device,
+    )
+
+
+def _reference_clip(dataset: Path) -> Path | None:
+    """The first eval clip of the dataset: a held-out sample of the voice."""
+    meta = dataset / EVAL_META
+    lines = meta.read_text(encoding="utf-8").splitlines()[1:] if meta.is_file() else []
+    return dataset / lines[0].split("|")[0] if lines else None

@@ -1,0 +1,82 @@
+"""The phases' parameters: one dataclass per stage, mirrored by its notebook's parameters cell
+(``tests/test_stages.py`` compares the values), the only place their defaults live."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from voicebook.health import LR_FLOOR
+
+STAGES = ("phase1", "phase2")
+
+
+@dataclass
+class PhaseParams:
+    """Parameters shared by both phases (the notebooks' parameters cells mirror them)."""
+
+    experiment: str = "demo"
+    outputs_dir: str = ""  # "" = $VOICEBOOK_OUTPUTS or <repo>/outputs
+    base_model: str = "tiny"  # "tiny", "xtts_v2" or a folder in the XTTS v2 layout
+    dataset_dir: str = ""  # "" = outputs/<experiment>/dataset (the data-prep stage's output)
+    lr: float = 5e-4
+    epochs: int = 8
+    max_steps: int = 0  # 0 = no cap; else stop after this many steps
+    batch_size: int = 3
+    grad_accum: int = 1
+    eval_every: int = 20  # steps between evaluations (and at every epoch end)
+    save_every: int = 45  # steps between checkpoints
+    keep_checkpoints: int = 2
+    patience_steps: int = 500  # stop when eval Mel CE has not improved for this many steps
+    lr_floor: float = LR_FLOOR  # a learning rate strictly below this is flagged
+    seed: int = 1
+    language: str = "hu"
+    export_checkpoint: str | int = "best"  # what export/ holds: "best", "final" or a step
+    device: str = "auto"  # "auto" (the GPU when there is one), "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32"; on a GPU "bf16" or "fp16" mixed precision
+
+    stage = "phase1"
+    # Settings that do not change what is trained: changing them never starts a new run.
+    NOT_TRAINING = ("export_checkpoint", "device")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def training_identity(self) -> dict[str, Any]:
+        """The parameters that define the run (a finished run with the same ones is reused)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.NOT_TRAINING}
+
+
+@dataclass
+class Phase1Params(PhaseParams):
+    init_from: str = ""  # "" = the base's weights; else a checkpoint (.pth) or export folder
+
+
+@dataclass
+class Phase2Params(PhaseParams):
+    resume_from: str | int = "best"  # phase 1's "best" or "final" checkpoint, a step, or a path
+    lr: float = 2e-4
+    epochs: int = 4
+
+    stage = "phase2"
+
+
+PARAMS = {"phase1": Phase1Params, "phase2": Phase2Params}
+
+
+def params_for(stage: str, **values: Any) -> PhaseParams:
+    """The params dataclass of ``stage`` filled with ``values`` (unknown names are an error)."""
+    cls = PARAMS[stage]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise TypeError(f"Unknown {stage} parameter(s) {unknown}; known: {sorted(names)}.")
+    return cls(**values)
+
+
+def params_from(stage: str, namespace: dict[str, Any]) -> PhaseParams:
+    """The params of ``stage`` taken from a notebook's variables (its parameters cell)."""
+    from voicebook.config import from_params
+
+    return from_params(PARAMS[stage], namespace)

@@ -1,0 +1,61 @@
+"""What a phase returns: its params, status, curves and health, as scraps and a summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class PhaseResult:
+    stage: str
+    params: dict[str, Any]
+    status: dict[str, Any]
+    curves: pd.DataFrame
+    health: list[dict[str, Any]]
+    phase_dir: Path
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        return self.status.get("best_checkpoint")
+
+    def scraps(self) -> dict[str, Any]:
+        """The stage's scraps, as docs/stages.md defines them."""
+        s = self.status
+        scraps = {
+            "stage": self.stage,
+            "params": self.params,
+            "best_mel_ce": s.get("best_mel_ce"),
+            "best_text_ce": s.get("best_text_ce"),
+            "best_step": s.get("best_step"),
+            "best_checkpoint": s.get("best_checkpoint"),
+            "final_step": s.get("final_step"),
+            "curves": self.curves,
+            "health": self.health,
+        }
+        if self.stage == "phase2":
+            scraps["parent_checkpoint"] = s.get("parent")
+        return scraps
+
+    def summary(self) -> pd.DataFrame:
+        """A one-column table of what a person wants to know after the run."""
+        s = self.status
+        rows = {
+            "state": s.get("state"),
+            "stop reason": s.get("stop_reason") or "",
+            "steps done": s.get("final_step"),
+            "best eval Mel CE": s.get("best_mel_ce"),
+            "Text CE at best (x0.01)": s.get("best_text_ce"),
+            "best step": s.get("best_step"),
+            "best checkpoint": s.get("best_checkpoint"),
+            "started from": s.get("parent") or "base model",
+            "device": s.get("device") or "",
+            "run folder": s.get("run_dir"),
+        }
+        for event in self.health:
+            if event["severity"] != "info" or event["kind"] == "early_stop":
+                rows[f"{event['severity']} at step {event['step']}"] = event["message"]
+        return pd.DataFrame({"value": rows})

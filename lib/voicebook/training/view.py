@@ -1,0 +1,70 @@
+"""The phases' charts: Mel CE and Text CE by step, live while training and after it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from voicebook.live import LiveChart
+from voicebook.paths import TRAIN_META, experiment_dir
+from voicebook.training.files import CURVE_COLUMNS, read_curves
+from voicebook.training.params import PhaseParams
+
+
+class LiveView(LiveChart):
+    """Train and eval Mel CE / Text CE by step, redrawn as rows arrive, under a progress bar."""
+
+    def __init__(self, title: str, total_steps: int, start_step: int = 0, redraw_every: int = 10):
+        super().__init__(title, curves_figure, CURVE_COLUMNS, total_steps, start_step, "step")
+        self.redraw_every = redraw_every
+
+    def on_row(self, row: dict[str, Any]) -> None:
+        train = row["split"] == "train"
+        redraw = not train or (len(self.rows) + 1) % self.redraw_every == 0
+        self.add(row, train, redraw, mel_ce=f"{row['loss_mel_ce']:.3f}")
+
+
+def curves_figure(curves: pd.DataFrame, title: str = ""):
+    """Train and eval Mel CE (left) and Text CE x0.01 (right) by step."""
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Mel CE", "Text CE (x0.01, as logged)"))
+    # One colour per split in both charts, so the legend's two entries cover Text CE too.
+    colours = {"train": qualitative.Plotly[0], "eval": qualitative.Plotly[1]}
+    for col, loss in ((1, "loss_mel_ce"), (2, "loss_text_ce")):
+        for split, mode in (("train", "lines"), ("eval", "lines+markers")):
+            part = curves[curves["split"] == split]
+            fig.add_scatter(
+                x=part["step"].tolist(),
+                y=part[loss].tolist(),
+                name=f"{split} (Mel CE, Text CE)",
+                mode=mode,
+                line={"color": colours[split]},
+                legendgroup=split,
+                showlegend=col == 1,
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, height=380)
+    return fig
+
+
+def live_view(params: PhaseParams) -> LiveView:
+    """A LiveView sized for ``params``: planned steps from the dataset, start from past curves."""
+    exp = experiment_dir(params.experiment, params.outputs_dir)
+    meta = Path(params.dataset_dir or exp / "dataset") / TRAIN_META
+    n_train = max(len(meta.read_text().splitlines()) - 1, 0) if meta.is_file() else 0
+    curves = read_curves(exp / params.stage)
+    done = int((curves["split"] == "train").sum())
+    return LiveView(params.stage.replace("phase", "Phase "), planned_steps(params, n_train), done)
+
+
+def planned_steps(params: PhaseParams, n_train: int) -> int:
+    """Steps the run will take (epochs x batches, capped by max_steps), for the progress bar."""
+    steps = params.epochs * math.ceil(n_train / params.batch_size)
+    return min(steps, params.max_steps) if params.max_steps else steps
