@@ -283,3 +283,62 @@ def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> d
         "short_test_sentence": next((s for s in config.sentences() if ev.is_short(s)), None),
         "seed": config.seed,
     }
+
+
+# --- what the report and the decision notebook show ---------------------------------------
+
+
+def per_source_wide(per_source: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate: ``mel_ce[all]``, ``mel_ce[<source>]``..., then the same for
+    Text CE."""
+    if per_source is None or per_source.empty:
+        return pd.DataFrame()
+    order = list(dict.fromkeys(per_source["candidate"]))
+    sources = [ALL, *sorted(set(per_source["source"]) - {ALL})]
+    wide = per_source.pivot_table(index="candidate", columns="source", values=list(LOSSES))
+    columns = {(m, s): column(m, s) for m in LOSSES for s in sources}
+    wide = wide[list(columns)].set_axis(list(columns.values()), axis=1).loc[order]
+    return wide.rename_axis(None).rename_axis("candidate").reset_index()
+
+
+def settings_sentence(settings: dict[str, Any]) -> str:
+    """What the synthesis ran with, in one sentence."""
+    clips = settings.get("reference_clips") or []
+    sweep = settings.get("temperature_sweep") or []
+    return (
+        f"Test sentences sampled at temperature {settings.get('temperature')} "
+        f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
+        f"{settings.get('top_p')}, top_k {settings.get('top_k')}); the voice from {len(clips)} "
+        f"held-out clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; generation "
+        f"capped at {settings.get('audio_tokens_per_char')} audio tokens per character; short "
+        f"sentence: {settings.get('short_test_sentence')!r}"
+        + (f"; temperature sweep: {', '.join(f'{t:g}' for t in sweep)}." if sweep else ".")
+    )
+
+
+def depth_tables(evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """``{title: table}`` of the evaluation stage's depth checks that it recorded (an older
+    run recorded none of them)."""
+    tables = {}
+    wide = per_source_wide(evaluation.get("eval_per_source"))
+    if not wide.empty:
+        tables["Mel CE and Text CE per source"] = wide
+    table = evaluation.get("eval_table")
+    if table is not None and "cap_hits" in table:
+        caps = ["candidate", "n_sentences", "cap_hits", "short_cap_hit"]
+        tables["Generation that ran into the token cap"] = table[caps]
+    sweep = evaluation.get("temperature_sweep")
+    if sweep is not None and not sweep.empty:
+        tables["Temperature sweep"] = sweep
+    recon = evaluation.get("dvae_reconstruction")
+    if recon:
+        usage = evaluation.get("codebook") or None
+        tables["The DVAE tokenizer per source"] = reconstruction_table(recon, usage)
+    return tables
+
+
+def depth_notes(evaluation: dict[str, Any]) -> list[str]:
+    """The settings sentence and any source a candidate seems to forget."""
+    settings = evaluation.get("eval_settings")
+    notes = [settings_sentence(settings)] if settings else []
+    return notes + forgetting_notes(evaluation.get("eval_per_source"))

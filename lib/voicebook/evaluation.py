@@ -564,6 +564,17 @@ class EvalResult:
     dvae_reconstruction: dict[str, dict[str, float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)  # sampling, reference clips, cap
 
+    def scraps(self) -> dict[str, Any]:
+        """What the stage publishes from its objective metrics (``voicebook.stages``)."""
+        return {
+            "eval_table": self.table,
+            "eval_notes": self.notes,
+            "eval_per_source": self.per_source,
+            "eval_settings": self.settings,
+            "temperature_sweep": self.temperature_sweep,
+            "dvae_reconstruction": self.dvae_reconstruction,
+        }
+
 
 def evaluate(
     config: EvalConfig,
