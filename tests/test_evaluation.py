@@ -354,6 +354,7 @@ def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     real = exp / "eval" / samples["wav"].iloc[2]
     assert real.read_bytes() == (dataset / hidden.audio_file).read_bytes()
     assert result.table["n_sentences"].tolist() == [2]  # the reference is no candidate
+    assert result.settings["reference_clips"] == [held_out.audio_file.iloc[0]]
     similarity = samples.set_index("candidate")["speaker_similarity"]
     assert similarity["reference"] > similarity["base"].max()  # the real voice, not noise
     listed = [s.candidate for s in ls.load_samples(exp / "eval")]

@@ -597,13 +597,7 @@ def evaluate(
     scorer = SpeakerSimilarity(eval_clips(dataset)) if dataset else None
     if dataset is not None:
         notes += _seen_in_training(sentences, dataset)
-        references = eval_depth.choose_reference_clips(
-            config.reference_clips, dataset, config.n_reference_clips, scorer
-        )
-        hidden = hidden_references(
-            dataset, config.hidden_reference_sentences, config.n_reference_clips, references
-        )
-        config = dataclasses.replace(config, test_sentences=sentences + hidden["text"].tolist())
+        config, references, hidden = _voice_and_sentences(config, dataset, scorer)
         recon = eval_depth.dvae_reconstruction(base_dir, dataset)
     if dataset is None:
         notes.append(
@@ -627,9 +621,9 @@ def evaluate(
         rows.append(row)
     table = _eval_table(rows)
     if samples and not hidden.empty:
-        references = _reference_samples(hidden, len(sentences) + 1, eval_dir)
-        references["speaker_similarity"] = scorer.score(references["wav"])
-        samples.append(references)
+        real = _reference_samples(hidden, len(sentences) + 1, eval_dir)
+        real["speaker_similarity"] = scorer.score(real["wav"])
+        samples.append(real)
     sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     if dataset is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)
@@ -640,6 +634,23 @@ def evaluate(
         table, sample_table, notes, *eval_depth.gathered(depth, candidates), recon,
         eval_depth.settings(config, references, dataset) if dataset else {},
     )  # fmt: skip
+
+
+def _voice_and_sentences(
+    config: EvalConfig, dataset: Path, scorer: SpeakerSimilarity
+) -> tuple[EvalConfig, list[Path], pd.DataFrame]:
+    """The reference clips, the hidden real clips (others), and the config whose test sentences
+    end with the hidden clips' transcripts."""
+    from voicebook import eval_depth
+
+    references = eval_depth.choose_reference_clips(
+        config.reference_clips, dataset, config.n_reference_clips, scorer
+    )
+    hidden = hidden_references(
+        dataset, config.hidden_reference_sentences, config.n_reference_clips, references
+    )
+    test_sentences = config.sentences() + hidden["text"].tolist()
+    return dataclasses.replace(config, test_sentences=test_sentences), references, hidden
 
 
 def _eval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
