@@ -425,6 +425,7 @@ def test_dvae_reconstruction_per_source_weighs_every_mel_value(base, dataset):
         assert 0 < stats["mae"] ** 2 <= stats["mse"] <= stats["peak"] ** 2
     usage = {"quiz": {"codes_used": 40, "perplexity": 30.0, "clips": 5}}
     table = ed.reconstruction_table(real, usage).set_index("source")
+    assert table.index.tolist() == ["interview", "quiz", "all"]  # the sources, then all
     assert list(table.columns) == ["eval_clips", "recon_mse", "recon_mae", "recon_peak",
                                    "codes_used", "perplexity"]  # fmt: skip
     assert table.loc["quiz", "codes_used"] == 40 and math.isnan(table.loc["all", "codes_used"])

@@ -204,7 +204,8 @@ def reconstruction_table(
     if usage:
         use = pd.DataFrame.from_dict(usage, orient="index")[["codes_used", "perplexity"]]
         table = table.join(use, how="outer")
-    return table.reset_index()
+    order = [*sorted(set(table.index) - {ALL}), *([ALL] if ALL in table.index else [])]
+    return table.loc[order].reset_index()
 
 
 # --- cap hits and the temperature sweep ----------------------------------------------------

@@ -404,7 +404,9 @@ def _versus_html(result: ExperimentResult) -> list[str]:
 
 _DEPTH_NOTE = (
     "<p>Per source: each held-out clip's loss, one clip per batch, averaged per source, so "
-    "<code>mel_ce[all]</code> is the clip-weighted mean of the sources. Cap hits: test sentences "
+    "<code>mel_ce[all]</code> is the clip-weighted mean of the sources (the comparison's "
+    "<code>mel_ce</code> is the trainer's mean over batches of several clips, so the two differ "
+    "a little). Cap hits: test sentences "
     "whose generation ran into the cap of audio tokens per character instead of stopping (a "
     "short sentence is always among them). DVAE: each held-out clip's mel encoded to codes and "
     "decoded again (normalised log-mel units; the base's tokenizer, the same for every "
