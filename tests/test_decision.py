@@ -287,6 +287,112 @@ def test_listening_can_lift_flagged_candidate_in_a_tie():
     assert any("only the listening scores can carry it" in r for r in d.reasons)
 
 
+# --- speaker similarity and CER: tie-breakers and alarms -------------------------------------
+
+
+def tie(sim1=None, sim2=None, cer1=None, cer2=None, **kw):
+    """Phase 1 and phase 2 within the 0.1 Mel CE tie; phase 2 lower, in the 'improved' band."""
+    return decide(
+        [
+            cand("base", 4.0, speaker_similarity=0.78, cer=0.13),
+            cand("phase1", 2.65, speaker_similarity=sim1, cer=cer1),
+            cand("phase2", 2.6, speaker_similarity=sim2, cer=cer2, **kw),
+        ]
+    )
+
+
+def test_speaker_similarity_breaks_a_mel_ce_tie():
+    d = tie(0.80, 0.84)
+    assert d.winner == "phase2"
+    assert d.reasons[-2] == (
+        "phase2 and phase1 are within 0.1 Mel CE of each other (2.6 vs 2.65) and no listening "
+        "scores separate them, so speaker similarity breaks the tie: phase2 0.84 vs phase1 0.8 "
+        "(more than the 0.02 margin; higher is closer to the speaker) → use phase2."
+    )
+    worse = tie(0.80, 0.77)  # lower Mel CE, but further from the voice: keep phase 1
+    assert worse.winner == "phase1" and worse.reasons[-2].endswith("→ keep phase1.")
+
+
+def test_cer_breaks_the_tie_when_similarity_is_within_its_margin():
+    d = tie(0.80, 0.81, cer1=0.12, cer2=0.08)
+    assert d.winner == "phase2"
+    assert "speaker similarity is within 0.02, so the character error rate breaks the tie: " \
+        "phase2 0.08 vs phase1 0.12" in d.reasons[-2]  # fmt: skip
+    assert tie(0.80, 0.81, cer1=0.12, cer2=0.15).winner == "phase1"
+    assert tie(cer1=0.12, cer2=0.15).winner == "phase1"  # no similarity: CER alone
+
+
+@pytest.mark.parametrize(
+    ("sims", "cers"),
+    [((0.80, 0.82), (None, None)), ((0.80, 0.78), (0.12, 0.14)), ((None, None), (None, None))],
+)
+def test_within_both_margins_mel_ce_decides_as_before(sims, cers):
+    d = tie(*sims, *cers)  # 0.02 apart is not more than the margin
+    assert d.winner == "phase2"
+    assert d.reasons[-2].startswith("phase2 (eval Mel CE 2.6) is in the 'improved' band")
+
+
+def test_listening_scores_come_before_similarity():
+    d = decide(
+        [
+            cand("base", 4.0),
+            cand("phase1", 2.65, speaker_similarity=0.90, listening_mean=3.0, listening_n=5),
+            cand("phase2", 2.6, speaker_similarity=0.80, listening_mean=4.0, listening_n=5),
+        ]
+    )
+    assert d.winner == "phase2" and "so the listening scores decide" in d.reasons[-2]
+
+
+@pytest.mark.parametrize(
+    ("similarity", "cer", "winner"),
+    [
+        (0.74, 0.10, "base"),  # 0.06 below the base's 0.80: alarm
+        (0.75, 0.10, "phase1"),  # exactly 0.05 below: no alarm
+        (0.80, 0.16, "base"),  # CER 0.06 above the base's 0.10: alarm
+        (0.80, 0.15, "phase1"),  # exactly 0.05 above: no alarm
+    ],
+)
+def test_a_similarity_drop_or_cer_rise_against_the_base_is_an_alarm(similarity, cer, winner):
+    d = decide(
+        [
+            cand("base", 4.0, speaker_similarity=0.80, cer=0.10),
+            cand("phase1", 2.4, speaker_similarity=similarity, cer=cer),
+        ]
+    )
+    assert d.winner == winner
+    alarms = [r for r in d.reasons if "(alarm above" in r]
+    assert len(alarms) == (winner == "base")
+    if winner == "base":
+        assert "cannot win on Mel CE alone" in d.reasons[-2]
+        assert alarms[0] in d.verdicts[1].notes
+
+
+def test_alarm_sentences_name_the_numbers():
+    d = decide(
+        [
+            cand("base", 4.0, speaker_similarity=0.80, cer=0.10),
+            cand("phase1", 2.4, speaker_similarity=0.71, cer=0.18,
+                 listening_mean=4.0, listening_n=5),
+        ]
+    )  # fmt: skip
+    assert d.reasons[2] == (
+        "phase1's speaker similarity 0.71 is 0.09 below base's 0.8 (alarm above a drop of "
+        "0.05): its voice may have drifted from the speaker's."
+    )
+    assert d.reasons[3] == (
+        "phase1's character error rate 0.18 is 0.08 above base's 0.1 (alarm above a rise of "
+        "0.05): it reads the text less accurately."
+    )
+    assert d.winner == "base"  # the base has no listening scores: nothing backs phase 1
+
+
+def test_margins_are_thresholds_and_cannot_be_negative():
+    t = Thresholds.from_dict({"similarity_margin": 0.05, "cer_rise_alarm": 0.1})
+    assert (t.similarity_margin, t.cer_margin, t.similarity_drop_alarm) == (0.05, 0.02, 0.05)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        Thresholds(cer_margin=-0.01)
+
+
 # --- thresholds ------------------------------------------------------------------------------
 
 
@@ -331,6 +437,14 @@ def test_gather_prefers_evaluation_numbers():
     d = decide(cs)
     assert (d.winner, d.tier) == ("phase2", "target")
     assert "same held-out set" in d.reasons[0]
+    assert [c.cer for c in cs] == [None] * 3  # no ASR: no CER
+    scraps = fake_scraps(ratings=False)
+    scraps["03_evaluation"]["eval_table"]["cer"] = [0.1, 0.12, 0.2]
+    cs = gather_candidates(scraps)
+    assert [c.cer for c in cs] == [0.1, 0.12, 0.2]
+    d = decide(cs)  # phase 2's CER is 0.1 above the base's: an alarm, and no listener backs it
+    assert d.winner == "phase1" and "0.1 above base model's 0.1" in " ".join(d.reasons)
+    assert comparison_table(cs, d)["cer"].tolist() == [0.1, 0.12, 0.2]
 
 
 def test_missing_phase2():

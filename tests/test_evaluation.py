@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -14,6 +15,7 @@ import soundfile as sf
 import torch
 
 from voicebook import codebook as cb
+from voicebook import eval_depth as ed
 from voicebook import evaluation as ev
 from voicebook import listening as ls
 from voicebook.models import resolve_base
@@ -103,10 +105,31 @@ def test_explicit_candidates_get_labels_and_safe_unique_folder_names(tmp_path, t
 
 
 def test_default_sentences_exist_per_language_and_others_must_be_given():
-    assert len(ev.EvalConfig().sentences()) == 3
+    assert len(ev.EvalConfig().sentences()) == 4  # three lines and the short one
     assert ev.EvalConfig(test_sentences=["Egy."]).sentences() == ["Egy."]
     with pytest.raises(ValueError, match="test_sentences"):
         ev.EvalConfig(language="fi").sentences()
+
+
+def test_a_short_sentence_is_always_among_the_test_sentences():
+    longer = "Ez egy hosszabb mondat a kvízből."
+    assert ev.EvalConfig().sentences()[-1] == "Igen, pontosan."
+    assert ev.EvalConfig(language="en").sentences()[-1] == "Yes, exactly."
+    assert ev.EvalConfig(test_sentences=[longer]).sentences() == [longer, "Igen, pontosan."]
+    mine = ev.EvalConfig(test_sentences=[longer], short_test_sentence="Na, kezdjük!")
+    assert mine.sentences() == [longer, "Na, kezdjük!"]
+    three_words = ["Jó estét, mindenkinek!", longer]  # already short: nothing added
+    assert ev.EvalConfig(test_sentences=three_words).sentences() == three_words
+    with pytest.raises(ValueError, match="short_test_sentence"):
+        ev.EvalConfig(language="fi", test_sentences=[longer]).sentences()
+
+
+def test_sampling_defaults_are_coquis_but_the_temperature_sits_inside_the_seeds_range():
+    from voicebook.coqui.probes import sampling_defaults
+
+    config = ev.EvalConfig()
+    assert config.sampling() == sampling_defaults() | {"temperature": 0.65}
+    assert 0.55 <= config.temperature <= 0.75 and config.temperature_sweep == []
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -215,6 +238,46 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     for audio_s, cap in zip(out["audio_s"], caps):
         assert 0 < audio_s <= (cap + 1) * seconds_per_token
     assert out["synth_s"].gt(0).all()
+    # the tiny base never stops by itself: every sentence runs into its (forced) cap
+    assert out["cap"].tolist() == caps and out["codes"].tolist() == caps
+    assert ed.cap_hits(out, short) == {"cap_hits": 2, "short_cap_hit": True}
+    assert "generate" not in vars(model.gpt)  # the counter is gone again
+
+
+def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_path):
+    from voicebook.models import load_xtts
+
+    model, seen = load_xtts(base), []
+    inference = model.inference
+    model.inference = lambda *a, **kw: seen.append(kw) or inference(*a, **kw)
+    settings = {"temperature": 0.55, "repetition_penalty": 5.0, "top_p": 0.8, "top_k": 20}
+    refs = ev.reference_clips(dataset, 1)
+    ev.synthesize(model, ["Jó napot!"], refs, tmp_path, tokens_per_char=1.0, sampling=settings)
+    assert seen == [settings]
+
+
+def test_generated_codes_stop_at_the_stop_token():
+    from voicebook.coqui import probes
+
+    stop = 1025
+    assert probes.generated_codes(torch.tensor([5, 7, stop, stop]), stop) == {
+        "codes": 2, "stopped": True,
+    }  # fmt: skip
+    assert probes.generated_codes(torch.tensor([5, 7, 9]), stop) == {"codes": 3, "stopped": False}
+
+    class Gpt:  # a GPT that stops after 4 tokens, as a trained one does
+        stop_audio_token = stop
+
+        def generate(self, *args, **kwargs):
+            return torch.tensor([[3, 3, 3, 3, stop]])
+
+    model = type("Model", (), {"gpt": Gpt()})()
+    with probes.count_generated_codes(model) as calls:
+        model.gpt.generate()
+    assert calls == [{"codes": 4, "stopped": True}]
+    samples = pd.DataFrame({"text": ["Igen.", "Hosszú mondat."], "codes": [4, 30], "cap": [30, 30]})
+    assert ed.cap_hits(samples, "Igen.") == {"cap_hits": 1, "short_cap_hit": False}
+    assert ed.cap_hits(samples, "Nincs ilyen.")["short_cap_hit"] is None
 
 
 def test_without_a_dataset_the_stage_lists_candidates_and_says_what_is_missing(tmp_path, base):
@@ -232,7 +295,10 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
 ):
     exp = experiment_with(tmp_path, dataset, phase1=tuned)
     config = ev.EvalConfig(
-        test_sentences=["Jó napot!"], n_reference_clips=1, hidden_reference_sentences=0
+        test_sentences=["Jó napot!"],
+        n_reference_clips=1,
+        hidden_reference_sentences=0,
+        temperature_sweep=[0.5, 0.9],
     )
     heard = []
 
@@ -242,19 +308,34 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
 
     result = ev.evaluate(config, exp, base, transcribe=transcribe)
     table = result.table
-    assert list(table.columns) == ev.EVAL_TABLE_COLUMNS
+    per_source = ["mel_ce[interview]", "mel_ce[quiz]", "text_ce[interview]", "text_ce[quiz]"]
+    assert list(table.columns) == ev.EVAL_TABLE_COLUMNS + per_source
     assert table["candidate"].tolist() == ["base", "phase1"]
     assert table["checkpoint"].tolist() == ["", str(tuned)]
     assert table["n_sentences"].tolist() == [1, 1]
     assert table["cer"].tolist() == pytest.approx([6 / 8, 6 / 8])  # "jó napot" vs "jó"
     assert table[["mel_ce", "text_ce", "rtf"]].gt(0).all().all()
     assert table["speaker_similarity"].between(-1, 1).all()
-    assert len(heard) == 2 and any("phase2 skipped" in n for n in result.notes)
+    assert len(heard) == 2 + 4 and any("phase2 skipped" in n for n in result.notes)  # + sweep
     on_disk = pd.read_csv(exp / "eval" / "eval_table.csv")
     assert on_disk["mel_ce"].tolist() == pytest.approx(table["mel_ce"].tolist())
     samples = pd.read_csv(exp / "eval" / "samples.csv")
     assert samples["wav"].tolist() == ["base/s01.wav", "phase1/s01.wav"]
     assert all((exp / "eval" / w).is_file() for w in samples["wav"])
+    # evaluation depth: the tiny base never stops, so its one (short) sentence hits the cap
+    assert table["cap_hits"].tolist() == [1, 1] and table["short_cap_hit"].tolist() == [True] * 2
+    assert table["dvae_mse"].tolist() == [result.dvae_reconstruction["all"]["mse"]] * 2
+    by = result.per_source.set_index(["candidate", "source"])
+    assert by.loc[("phase1", "quiz"), "mel_ce"] == table["mel_ce[quiz]"].iloc[1]
+    assert by["n_clips"].xs("all", level="source").tolist() == [3, 3]
+    sweep = result.temperature_sweep
+    assert sweep[["candidate", "temperature"]].values.tolist() == [
+        ["base", 0.5], ["base", 0.9], ["phase1", 0.5], ["phase1", 0.9]
+    ]  # fmt: skip
+    assert sweep["cap_hits"].tolist() == [1] * 4 and sweep["cer"].tolist() == [6 / 8] * 4
+    assert (exp / "eval" / "phase1" / "temperature_0.9" / "s01.wav").is_file()
+    assert result.settings["temperature"] == 0.65 and result.settings["reference_mode"] == "first"
+    assert result.settings["reference_clips"] == ["wavs/interview_006.wav"]
 
 
 def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
@@ -273,8 +354,108 @@ def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     real = exp / "eval" / samples["wav"].iloc[2]
     assert real.read_bytes() == (dataset / hidden.audio_file).read_bytes()
     assert result.table["n_sentences"].tolist() == [2]  # the reference is no candidate
+    assert result.settings["reference_clips"] == [held_out.audio_file.iloc[0]]
     similarity = samples.set_index("candidate")["speaker_similarity"]
     assert similarity["reference"] > similarity["base"].max()  # the real voice, not noise
     listed = [s.candidate for s in ls.load_samples(exp / "eval")]
     assert listed == ["base", "base", ls.REFERENCE]
     assert ev.hidden_references(dataset, 5, 2)["text"].tolist() == held_out["text"][2:].tolist()
+
+
+# --- evaluation depth ----------------------------------------------------------------------
+
+
+def test_per_source_means_weigh_every_clip_once_and_add_up_to_all_exactly():
+    per_clip = pd.DataFrame(
+        {"source": ["quiz", "quiz", "quiz", "interview"], "mel_ce": [1.0, 2.0, 3.0, 10.0],
+         "text_ce": [0.01, 0.02, 0.03, 0.05]}
+    )  # fmt: skip
+    table = ed.by_source(per_clip).set_index("source")
+    assert table["n_clips"].to_dict() == {"interview": 1, "quiz": 3, "all": 4}
+    assert table["mel_ce"].to_dict() == {"interview": 10.0, "quiz": 2.0, "all": 4.0}
+    assert table.loc["all", "text_ce"] == pytest.approx(0.0275)
+    assert ed.source_columns(table.reset_index()) == {
+        "mel_ce[interview]": 10.0, "mel_ce[quiz]": 2.0,
+        "text_ce[interview]": 0.05, "text_ce[quiz]": pytest.approx(0.02),
+    }  # fmt: skip
+
+
+def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
+    base, dataset, tuned, tmp_path
+):
+    config = ev.EvalConfig()
+    table = ed.losses_by_source(base, dataset, tuned, tmp_path, config).set_index("source")
+    assert table["n_clips"].to_dict() == {"interview": 2, "quiz": 1, "all": 3}
+    sources = table.drop("all")
+    for metric in ("mel_ce", "text_ce"):
+        weighted = (sources["n_clips"] * sources[metric]).sum() / sources["n_clips"].sum()
+        assert weighted == pytest.approx(table.loc["all", metric], rel=1e-12)
+    # the same data path as eval_losses: its one-clip batches give the same overall figure
+    one_clip = ev.eval_losses(base, dataset, tuned, tmp_path, batch_size=1)
+    assert table.loc["all", "mel_ce"] == pytest.approx(one_clip["mel_ce"], rel=1e-9)
+    assert table.loc["all", "text_ce"] == pytest.approx(one_clip["text_ce"], rel=1e-9)
+    assert table.loc["interview", "mel_ce"] != pytest.approx(table.loc["quiz", "mel_ce"])
+    first_two = ed.losses_by_source(
+        base, dataset, tuned, tmp_path, ev.EvalConfig(max_eval_batches=2, eval_batch_size=1)
+    )
+    assert first_two["n_clips"].tolist() == [1, 1, 2]  # interview_006, quiz_007
+
+
+def test_forgetting_one_source_is_named_when_the_mean_hides_it():
+    rows = [("base", "quiz", 5.0), ("base", "interview", 5.0), ("base", "all", 5.0),
+            ("phase1", "quiz", 5.2), ("phase1", "interview", 4.0), ("phase1", "all", 4.5),
+            ("phase2", "quiz", 4.8), ("phase2", "interview", 4.9), ("phase2", "all", 4.85)]  # fmt: skip
+    per_source = pd.DataFrame(rows, columns=["candidate", "source", "mel_ce"])
+    (note,) = ed.forgetting_notes(per_source)
+    assert note.startswith("phase1: Mel CE fell overall (5 → 4.5) but rose on quiz (5 → 5.2)")
+    assert ed.forgetting_notes(per_source[per_source.candidate != "base"]) == []
+
+
+def test_dvae_reconstruction_per_source_weighs_every_mel_value(base, dataset):
+    per_clip = pd.DataFrame(
+        {"source": ["a", "a", "b"], "elements": [100, 300, 400], "sq_error": [10.0, 30.0, 120.0],
+         "abs_error": [20.0, 60.0, 200.0], "peak": [1.0, 2.0, 1.5]}
+    )  # fmt: skip
+    recon = ed.reconstruction_by_source(per_clip)
+    assert recon["a"] == {"clips": 2, "mse": 0.1, "mae": 0.2, "peak": 2.0}
+    assert recon["all"] == {"clips": 3, "mse": 0.2, "mae": 0.35, "peak": 2.0}
+    real = ed.dvae_reconstruction(base, dataset)  # the held-out clips: 2 interview, 1 quiz
+    assert {k: v["clips"] for k, v in real.items()} == {"interview": 2, "quiz": 1, "all": 3}
+    for stats in real.values():
+        assert 0 < stats["mae"] ** 2 <= stats["mse"] <= stats["peak"] ** 2
+    usage = {"quiz": {"codes_used": 40, "perplexity": 30.0, "clips": 5}}
+    table = ed.reconstruction_table(real, usage).set_index("source")
+    assert table.index.tolist() == ["interview", "quiz", "all"]  # the sources, then all
+    assert list(table.columns) == ["eval_clips", "recon_mse", "recon_mae", "recon_peak",
+                                   "codes_used", "perplexity"]  # fmt: skip
+    assert table.loc["quiz", "codes_used"] == 40 and math.isnan(table.loc["all", "codes_used"])
+
+
+def test_auto_reference_clips_are_the_nearest_the_mean_voice():
+    clips = ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]
+    embeddings = np.array(
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [0.8, 0.3, 0.1], [0.95, 0.0, 0.05]]
+    )  # c is another voice; the mean leans to the first axis
+    # cosines to the mean: a 0.952, b 0.959, c 0.284, d 0.958, e 0.966
+    assert ed.nearest_clips(embeddings, clips, 2) == ["e.wav", "b.wav"]
+    assert ed.nearest_clips(embeddings, clips, 4) == ["e.wav", "b.wav", "d.wav", "a.wav"]
+    with pytest.raises(ValueError, match="5 clips but 2 embeddings"):
+        ed.nearest_clips(embeddings[:2], clips, 1)
+
+
+def test_reference_clips_first_auto_or_files(dataset, tmp_path):
+    held_out = ev.eval_clips(dataset)
+    assert ed.choose_reference_clips("first", dataset, 2) == held_out[:2]
+
+    class Scorer:  # embeddings as SpeakerSimilarity keeps them: the last clip is the nearest
+        clip_embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+
+    assert ed.choose_reference_clips("auto", dataset, 1, Scorer()) == [held_out[2]]
+    given = ["wavs/quiz_001.wav", str(held_out[0])]  # relative to the dataset, or not
+    assert ed.choose_reference_clips(given, dataset, 9) == [dataset / given[0], held_out[0]]
+    as_text = '["wavs/quiz_001.wav"]'  # papermill -p
+    assert ed.choose_reference_clips(as_text, dataset, 1) == [dataset / "wavs/quiz_001.wav"]
+    with pytest.raises(FileNotFoundError, match="names wavs/nope.wav, which"):
+        ed.choose_reference_clips(["wavs/quiz_001.wav", "wavs/nope.wav"], dataset, 1)
+    hidden = ev.hidden_references(dataset, 5, 1, exclude=[held_out[1]])
+    assert [Path(w).name for w in hidden["wav"]] == [held_out[0].name, held_out[2].name]

@@ -30,6 +30,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert sections(page) == [
         "Ship: phase 2",
         "Comparison of candidates",
+        "Evaluation depth",
         "Where the numbers come from",
         "Training curves",
         "Experiments side by side",
@@ -46,6 +47,62 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert "<td>quiz</td>" in page and "<td>15.2</td>" in page  # dataset card per source
     assert "lr ok" in page  # health events
     assert "<li>Nothing.</li>" in page  # nothing missing in this experiment
+
+
+def depth_scraps() -> dict:
+    """fake_scraps with the evaluation's depth checks recorded (see docs/stages.md)."""
+    scraps = fake_scraps()
+    evaluation = scraps["03_evaluation"]
+    evaluation["eval_table"] = evaluation["eval_table"].assign(
+        cap_hits=[4, 1, 0], short_cap_hit=[True, False, False]
+    )
+    rows = [("base", "interview", 12, 4.1, 0.02), ("base", "quiz", 8, 3.85, 0.021),
+            ("base", "all", 20, 4.0, 0.0204), ("phase1", "interview", 12, 2.5, 0.02),
+            ("phase1", "quiz", 8, 3.25, 0.022), ("phase1", "all", 20, 2.8, 0.0208)]  # fmt: skip
+    evaluation["eval_per_source"] = pd.DataFrame(
+        rows, columns=["candidate", "source", "n_clips", "mel_ce", "text_ce"]
+    )
+    evaluation["eval_settings"] = {
+        "temperature": 0.65, "repetition_penalty": 10.0, "top_p": 0.85, "top_k": 50,
+        "temperature_sweep": [0.55, 0.75], "reference_mode": "auto",
+        "reference_clips": ["wavs/quiz_003.wav"], "audio_tokens_per_char": 2.5,
+        "short_test_sentence": "Igen, pontosan.", "seed": 1,
+    }  # fmt: skip
+    evaluation["temperature_sweep"] = pd.DataFrame(
+        [["base", 0.55, 4, 3, 0.71, 0.4, None], ["base", 0.75, 4, 4, 0.69, 0.5, None]],
+        columns=["candidate", "temperature", "n_sentences", "cap_hits", "speaker_similarity",
+                 "rtf", "cer"],
+    )  # fmt: skip
+    evaluation["dvae_reconstruction"] = {
+        "quiz": {"clips": 8, "mse": 0.31, "mae": 0.42, "peak": 3.5},
+        "all": {"clips": 20, "mse": 0.29, "mae": 0.4, "peak": 3.5},
+    }
+    evaluation["codebook"] = {"quiz": {"codes_used": 611, "perplexity": 402.5}}
+    return scraps
+
+
+def test_report_shows_the_evaluation_depth_with_its_numbers():
+    page = report.render_report(report.analyse_scraps("deep", depth_scraps()))
+    depth = page[page.index("<h2>Evaluation depth</h2>") : page.index("<h2>Where the numbers")]
+    assert re.findall(r"<h3>(.*?)</h3>", depth) == [
+        "Mel CE and Text CE per source",
+        "Generation that ran into the token cap",
+        "Temperature sweep",
+        "The DVAE tokenizer per source",
+    ]
+    headers = re.findall(r"<th>(.*?)</th>", depth.replace("<wbr>", ""))
+    assert headers[:4] == ["candidate", "mel_ce[all]", "mel_ce[interview]", "mel_ce[quiz]"]
+    assert "<td>3.25</td>" in depth and "<td>611</td>" in depth and "<td>0.31</td>" in depth
+    assert "phase1: Mel CE fell overall (4 → 2.8) but rose on quiz (3.85 → 3.25)" not in depth
+    assert "Test sentences sampled at temperature 0.65 (repetition_penalty 10.0" in depth
+    assert "(auto): wavs/quiz_003.wav" in depth and "temperature sweep: 0.55, 0.75." in depth
+    forgetting = depth_scraps()
+    forgetting["03_evaluation"]["eval_per_source"].loc[4, "mel_ce"] = 3.95  # phase1 on quiz
+    page = report.render_report(report.analyse_scraps("deep", forgetting))
+    assert "but rose on quiz (3.85 → 3.95): it may be forgetting" in page
+    older = fake_scraps()  # an evaluation recorded before these checks existed
+    page = report.render_report(report.analyse_scraps("old", older))
+    assert "<h2>Evaluation depth</h2>\n<p>Not measured: re-run 03_evaluation.</p>" in page
 
 
 def test_report_without_any_stage_says_what_is_missing_and_embeds_no_js():

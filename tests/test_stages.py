@@ -57,6 +57,18 @@ def test_phase_results_publish_exactly_their_contract():
         assert set(result.scraps()) == set(contract.scraps)
 
 
+def test_the_evaluation_publishes_exactly_its_contract():
+    result = evaluation.EvalResult(pd.DataFrame(), pd.DataFrame(), [])
+    later = {"codebook", "listening_summary", "ab_summary", "hidden_reference"}  # own cells
+    assert set(result.scraps()) | later == set(stages.EVALUATION.scraps)
+    assert not set(result.scraps()) & later
+    # the report reads the depth scraps by the names the evaluation publishes
+    from voicebook import eval_depth
+
+    recorded = result.scraps() | {"codebook": {}}
+    assert eval_depth.depth_tables(recorded) == {} and eval_depth.depth_notes(recorded) == []
+
+
 def test_every_notebook_publishes_under_its_own_stage_only():
     for stem in STAGES:
         source = json.loads((NOTEBOOKS_DIR / f"{stem}.ipynb").read_text())["cells"]

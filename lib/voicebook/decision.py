@@ -10,7 +10,9 @@ Everything here is pure (plain values in, plain values out) so every rule is uni
   :class:`CandidateEvidence` per candidate, ordered base → phase 1 → phase 2 → others.
 - :func:`decide` walks the candidates in order and keeps the newer one only when the rules say so;
   the base model (no fine-tune) is the fallback. It returns a :class:`Decision` whose reasons are
-  plain sentences.
+  plain sentences. Within a Mel CE tie (``listening_margin``) the listening scores decide, else
+  speaker similarity, else CER (each only beyond its margin); a similarity drop or a CER rise
+  against the base beyond its alarm margin blocks a candidate as a health alarm does.
 - :func:`comparison_table` is the table of all candidates shown in the report.
 """
 
@@ -67,6 +69,18 @@ class Thresholds:
     what listeners reliably hear, so the ears should decide there."""
     min_ratings: int = 3
     """A listening mean from fewer ratings is shown but not used to decide."""
+    similarity_margin: float = 0.02
+    """In a Mel CE tie (within ``listening_margin``) that no listening scores decide, a speaker
+    similarity higher by more than this breaks the tie. 0.02 is about the spread of resemblyzer
+    similarity between takes of one speaker: less than that is not a different voice."""
+    cer_margin: float = 0.02
+    """Then (similarity within its margin or unmeasured) a CER lower by more than this breaks
+    the tie: two characters in a hundred, about one word of ten-odd sentences."""
+    similarity_drop_alarm: float = 0.05
+    """Speaker similarity more than this below the base's: an alarm (the voice drifted), so the
+    candidate cannot win on Mel CE alone, as with a health alarm."""
+    cer_rise_alarm: float = 0.05
+    """CER more than this above the base's: an alarm (it reads worse), as above."""
 
     @classmethod
     def from_dict(cls, overrides: dict[str, Any] | None = None) -> Thresholds:
@@ -99,6 +113,9 @@ class Thresholds:
             )
         if self.listening_margin < 0 or self.min_ratings < 1:
             raise ValueError("listening_margin must be >= 0 and min_ratings >= 1.")
+        margins = ("similarity_margin", "cer_margin", "similarity_drop_alarm", "cer_rise_alarm")
+        if any(getattr(self, m) < 0 for m in margins):
+            raise ValueError(f"{', '.join(margins)} must be >= 0; got {self}.")
 
 
 @dataclass
@@ -113,6 +130,7 @@ class CandidateEvidence:
     best_step: int | None = None
     checkpoint: str | None = None
     speaker_similarity: float | None = None
+    cer: float | None = None  # character error rate of its test sentences (with a local ASR)
     listening_mean: float | None = None
     listening_n: int = 0
     overfitting: bool = False
@@ -230,19 +248,78 @@ def _source_reason(candidates: list[CandidateEvidence]) -> str:
     )
 
 
+def _more(x: float, limit: float) -> bool:
+    """x exceeds limit by more than rounding (0.80 - 0.75 is not more than 0.05)."""
+    return x - limit > 1e-9
+
+
+def metric_alarms(c: CandidateEvidence, base: CandidateEvidence, t: Thresholds) -> list[str]:
+    """Sentences on a speaker-similarity drop or a CER rise against the base beyond the alarm
+    margins; empty when neither (or an unmeasured number)."""
+    out = []
+    s, s0 = c.speaker_similarity, base.speaker_similarity
+    if s is not None and s0 is not None and _more(s0 - s, t.similarity_drop_alarm):
+        out.append(
+            f"{c.title}'s speaker similarity {_num(s)} is {_num(s0 - s)} below "
+            f"{base.title}'s {_num(s0)} (alarm above a drop of {t.similarity_drop_alarm}): "
+            "its voice may have drifted from the speaker's."
+        )
+    e, e0 = c.cer, base.cer
+    if e is not None and e0 is not None and _more(e - e0, t.cer_rise_alarm):
+        out.append(
+            f"{c.title}'s character error rate {_num(e)} is {_num(e - e0)} above {base.title}'s "
+            f"{_num(e0)} (alarm above a rise of {t.cer_rise_alarm}): it reads the text less "
+            "accurately."
+        )
+    return out
+
+
+def _tie_break(kept: CandidateEvidence, c: CandidateEvidence, t: Thresholds):
+    """In a Mel CE tie: (whether ``c`` wins, the sentence) from speaker similarity, else CER,
+    when one differs by more than its margin; None when neither decides."""
+    name, prev = c.title, kept.title
+    lead = (
+        f"{name} and {prev} are within {t.listening_margin} Mel CE of each other "
+        f"({_num(c.mel_ce)} vs {_num(kept.mel_ce)}) and no listening scores separate them"
+    )
+    s, s0 = c.speaker_similarity, kept.speaker_similarity
+    if s is not None and s0 is not None:
+        if _more(abs(s - s0), t.similarity_margin):
+            return s > s0, (
+                f"{lead}, so speaker similarity breaks the tie: {name} {_num(s)} vs {prev} "
+                f"{_num(s0)} (more than the {t.similarity_margin} margin; higher is closer to the "
+                f"speaker) → {'use ' + name if s > s0 else 'keep ' + prev}."
+            )
+        lead += f", and their speaker similarity is within {t.similarity_margin}"
+    e, e0 = c.cer, kept.cer
+    if e is not None and e0 is not None and _more(abs(e - e0), t.cer_margin):
+        return e < e0, (
+            f"{lead}, so the character error rate breaks the tie: {name} {_num(e)} vs {prev} "
+            f"{_num(e0)} (more than the {t.cer_margin} margin; lower reads better) → "
+            f"{'use ' + name if e < e0 else 'keep ' + prev}."
+        )
+    return None
+
+
 def _compare(
-    kept: CandidateEvidence, c: CandidateEvidence, band: str, t: Thresholds
+    kept: CandidateEvidence,
+    c: CandidateEvidence,
+    band: str,
+    t: Thresholds,
+    alarms: list[str] | None = None,
 ) -> tuple[bool, str]:
-    """Whether the newer candidate ``c`` replaces ``kept``, and the sentence that says why."""
+    """Whether the newer candidate ``c`` replaces ``kept``, and the sentence that says why
+    (``alarms``: its speaker-similarity / CER alarms, which block it as health alarms do)."""
     assert c.mel_ce is not None
     name, prev = c.title, kept.title
     numbers_say_newer = band in ADOPTING_BANDS and (kept.mel_ce is None or c.mel_ce < kept.mel_ce)
     ears_c, ears_kept = _listening(c, t), _listening(kept, t)
     heard = ears_c is not None and ears_kept is not None
-    blocked = c.overfitting or bool(c.alarms)
+    blocked = c.overfitting or bool(c.alarms) or bool(alarms)
     flags = " and ".join(
         (["flagged for overfitting"] if c.overfitting else [])
         + ([f"has health alarms ({'; '.join(c.alarms)})"] if c.alarms else [])
+        + (["has a speaker-similarity or CER alarm against the base"] if alarms else [])
     )
     where = (
         f"{name} (eval Mel CE {_num(c.mel_ce)}) is in the '{band}' band ({_band_range(band, t)})"
@@ -259,6 +336,9 @@ def _compare(
             f"{_num(ears_kept)} (n={kept.listening_n}){caveat} → "
             f"{'use ' + name if wins else 'keep ' + prev}."
         )
+    broken = _tie_break(kept, c, t) if close and not blocked else None
+    if broken is not None:
+        return broken
     if not numbers_say_newer:
         why = (
             f"not lower than {prev} ({_num(kept.mel_ce)})"
@@ -323,8 +403,10 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
                 f"level {t.text_ce_alarm}."
             )
         else:
-            adopt, reason = _compare(kept, c, band, t)
-            reasons.append(reason)
+            alarms = metric_alarms(c, candidates[0], t)
+            notes += alarms
+            adopt, reason = _compare(kept, c, band, t, alarms)
+            reasons += [*alarms, reason]
             if adopt:
                 kept = c
         verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
@@ -350,7 +432,7 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
 
 # Measures of the evidence, each with the direction that is better (+1: higher is better).
 EVIDENCE = (("mel_ce", -1, "Mel CE"), ("text_ce", -1, "Text CE"),
-            ("speaker_similarity", +1, "speaker similarity"))  # fmt: skip
+            ("speaker_similarity", +1, "speaker similarity"), ("cer", -1, "CER"))  # fmt: skip
 
 
 def least_bad(candidates: list[CandidateEvidence]) -> tuple[CandidateEvidence, str]:
@@ -381,9 +463,13 @@ def least_bad(candidates: list[CandidateEvidence]) -> tuple[CandidateEvidence, s
         for attr, _, label in EVIDENCE
         if getattr(best, attr) is not None
     ]
+    measured = [label for attr, _, label in EVIDENCE if any(getattr(c, attr) is not None
+                                                            for c in candidates)]  # fmt: skip
     return best, (
         f"Least bad on the measured evidence: {best.title} ({', '.join(better)}), the best mean "
-        "rank over Mel CE, Text CE and speaker similarity among the candidates."
+        f"rank over {', '.join(measured[:-1])} and {measured[-1]} among the candidates."
+        if len(measured) > 1
+        else f"Least bad on the measured evidence: {best.title} ({', '.join(better)})."
     )
 
 
@@ -495,6 +581,7 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
             best_step=stage_scraps.get("best_step") if is_best else _step_of(checkpoint),
             checkpoint=checkpoint,
             speaker_similarity=_float(row.get("speaker_similarity")),
+            cer=_float(row.get("cer")),
             listening_mean=mean,
             listening_n=n,
             overfitting=overfitting,
@@ -556,7 +643,8 @@ def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
 
 COMPARISON_COLUMNS = [
     "candidate", "label", "source", "mel_ce", "text_ce", "best_step", "gain_vs_previous",
-    "speaker_similarity", "listening_mean", "listening_n", "band", "tier", "status", "notes",
+    "speaker_similarity", "cer", "listening_mean", "listening_n", "band", "tier", "status",
+    "notes",
 ]  # fmt: skip
 
 
@@ -576,6 +664,7 @@ def comparison_table(candidates: list[CandidateEvidence], decision: Decision) ->
                 "best_step": c.best_step,
                 "gain_vs_previous": v.gain,
                 "speaker_similarity": c.speaker_similarity,
+                "cer": c.cer,
                 "listening_mean": c.listening_mean,
                 "listening_n": c.listening_n,
                 "band": v.band,

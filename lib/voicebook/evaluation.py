@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from voicebook.checkpoints import resolve_checkpoint
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
 from voicebook.coqui.losses import eval_losses, seed_everything
+from voicebook.coqui.probes import SAMPLING_KEYS, count_generated_codes
 from voicebook.device import resolve_device
 from voicebook.listening import REFERENCE
 from voicebook.paths import EVAL_META, TRAIN_META
@@ -60,7 +61,10 @@ EVAL_TABLE_COLUMNS = [
     "n_sentences",
     "n_eval_batches",
     "voice_mel_ce",
-]
+    "cap_hits",  # test sentences whose generation ran into the token cap (eval_depth)
+    "short_cap_hit",  # whether the short test sentence did
+    "dvae_mse",  # the base DVAE's held-out reconstruction MSE: the same for every candidate
+]  # then per source: mel_ce[<source>], text_ce[<source>] (eval_depth.source_columns)
 # Quiz-show and conversational lines that are not in the demo corpus's training text.
 DEFAULT_TEST_SENTENCES = {
     "hu": [
@@ -74,6 +78,10 @@ DEFAULT_TEST_SENTENCES = {
         "Good evening, and welcome back to the show!",
     ],
 }
+# One short line per language: runaway generation on short text is a known XTTS failure, so a
+# test sentence of at most SHORT_SENTENCE_WORDS words is always among the test sentences.
+DEFAULT_SHORT_SENTENCES = {"hu": "Igen, pontosan.", "en": "Yes, exactly."}
+SHORT_SENTENCE_WORDS = 3
 
 
 @dataclass
@@ -96,9 +104,23 @@ class EvalConfig:
     codebook_clips_per_source: int = 20  # 0: every clip; N: the first N clips of each source
     exclude_flagged_raters: bool = True  # leave out raters who score the real voice below others
     device: str = "auto"  # "auto" (the GPU when there is one), "cpu" or "cuda": every model here
+    short_test_sentence: str = ""  # added unless a test sentence is short; empty: per language
+    reference_clips: Any = "first"  # "first" held-out clips, "auto" (nearest mean voice), files
+    temperature: float = 0.65  # sampling (the seeds tune 0.55-0.75); the rest: coqui's defaults
+    repetition_penalty: float = 10.0
+    top_p: float = 0.85
+    top_k: int = 50
+    temperature_sweep: list[float] = field(default_factory=list)  # extra temperatures to try
 
     def sentences(self) -> list[str]:
-        return list(self.test_sentences) or default_test_sentences(self.language)
+        given = list(self.test_sentences) or default_test_sentences(self.language)
+        if any(is_short(s) for s in given):
+            return given
+        return [*given, self.short_test_sentence or default_short_sentence(self.language)]
+
+    def sampling(self) -> dict[str, float]:
+        """The sampling settings ``Xtts.inference`` takes."""
+        return {key: getattr(self, key) for key in SAMPLING_KEYS}
 
 
 @dataclass
@@ -119,6 +141,19 @@ def default_test_sentences(language: str) -> list[str]:
             f"(defaults exist for {', '.join(DEFAULT_TEST_SENTENCES)})."
         )
     return list(DEFAULT_TEST_SENTENCES[language])
+
+
+def is_short(sentence: str) -> bool:
+    return len(sentence.split()) <= SHORT_SENTENCE_WORDS
+
+
+def default_short_sentence(language: str) -> str:
+    if language not in DEFAULT_SHORT_SENTENCES:
+        raise ValueError(
+            f"No default short test sentence for language {language!r}: pass "
+            f"short_test_sentence='...' (at most {SHORT_SENTENCE_WORDS} words)."
+        )
+    return DEFAULT_SHORT_SENTENCES[language]
 
 
 def safe_name(text: str) -> str:
@@ -249,12 +284,18 @@ def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
     return [Path(dataset_dir) / p for p in meta["audio_file"].head(max(n, 1))]
 
 
-def hidden_references(dataset_dir: Path, n: int, n_reference_clips: int) -> pd.DataFrame:
-    """The last ``n`` held-out clips that are not voice references: their transcripts become
-    test sentences and their recordings the hidden ``reference`` samples of the listening test
-    (columns text, wav)."""
+def hidden_references(
+    dataset_dir: Path, n: int, n_reference_clips: int, exclude: list[Path] | None = None
+) -> pd.DataFrame:
+    """The last ``n`` held-out clips that are not voice references (the first
+    ``n_reference_clips``, or ``exclude``): their transcripts become test sentences and their
+    recordings the hidden ``reference`` samples of the listening test (columns text, wav)."""
     meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    spare = meta.iloc[max(n_reference_clips, 1) :].tail(max(n, 0))
+    spare = meta.iloc[max(n_reference_clips, 1) :]
+    if exclude is not None:
+        taken = {Path(p).resolve() for p in exclude}
+        spare = meta[[(Path(dataset_dir) / f).resolve() not in taken for f in meta.audio_file]]
+    spare = spare.tail(max(n, 0))
     return pd.DataFrame(
         {"text": spare["text"], "wav": [Path(dataset_dir) / p for p in spare["audio_file"]]}
     ).reset_index(drop=True)
@@ -296,12 +337,15 @@ def synthesize(
     seed: int = 1,
     tokens_per_char: float = AUDIO_TOKENS_PER_CHAR,
     voice: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sampling: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Speak every sentence with ``model`` in the voice of ``references`` (or in ``voice``,
     a (gpt_cond_latent, speaker_embedding) pair); write ``sNN.wav``.
 
-    Generation is capped at ``token_cap(sentence)`` audio tokens. Returns one row per sentence:
-    sentence_id, text, wav, audio_s, synth_s (inference time, conditioning excluded).
+    Generation is capped at ``token_cap(sentence)`` audio tokens; ``sampling`` goes to
+    ``Xtts.inference`` (temperature, repetition_penalty, top_p, top_k). Returns one row per
+    sentence: sentence_id, text, wav, audio_s, synth_s (inference time, conditioning excluded),
+    codes (audio tokens generated before the stop token) and cap.
     """
     import soundfile as sf
 
@@ -313,23 +357,20 @@ def synthesize(
     default_cap = model.gpt.max_gen_mel_tokens
     rows = []
     try:
-        for i, text in enumerate(sentences, start=1):
-            model.gpt.max_gen_mel_tokens = min(default_cap, token_cap(text, tokens_per_char))
-            seed_everything(seed + i)
-            start = time.perf_counter()
-            wav = np.asarray(model.inference(text, language, latent, speaker)["wav"], np.float32)
-            elapsed = time.perf_counter() - start
-            path = out_dir / f"s{i:02d}.wav"
-            sf.write(path, wav, rate)
-            rows.append(
-                {
-                    "sentence_id": f"s{i:02d}",
-                    "text": text,
-                    "wav": str(path),
-                    "audio_s": len(wav) / rate,
-                    "synth_s": elapsed,
-                }
-            )
+        with count_generated_codes(model) as generated:
+            for i, text in enumerate(sentences, start=1):
+                cap = min(default_cap, token_cap(text, tokens_per_char))
+                model.gpt.max_gen_mel_tokens = cap
+                seed_everything(seed + i)
+                start = time.perf_counter()
+                out = model.inference(text, language, latent, speaker, **(sampling or {}))
+                elapsed = time.perf_counter() - start
+                wav = np.asarray(out["wav"], np.float32)
+                path = out_dir / f"s{i:02d}.wav"
+                sf.write(path, wav, rate)
+                rows.append({"sentence_id": f"s{i:02d}", "text": text, "wav": str(path),
+                             "audio_s": len(wav) / rate, "synth_s": elapsed,
+                             "codes": generated[-1]["codes"], "cap": cap})  # fmt: skip
     finally:
         model.gpt.max_gen_mel_tokens = default_cap
     return pd.DataFrame(rows)
@@ -360,7 +401,8 @@ class SpeakerSimilarity:
         self.device = torch.device(device)
         self.encoder = VoiceEncoder(self.device, verbose=False)
         self.batch_partials = batch_partials
-        mean = self.embed(reference_clips).mean(axis=0)
+        self.clip_embeddings = self.embed(reference_clips)  # (n_clips, 256), unit length
+        mean = self.clip_embeddings.mean(axis=0)
         self.reference = mean / np.linalg.norm(mean)
 
     @staticmethod
@@ -461,6 +503,21 @@ class EvalResult:
     table: pd.DataFrame
     samples: pd.DataFrame  # one row per synthesised clip: candidate, sentence_id, text, wav, ...
     notes: list[str]
+    per_source: pd.DataFrame = field(default_factory=pd.DataFrame)  # candidate, source, losses
+    temperature_sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dvae_reconstruction: dict[str, dict[str, float]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # sampling, reference clips, cap
+
+    def scraps(self) -> dict[str, Any]:
+        """What the stage publishes from its objective metrics (``voicebook.stages``)."""
+        return {
+            "eval_table": self.table,
+            "eval_notes": self.notes,
+            "eval_per_source": self.per_source,
+            "eval_settings": self.settings,
+            "temperature_sweep": self.temperature_sweep,
+            "dvae_reconstruction": self.dvae_reconstruction,
+        }
 
 
 def evaluate(
@@ -473,18 +530,20 @@ def evaluate(
 
     Without a dataset, the table lists the candidates with empty metrics and the notes say why.
     """
+    from voicebook import eval_depth
+
     experiment_path = Path(experiment_path)
     eval_dir = experiment_path / "eval"
     candidates, notes = resolve_candidates(config.candidates, experiment_path)
     dataset = find_dataset(experiment_path)
     sentences = config.sentences()  # fails early for a language without defaults
-    hidden = pd.DataFrame(columns=["text", "wav"])
+    hidden, references, recon = pd.DataFrame(columns=["text", "wav"]), [], {}
+    device = resolve_device(config.device)
+    scorer = SpeakerSimilarity(eval_clips(dataset), device=device) if dataset else None
     if dataset is not None:
         notes += _seen_in_training(sentences, dataset)
-        hidden = hidden_references(
-            dataset, config.hidden_reference_sentences, config.n_reference_clips
-        )
-        config = dataclasses.replace(config, test_sentences=sentences + hidden["text"].tolist())
+        config, references, hidden = _voice_and_sentences(config, dataset, scorer)
+        recon = eval_depth.dvae_reconstruction(base_dir, dataset, device)
     if dataset is None:
         notes.append(
             f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
@@ -492,33 +551,66 @@ def evaluate(
         )
     if transcribe is None:
         notes.append("CER skipped: no local ASR model configured (asr_model is empty).")
-    device = resolve_device(config.device)
-    scorer = SpeakerSimilarity(eval_clips(dataset), device=device) if dataset else None
-    rows, samples = [], []
-    losses_of: dict[str, dict[str, float]] = {}  # per checkpoint: a voice does not change them
+    rows, samples, depth = [], [], {"losses": {}, "per_source": {}, "sweep": []}
     for c in tqdm(candidates, desc="candidates"):
         row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
         metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce")
         row |= {k: math.nan for k in metrics}
-        row |= {"n_sentences": 0, "n_eval_batches": 0}
+        row |= {"n_sentences": 0, "n_eval_batches": 0, "cap_hits": 0, "short_cap_hit": None}
+        row["dvae_mse"] = recon.get(eval_depth.ALL, {}).get("mse", math.nan)
         if dataset is not None:
             row |= _evaluate_one(
-                c, config, dataset, eval_dir, base_dir, scorer, transcribe, losses_of, device
+                c,
+                config,
+                dataset,
+                eval_dir,
+                base_dir,
+                scorer,
+                transcribe,
+                references,
+                depth,
+                device,
             )
             samples.append(row.pop("_samples"))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=EVAL_TABLE_COLUMNS)
+    table = _eval_table(rows)
     if samples and not hidden.empty:
-        references = _reference_samples(hidden, len(sentences) + 1, eval_dir)
-        references["speaker_similarity"] = scorer.score(references["wav"])
-        samples.append(references)
+        real = _reference_samples(hidden, len(sentences) + 1, eval_dir)
+        real["speaker_similarity"] = scorer.score(real["wav"])
+        samples.append(real)
     sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     if dataset is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)
         table.to_csv(eval_dir / "eval_table.csv", index=False)
         relative = [str(Path(w).relative_to(eval_dir)) for w in sample_table["wav"]]
         sample_table.assign(wav=relative).to_csv(eval_dir / "samples.csv", index=False)
-    return EvalResult(table, sample_table, notes)
+    return EvalResult(
+        table, sample_table, notes, *eval_depth.gathered(depth, candidates), recon,
+        eval_depth.settings(config, references, dataset) if dataset else {},
+    )  # fmt: skip
+
+
+def _voice_and_sentences(
+    config: EvalConfig, dataset: Path, scorer: SpeakerSimilarity
+) -> tuple[EvalConfig, list[Path], pd.DataFrame]:
+    """The reference clips, the hidden real clips (others), and the config whose test sentences
+    end with the hidden clips' transcripts."""
+    from voicebook import eval_depth
+
+    references = eval_depth.choose_reference_clips(
+        config.reference_clips, dataset, config.n_reference_clips, scorer
+    )
+    hidden = hidden_references(
+        dataset, config.hidden_reference_sentences, config.n_reference_clips, references
+    )
+    test_sentences = config.sentences() + hidden["text"].tolist()
+    return dataclasses.replace(config, test_sentences=test_sentences), references, hidden
+
+
+def _eval_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The eval table: its fixed columns, then the per-source ones in name order."""
+    extra = sorted({k for r in rows for k in r} - set(EVAL_TABLE_COLUMNS))
+    return pd.DataFrame(rows, columns=[*EVAL_TABLE_COLUMNS, *extra])
 
 
 def _evaluate_one(
@@ -529,40 +621,32 @@ def _evaluate_one(
     base_dir: Path,
     scorer: SpeakerSimilarity,
     transcribe: Callable[[Path], str] | None,
-    losses_of: dict[str, dict[str, float]] | None = None,
+    references: list[Path],
+    depth: dict[str, Any],
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    losses_of = {} if losses_of is None else losses_of
-    key = str(c.checkpoint or "")
-    if key not in losses_of:
-        losses_of[key] = eval_losses(
-            base_dir,
-            dataset,
-            c.checkpoint,
-            eval_dir / "_trainer",
-            language=config.language,
-            seed=config.seed,
-            max_batches=config.max_eval_batches,
-            batch_size=config.eval_batch_size,
-            device=device,
-        )
-    losses = losses_of[key]
+    from voicebook import eval_depth
     from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
     from voicebook.coqui.models import load_xtts
 
+    key = str(c.checkpoint or "")
+    if key not in depth["losses"]:  # per checkpoint: a voice does not change them
+        depth["losses"][key] = eval_losses(
+            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", language=config.language,
+            seed=config.seed, max_batches=config.max_eval_batches,
+            batch_size=config.eval_batch_size, device=device,
+        )  # fmt: skip
+        depth["per_source"][key] = eval_depth.losses_by_source(
+            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device
+        )
+    losses, per_source = depth["losses"][key], depth["per_source"][key]
     model = load_xtts(base_dir, c.checkpoint, device)
-    references = reference_clips(dataset, config.n_reference_clips)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
     samples = synthesize(
-        model,
-        config.sentences(),
-        references,
-        eval_dir / c.name,
-        language=config.language,
-        seed=config.seed,
-        tokens_per_char=config.audio_tokens_per_char,
-        voice=voice,
-    )
+        model, config.sentences(), references, eval_dir / c.name, language=config.language,
+        seed=config.seed, tokens_per_char=config.audio_tokens_per_char, voice=voice,
+        sampling=config.sampling(),
+    )  # fmt: skip
     samples.insert(0, "candidate", c.name)
     samples["speaker_similarity"] = scorer.score(samples["wav"])
     cer = math.nan
@@ -571,6 +655,9 @@ def _evaluate_one(
             character_error_rate(t, transcribe(Path(w))) for t, w in zip(samples.text, samples.wav)
         ]
         cer = float(samples["cer"].mean())
+    depth["sweep"].append(eval_depth.temperature_sweep(
+        model, c.name, config, voice, eval_dir / c.name, scorer, transcribe))  # fmt: skip
+    short = next(s for s in config.sentences() if is_short(s))
     return {
         "mel_ce": losses["mel_ce"],
         "text_ce": losses["text_ce"],
@@ -580,6 +667,8 @@ def _evaluate_one(
         "cer": cer,
         "n_sentences": len(samples),
         "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
+        **eval_depth.cap_hits(samples, short),
+        **eval_depth.source_columns(per_source),
         "_samples": samples,
     }
 

@@ -348,6 +348,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
         *_versus_html(result),
+        *_depth_html(result),
         "<h2>Where the numbers come from</h2>",
         _provenance_html(result.provenance),
         "<h2>Training curves</h2>",
@@ -399,6 +400,35 @@ def _versus_html(result: ExperimentResult) -> list[str]:
             "1; a searched voice adds its search).</p>"
         ),
     ]
+
+
+_DEPTH_NOTE = (
+    "<p>Per source: each held-out clip's loss, one clip per batch, averaged per source, so "
+    "<code>mel_ce[all]</code> is the clip-weighted mean of the sources (the comparison's "
+    "<code>mel_ce</code> is the trainer's mean over batches of several clips, so the two differ "
+    "a little). Cap hits: test sentences "
+    "whose generation ran into the cap of audio tokens per character instead of stopping (a "
+    "short sentence is always among them). DVAE: each held-out clip's mel encoded to codes and "
+    "decoded again (normalised log-mel units; the base's tokenizer, the same for every "
+    "candidate), beside its codebook use.</p>"
+)
+
+
+def _depth_html(result: ExperimentResult) -> list[str]:
+    """The evaluation's depth checks: per source, cap hits, temperature sweep, the DVAE."""
+    from voicebook import eval_depth
+
+    evaluation = result.scraps.get(dm.EVALUATION)
+    if not evaluation:
+        return []
+    tables = eval_depth.depth_tables(evaluation)
+    if not tables:
+        return ["<h2>Evaluation depth</h2>", "<p>Not measured: re-run 03_evaluation.</p>"]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in eval_depth.depth_notes(evaluation))
+    parts = ["<h2>Evaluation depth</h2>", _DEPTH_NOTE, f"<ul>{notes}</ul>" if notes else ""]
+    for title, table in tables.items():
+        parts += [f"<h3>{html.escape(title)}</h3>", _table_html(table)]
+    return parts
 
 
 def _provenance_html(rows: list[dict[str, Any]]) -> str:

@@ -58,6 +58,10 @@ EVALUATION = Stage(
     (
         "eval_table",
         "eval_notes",
+        "eval_per_source",
+        "eval_settings",
+        "temperature_sweep",
+        "dvae_reconstruction",
         "codebook",
         "listening_summary",
         "ab_summary",

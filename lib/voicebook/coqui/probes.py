@@ -1,0 +1,158 @@
+"""Probes into the XTTS model for the evaluation's depth checks, with coqui-tts's own code.
+
+- ``clip_losses``: each held-out clip's teacher-forced Mel CE and Text CE, through the same
+  GPTTrainer data path as the evaluation's eval losses, one clip per batch, so that the losses
+  can be split by source (a speaking style forgotten shows there, not in the mean).
+- ``dvae_clip_errors``: the DVAE (XTTS's audio tokenizer) encodes a clip's mel to codes and
+  decodes it again; how far the decoded mel is from the input (squared and absolute error sums,
+  peak), per clip.
+- ``count_generated_codes``: how many audio tokens the GPT generated per ``inference`` call and
+  whether it stopped by itself, to count the sentences that ran into the evaluation's token cap.
+- ``SAMPLING_DEFAULTS``: coqui's own sampling defaults of ``Xtts.inference``.
+
+The voicebook modules used here are imported inside the functions, nowhere at module level.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voicebook.coqui.limits import SAMPLE_RATE
+
+SAMPLING_KEYS = ("temperature", "repetition_penalty", "top_p", "top_k")
+
+
+def sampling_defaults() -> dict[str, float]:
+    """``Xtts.inference``'s own defaults of the sampling settings the evaluation exposes."""
+    from TTS.tts.models.xtts import Xtts
+
+    params = inspect.signature(Xtts.inference).parameters
+    return {key: params[key].default for key in SAMPLING_KEYS}
+
+
+# --- per-clip teacher-forced losses --------------------------------------------------------
+
+
+@torch.no_grad()
+def clip_losses(
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+    work_dir: str | os.PathLike,
+    *,
+    language: str = "hu",
+    seed: int = 1,
+    max_clips: int = 0,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """``[{audio_file, mel_ce, text_ce}]``, one per held-out clip (``max_clips`` > 0: the first
+    ones only), from coqui's ``GPTTrainer.eval_step`` on one-clip batches of the eval loader
+    (the evaluation's data path, cached codes included; Text CE as the trainer logs it, x0.01)."""
+    from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
+    from voicebook.coqui.losses import seed_everything
+
+    config = gpt_trainer_config(
+        base_dir, dataset_dir, work_dir, language=language, batch_size=1, seed=seed
+    )
+    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
+    seed_everything(seed)
+    model = gpt_trainer_model(config).to(device)
+    model.eval()
+    _, eval_samples = load_samples(config)
+    seed_everything(seed)
+    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
+    rows = []
+    for batch in loader:
+        if max_clips and len(rows) >= max_clips:
+            break
+        (audio_file,) = batch["filenames"]
+        batch = model.format_batch(batch)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = model.format_batch_on_device(batch)
+        _, losses = model.eval_step(batch, None)
+        rows.append(
+            {
+                "audio_file": str(audio_file),
+                "mel_ce": float(losses["loss_mel_ce"]),
+                "text_ce": float(losses["loss_text_ce"]),
+            }
+        )
+    return rows
+
+
+# --- the DVAE's reconstruction -------------------------------------------------------------
+
+
+@torch.no_grad()
+def dvae_clip_errors(
+    base_dir: str | os.PathLike, clips: list[str | os.PathLike], device: str | torch.device = "cpu"
+) -> list[dict]:
+    """Per clip: the DVAE mel (as GPTTrainer makes it) encoded to codes and decoded again;
+    ``elements`` (mel bins x frames compared), ``sq_error`` and ``abs_error`` (sums over
+    them) and ``peak`` (the largest absolute error), in the DVAE's normalised log-mel units."""
+    from voicebook.coqui.features import read_clip
+    from voicebook.coqui.models import dvae_mel, load_dvae
+
+    dvae = load_dvae(base_dir, device)
+    mel = dvae_mel(Path(base_dir) / "mel_stats.pth", device)
+    rows = []
+    for clip in clips:
+        spec = mel(read_clip(clip, SAMPLE_RATE).to(device))
+        decoded, _ = dvae.decode(dvae.get_codebook_indices(spec))
+        frames = min(spec.shape[-1], decoded.shape[-1])  # the decoder's frames: codes x 4
+        diff = (decoded[..., :frames] - spec[..., :frames]).abs()
+        rows.append(
+            {
+                "audio_file": str(clip),
+                "elements": int(diff.numel()),
+                "sq_error": float(diff.square().sum()),
+                "abs_error": float(diff.sum()),
+                "peak": float(diff.max()),
+            }
+        )
+    return rows
+
+
+# --- generated audio tokens ----------------------------------------------------------------
+
+
+@contextmanager
+def count_generated_codes(model: Any) -> Iterator[list[dict[str, Any]]]:
+    """Within the block, every ``model.gpt.generate`` call appends ``{codes, stopped}``: the
+    audio tokens generated before the stop token (all of them when it never came) and whether
+    it came. The GPT's own ``generate`` is back in place afterwards."""
+    gpt = model.gpt
+    original = gpt.generate
+    had_own = "generate" in vars(gpt)
+    calls: list[dict[str, Any]] = []
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        codes = out[0] if isinstance(out, tuple) else out  # (sequences, output) on request
+        calls.append(generated_codes(codes[0], gpt.stop_audio_token))
+        return out
+
+    gpt.generate = generate
+    try:
+        yield calls
+    finally:
+        if had_own:
+            gpt.generate = original
+        else:
+            del gpt.generate
+
+
+def generated_codes(sequence: torch.Tensor, stop_token: int) -> dict[str, Any]:
+    """``{codes, stopped}`` of one generated sequence (the stop token and what follows it do
+    not count)."""
+    stops = (sequence == stop_token).nonzero()
+    if len(stops):
+        return {"codes": int(stops[0, 0]), "stopped": True}
+    return {"codes": int(sequence.shape[-1]), "stopped": False}

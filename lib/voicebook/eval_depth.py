@@ -1,0 +1,354 @@
+"""Evaluation depth: the checks that the evaluation's averages hide.
+
+- **per source**: each candidate's Mel CE and Text CE on the held-out clips of each source
+  (quiz show, interview...), so that forgetting one speaking style shows; clip-weighted, so the
+  clip-weighted mean over sources is the ``all`` row exactly;
+- **the tokenizer's reconstruction**: the DVAE encodes each held-out clip's mel to codes and
+  decodes it; mel MSE, MAE and peak error per source (the DVAE is the base's, frozen in
+  fine-tuning: one set of numbers for every candidate);
+- **cap hits**: how many test sentences ran into the token cap (``evaluation.token_cap``)
+  without the GPT stopping by itself; a short sentence is always among them (runaway
+  generation on short text is a known XTTS failure);
+- **reference clips**: the voice is taken from the first held-out clips, the ones nearest the
+  voice's mean speaker embedding (``"auto"``), or the files given;
+- **temperature sweep**: the test sentences at each temperature, per candidate.
+
+The model work is in ``voicebook.coqui.probes``; this module chooses, aggregates and words.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from voicebook import codebook
+from voicebook import evaluation as ev
+
+FIRST, AUTO = "first", "auto"  # the reference_clips modes besides a list of files
+ALL = codebook.ALL  # the row of every clip together
+LOSSES = ("mel_ce", "text_ce")
+SWEEP_COLUMNS = ["candidate", "temperature", "n_sentences", "cap_hits", "speaker_similarity",
+                 "rtf", "cer"]  # fmt: skip
+
+
+def column(metric: str, source: str) -> str:
+    """The eval table's column of one metric on one source, e.g. ``mel_ce[quiz]``."""
+    return f"{metric}[{source}]"
+
+
+# --- reference clips -----------------------------------------------------------------------
+
+
+def nearest_clips(embeddings: np.ndarray, clips: list[Any], n: int) -> list[Any]:
+    """The ``n`` clips whose embeddings are nearest (cosine) the mean embedding, nearest first."""
+    if len(clips) != len(embeddings):
+        raise ValueError(f"{len(clips)} clips but {len(embeddings)} embeddings.")
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    mean = unit.mean(axis=0)
+    closeness = unit @ (mean / np.linalg.norm(mean))
+    order = np.argsort(-closeness, kind="stable")
+    return [clips[i] for i in order[: max(n, 1)]]
+
+
+def _as_spec(spec: Any) -> Any:
+    if isinstance(spec, str) and spec.lstrip()[:1] == "[":  # papermill -p passes text
+        spec = yaml.safe_load(spec)
+    return spec
+
+
+def choose_reference_clips(
+    spec: Any, dataset_dir: Path, n: int, scorer: ev.SpeakerSimilarity | None = None
+) -> list[Path]:
+    """The clips every candidate's voice is made from: ``"first"`` the first ``n`` held-out
+    clips, ``"auto"`` the ``n`` held-out clips nearest their mean speaker embedding (``scorer``
+    has embedded them), else a file or a list of files (relative to the dataset folder, or not)."""
+    spec = _as_spec(spec)
+    if spec == FIRST:
+        return ev.reference_clips(dataset_dir, n)
+    if spec == AUTO:
+        held_out = ev.eval_clips(dataset_dir)
+        scorer = scorer or ev.SpeakerSimilarity(held_out)
+        return nearest_clips(scorer.clip_embeddings, held_out, n)
+    files = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec or [])
+    if not files:
+        raise ValueError("reference_clips is empty: use 'first', 'auto' or a list of wav files.")
+    found = [_existing(Path(dataset_dir), f) for f in files]
+    missing = [str(f) for f, p in zip(files, found) if p is None]
+    if missing:
+        raise FileNotFoundError(
+            f"reference_clips names {', '.join(missing)}, which do(es) not exist (neither as "
+            f"given nor under {dataset_dir}): fix the list, or use 'first' or 'auto'."
+        )
+    return found
+
+
+def _existing(dataset_dir: Path, file: str | os.PathLike) -> Path | None:
+    for path in (Path(file).expanduser(), dataset_dir / file):
+        if path.is_file():
+            return path
+    return None
+
+
+# --- per source ----------------------------------------------------------------------------
+
+
+def sources_of(dataset_dir: Path) -> dict[str, str]:
+    """``{audio_file as the dataset lists it: source}`` of every clip."""
+    clips = codebook.dataset_clips(dataset_dir)
+    return dict(zip(clips["audio_file"].astype(str), clips["source"].astype(str)))
+
+
+def _relative(path: str, dataset_dir: Path) -> str:
+    return os.path.relpath(path, dataset_dir)
+
+
+def by_source(per_clip: pd.DataFrame, metrics: tuple[str, ...] = LOSSES) -> pd.DataFrame:
+    """Per source (then ``all``): ``n_clips`` and the clip mean of each metric. Every clip counts
+    once, so ``sum(n_clips * mean) / sum(n_clips)`` over the sources is the ``all`` row."""
+    grouped = per_clip.groupby("source", sort=True)[list(metrics)]
+    table = grouped.mean().assign(n_clips=grouped.size()).reset_index()
+    every = {"source": ALL, "n_clips": len(per_clip), **per_clip[list(metrics)].mean().to_dict()}
+    table = pd.concat([table, pd.DataFrame([every])], ignore_index=True)
+    return table[["source", "n_clips", *metrics]]
+
+
+def losses_by_source(
+    base_dir: Path,
+    dataset_dir: Path,
+    checkpoint: Path | None,
+    work_dir: Path,
+    config: Any,
+    device: Any = "cpu",
+) -> pd.DataFrame:
+    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) by source."""
+    from voicebook.coqui.probes import clip_losses
+
+    max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
+    rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
+                       seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
+    per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
+    source = sources_of(dataset_dir)
+    per_clip["source"] = [source.get(_relative(f, dataset_dir), ALL) for f in per_clip.audio_file]
+    return by_source(per_clip)
+
+
+def source_columns(per_source: pd.DataFrame) -> dict[str, float]:
+    """The eval-table columns of one candidate: ``mel_ce[<source>]``, ``text_ce[<source>]``."""
+    rows = per_source[per_source["source"] != ALL]
+    return {
+        column(metric, r["source"]): float(r[metric])
+        for metric in LOSSES
+        for r in rows.to_dict("records")
+    }
+
+
+def forgetting_notes(per_source: pd.DataFrame, base: str = ev.BASE) -> list[str]:
+    """Sentences naming candidates whose overall Mel CE fell below the base's while one source's
+    rose above it: a speaking style forgotten that the mean hides."""
+    if per_source is None or per_source.empty or base not in set(per_source["candidate"]):
+        return []
+    mel = per_source.pivot_table(index="candidate", columns="source", values="mel_ce")
+    notes = []
+    for candidate in mel.index.drop(base):
+        if not mel.loc[candidate, ALL] < mel.loc[base, ALL]:
+            continue
+        for source in mel.columns.drop(ALL):
+            mine, theirs = mel.loc[candidate, source], mel.loc[base, source]
+            if mine > theirs:
+                notes.append(
+                    f"{candidate}: Mel CE fell overall ({mel.loc[base, ALL]:.3g} → "
+                    f"{mel.loc[candidate, ALL]:.3g}) but rose on {source} ({theirs:.3g} → "
+                    f"{mine:.3g}): it may be forgetting that source's speaking style."
+                )
+    return notes
+
+
+# --- the DVAE's reconstruction -------------------------------------------------------------
+
+
+def reconstruction_by_source(per_clip: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """``{source: {clips, mse, mae, peak}}`` (then ``all``) from per-clip error sums: means over
+    every mel value compared, so ``all`` weighs each source by its frames."""
+
+    def stats(rows: pd.DataFrame) -> dict[str, float]:
+        n = rows["elements"].sum()
+        return {
+            "clips": len(rows),
+            "mse": float(rows["sq_error"].sum() / n),
+            "mae": float(rows["abs_error"].sum() / n),
+            "peak": float(rows["peak"].max()),
+        }
+
+    out = {str(s): stats(rows) for s, rows in per_clip.groupby("source", sort=True)}
+    return out | {ALL: stats(per_clip)}
+
+
+def dvae_reconstruction(
+    base_dir: Path, dataset_dir: Path, device: Any = "cpu"
+) -> dict[str, dict[str, float]]:
+    """The base DVAE's reconstruction of the held-out clips, per source."""
+    from voicebook.coqui.probes import dvae_clip_errors
+
+    clips = codebook.dataset_clips(dataset_dir)
+    clips = clips[clips["split"] == "eval"]
+    per_clip = pd.DataFrame(
+        dvae_clip_errors(base_dir, [dataset_dir / f for f in clips.audio_file], device)
+    )
+    return reconstruction_by_source(per_clip.assign(source=clips["source"].tolist()))
+
+
+def reconstruction_table(
+    recon: dict[str, dict[str, float]], usage: dict[str, dict[str, float]] | None = None
+) -> pd.DataFrame:
+    """One row per source: the DVAE's reconstruction beside its codebook use (when given)."""
+    table = pd.DataFrame.from_dict(recon, orient="index").rename_axis("source")
+    table = table.rename(columns=lambda c: f"recon_{c}" if c != "clips" else "eval_clips")
+    if usage:
+        use = pd.DataFrame.from_dict(usage, orient="index")[["codes_used", "perplexity"]]
+        table = table.join(use, how="outer")
+    order = [*sorted(set(table.index) - {ALL}), *([ALL] if ALL in table.index else [])]
+    return table.loc[order].reset_index()
+
+
+# --- cap hits and the temperature sweep ----------------------------------------------------
+
+
+def cap_hits(samples: pd.DataFrame, short_sentence: str | None = None) -> dict[str, Any]:
+    """``cap_hits`` (test sentences whose generation ran into the cap) and ``short_cap_hit``
+    (whether the short sentence did; None when it is not among them)."""
+    hit = samples["codes"] >= samples["cap"]
+    short = samples["text"] == short_sentence
+    return {
+        "cap_hits": int(hit.sum()),
+        "short_cap_hit": bool(hit[short].any()) if short.any() else None,
+    }
+
+
+def temperature_sweep(
+    model: Any,
+    candidate: str,
+    config: Any,
+    voice: tuple[Any, Any],
+    out_dir: Path,
+    scorer: ev.SpeakerSimilarity,
+    transcribe: Callable[[Path], str] | None = None,
+) -> pd.DataFrame:
+    """The test sentences at each temperature of ``config.temperature_sweep`` (other settings as
+    configured): one row per temperature with similarity, cap hits, RTF and CER."""
+    rows = []
+    for temperature in config.temperature_sweep:
+        samples = ev.synthesize(
+            model, config.sentences(), [], out_dir / f"temperature_{temperature:g}",
+            language=config.language, seed=config.seed, voice=voice,
+            tokens_per_char=config.audio_tokens_per_char,
+            sampling=config.sampling() | {"temperature": float(temperature)},
+        )  # fmt: skip
+        cer = math.nan
+        if transcribe is not None:
+            cer = float(np.mean([ev.character_error_rate(t, transcribe(Path(w)))
+                                 for t, w in zip(samples.text, samples.wav)]))  # fmt: skip
+        rows.append({
+            "candidate": candidate, "temperature": float(temperature),
+            "n_sentences": len(samples), "cap_hits": cap_hits(samples)["cap_hits"],
+            "speaker_similarity": float(scorer.score(samples["wav"]).mean()),
+            "rtf": ev.real_time_factor(samples), "cer": cer,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def gathered(depth: dict[str, Any], candidates: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stage's per-source table (one row per candidate and source) and temperature sweep,
+    from what ``evaluation.evaluate`` collected per checkpoint and per candidate."""
+    per_source = [
+        depth["per_source"][key].assign(candidate=c.name)
+        for c in candidates
+        if (key := str(c.checkpoint or "")) in depth["per_source"]
+    ]
+    columns = ["candidate", "source", "n_clips", *LOSSES]
+    per_source = pd.concat(per_source, ignore_index=True)[columns] if per_source else None
+    sweeps = [s for s in depth["sweep"] if not s.empty]
+    return (
+        pd.DataFrame(columns=columns) if per_source is None else per_source,
+        pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame(columns=SWEEP_COLUMNS),
+    )
+
+
+def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> dict[str, Any]:
+    """What the synthesis ran with (the ``eval_settings`` scrap)."""
+    spec = _as_spec(config.reference_clips)
+    shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
+    return {
+        **config.sampling(),
+        "temperature_sweep": [float(t) for t in config.temperature_sweep],
+        "reference_mode": spec if spec in (FIRST, AUTO) else "files",
+        "reference_clips": shown,
+        "audio_tokens_per_char": config.audio_tokens_per_char,
+        "short_test_sentence": next((s for s in config.sentences() if ev.is_short(s)), None),
+        "seed": config.seed,
+    }
+
+
+# --- what the report and the decision notebook show ---------------------------------------
+
+
+def per_source_wide(per_source: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate: ``mel_ce[all]``, ``mel_ce[<source>]``..., then the same for
+    Text CE."""
+    if per_source is None or per_source.empty:
+        return pd.DataFrame()
+    order = list(dict.fromkeys(per_source["candidate"]))
+    sources = [ALL, *sorted(set(per_source["source"]) - {ALL})]
+    wide = per_source.pivot_table(index="candidate", columns="source", values=list(LOSSES))
+    columns = {(m, s): column(m, s) for m in LOSSES for s in sources}
+    wide = wide[list(columns)].set_axis(list(columns.values()), axis=1).loc[order]
+    return wide.rename_axis(None).rename_axis("candidate").reset_index()
+
+
+def settings_sentence(settings: dict[str, Any]) -> str:
+    """What the synthesis ran with, in one sentence."""
+    clips = settings.get("reference_clips") or []
+    sweep = settings.get("temperature_sweep") or []
+    return (
+        f"Test sentences sampled at temperature {settings.get('temperature')} "
+        f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
+        f"{settings.get('top_p')}, top_k {settings.get('top_k')}); the voice from {len(clips)} "
+        f"held-out clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; generation "
+        f"capped at {settings.get('audio_tokens_per_char')} audio tokens per character; short "
+        f"sentence: {settings.get('short_test_sentence')!r}"
+        + (f"; temperature sweep: {', '.join(f'{t:g}' for t in sweep)}." if sweep else ".")
+    )
+
+
+def depth_tables(evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """``{title: table}`` of the evaluation stage's depth checks that it recorded (an older
+    run recorded none of them)."""
+    tables = {}
+    wide = per_source_wide(evaluation.get("eval_per_source"))
+    if not wide.empty:
+        tables["Mel CE and Text CE per source"] = wide
+    table = evaluation.get("eval_table")
+    if table is not None and "cap_hits" in table:
+        caps = ["candidate", "n_sentences", "cap_hits", "short_cap_hit"]
+        tables["Generation that ran into the token cap"] = table[caps]
+    sweep = evaluation.get("temperature_sweep")
+    if sweep is not None and not sweep.empty:
+        tables["Temperature sweep"] = sweep
+    recon = evaluation.get("dvae_reconstruction")
+    if recon:
+        usage = evaluation.get("codebook") or None
+        tables["The DVAE tokenizer per source"] = reconstruction_table(recon, usage)
+    return tables
+
+
+def depth_notes(evaluation: dict[str, Any]) -> list[str]:
+    """The settings sentence and any source a candidate seems to forget."""
+    settings = evaluation.get("eval_settings")
+    notes = [settings_sentence(settings)] if settings else []
+    return notes + forgetting_notes(evaluation.get("eval_per_source"))
