@@ -256,6 +256,13 @@ def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_
     assert seen == [settings]
 
 
+def test_the_temperature_sweep_takes_a_list_or_its_text():
+    assert ed.sweep_temperatures(ev.EvalConfig(temperature_sweep=[0.55, 0.75])) == [0.55, 0.75]
+    assert ed.sweep_temperatures(ev.EvalConfig(temperature_sweep="[0.6, 0.7]")) == [0.6, 0.7]
+    assert ed.sweep_temperatures(ev.EvalConfig(temperature_sweep=0.6)) == [0.6]
+    assert ed.sweep_temperatures(ev.EvalConfig()) == []
+
+
 def test_generated_codes_stop_at_the_stop_token():
     from voicebook.coqui import probes
 
@@ -457,5 +464,8 @@ def test_reference_clips_first_auto_or_files(dataset, tmp_path):
     assert ed.choose_reference_clips(as_text, dataset, 1) == [dataset / "wavs/quiz_001.wav"]
     with pytest.raises(FileNotFoundError, match="names wavs/nope.wav, which"):
         ed.choose_reference_clips(["wavs/quiz_001.wav", "wavs/nope.wav"], dataset, 1)
+    scorer = ev.SpeakerSimilarity(held_out)  # "auto" with resemblyzer's real embeddings
+    auto = ed.choose_reference_clips("auto", dataset, 2)
+    assert auto == ed.nearest_clips(scorer.clip_embeddings, held_out, 2) and len(set(auto)) == 2
     hidden = ev.hidden_references(dataset, 5, 1, exclude=[held_out[1]])
     assert [Path(w).name for w in hidden["wav"]] == [held_out[0].name, held_out[2].name]

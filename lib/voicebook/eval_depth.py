@@ -63,6 +63,12 @@ def _as_spec(spec: Any) -> Any:
     return spec
 
 
+def sweep_temperatures(config: Any) -> list[float]:
+    """``config.temperature_sweep`` as numbers (a list, or its text from papermill -p)."""
+    spec = _as_spec(config.temperature_sweep)
+    return [float(t) for t in ([spec] if isinstance(spec, (int, float)) else spec or [])]
+
+
 def choose_reference_clips(
     spec: Any, dataset_dir: Path, n: int, scorer: ev.SpeakerSimilarity | None = None
 ) -> list[Path]:
@@ -198,6 +204,8 @@ def dvae_reconstruction(
 
     clips = codebook.dataset_clips(dataset_dir)
     clips = clips[clips["split"] == "eval"]
+    if clips.empty:
+        return {}
     per_clip = pd.DataFrame(
         dvae_clip_errors(base_dir, [dataset_dir / f for f in clips.audio_file], device)
     )
@@ -243,19 +251,19 @@ def temperature_sweep(
     """The test sentences at each temperature of ``config.temperature_sweep`` (other settings as
     configured): one row per temperature with similarity, cap hits, RTF and CER."""
     rows = []
-    for temperature in config.temperature_sweep:
+    for temperature in sweep_temperatures(config):
         samples = ev.synthesize(
             model, config.sentences(), [], out_dir / f"temperature_{temperature:g}",
             language=config.language, seed=config.seed, voice=voice,
             tokens_per_char=config.audio_tokens_per_char,
-            sampling=config.sampling() | {"temperature": float(temperature)},
+            sampling=config.sampling() | {"temperature": temperature},
         )  # fmt: skip
         cer = math.nan
         if transcribe is not None:
             cer = float(np.mean([ev.character_error_rate(t, transcribe(Path(w)))
                                  for t, w in zip(samples.text, samples.wav)]))  # fmt: skip
         rows.append({
-            "candidate": candidate, "temperature": float(temperature),
+            "candidate": candidate, "temperature": temperature,
             "n_sentences": len(samples), "cap_hits": cap_hits(samples)["cap_hits"],
             "speaker_similarity": float(scorer.score(samples["wav"]).mean()),
             "rtf": ev.real_time_factor(samples), "cer": cer,
@@ -286,7 +294,7 @@ def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> d
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),
-        "temperature_sweep": [float(t) for t in config.temperature_sweep],
+        "temperature_sweep": sweep_temperatures(config),
         "reference_mode": spec if spec in (FIRST, AUTO) else "files",
         "reference_clips": shown,
         "audio_tokens_per_char": config.audio_tokens_per_char,
