@@ -204,7 +204,7 @@ def compare(base: Path, rounds: int, epochs: int, n_train: int) -> None:
         print(f"ratio phase / {name}: {phase / statistics.median(times[name]):.2f}")
 
 
-def profile(base: Path, steps: int, n_train: int) -> None:
+def profile(base: Path, steps: int, n_train: int, device: str = "cpu") -> None:
     """Where a step goes, coqui's data path against the cached one, same batches."""
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
 
@@ -212,17 +212,17 @@ def profile(base: Path, steps: int, n_train: int) -> None:
         dataset = make_dataset(Path(tmp) / "dataset", n_train=n_train)
         for cached in (False, True):
             config = gpt_trainer_config(base, dataset, Path(tmp) / "p", batch_size=BATCH)
-            model = gpt_trainer_model(config, cached=cached)
+            model = gpt_trainer_model(config, cached=cached).to(device)
             train, _ = load_samples(config)
             torch.set_num_threads(CORES)
-            parts = profile_steps(model, config, train, steps)
+            parts = profile_steps(model, config, train, steps, torch.device(device))
             total = sum(parts.values())
             split = ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items())
             name = "cached" if cached else "coqui"
             print(f"{name:7s}: {total / steps:.3f} s/step over {steps} steps: {split}", flush=True)
 
 
-def profile_steps(model, config, samples, steps: int) -> dict[str, float]:
+def profile_steps(model, config, samples, steps: int, device: torch.device) -> dict[str, float]:
     import random
 
     random.seed(1)
@@ -237,18 +237,27 @@ def profile_steps(model, config, samples, steps: int) -> dict[str, float]:
         t0 = clock()
         batch = next(batches, None) or next(batches := iter(loader))
         t1 = clock()
-        batch = model.format_batch_on_device(model.format_batch(batch))
-        t2 = clock()
+        batch = model.format_batch(batch)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = model.format_batch_on_device(batch)
+        t2 = sync(device)
         _, losses = model.train_step(batch, None)
-        t3 = clock()
+        t3 = sync(device)
         losses["loss"].backward()
-        t4 = clock()
+        t4 = sync(device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        t5 = clock()
+        t5 = sync(device)
         for key, span in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             parts[key] += span
     return parts
+
+
+def sync(device: torch.device) -> float:
+    """The clock after the device's queued work (a GPU runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def main() -> None:
@@ -259,10 +268,11 @@ def main() -> None:
     parser.add_argument("--base", default="tiny", help="tiny, or a base folder (e.g. full size)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--steps", type=int, default=12, help="profiled steps per data path")
+    parser.add_argument("--device", default="cpu", help="--profile on cpu or cuda")
     args = parser.parse_args()
     base = resolve_base(args.base)  # built/cached outside the timings
     if args.profile:
-        profile(base, args.steps, args.train_clips)
+        profile(base, args.steps, args.train_clips, args.device)
     else:
         compare(base, args.rounds, args.epochs, args.train_clips)
 
