@@ -10,9 +10,10 @@ channels, heads) go into GPTArgs, since the recipe's defaults are the full-size 
 
 Rounds alternate: "recipe" (as written: coqui's dataset module sets torch to one thread),
 "recipe, all cores" (the same with the machine's cores), and the phase stage
-(``voicebook.training.run_phase``, same epochs, eval at each epoch's end). Each figure is the mean
-wall time per step between the first and the last step's end (evaluations inside the loop count,
-start-up does not); the median over rounds is reported with the ratio to each recipe variant.
+(``voicebook.training.run_phase``, same epochs, eval at each epoch's end). Each figure is the
+median time between consecutive training steps' ends (a step in the steady state; see
+``per_step``), with the mean over the loop including evaluation pauses beside it; start-up does
+not count. The median over rounds is reported with the ratio to each recipe variant.
 Targets (issue 11): phase <= 0.6x the recipe on the tiny base, <= 0.8x at full size on CPU.
 
 ``--profile`` splits a step into loading / mel + codes / forward / backward / optimizer, for
@@ -25,6 +26,7 @@ coqui's data path and for the cached one, on the same batches.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -122,6 +124,15 @@ def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
 
 
 def per_step(stamps: list[float]) -> float:
+    """The median time between consecutive step ends: a training step in the steady state.
+
+    The median leaves out the pauses for evaluations and checkpoints, which differ in number:
+    the recipe starts with an evaluation in place of its first epoch, the phase stage writes a
+    slim best model at each improving eval; ``mean_step`` gives the figure with them."""
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps))
+
+
+def mean_step(stamps: list[float]) -> float:
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
@@ -153,10 +164,12 @@ def recipe_run(
         callbacks={"on_train_step_end": lambda _: stamps.append(time.perf_counter())},
     )
     trainer.fit()
-    return per_step(stamps), len(stamps)
+    return per_step(stamps), mean_step(stamps)
 
 
-def phase_run(base: Path, dataset: Path, out: Path, epochs: int, n_train: int) -> tuple[float, int]:
+def phase_run(
+    base: Path, dataset: Path, out: Path, epochs: int, n_train: int
+) -> tuple[float, float]:
     stamps: list[float] = []
 
     def on_row(row: dict) -> None:
@@ -177,31 +190,37 @@ def phase_run(base: Path, dataset: Path, out: Path, epochs: int, n_train: int) -
         keep_checkpoints=1,
     )
     training.run_phase(params, on_row=on_row)
-    return per_step(stamps), len(stamps)
+    return per_step(stamps), mean_step(stamps)
 
 
 def compare(base: Path, rounds: int, epochs: int, n_train: int) -> None:
     variants = {"recipe (as written, 1 thread)": 1, f"recipe on all {CORES} cores": CORES}
-    times: dict[str, list[float]] = {name: [] for name in [*variants, "phase stage"]}
+    names = [*variants, "phase stage"]
+    steady: dict[str, list[float]] = {name: [] for name in names}
+    mean: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         dataset = make_dataset(Path(tmp) / "dataset", n_train=n_train)
         for i in range(rounds):
-            line = []
-            for name, threads in variants.items():
-                seconds, steps = recipe_run(
-                    base, dataset, Path(tmp) / f"r{i}{threads}", epochs, threads
-                )
-                times[name].append(seconds)
-                line.append(f"{name} {seconds:.3f}")
-            seconds, steps = phase_run(base, dataset, Path(tmp) / f"p{i}", epochs, n_train)
-            times["phase stage"].append(seconds)
-            line.append(f"phase {seconds:.3f}")
-            print(f"round {i + 1} ({steps} steps): " + ", ".join(line) + " s/step", flush=True)
-    phase = statistics.median(times["phase stage"])
-    for name, values in times.items():
-        print(f"{name:32s}: {statistics.median(values):.3f} s/step (median of {rounds})")
+            for name in names:
+                out = Path(tmp) / f"{i}-{len(steady[name])}-{names.index(name)}"
+                if name in variants:
+                    step, with_pauses = recipe_run(base, dataset, out, epochs, variants[name])
+                else:
+                    step, with_pauses = phase_run(base, dataset, out, epochs, n_train)
+                steady[name].append(step)
+                mean[name].append(with_pauses)
+            line = ", ".join(f"{n} {steady[n][-1]:.3f} ({mean[n][-1]:.3f})" for n in names)
+            print(f"round {i + 1}: {line} s/step, steady (mean with evals)", flush=True)
+    phase = statistics.median(steady["phase stage"])
+    for name in names:
+        print(
+            f"{name:32s}: {statistics.median(steady[name]):.3f} s/step steady, "
+            f"{statistics.median(mean[name]):.3f} with evals (median of {rounds})"
+        )
     for name in variants:
-        print(f"ratio phase / {name}: {phase / statistics.median(times[name]):.2f}")
+        ratio = phase / statistics.median(steady[name])
+        ratio_mean = statistics.median(mean["phase stage"]) / statistics.median(mean[name])
+        print(f"ratio phase / {name}: {ratio:.2f} steady, {ratio_mean:.2f} with evals")
 
 
 def profile(base: Path, steps: int, n_train: int, device: str = "cpu") -> None:
