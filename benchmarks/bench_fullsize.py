@@ -37,7 +37,7 @@ def phase_args(stage: str, out: Path, base: Path, dataset: Path, a: argparse.Nam
     args = [stage, "--experiment", "bench", "--outputs-dir", str(out), "--base-model", str(base)]
     args += ["--dataset-dir", str(dataset), "--max-steps", str(a.steps), "--epochs", "100"]
     args += ["--batch-size", str(a.batch_size), "--eval-every", half, "--save-every", half]
-    return args + ["--keep-checkpoints", str(a.keep)]
+    return args + ["--keep-checkpoints", str(a.keep), "--lr", str(a.lr)]
 
 
 def main() -> None:
@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--lib", type=Path, default=REPO / "lib", help="the checkout's lib to run")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--keep", type=int, default=1, help="keep_checkpoints")
+    # Low enough that the random-weight model's eval Mel CE falls, so a best model is written
+    # after the optimizer has state (the step-0 best has none: it is small on any branch).
+    parser.add_argument("--lr", type=float, default=5e-5)
     a = parser.parse_args()
     base = fullsize.fullsize_base()
     root = Path(tempfile.mkdtemp(prefix="bench-fullsize-"))
@@ -68,12 +71,15 @@ def main() -> None:
             if m.returncode != 0:
                 print(m.output[-3000:])
                 raise SystemExit(f"{stage} failed (exit {m.returncode})")
-            final = fullsize.folder_bytes(out / "bench" / ("eval" if stage == "eval" else stage))
+            folder = out / "bench" / ("eval" if stage == "eval" else stage)
+            final = fullsize.folder_bytes(folder)
             per_step = f"{m.seconds_per_step():.1f} s/step, " if stage != "eval" else ""
             print(
                 f"{stage}: {m.seconds:.0f} s, {per_step}peak RSS {m.peak_rss / 1e9:.1f} GB, "
                 f"disk peak {m.peak_disk / 1e9:.1f} GB, at the end {final / 1e9:.1f} GB"
             )
+            big = sorted(folder.rglob("*.pth"), key=lambda p: -p.stat().st_size)[:4]
+            print("  " + ", ".join(f"{p.name} {p.stat().st_size / 1e9:.2f} GB" for p in big))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
