@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 import fullsize  # tests/ is put on the path just above
 
+from voicebook.demo_dataset import write_demo_dataset
+
 EVALUATE = """
 from pathlib import Path
 from voicebook import evaluation
@@ -58,7 +60,7 @@ def main() -> None:
     try:
         out = root / "outputs"
         n_train = 2 * a.batch_size * a.steps
-        dataset = fullsize.small_dataset(out / "bench" / "dataset", n_train=n_train)
+        dataset = write_demo_dataset(out / "bench" / "dataset", n_train=n_train, n_eval=2)
         print(f"lib {a.lib.resolve()}; base {base}; {a.steps} steps at batch {a.batch_size}")
         for stage in a.stages:
             if stage == "eval":

@@ -37,15 +37,8 @@ import torch
 
 from voicebook import training
 from voicebook.coqui.models import load_config
+from voicebook.demo_dataset import write_demo_dataset
 from voicebook.models import resolve_base
-
-try:  # the dataset helper of the overhead benchmark: same clips, same format
-    from bench_training_overhead import make_dataset
-except ImportError:  # run from another folder
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_training_overhead import make_dataset
 
 BATCH = 3
 CORES = os.cpu_count() or 1
@@ -199,7 +192,7 @@ def compare(base: Path, rounds: int, epochs: int, n_train: int) -> None:
     steady: dict[str, list[float]] = {name: [] for name in names}
     mean: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = make_dataset(Path(tmp) / "dataset", n_train=n_train)
+        dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=n_train, n_eval=6)
         for i in range(rounds):
             for name in names:
                 out = Path(tmp) / f"{i}-{len(steady[name])}-{names.index(name)}"
@@ -228,7 +221,7 @@ def profile(base: Path, steps: int, n_train: int, device: str = "cpu") -> None:
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
 
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = make_dataset(Path(tmp) / "dataset", n_train=n_train)
+        dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=n_train, n_eval=6)
         for cached in (False, True):
             config = gpt_trainer_config(base, dataset, Path(tmp) / "p", batch_size=BATCH)
             model = gpt_trainer_model(config, cached=cached).to(device)

@@ -17,12 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import soundfile as sf
-
 from voicebook import training
 from voicebook.coqui.config import gpt_trainer_config, load_samples
+from voicebook.demo_dataset import write_demo_dataset
 from voicebook.models import resolve_base
-from voicebook.paths import DEMO_DATA_DIR
 
 CONFIG = {
     "lr": 5e-4,
@@ -32,22 +30,6 @@ CONFIG = {
     "keep_checkpoints": 2,
     "seed": 1,
 }
-
-
-def make_dataset(folder: Path, n_train: int = 24, n_eval: int = 6) -> Path:
-    (folder / "wavs").mkdir(parents=True)
-    rows = (DEMO_DATA_DIR / "interview" / "metadata.csv").read_text(encoding="utf-8").splitlines()
-    rows = [r.split("|") for r in rows[1 : 1 + n_train + n_eval]]
-    lines = []
-    for flac, text in rows:
-        audio, rate = sf.read(DEMO_DATA_DIR / "interview" / flac)
-        wav = flac.replace(".flac", ".wav")
-        sf.write(folder / "wavs" / wav, audio, rate)
-        lines.append(f"wavs/{wav}|{text}|demo")
-    header = "audio_file|text|speaker_name"
-    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:n_train]]) + "\n")
-    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[n_train:]]) + "\n")
-    return folder
 
 
 def per_step(stamps: list[float]) -> float:
@@ -100,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     resolve_base("tiny")  # build/cache outside the timings
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = make_dataset(Path(tmp) / "dataset")
+        dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=24, n_eval=6)
         bare, phase = [], []
         for i in range(args.rounds):
             seconds, steps = bare_run(dataset, Path(tmp) / f"bare{i}", args.epochs)

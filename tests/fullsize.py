@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
-
 REPO = Path(__file__).resolve().parents[1]
 FULL_SHAPE = {"gpt_layers": 30, "gpt_n_model_channels": 1024, "gpt_n_heads": 16}
 FULL_DECODER_INPUT_DIM = 1024
@@ -80,26 +78,6 @@ def build(tiny: str, dest: str) -> None:
     torch.save({"fullsize": voice}, partial / SPEAKERS)
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)
-
-
-def small_dataset(folder: Path, n_train: int = 4, n_eval: int = 2) -> Path:
-    """``n_train`` + ``n_eval`` demo clips as 22.05 kHz wavs in the data-prep stage's format."""
-    if (folder / "metadata_eval.csv").is_file():
-        return folder
-    (folder / "wavs").mkdir(parents=True, exist_ok=True)
-    table = REPO / "data" / "demo" / "interview" / "metadata.csv"
-    rows = [r.split("|") for r in table.read_text(encoding="utf-8").splitlines()[1:]]
-    rows = rows[: n_train + n_eval]
-    lines = []
-    for flac, text in rows:
-        audio, rate = sf.read(table.parent / flac)
-        wav = f"wavs/{Path(flac).stem}.wav"
-        sf.write(folder / wav, audio, rate)
-        lines.append(f"{wav}|{text}|demo")
-    header = "audio_file|text|speaker_name"
-    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:n_train]]) + "\n")
-    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[n_train:]]) + "\n")
-    return folder
 
 
 def _env(lib: Path) -> dict[str, str]:

@@ -25,8 +25,8 @@ from TTS.tts.models.xtts import load_audio
 from voicebook.coqui.cached import CachedGPTTrainer
 from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
 from voicebook.coqui.features import FeatureCache, prompt_slice, read_clip
+from voicebook.demo_dataset import write_demo_dataset
 from voicebook.models import resolve_base
-from voicebook.paths import DEMO_DATA_DIR
 
 N_TRAIN, N_EVAL = 6, 6
 
@@ -34,18 +34,7 @@ N_TRAIN, N_EVAL = 6, 6
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """Demo clips of different lengths as 22.05 kHz WAVs in the data-prep stage's format."""
-    folder = tmp_path_factory.mktemp("dataset")
-    (folder / "wavs").mkdir()
-    rows = (DEMO_DATA_DIR / "interview" / "metadata.csv").read_text(encoding="utf-8").splitlines()
-    rows = [r.split("|") for r in rows[1 : 1 + N_TRAIN + N_EVAL]]
-    for flac, _ in rows:
-        audio, rate = sf.read(DEMO_DATA_DIR / "interview" / flac)
-        sf.write(folder / "wavs" / flac.replace(".flac", ".wav"), audio, rate, subtype="PCM_16")
-    lines = [f"wavs/{flac.replace('.flac', '.wav')}|{text}|demo" for flac, text in rows]
-    header = "audio_file|text|speaker_name"
-    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:N_TRAIN]]) + "\n")
-    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[N_TRAIN:]]) + "\n")
-    return folder
+    return write_demo_dataset(tmp_path_factory.mktemp("dataset"), N_TRAIN, N_EVAL)
 
 
 def make_config(dataset: Path, out: Path, batch_size: int):

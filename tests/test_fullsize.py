@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import fullsize
 
+from voicebook.demo_dataset import write_demo_dataset
 from voicebook.resources import ModelSize, model_size
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def run(tmp_path_factory):
     base = fullsize.fullsize_base()
     root = tmp_path_factory.mktemp("fullsize")
     out = root / "outputs"
-    dataset = fullsize.small_dataset(out / "full" / "dataset")  # where evaluation looks for it
+    dataset = write_demo_dataset(out / "full" / "dataset", 4, 2)  # where evaluation looks
     phase = out / "full" / "phase1"
     args = ["phase1", "--experiment", "full", "--outputs-dir", str(out), "--base-model", str(base)]
     args += ["--dataset-dir", str(dataset), "--max-steps", str(STEPS), "--epochs", "1"]

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import soundfile as sf
 import torch
 
 from voicebook import training
-from voicebook.paths import DEMO_DATA_DIR
+from voicebook.demo_dataset import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 N_TRAIN, N_EVAL = 12, 3
@@ -36,19 +35,7 @@ RUN = {
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """12 train + 3 eval demo clips as 22.05 kHz wavs in the data-prep stage's format."""
-    folder = tmp_path_factory.mktemp("dataset")
-    (folder / "wavs").mkdir()
-    rows = (DEMO_DATA_DIR / "interview" / "metadata.csv").read_text(encoding="utf-8").splitlines()
-    rows = [r.split("|") for r in rows[1 : 1 + N_TRAIN + N_EVAL]]
-    for flac, _ in rows:
-        audio, rate = sf.read(DEMO_DATA_DIR / "interview" / flac)
-        assert rate == 22050
-        sf.write(folder / "wavs" / flac.replace(".flac", ".wav"), audio, rate)
-    lines = [f"wavs/{flac.replace('.flac', '.wav')}|{text}|demo" for flac, text in rows]
-    header = "audio_file|text|speaker_name"
-    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:N_TRAIN]]) + "\n")
-    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[N_TRAIN:]]) + "\n")
-    return folder
+    return write_demo_dataset(tmp_path_factory.mktemp("dataset"), N_TRAIN, N_EVAL)
 
 
 def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseParams:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@torch.no_grad()
+def eval_batch_losses(
+    base_dir: Path,
+    dataset_dir: Path,
+    checkpoint: Path | None,
+    work_dir: Path,
+    *,
+    language: str = "hu",
+    seed: int = 1,
+    batch_size: int = 3,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[list[str], float, float]]:
+    """``(clip files, Mel CE, Text CE)`` of each eval batch of one checkpoint, in order.
+
+    Builds the same GPTTrainer the training stages use (cached codes included), loads
+    ``checkpoint`` (None = the base) and runs ``eval_step`` over the dataset's eval split on
+    ``device``, seeded so that every candidate sees identical batches. Text CE is as the trainer
+    logs it (x0.01).
+    """
+    config = gpt_trainer_config(
+        base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
+    )
+    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
+    seed_everything(seed)
+    model = gpt_trainer_model(config).to(device)
+    model.eval()
+    _, eval_samples = load_samples(config)
+    seed_everything(seed)
+    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
+    for batch in loader:
+        files = [str(f) for f in batch["filenames"]]
+        batch = model.format_batch(batch)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        _, losses = model.eval_step(model.format_batch_on_device(batch), None)
+        yield files, float(losses["loss_mel_ce"]), float(losses["loss_text_ce"])
+
+
 def eval_losses(
     base_dir: Path,
     dataset_dir: Path,
@@ -30,32 +69,16 @@ def eval_losses(
     batch_size: int = 3,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Mean eval Mel CE and Text CE (as the trainer logs it, x0.01) of one checkpoint.
-
-    Builds the same GPTTrainer the training stages use, loads ``checkpoint`` (None = the base)
-    and runs ``eval_step`` over the dataset's eval split on ``device``, seeded so that every
-    candidate sees identical batches. ``max_batches`` > 0 stops early (cheap demos).
-    """
-    config = gpt_trainer_config(
-        base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
-    )
-    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
-    seed_everything(seed)
-    model = gpt_trainer_model(config).to(device)
-    model.eval()
-    _, eval_samples = load_samples(config)
-    seed_everything(seed)
-    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
+    """Mean eval Mel CE and Text CE of one checkpoint over the eval batches
+    (``eval_batch_losses``); ``max_batches`` > 0 stops early (cheap demos)."""
+    batches = eval_batch_losses(
+        base_dir, dataset_dir, checkpoint, work_dir, language=language, seed=seed,
+        batch_size=batch_size, device=device,
+    )  # fmt: skip
     mel, text = [], []
-    with torch.no_grad():
-        for batch in loader:
-            if max_batches and len(mel) >= max_batches:
-                break
-            batch = model.format_batch(batch)
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            _, losses = model.eval_step(model.format_batch_on_device(batch), None)
-            mel.append(float(losses["loss_mel_ce"]))
-            text.append(float(losses["loss_text_ce"]))
+    for _, batch_mel, batch_text in islice(batches, max_batches or None):
+        mel.append(batch_mel)
+        text.append(batch_text)
     if not mel:
         raise ValueError(
             f"No usable eval clip in {Path(dataset_dir) / EVAL_META}: every clip was skipped "

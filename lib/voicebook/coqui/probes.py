@@ -19,6 +19,7 @@ import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -55,36 +56,16 @@ def clip_losses(
     """``[{audio_file, mel_ce, text_ce}]``, one per held-out clip (``max_clips`` > 0: the first
     ones only), from coqui's ``GPTTrainer.eval_step`` on one-clip batches of the eval loader
     (the evaluation's data path, cached codes included; Text CE as the trainer logs it, x0.01)."""
-    from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
-    from voicebook.coqui.losses import seed_everything
+    from voicebook.coqui.losses import eval_batch_losses
 
-    config = gpt_trainer_config(
-        base_dir, dataset_dir, work_dir, language=language, batch_size=1, seed=seed
-    )
-    config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")
-    seed_everything(seed)
-    model = gpt_trainer_model(config).to(device)
-    model.eval()
-    _, eval_samples = load_samples(config)
-    seed_everything(seed)
-    loader = model.get_data_loader(config, is_eval=True, samples=eval_samples, verbose=False)
-    rows = []
-    for batch in loader:
-        if max_clips and len(rows) >= max_clips:
-            break
-        (audio_file,) = batch["filenames"]
-        batch = model.format_batch(batch)
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        batch = model.format_batch_on_device(batch)
-        _, losses = model.eval_step(batch, None)
-        rows.append(
-            {
-                "audio_file": str(audio_file),
-                "mel_ce": float(losses["loss_mel_ce"]),
-                "text_ce": float(losses["loss_text_ce"]),
-            }
-        )
-    return rows
+    batches = eval_batch_losses(
+        base_dir, dataset_dir, checkpoint, work_dir, language=language, seed=seed,
+        batch_size=1, device=device,
+    )  # fmt: skip
+    return [
+        {"audio_file": audio_file, "mel_ce": mel_ce, "text_ce": text_ce}
+        for (audio_file,), mel_ce, text_ce in islice(batches, max_clips or None)
+    ]
 
 
 # --- the DVAE's reconstruction -------------------------------------------------------------
