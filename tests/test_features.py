@@ -156,7 +156,9 @@ def test_codes_computed_once_per_clip_and_base(models, dataset, tmp_path):
         config.model_args.dvae_checkpoint, config.model_args.mel_norm_file, 22050, 22050, root=root
     )
     assert again.base_key == cached.features.base_key
-    assert again.fill(clips, cached) == 0  # the first model's fills serve this one
+    assert (
+        again.fill(clips, cached.dvae, cached.torch_mel_spectrogram_dvae) == 0
+    )  # the first model's fills serve this one
     # a changed clip (same name, new bytes) is recomputed alone
     copy = tmp_path / "wavs"
     shutil.copytree(dataset / "wavs", copy)
@@ -166,7 +168,14 @@ def test_codes_computed_once_per_clip_and_base(models, dataset, tmp_path):
     fresh = FeatureCache(
         config.model_args.dvae_checkpoint, config.model_args.mel_norm_file, 22050, 22050, root=root
     )
-    assert fresh.fill(sorted(str(p) for p in copy.glob("*.wav")), cached) == 1
+    assert (
+        fresh.fill(
+            sorted(str(p) for p in copy.glob("*.wav")),
+            cached.dvae,
+            cached.torch_mel_spectrogram_dvae,
+        )
+        == 1
+    )
     assert fresh.computed == 1
 
 

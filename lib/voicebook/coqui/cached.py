@@ -90,7 +90,7 @@ class CachedGPTTrainer(GPTTrainer):
         """Codes of the samples' clips: computed once (on this model's device), then read."""
         clips = [s["audio_file"] for s in samples if s["audio_file"] not in self._codes]
         if clips:
-            self.features.fill(clips, self)
+            self.features.fill(clips, self.dvae, self.torch_mel_spectrogram_dvae)
             present = [c for c in clips if self.features.path(c).is_file()]
             self._codes.update(self.features.table(present))
         return self._codes

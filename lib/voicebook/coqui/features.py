@@ -28,6 +28,7 @@ those last codes of the shorter clips of a batch (``tests/test_features.py`` sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -45,6 +46,18 @@ from voicebook.paths import cache_dir
 # Bump when the computation of the cached codes changes: older entries are then never read.
 FEATURES_VERSION = 1
 _CHUNK = 1 << 20
+
+
+def base_file_digest(path: str | os.PathLike) -> str:
+    """``file_digest`` of a base file (a DVAE is ~200 MB), hashed once per process while its
+    size and modification time stay the same."""
+    stat = os.stat(path)
+    return _base_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _base_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
 
 
 def file_digest(path: str | os.PathLike, *extra: Any) -> str:
@@ -110,8 +123,8 @@ class FeatureCache:
         self.base_key = hashlib.sha256(
             "|".join(
                 [
-                    file_digest(dvae_file),
-                    file_digest(mel_stats_file),
+                    base_file_digest(dvae_file),
+                    base_file_digest(mel_stats_file),
                     str(sample_rate),
                     str(dvae_sample_rate),
                     str(FEATURES_VERSION),
@@ -137,16 +150,17 @@ class FeatureCache:
     def missing(self, clips: Iterable[str | os.PathLike]) -> list[str]:
         return [str(c) for c in clips if not self.path(c).is_file()]
 
-    def fill(self, clips: Iterable[str | os.PathLike], model: Any) -> int:
+    def fill(self, clips: Iterable[str | os.PathLike], dvae: Any, mel: Any) -> int:
         """Compute and store the codes of every clip not cached yet; returns how many.
 
-        ``model`` is a GPTTrainer (its ``torch_mel_spectrogram_dvae`` and ``dvae``), on
-        whatever device it lives on: the GPU where there is one.
+        ``dvae`` and ``mel`` are the base's DVAE and its mel front-end (a GPTTrainer's ``dvae``
+        and ``torch_mel_spectrogram_dvae``), on whatever device they live: the GPU where
+        there is one.
         """
         todo = sorted(set(self.missing(clips)) - self.unreadable)
         for clip in todo:
             try:
-                codes = self.compute(clip, model)
+                codes = self.compute(clip, dvae, mel)
             except (OSError, ValueError, RuntimeError):
                 # coqui's dataset skips a clip it cannot load; so does its cached twin (the
                 # missing entry makes the item fail there). Data prep reports such clips.
@@ -163,16 +177,15 @@ class FeatureCache:
         return done
 
     @torch.no_grad()
-    def compute(self, clip: str | os.PathLike, model: Any) -> np.ndarray:
+    def compute(self, clip: str | os.PathLike, dvae: Any, mel: Any) -> np.ndarray:
         """A clip's DVAE codes, exactly as GPTTrainer computes them for a batch of that clip."""
         wav = read_clip(clip, self.sample_rate)
         if self.sample_rate != self.dvae_sample_rate:
             import torchaudio
 
             wav = torchaudio.functional.resample(wav, self.sample_rate, self.dvae_sample_rate)
-        device = next(model.dvae.parameters()).device
-        mel = model.torch_mel_spectrogram_dvae(wav.unsqueeze(0).to(device))
-        codes = model.dvae.get_codebook_indices(mel)
+        device = next(dvae.parameters()).device
+        codes = dvae.get_codebook_indices(mel(wav.unsqueeze(0).to(device)))
         return codes[0].to("cpu", torch.int16).numpy()  # 1024 codes fit int16
 
     def codes(self, clip: str | os.PathLike) -> torch.Tensor:

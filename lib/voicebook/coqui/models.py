@@ -118,15 +118,27 @@ def dvae_mel(mel_norm_file: str | os.PathLike | None, device: str | torch.device
 
 
 class ClipCoder:
-    """A clip's DVAE codes, made exactly as GPTTrainer makes its training targets."""
+    """A clip's DVAE codes, made exactly as GPTTrainer makes its training targets, read from the
+    feature cache the trainer uses (``features.FeatureCache``; computed here the first time)."""
 
     def __init__(self, base_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        from voicebook.coqui.features import FeatureCache
+
         self.device = torch.device(device)
         self.dvae = load_dvae(base_dir, self.device)
         self.mel = dvae_mel(Path(base_dir) / "mel_stats.pth", self.device)
+        base = Path(base_dir)
+        self.features = FeatureCache(
+            base / "dvae.pth", base / "mel_stats.pth", SAMPLE_RATE, SAMPLE_RATE
+        )
 
-    @torch.no_grad()
     def __call__(self, clip: str | os.PathLike) -> tuple[torch.Tensor, int]:
         """(codes on the CPU, shape (n,), number of audio samples of the clip)."""
-        wav = load_audio(clip).to(self.device)
-        return self.dvae.get_codebook_indices(self.mel(wav))[0].cpu(), wav.shape[-1]
+        from voicebook.coqui.features import read_clip
+
+        self.features.fill([clip], self.dvae, self.mel)
+        if str(clip) in self.features.unreadable:
+            raise ValueError(
+                f"Cannot read audio {clip}: re-run data prep, which checks every clip."
+            )
+        return self.features.codes(clip), read_clip(clip, SAMPLE_RATE).shape[-1]
