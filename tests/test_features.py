@@ -20,11 +20,12 @@ import pytest
 import soundfile as sf
 import torch
 from TTS.tts.layers.xtts.trainer.dataset import get_prompt_slice
-from TTS.tts.models.xtts import load_audio
+from TTS.tts.models.xtts import load_audio as coqui_load_audio
 
 from voicebook.coqui.cached import CachedGPTTrainer
 from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
-from voicebook.coqui.features import FeatureCache, prompt_slice, read_clip
+from voicebook.coqui.features import FeatureCache, prompt_slice
+from voicebook.coqui.models import load_audio
 from voicebook.demo_dataset import write_demo_dataset
 from voicebook.models import resolve_base
 
@@ -78,7 +79,7 @@ def models(dataset, tmp_path_factory):
 
 def test_clip_reader_returns_coquis_samples(dataset):
     for wav in sorted((dataset / "wavs").glob("*.wav"))[:3]:
-        ours, theirs = read_clip(wav, 22050), load_audio(str(wav), 22050)
+        ours, theirs = load_audio(wav, 22050), coqui_load_audio(str(wav), 22050)
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
         assert torch.equal(ours, theirs)
 
@@ -86,7 +87,7 @@ def test_clip_reader_returns_coquis_samples(dataset):
 @pytest.mark.parametrize("is_eval", [False, True])
 def test_prompt_slice_draws_as_coqui(dataset, is_eval):
     wav = min((dataset / "wavs").glob("*.wav"))
-    clip = read_clip(wav, 22050)
+    clip = load_audio(wav, 22050)
     for seed in range(5):
         random.seed(seed)
         theirs = get_prompt_slice(str(wav), 132300, 66150, 22050, is_eval)

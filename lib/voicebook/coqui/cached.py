@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from TTS.tts.layers.xtts.trainer.dataset import XTTSDataset
 from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
 
-from voicebook.coqui.features import FeatureCache, feature_cache_for, prompt_slice, read_clip
+from voicebook.coqui.features import FeatureCache, feature_cache_for, prompt_slice
+from voicebook.coqui.models import load_audio
 
 
 class CachedXTTSDataset(XTTSDataset):
@@ -37,13 +38,13 @@ class CachedXTTSDataset(XTTSDataset):
         audiopath = sample["audio_file"]
         if not text.strip():
             raise ValueError(f"empty transcript for {audiopath}")
-        wav = read_clip(audiopath, self.sample_rate)
+        wav = load_audio(audiopath, self.sample_rate)
         if wav.shape[-1] < 0.5 * self.sample_rate:  # coqui's rule: ultra-short clips are skipped
             raise ValueError(f"{audiopath} is shorter than 0.5 s")
         source = audiopath
         if not self.use_masking_gt_prompt_approach and sample.get("reference_path"):
             source = sample["reference_path"]
-        clip = wav if source == audiopath else read_clip(source, self.sample_rate)
+        clip = wav if source == audiopath else load_audio(source, self.sample_rate)
         cond, cond_len, cond_idxs = prompt_slice(
             clip, self.max_conditioning_length, self.min_conditioning_length, self.is_eval
         )

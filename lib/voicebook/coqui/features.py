@@ -16,8 +16,8 @@ what changed. Files are written atomically: a run cut off mid-fill leaves no hal
 What is *not* cached, on purpose: the conditioning window. coqui draws a random 3–6 s slice of
 the clip for every sample; its mel is cheap next to the whole clip's DVAE pass, and cutting the
 same samples from the waveform keeps the training draws identical to coqui's (see
-``prompt_slice``). Clips are read with soundfile, which returns the same samples as coqui's
-torchaudio/torchcodec loader for the 22.05 kHz PCM WAVs data prep writes, about 100x faster.
+``prompt_slice``). Clips are read with ``models.load_audio`` (soundfile: coqui's samples, about
+100x faster).
 
 Why codes are computed per clip and not per batch: coqui computes them on the zero-padded batch,
 so the last two or three codes of a shorter clip see some padding through the DVAE's
@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from voicebook.coqui.models import load_audio
 from voicebook.paths import cache_dir
 
 # Bump when the computation of the cached codes changes: older entries are then never read.
@@ -69,24 +69,6 @@ def file_digest(path: str | os.PathLike, *extra: Any) -> str:
     for value in extra:
         digest.update(repr(value).encode())
     return digest.hexdigest()
-
-
-def read_clip(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
-    """A clip as coqui's ``load_audio`` returns it: mono float32 ``[1, T]`` in [-1, 1].
-
-    soundfile is used for the data-prep WAVs (same samples as torchaudio, far faster); a clip
-    at another rate goes through coqui's loader, which resamples.
-    """
-    try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except RuntimeError as exc:
-        raise ValueError(f"Cannot read audio {path}: {exc}") from exc
-    if rate != sample_rate:
-        from TTS.tts.models.xtts import load_audio
-
-        return load_audio(str(path), sample_rate)
-    audio = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
-    return audio.unsqueeze(0).clip_(-1, 1)
 
 
 def prompt_slice(
@@ -179,7 +161,7 @@ class FeatureCache:
     @torch.no_grad()
     def compute(self, clip: str | os.PathLike, dvae: Any, mel: Any) -> np.ndarray:
         """A clip's DVAE codes, exactly as GPTTrainer computes them for a batch of that clip."""
-        wav = read_clip(clip, self.sample_rate)
+        wav = load_audio(clip, self.sample_rate)
         if self.sample_rate != self.dvae_sample_rate:
             import torchaudio
 

@@ -25,8 +25,6 @@ from typing import Any
 
 import torch
 
-from voicebook.coqui.limits import SAMPLE_RATE
-
 SAMPLING_KEYS = ("temperature", "repetition_penalty", "top_p", "top_k")
 
 
@@ -78,14 +76,13 @@ def dvae_clip_errors(
     """Per clip: the DVAE mel (as GPTTrainer makes it) encoded to codes and decoded again;
     ``elements`` (mel bins x frames compared), ``sq_error`` and ``abs_error`` (sums over
     them) and ``peak`` (the largest absolute error), in the DVAE's normalised log-mel units."""
-    from voicebook.coqui.features import read_clip
-    from voicebook.coqui.models import dvae_mel, load_dvae
+    from voicebook.coqui.models import dvae_mel, load_audio, load_dvae
 
     dvae = load_dvae(base_dir, device)
     mel = dvae_mel(Path(base_dir) / "mel_stats.pth", device)
     rows = []
     for clip in clips:
-        spec = mel(read_clip(clip, SAMPLE_RATE).to(device))
+        spec = mel(load_audio(clip).to(device))
         decoded, _ = dvae.decode(dvae.get_codebook_indices(spec))
         frames = min(spec.shape[-1], decoded.shape[-1])  # the decoder's frames: codes x 4
         diff = (decoded[..., :frames] - spec[..., :frames]).abs()
