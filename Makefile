@@ -1,5 +1,5 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh, idempotent).
-.PHONY: demo test setup lab lint bench
+.PHONY: demo test setup lock lab lint bench docs
 
 demo: setup
 	.venv/bin/voicebook run --experiment demo
@@ -10,6 +10,14 @@ test: setup
 setup:
 	@bash scripts/setup.sh
 
+# Re-lock after changing pyproject.toml's dependencies (or to take upstream fixes on purpose):
+# uv.lock for set-up, requirements.lock.txt (the same pins, no hashes) for conda's environment.yml.
+lock:
+	@bash scripts/setup.sh --uv-only
+	.uv/bin/uv lock --python 3.11
+	.uv/bin/uv export --frozen --no-hashes --no-emit-project --no-header --quiet \
+		--format requirements-txt -o requirements.lock.txt
+
 lab: setup
 	.venv/bin/jupyter lab notebooks
 
@@ -18,3 +26,6 @@ lint: setup
 
 bench: setup
 	for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
+
+docs:  ## docs/stages.md from the stage contract (lib/voicebook/stages.py)
+	.venv/bin/python -m voicebook.stages_doc

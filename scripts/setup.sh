@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: system packages, .venv with pinned dependencies,
-# the `voicebook` Jupyter kernel. Re-runs are quick: pip runs only when pyproject.toml changed.
+# Idempotent set-up for a fresh machine: system packages, .venv installed from uv.lock (every
+# package at the version CI tested), the `voicebook` Jupyter kernel, and a check of both.
+# Re-runs take seconds: uv installs only what differs from the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
+uv_only=false  # 'make lock' needs only uv
+[ "${1:-}" = --uv-only ] && uv_only=true
 
 # 1. System packages: FFmpeg's shared libraries (torchcodec needs them), a C compiler (webrtcvad,
 #    used by resemblyzer, builds from source), libsndfile for soundfile, Chromium (browser test).
@@ -15,7 +18,7 @@ command -v cc >/dev/null || missing+=(gcc)
 # Debian's Chromium for the real-browser test of the listening panel (Playwright drives it with
 # executable_path; Playwright's own browser download is never used).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-if ((${#missing[@]})); then
+if ((${#missing[@]})) && ! $uv_only; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
     apt-get update -qq
@@ -37,25 +40,27 @@ for candidate in python3.11 python3.12 python3; do
 done
 [ -n "$PY" ] || { echo "voicebook set-up: needs Python 3.11 or 3.12 (coqui-tts 0.28)." >&2; exit 1; }
 
-# 3. The virtual environment, reinstalled only when the dependency pins change.
-stamp=.venv/.voicebook-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
-if [ ! -x .venv/bin/python ]; then
-  say "creating .venv with $($PY --version)"
-  "$PY" -m venv .venv
+# 3. uv, pinned, in its own small folder: it installs the lock several times faster than pip.
+UV_VERSION=0.13.9
+UV=.uv/bin/uv
+if [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  say "installing uv $UV_VERSION into .uv/"
+  "$PY" -m venv .uv
+  .uv/bin/python -m pip install --quiet "uv==$UV_VERSION" 2> >(grep -v '^WARNING: Location' >&2)
 fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing Python dependencies (new or changed pins; the first time takes a few minutes, ~6 GB)"
-  quiet_pip() {  # drop pip's notes about local mirror folders this machine may not have
-    .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v '^WARNING: Location' >&2)
-  }
-  quiet_pip --upgrade pip
-  quiet_pip -e .
-  # 4. The Jupyter kernel the notebooks, papermill and nbmake use, inside .venv.
-  .venv/bin/python -m ipykernel install --sys-prefix --name voicebook \
-    --display-name "Python (voicebook)" >/dev/null
-  echo "$want" > "$stamp"
-fi
-.venv/bin/python -c 'import voicebook, TTS, papermill, scrapbook' ||
-  { echo "voicebook set-up: imports fail; delete .venv and run again." >&2; exit 1; }
-say "ready (.venv, kernel 'voicebook')"
+
+$uv_only && exit 0
+
+# 4. .venv is exactly uv.lock: --locked refuses a lock that no longer matches pyproject.toml
+#    ('make lock' re-locks), and sync removes what the lock does not list. A no-op takes a second.
+UV_PROJECT_ENVIRONMENT=.venv "$UV" sync --locked --python "$PY" --quiet ||
+  { echo "voicebook set-up: 'uv sync --locked' failed (see above). If pyproject.toml changed, run 'make lock'." >&2; exit 1; }
+
+# 5. The Jupyter kernel the notebooks, papermill and nbmake use, inside .venv (voicebook.kernel
+#    says why it is not ipykernel's own spec).
+.venv/bin/python -m voicebook.kernel --install >/dev/null
+
+# 6. Installed == locked, and the libraries the stages load really load (torchaudio's C++
+#    library, torchcodec with FFmpeg, coqui's XTTS and trainer, resemblyzer, the kernel).
+.venv/bin/python -W ignore scripts/check_environment.py || exit 1
+say "ready (.venv = uv.lock, kernel 'voicebook')"

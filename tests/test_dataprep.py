@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,25 @@ def test_eval_split_minimum_and_a_training_clip_per_stratum():
     assert eval_split(clips[:1], 0.02, 4, 0) == set()
 
 
+def test_three_splits_are_disjoint_seeded_stratified_with_four_test_clips():
+    from voicebook.dataprep.dataset import three_splits
+
+    clips = [clip(f"q{i}", source="quiz", category="question") for i in range(20)]
+    clips += [clip(f"t{i}", source="talk", category="medium") for i in range(80)]
+    cfg = DataPrepConfig(workers=1)
+    train, val, test = three_splits(clips, cfg)
+    names = [{c.audio_file for c in part} for part in (train, val, test)]
+    assert sum(map(len, names)) == len(set().union(*names)) == 100  # every clip once
+    assert len(test) == 4 and len(val) == 4  # 2 % of 100 rounds to 2: the minimum, 4
+    assert {c.source for c in test} == {c.source for c in val} == {"quiz", "talk"}
+    again = three_splits(list(reversed(clips)), cfg)[2]
+    assert {c.audio_file for c in again} == names[2]  # order-independent
+    other = three_splits(clips, DataPrepConfig(workers=1, seed=5))[2]
+    assert {c.audio_file for c in other} != names[2]
+    few = three_splits(clips[:6], cfg)  # a tiny corpus: test takes at most a third
+    assert [len(p) for p in few] == [2, 2, 2]
+
+
 def test_account_finds_lost_and_doubled_inputs():
     train, evals = [clip("a")], [clip("b")]
     rejected = [Rejection("s", "c", "why", "kind", ("c",), (0,))]
@@ -420,13 +440,13 @@ def test_every_bad_item_is_rejected_with_its_reason(built):
 
 
 def test_usable_items_are_kept_converted_and_within_xtts_limits(built):
-    kept = {c.item.split(" (")[0]: c for c in built.train + built.eval}
+    kept = {c.item.split(" (")[0]: c for c in built.train + built.eval + built.test}
     for name in ["good_0.wav", "good_1.wav", "stereo.wav", "low_rate.flac", "float.wav"]:
         assert name in kept
     assert kept["good_0.wav"].speaker == "anna" and kept["stereo.wav"].speaker == "speaker"
     assert kept["good_5.wav"].category == "question" and kept["good_5.wav"].band == "long"
     meter = pyloudnorm.Meter(SR)
-    for c in built.train + built.eval:
+    for c in built.train + built.eval + built.test:
         y, sr = sf.read(built.dataset_dir / c.audio_file, dtype="float32")
         info = sf.info(built.dataset_dir / c.audio_file)
         assert (sr, info.channels, info.subtype) == (SR, 1, "PCM_16")
@@ -439,7 +459,7 @@ def test_usable_items_are_kept_converted_and_within_xtts_limits(built):
 
 
 def test_subtitles_are_merged_and_split(built):
-    show = {c.text: c for c in built.train + built.eval if c.source == "show"}
+    show = {c.text: c for c in built.train + built.eval + built.test if c.source == "show"}
     assert "Szia. Hogy vagy?" in show  # two short cues merged
     assert show["Szia. Hogy vagy?"].category == "question"
     first, second = show["Ez egy hosszú rész az elején."], show["Ez pedig a vége, ami még tart."]
@@ -454,9 +474,8 @@ def test_every_input_lands_in_exactly_one_place(built):
     card = built.card
     acc = card["accounting"]
     assert acc["inputs"] == len(inventory) == len(set(inventory))
-    assert acc["inputs_in_train"] + acc["inputs_in_eval"] + acc["inputs_in_rejected"] == len(
-        inventory
-    )
+    placed = ("inputs_in_train", "inputs_in_eval", "inputs_in_test", "inputs_in_rejected")
+    assert sum(acc[k] for k in placed) == len(inventory)
     assert acc["inputs_split_into_parts"] == 1  # the cue cut at its pause
     lines = [i for i in inventory if i.startswith("clips:metadata.csv line")]
     assert len(lines) == 28  # every non-empty, non-header line of metadata.csv
@@ -469,8 +488,10 @@ def test_metadata_files_load_with_coqui_formatter(built):
     root = str(built.dataset_dir)
     train = coqui(root, "metadata_train.csv")
     evals = coqui(root, "metadata_eval.csv")
+    tests = coqui(root, "metadata_test.csv")
     assert len(train) == len(built.train) and len(evals) == len(built.eval) >= 4
-    assert {Path(s["audio_file"]).name for s in train + evals} == {
+    assert len(tests) == len(built.test) >= 4  # three splits, at least 4 test clips by default
+    assert {Path(s["audio_file"]).name for s in train + evals + tests} == {
         p.name for p in (built.dataset_dir / "wavs").iterdir()
     }
     header = (built.dataset_dir / "metadata_train.csv").read_text().splitlines()[0]
@@ -481,7 +502,8 @@ def test_card_counts_agree_with_the_files(built):
     card = json.loads((built.dataset_dir / "card.json").read_text(encoding="utf-8"))
     assert card == json.loads(json.dumps(built.card))
     totals = card["totals"]
-    assert totals["clips"] == len(built.train) + len(built.eval)
+    assert totals["clips"] == len(built.train) + len(built.eval) + len(built.test)
+    assert totals["test_clips"] == len(built.test) and card["test"]["min_test"] == 4
     assert totals["rejected"] == len(built.rejected)
     table = card["categories"]["table"]
     assert sum(r["clips"] for r in table) == totals["clips"]
@@ -507,18 +529,20 @@ def test_unusable_sources_stop_with_the_path_and_fix(tmp_path, tokenizer):
     with pytest.raises(SourceError, match=f"{tmp_path / 'nowhere'} does not exist"):
         build([{"name": "x", "path": str(tmp_path / "nowhere")}])
     (tmp_path / "bare").mkdir()
-    sf.write(tmp_path / "bare" / "a.wav", voice(3.0), SR)
-    with pytest.raises(SourceError, match="no metadata.csv and no .srt/.vtt"):
+    with pytest.raises(SourceError, match="holds no audio .* no metadata.csv and no .srt/.vtt"):
         build([{"name": "x", "path": str(tmp_path / "bare")}])
+    sf.write(tmp_path / "bare" / "a.wav", voice(3.0), SR)
     with pytest.raises(SourceError, match="no .*metadata.csv. Add it"):
         build([{"name": "x", "path": str(tmp_path / "bare"), "kind": "metadata"}])
     with pytest.raises(ValueError, match="unknown keys"):
         build([{"name": "x", "path": "y", "colour": "red"}])
     bare = str(tmp_path / "bare")
-    sources = [{"name": "x", "path": bare}, {"name": "y", "path": bare, "kind": "untranscribed"}]
+    sources = [{"name": "x", "path": bare}, {"name": "y", "path": str(tmp_path / "nowhere")}]
     shown = describe_sources(DataPrepConfig(sources=sources))
-    assert "no metadata.csv" in shown[0]["problem"] and shown[0]["kind"] == ""
-    assert [shown[1][k] for k in ("kind", "audio files", "problem")] == ["untranscribed", 1, ""]
+    assert "does not exist" in shown[1]["problem"] and shown[1]["kind"] == ""
+    # audio alone is a source to transcribe ("auto" finds it)
+    assert [shown[0][k] for k in ("kind", "audio files", "problem")] == ["untranscribed", 1, ""]
+    assert shown[0]["transcripts"] == "none: speech recognition (base)"
 
 
 def test_a_foreign_dataset_folder_is_never_deleted(tmp_path, corpus, tokenizer):
@@ -547,16 +571,21 @@ def test_untranscribed_audio_is_reported_or_transcribed(tmp_path, tokenizer):
                         silence(0.5)])  # fmt: skip
     sf.write(folder / "talk.flac", y, SR)
     sources = [{"name": "raw", "path": str(folder), "kind": "untranscribed"}]
-    cfg = DataPrepConfig(sources=sources, workers=1, min_eval=1)
+    cfg = DataPrepConfig(sources=sources, workers=1, min_eval=1, asr_model="")
     report = prepare_dataset(cfg, tmp_path / "a", tokenizer, progress=False)
     assert report.train == [] and len(report.rejected) == 1
     assert "no transcript: 2 speech clips" in report.rejected[0].reason
-    texts = iter(["Ez egy jó mondat.", "Kérdés és válasz."])
-    heard = prepare_dataset(
-        cfg, tmp_path / "b", tokenizer, progress=False, asr=lambda audio: next(texts)
+    assert "set asr_model (e.g. 'base'" in report.rejected[0].reason
+    heard = prepare_dataset(  # the default: Whisper base, offline
+        replace(cfg, asr_model="base"), tmp_path / "b", tokenizer, progress=False
     )
     assert len(heard.train) + len(heard.eval) == 2 and heard.rejected == []
     assert heard.card["accounting"]["inputs"] == 2
+    from voicebook.evaluation import character_error_rate
+
+    said = "Jó estét kívánok mindenkinek, kedves nézők. Kezdjük is az első fordulóval, figyeljenek."
+    texts = " ".join(c.text for c in sorted(heard.train + heard.eval, key=lambda c: c.order))
+    assert character_error_rate(said, texts) < 0.3, texts
 
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -618,3 +647,107 @@ def test_an_unexpected_error_rejects_the_item_not_the_run(tmp_path, tokenizer, m
     assert len(result.train) + len(result.eval) == 1
     assert "could not be processed (FloatingPointError: simulated)" in result.rejected[0].reason
     assert len(list((tmp_path / "d" / "wavs").iterdir())) == 1
+
+
+# --- speech recognition: untranscribed interviews -----------------------------------------------
+
+# An interview in turns: the speaker's sentences (kept) and an interviewer's questions (another
+# espeak-ng voice, rejected). Sentences are long enough (> 2 s) to be one clip each.
+INTERVIEWS = {
+    "en": {
+        "voices": ("en+m3", "en+f2"),
+        "speaker": [
+            "The weather was lovely this morning, so we walked to the market.",
+            "I bought fresh bread and a few apples for the week.",
+            "Later we met some old friends near the river.",
+            "They told us about their long trip across the mountains.",
+        ],
+        "interviewer": [
+            "What did you buy there?",
+            "And who did you meet after that?",
+            "Where did they go?",
+        ],
+        "max_cer": 0.1,
+    },
+    "hu": {
+        "voices": ("hu+m3", "hu+f2"),
+        "speaker": [
+            "Reggel szép idő volt, ezért elsétáltunk a piacra.",
+            "Vettem friss kenyeret és néhány almát a hétre.",
+            "Később régi barátokkal találkoztunk a folyó mellett.",
+            "Meséltek nekünk a hosszú útjukról a hegyeken át.",
+        ],
+        "interviewer": ["Mit vettél ott?", "És kivel találkoztál utána?", "Hová utaztak?"],
+        "max_cer": 0.3,
+    },
+}
+
+
+def _say(voice_name: str, text: str) -> np.ndarray:
+    wav = subprocess.run(["espeak-ng", "-v", voice_name, "--stdout", text], check=True,
+                         capture_output=True).stdout  # fmt: skip
+    y, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    assert sr == SR
+    return y
+
+
+def interview(language: str) -> np.ndarray:
+    """The speaker's sentences with the interviewer's questions between them, 0.8 s apart."""
+    spec = INTERVIEWS[language]
+    parts = [silence(0.5)]
+    for i, sentence in enumerate(spec["speaker"]):
+        parts += [_say(spec["voices"][0], sentence), silence(0.8)]
+        if i < len(spec["interviewer"]):
+            parts += [_say(spec["voices"][1], spec["interviewer"][i]), silence(0.8)]
+    return np.concatenate(parts)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
+@pytest.mark.parametrize("language", ["en", "hu"])
+def test_an_untranscribed_interview_becomes_the_speakers_clips(tmp_path, tokenizer, language):
+    from voicebook.evaluation import character_error_rate
+
+    spec = INTERVIEWS[language]
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    sf.write(folder / "talk.flac", interview(language), SR)
+    sources = [{"name": "talk", "path": str(folder)}]  # auto: audio only -> speech recognition
+    cfg = DataPrepConfig(sources=sources, language=language, workers=1, min_eval=1, min_test=1)
+    result = prepare_dataset(cfg, tmp_path / "exp" / "dataset", tokenizer, progress=False)
+    kept = sorted(result.train + result.eval + result.test, key=lambda c: c.order)
+    assert result.card["sources"][0]["kind"] == "untranscribed"
+    assert len(kept) == len(spec["speaker"])  # one clip per sentence of the speaker
+    heard = " ".join(c.text for c in kept)
+    cer = character_error_rate(" ".join(spec["speaker"]), heard)
+    assert cer <= spec["max_cer"], (cer, heard)
+    others = [r for r in result.rejected if "another voice" in r.reason]
+    assert len(others) == len(spec["interviewer"]) == len(result.rejected)
+    asr = result.card["asr"]["sources"]["talk"]
+    sims = [c["speaker_similarity"] for c in asr["clips"]]
+    assert sorted(sims)[len(others)] - sorted(sims)[len(others) - 1] > 0.2  # two clear groups
+    assert asr["in_dataset_clips"] == len(kept) and asr["other_speaker"] == len(others)
+    assert all(-1.0 <= c["mean_logprob"] <= 0 for c in asr["clips"] if c["in_dataset"])
+    rejected_csv = (result.dataset_dir / "rejected.csv").read_text(encoding="utf-8")
+    assert rejected_csv.count("another voice: speaker similarity 0.") == len(others)
+    # the review folder reads back as a metadata source with the same clips and texts
+    review = tmp_path / "exp" / "asr_review" / "talk"
+    again = prepare_dataset(
+        DataPrepConfig(sources=[{"name": "talk", "path": str(review)}], language=language,
+                       workers=1, min_eval=1, min_test=1),
+        tmp_path / "again" / "dataset", tokenizer, progress=False,
+    )  # fmt: skip
+    assert again.card["sources"][0]["kind"] == "metadata"
+    again_texts = [c.text for c in again.train + again.eval + again.test]
+    assert sorted(again_texts) == sorted(c.text for c in kept)
+
+
+def test_audio_extensions_match_in_any_case(tmp_path):
+    folder = tmp_path / "win"
+    (folder / "wavs").mkdir(parents=True)
+    sf.write(folder / "wavs" / "UPPER.WAV", voice(2.5), SR)
+    sf.write(folder / "Mixed.Flac", voice(2.5, seed=1), SR, format="FLAC")
+    (folder / "metadata.csv").write_text("UPPER|Első mondat.\nMixed|Második mondat.\n", "utf-8")
+    scanned = scan_source(SourceSpec.from_dict({"name": "w", "path": str(folder)}), 0,
+                          DataPrepConfig(sources=[]))  # fmt: skip
+    assert scanned.rejections == []  # neither "audio file not found" nor "no transcript"
+    assert [j.path.name for j in scanned.jobs] == ["UPPER.WAV", "Mixed.Flac"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import librosa
@@ -145,8 +146,9 @@ def test_character_error_rate_ignores_case_and_punctuation():
 
 def test_missing_asr_folder_is_a_clear_error_and_empty_means_no_cer(tmp_path):
     assert ev.load_asr("", "hu") is None
-    with pytest.raises(FileNotFoundError, match="leave it empty"):
+    with pytest.raises(FileNotFoundError, match="nor a CTranslate2 model folder with model.bin"):
         ev.load_asr(str(tmp_path / "whisper"), "hu")
+    assert ev.EvalConfig().asr_model == "base"  # CER by default, offline
 
 
 def test_real_time_factor_is_synthesis_time_over_audio_time():
@@ -367,6 +369,29 @@ def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     listed = [s.candidate for s in ls.load_samples(exp / "eval")]
     assert listed == ["base", "base", ls.REFERENCE]
     assert ev.hidden_references(dataset, 5, 2)["text"].tolist() == held_out["text"][2:].tolist()
+    # a dataset made with two splits: scored on validation, labelled, and how to rebuild it
+    assert result.table["split"].tolist() == ["validation"] and result.settings["split"] == (
+        "validation"
+    )
+    assert any("no test split" in n and "re-running 00_data_prep" in n for n in result.notes)
+
+
+def test_the_test_split_is_scored_through_a_view_whose_eval_split_it_is(tmp_path, dataset):
+    from voicebook import splits
+
+    copy = tmp_path / "dataset"
+    shutil.copytree(dataset, copy)
+    assert splits.scoring_dataset(copy, tmp_path / "eval")[1:] == (
+        "validation",
+        splits.two_split_note(copy),
+    )
+    lines = (copy / "metadata_eval.csv").read_text().splitlines()
+    (copy / "metadata_test.csv").write_text("\n".join([lines[0], lines[-1]]) + "\n")
+    view, split, note = splits.scoring_dataset(copy, tmp_path / "eval")
+    assert (split, note) == ("test", None) and view == tmp_path / "eval" / splits.VIEW_DIR
+    assert ev.eval_clips(view) == [view / lines[-1].split("|")[0]]  # the test clip only
+    assert ev.eval_clips(view)[0].read_bytes() == (copy / lines[-1].split("|")[0]).read_bytes()
+    assert (view / "metadata_train.csv").read_text() == (copy / "metadata_train.csv").read_text()
 
 
 # --- evaluation depth ----------------------------------------------------------------------

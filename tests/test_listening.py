@@ -14,6 +14,8 @@ import soundfile as sf
 from scipy import stats
 
 from voicebook import listening as ls
+from voicebook import listening_panel as lp
+from voicebook import listening_results as lr
 
 CANDIDATES = ("base", "phase1", "phase2")
 SENTENCES = {"s01": "Első mondat.", "s02": "Második mondat.", "s03": "Harmadik mondat."}
@@ -132,22 +134,24 @@ def test_summary_gives_means_t_intervals_and_counts(ratings, samples):
         [
             {"mode": "scores", "candidate": "base", "overall": 6, "smoothness": 4},
             {"mode": "scores", "candidate": "base", "overall": 8, "smoothness": 4},
+            {"mode": "scores", "candidate": "base", "overall": 7, "smoothness": 4},
             {"mode": "scores", "candidate": "phase1", "overall": 9, "smoothness": None},
             {"mode": "ab", "candidate": "base", "overall": None},
         ],
         columns=ls.COLUMNS,
     )
-    summary = ls.summarize(table).set_index(["candidate", "scale"])
+    summary = lr.summarize(table).set_index(["candidate", "scale"])
     base = summary.loc[("base", "overall")]
-    half_width = stats.t.ppf(0.975, 1) * 1.0  # values 6, 8: sem = 1
-    assert base["mean"] == 7 and base["n"] == 2
+    half_width = stats.t.ppf(0.975, 2) * (1 / math.sqrt(3))  # values 6, 8, 7: sem = 1/sqrt(3)
+    assert base["mean"] == 7 and base["n"] == 3 and not base["below_minimum"]
     assert base["ci_low"] == pytest.approx(7 - half_width)
     assert base["ci_high"] == pytest.approx(7 + half_width)
     assert tuple(summary.loc[("base", "smoothness"), ["mean", "ci_low", "ci_high"]]) == (4, 4, 4)
     one = summary.loc[("phase1", "overall")]
     assert one["mean"] == 9 and one["n"] == 1 and math.isnan(one["ci_low"])
+    assert one["below_minimum"]  # n=1 < 3: shown, marked, not used to decide
     assert ("phase1", "smoothness") not in summary.index
-    assert list(ls.summarize(table).columns) == ls.SUMMARY_COLUMNS
+    assert list(lr.summarize(table).columns) == lr.SUMMARY_COLUMNS
 
 
 def test_ab_mode_hides_pairs_and_records_preferences(ratings, samples):
@@ -165,12 +169,18 @@ def test_ab_mode_hides_pairs_and_records_preferences(ratings, samples):
         session.record_preference(upcoming[0], "tie")
     assert ls.ListeningSession(ratings, "ann", samples, mode="ab").progress() == (9, 9)
 
-    ab = ls.summarize_ab(ls.read_ratings(ratings)).set_index("candidate")
+    ab = lr.summarize_ab(ls.read_ratings(ratings)).set_index("candidate")
     winner, loser = trial.blind["B"].candidate, trial.blind["A"].candidate
     assert ab["comparisons"].tolist() == [6, 6, 6]
     assert ab.loc[winner, "wins"] == 1 and ab.loc[loser, "losses"] == 1
     assert ab.loc[winner, "win_rate"] == pytest.approx((1 + 0.5 * 5) / 6)
-    assert ls.summarize(ls.read_ratings(ratings)).empty  # preferences are not 1-10 scores
+    assert lr.summarize(ls.read_ratings(ratings)).empty  # preferences are not 1-10 scores
+    pair = lr.ab_pairs(ls.read_ratings(ratings))
+    assert len(pair) == 3 and pair["comparisons"].tolist() == [3, 3, 3]
+    won = pair[(pair["first"] == min(winner, loser)) & (pair["second"] == max(winner, loser))]
+    wins = won[["first_wins", "second_wins"]].to_numpy().ravel().tolist()
+    assert sorted(wins) == [0, 1] and won["ties"].item() == 2
+    assert won["p_value"].item() == pytest.approx(1.0)  # one non-tied answer proves nothing
 
 
 def _widgets(root, kind: str) -> list:
@@ -198,7 +208,7 @@ def names_a_candidate(text: str) -> bool:
 def test_panel_is_blind_unanchored_confirms_saves_and_acts_on_name_and_mode_at_once(
     ratings, samples
 ):
-    panel = ls.listening_panel(ratings, samples)
+    panel = lp.listening_panel(ratings, samples)
     rater, mode = _widgets(panel, "Text")[0], _widgets(panel, "ToggleButtons")[0]
     _widgets(panel, "Button")[0].click()  # Start without a name
     assert "rater name" in _shown_text(panel) and not ratings.exists()
@@ -239,20 +249,20 @@ def test_panel_is_blind_unanchored_confirms_saves_and_acts_on_name_and_mode_at_o
 
 
 def test_panel_without_samples_renders_and_says_what_to_do(ratings):
-    panel = ls.listening_panel(ratings, [])
+    panel = lp.listening_panel(ratings, [])
     assert _widgets(panel, "Button")[0].disabled and "run the evaluation" in _shown_text(panel)
 
 
 def test_short_clips_are_padded_for_the_player_and_keep_their_length(tmp_path):
     wav = tmp_path / "short.wav"
     sf.write(wav, np.full(4000, 0.1, np.float32), 16000)  # 0.25 s
-    data, seconds = ls.player_bytes(wav)
+    data, seconds = lp.player_bytes(wav)
     padded, rate = sf.read(io.BytesIO(data))
     assert seconds == pytest.approx(0.25) and len(padded) / rate == pytest.approx(1.0)
     assert padded[:4000] == pytest.approx(0.1, abs=1e-3) and not padded[4000:].any()
     long = tmp_path / "long.wav"
     sf.write(long, np.zeros(24000, np.float32), 16000)
-    assert ls.player_bytes(long) == (long.read_bytes(), 1.5)
+    assert lp.player_bytes(long) == (long.read_bytes(), 1.5)
 
 
 def _scores(rater, sentence, candidate, overall):
@@ -260,33 +270,84 @@ def _scores(rater, sentence, candidate, overall):
             "smoothness": 5, "naturalness": 5, "emotion": 5, "overall": overall}  # fmt: skip
 
 
-def test_hidden_reference_flags_raters_who_rate_the_real_voice_below_a_candidate(ratings):
+def test_a_slip_on_the_hidden_reference_costs_that_sentence_not_the_rater(ratings):
     given = [
         _scores("ann", "s1", "reference", 9), _scores("ann", "s1", "base", 3),
-        _scores("ann", "s1", "phase1", 9),  # a tie with the real voice is not a flag
+        _scores("ann", "s1", "phase1", 9),  # a tie with the real voice is not a slip
         _scores("ann", "s2", "base", 2),  # no reference on s2: does not count
         _scores("bob", "s1", "reference", 4), _scores("bob", "s1", "base", 2),
-        _scores("bob", "s1", "phase1", 6),  # below phase1: flagged
+        _scores("bob", "s1", "phase1", 6),  # below phase1: bob slipped on s1
+        _scores("bob", "s2", "reference", 9), _scores("bob", "s2", "phase1", 5),
+        _scores("bob", "s3", "reference", 9), _scores("bob", "s3", "phase1", 7),
         _scores("cy", "s1", "base", 7),  # never heard the reference: not judged
     ]  # fmt: skip
     for row in given:
         ls.append_rating(ratings, row)
     table = ls.read_ratings(ratings)
-    check = ls.reference_check(table).set_index("rater")
+    check = lr.reference_check(table).set_index("rater")
     assert list(check.index) == ["ann", "bob"]
     assert check.loc["ann", "sentences"] == 1 and check.loc["ann", "reference_overall"] == 9
-    assert check.loc["ann", "candidates_overall"] == 6 and not check.loc["ann", "flagged"]
-    assert check.loc["bob", "below_a_candidate"] == 1 and check.loc["bob", "flagged"]
-    assert ls.flagged_raters(table) == ["bob"]
+    assert check.loc["ann", "candidates_overall"] == 6 and check.loc["ann", "slips"] == 0
+    assert check.loc["bob", "slips"] == 1 and check.loc["bob", "slip_share"] == pytest.approx(1 / 3)
+    assert not check.loc["bob", "excluded"]  # one slip never excludes a rater
 
-    kept = ls.listening_results(ratings).summary.set_index(["candidate", "scale"])["n"]
-    assert kept[("phase1", "overall")] == 1 and kept[("base", "overall")] == 3  # ann x2, cy
-    every = ls.listening_results(ratings, exclude_flagged=False)
+    results = lr.listening_results(ratings)
+    kept = results.summary.set_index(["candidate", "scale"])["n"]
+    # bob's s1 ratings (reference, base, phase1) are left out, his s2 and s3 ratings are kept
+    assert kept[("phase1", "overall")] == 3 and kept[("base", "overall")] == 3  # ann x2, cy
+    assert kept[("reference", "overall")] == 3  # ann s1, bob s2, bob s3
+    [left] = results.left_out.to_dict("records")
+    assert left["rater"] == "bob" and left["sentence"] == "s1" and left["ratings"] == 3
+    assert "below a synthesis" in left["reason"] and results.excluded == []
+    every = lr.listening_results(ratings, exclude_slips=False)
+    assert every.left_out.empty
+    assert every.summary.set_index(["candidate", "scale"]).loc[("phase1", "overall"), "n"] == 4
+    assert "Left out: 1" in results.headline()
+
+
+def test_a_rater_who_slips_on_more_than_15_percent_and_more_than_once_is_left_out(ratings):
+    for sentence in ("s1", "s2", "s3", "s4", "s5"):
+        ref = 3 if sentence in ("s1", "s2") else 9  # 2 slips of 5 sentences: 40 %
+        ls.append_rating(ratings, _scores("dan", sentence, "reference", ref))
+        ls.append_rating(ratings, _scores("dan", sentence, "phase1", 6))
+    ls.append_rating(ratings, _scores("eve", "s1", "phase1", 5))
+    results = lr.listening_results(ratings)
+    assert results.excluded == ["dan"]
+    [left] = results.left_out.to_dict("records")
+    assert left["sentence"] == lr.ALL_SENTENCES and left["ratings"] == 10
+    assert "2 of 5 sentences (40%" in left["reason"]
+    assert results.summary.set_index(["candidate", "scale"]).loc[("phase1", "overall"), "n"] == 1
+
+
+def test_a_changed_rating_is_a_new_row_and_the_latest_counts(ratings, samples):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    trial, code = session.next()
+    session.record_scores(trial, code, GOOD)
+    session.record_scores(trial, code, GOOD | {"overall": 2})  # went back and changed it
+    on_disk = rows(ratings)
+    assert [int(r["overall"]) for r in on_disk] == [8, 2]  # both rows kept
+    assert session.given(trial, code)["overall"] == 2 and session.progress()[0] == 1
+    results = lr.listening_results(ratings)
+    overall = results.summary.set_index(["candidate", "scale"]).loc[
+        (trial.blind[code].candidate, "overall")
+    ]
+    assert overall["n"] == 1 and overall["mean"] == 2
+    assert "1 changed later" in results.headline()
+
+
+def test_sign_test_of_a_clear_preference(ratings):
+    for i in range(10):
+        preferred = "phase2" if i < 9 else "phase1"
+        ls.append_rating(ratings, {"rater": f"r{i}", "mode": "ab", "item": "s1:phase1|phase2",
+                                   "sentence": "s1", "candidate": "phase1",
+                                   "other_candidate": "phase2", "preferred": preferred})  # fmt: skip
+    [pair] = lr.ab_pairs(ls.read_ratings(ratings)).to_dict("records")
+    assert (pair["first"], pair["first_wins"], pair["second_wins"]) == ("phase1", 1, 9)
     assert (
-        every.excluded == []
-        and every.summary.set_index(["candidate", "scale"]).loc[("phase1", "overall"), "n"] == 2
+        pair["p_value"]
+        == pytest.approx(stats.binomtest(1, 10).pvalue)
+        == pytest.approx(0.0215, abs=1e-4)
     )
-    assert "left out of the summaries: bob" in ls.listening_results(ratings).headline()
 
 
 def test_the_hidden_reference_is_scored_blind_but_kept_out_of_ab_pairs(ratings, samples):
@@ -302,9 +363,9 @@ def test_the_hidden_reference_is_scored_blind_but_kept_out_of_ab_pairs(ratings, 
 
 def test_listening_cells_run_alone_from_defaults(tmp_path, samples, monkeypatch):
     monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(tmp_path / "outputs"))
-    panel = ls.experiment_panel({})  # nothing defined: the parameters cell's defaults
-    assert panel.state["experiment"] == tmp_path / "outputs" / "demo"
-    results = ls.experiment_results({"experiment": "other"})
+    panel = lp.experiment_panel({})  # nothing defined: the parameters cell's defaults
+    assert panel.state.ratings_path == tmp_path / "outputs" / "demo" / "ratings.csv"
+    results = lr.experiment_results({"experiment": "other"})
     assert results.ratings.empty and results.summary.empty and results.excluded == []
 
 
@@ -322,3 +383,39 @@ def test_ratings_record_which_audio_was_heard_and_new_audio_is_asked_again(tmp_p
     sf.write(wavs["phase1"], 0.2 * np.sin(np.linspace(0, 3000, 9000)), 16000)
     pending = ls.ListeningSession(ratings, "ann", samples).pending()
     assert [trial.blind[code].candidate for trial, code in pending] == ["phase1"]
+
+
+def test_the_panel_goes_back_shows_what_was_given_and_saves_a_change_as_a_new_row(ratings, samples):
+    panel = lp.listening_panel(ratings, samples)
+    _widgets(panel, "Text")[0].value = "ann"
+
+    def button(label):
+        return next(b for b in _widgets(panel, "Button") if b.description == label)
+
+    assert button("◀ Previous").disabled  # nothing before the first sample
+    first = panel.state.position
+    for scale, value in zip(_widgets(panel, "ToggleButtons")[1:], (3, 4, 5, 6)):
+        scale.value = value
+    button("Save and next").click()
+    assert panel.state.position == first + 1 and "1 of 9 rated" in _shown_text(panel)
+    button("◀ Previous").click()  # back to the rated sample: its values are shown
+    assert panel.state.position == first
+    scales = _widgets(panel, "ToggleButtons")[1:]
+    assert [s.value for s in scales] == [3, 4, 5, 6] and "You rated this at" in _shown_text(panel)
+    assert not names_a_candidate(_shown_text(panel))
+    scales[3].value = 9
+    button("Save and next").click()
+    assert [int(r["overall"]) for r in rows(ratings)] == [6, 9]  # the change appended
+    assert "1 of 9 rated" in _shown_text(panel)  # still one sample rated, now with 9
+    while panel.state.position is not None:  # rate the rest; at the end, Previous still works
+        for scale in _widgets(panel, "ToggleButtons")[1:]:
+            scale.value = 5
+        button("Save and next").click()
+    assert "all 9 rated" in _shown_text(panel)
+    button("◀ Previous").click()
+    assert panel.state.position == 8
+
+
+def test_the_dead_panel_keeps_keys_in_its_fields_and_says_what_to_do():
+    assert ".jupyter-widgets-disconnected input { pointer-events: auto" in lp.PANEL_STYLE
+    assert "Run this cell again" in lp.KERNEL_GONE

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from test_decision import fake_scraps
 
+from voicebook import listening_results as lr
 from voicebook import report
 from voicebook.decision import COMPARISON_COLUMNS
 from voicebook.paths import NOTEBOOKS_DIR
@@ -31,6 +32,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
         "Ship: phase 2",
         "Comparison of candidates",
         "Evaluation depth",
+        "What listeners said",
         "Where the numbers come from",
         "Training curves",
         "Experiments side by side",
@@ -83,7 +85,7 @@ def depth_scraps() -> dict:
 
 def test_report_shows_the_evaluation_depth_with_its_numbers():
     page = report.render_report(report.analyse_scraps("deep", depth_scraps()))
-    depth = page[page.index("<h2>Evaluation depth</h2>") : page.index("<h2>Where the numbers")]
+    depth = page[page.index("<h2>Evaluation depth</h2>") : page.index("<h2>What listeners said")]
     assert re.findall(r"<h3>(.*?)</h3>", depth) == [
         "Mel CE and Text CE per source",
         "Generation that ran into the token cap",
@@ -229,6 +231,13 @@ def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
     runs.mkdir(parents=True)
     (tmp_path / "expB").mkdir()
     scraps = fake_scraps(phase2=False)
+    # the decision recommends only a checkpoint that exists: give phase 1's a real file
+    ckpt = tmp_path / "x" / "phase1" / "run" / "best_model_400.pth"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    scraps["01_phase1"]["best_checkpoint"] = str(ckpt)
+    table = scraps["03_evaluation"]["eval_table"]
+    table["checkpoint"] = table["checkpoint"].replace("/x/phase1/run/best_model_400.pth", str(ckpt))
     for stem in ("01_phase1", "03_evaluation"):
         nbformat.write(_glue_notebook(scraps[stem]), tmp_path / f"{stem}.ipynb")
         pm.execute_notebook(
@@ -253,6 +262,12 @@ def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
     page = Path(report.report_path("expA", tmp_path)).read_text()
     assert "Experiments side by side" in page and "<td>expB</td>" in page
     assert "No data-prep results" in page and "No phase 2 yet" in page
+
+    ckpt.unlink()  # the file it recommended is gone: no recommendation, and it says why
+    gone = report.analyse_experiment(tmp_path / "expA")
+    assert gone.decision.winner == "" and any(
+        "no longer exists" in r for r in gone.decision.reasons
+    )
 
     again = report.analyse_experiment(tmp_path / "expA")  # the decision notebook is skipped
     assert list(again.scraps) == ["01_phase1", "03_evaluation"]
@@ -301,3 +316,39 @@ def test_the_dataset_card_is_tables_without_raw_dicts_or_lists():
     # a tier's rules: one row per rule, the tier repeated
     assert re.search(r"<td>good</td>\s*<td>train_<wbr>minutes</td>\s*<td>&gt;=</td>", page)
     assert "<td>no</td>" in page and "<td>7.0, —</td>" in page
+
+
+def test_report_and_decision_json_say_what_listeners_said(tmp_path):
+    """Every candidate with its n (0 when nobody scored it), the minimum of 3 marked, A/B per
+    pair with its sign test, the reference check and what was left out, in both places."""
+    scraps = fake_scraps()
+    evaluation = scraps["03_evaluation"]
+    evaluation["listening_summary"] = pd.DataFrame(
+        [["phase1", "overall", 6.0, None, None, 1, True],
+         ["phase2", "overall", 7.0, 6.0, 8.0, 4, False]],
+        columns=lr.SUMMARY_COLUMNS,
+    )  # fmt: skip
+    evaluation["ab_pairs"] = pd.DataFrame(
+        [["phase1", "phase2", 10, 1, 9, 0, 0.0215]], columns=lr.PAIR_COLUMNS
+    )
+    evaluation["hidden_reference"] = pd.DataFrame(
+        [["bob", 3, 7.7, 6.0, 1, 1 / 3, False]], columns=lr.REFERENCE_COLUMNS
+    )
+    evaluation["listening_left_out"] = pd.DataFrame(
+        [["bob", "Első mondat.", 3, "scored the real recording below a synthesis"]],
+        columns=lr.LEFT_OUT_COLUMNS,
+    )
+    result = report.analyse_scraps("ears", scraps)
+    page = report.render_report(result)
+    section = page[page.index("<h2>What listeners said</h2>") : page.index("<h2>Where the")]
+    assert "below the minimum of 3: not used to decide" in section
+    assert "<td>base</td>" in section and "no scores" in section  # n 0, not left out
+    assert "<td>0.0215</td>" in section and "<td>bob</td>" in section
+    assert "Első mondat." in section
+    report.write_report(tmp_path, result)
+    facts = json.loads((tmp_path / "decision.json").read_text())["listening"]
+    assert facts["min_ratings"] == 3 and facts["max_slip_share"] == 0.15
+    overall = {row["candidate"]: row["n"] for row in facts["overall"]}
+    assert overall == {"base": 0, "phase1": 1, "phase2": 4}
+    assert facts["ab_pairs"][0]["second_wins"] == 9
+    assert facts["left_out"][0]["rater"] == "bob" and facts["reference_check"][0]["slips"] == 1

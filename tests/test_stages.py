@@ -12,6 +12,8 @@ import papermill
 import pytest
 
 from voicebook import config, dataprep, decision, evaluation, scraps, stages, training, voice_search
+from voicebook import listening as ls
+from voicebook import listening_results as lr
 from voicebook.paths import NOTEBOOKS_DIR, REPO_ROOT
 from voicebook.runner import STAGES
 
@@ -59,14 +61,29 @@ def test_phase_results_publish_exactly_their_contract():
 
 def test_the_evaluation_publishes_exactly_its_contract():
     result = evaluation.EvalResult(pd.DataFrame(), pd.DataFrame(), [])
-    later = {"codebook", "listening_summary", "ab_summary", "hidden_reference"}  # own cells
+    listening = lr.ListeningResults(*(pd.DataFrame(columns=ls.COLUMNS) for _ in range(5)))
+    later = {"codebook", *listening.scraps()}  # their own cells
     assert set(result.scraps()) | later == set(stages.EVALUATION.scraps)
     assert not set(result.scraps()) & later
-    # the report reads the depth scraps by the names the evaluation publishes
-    from voicebook import eval_depth
 
-    recorded = result.scraps() | {"codebook": {}}
-    assert eval_depth.depth_tables(recorded) == {} and eval_depth.depth_notes(recorded) == []
+
+def test_every_consumer_reads_only_scraps_that_the_contract_names():
+    """Consumers get ``StageScraps`` (``read_experiment``, ``analyse_scraps``): a read of a name
+    outside the contract raises, so running every consumer over every stage checks its reads."""
+    from test_decision import fake_scraps
+
+    from voicebook import eval_depth, report
+
+    misspelt = stages.checked({"03_evaluation": {"eval_table": 1}})["03_evaluation"]
+    with pytest.raises(KeyError, match="publishes no scrap 'eval_tabel'"):
+        misspelt.get("eval_tabel")
+    empty = {s.stem: {} for s in stages.STAGES}
+    for found in (fake_scraps(), empty, {}):
+        result = report.analyse_scraps("x", found)
+        assert isinstance(result.scraps, stages.ExperimentScraps)
+        report.render_report(result)  # the decision, the depth tables, versus, the card
+        evaluation = result.scraps.get(stages.EVALUATION.stem, {})
+        eval_depth.depth_tables(evaluation), eval_depth.depth_notes(evaluation)
 
 
 def test_every_notebook_publishes_under_its_own_stage_only():
@@ -79,12 +96,21 @@ def test_every_notebook_publishes_under_its_own_stage_only():
         assert not others, f"{stem} publishes under {others}"
 
 
-def test_docs_name_every_stage_and_scrap():
+def test_docs_stages_md_is_generated_from_the_contract():
+    from voicebook import stages_doc
+
     doc = (REPO_ROOT / "docs" / "stages.md").read_text()
-    for stage in stages.STAGES:
-        assert f"`{stage.stem}`" in doc, stage.stem
-        for scrap in stage.scraps:
-            assert f"`{scrap}`" in doc, (stage.stem, scrap)
+    assert doc == stages_doc.render(), "docs/stages.md is stale: run `make docs`"
+    for stage in stages.STAGES:  # every stage and scrap of the contract is on the page
+        assert f"| `{stage.stem}` |" in doc and all(f"`{s}`" in doc for s in stage.scraps)
+
+
+def test_the_doc_generator_refuses_a_scrap_without_words(monkeypatch):
+    from voicebook import stages_doc
+
+    monkeypatch.setitem(stages_doc.SCRAPS, "02b_voice_search", {"voice_search": "(dict)"})
+    with pytest.raises(KeyError, match=r"without words \['voice_search_curves'\]"):
+        stages_doc.render()
 
 
 def test_publish_refuses_a_scrap_outside_the_contract(tmp_path):
@@ -93,21 +119,29 @@ def test_publish_refuses_a_scrap_outside_the_contract(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_a_new_run_replaces_the_record_and_keeps_the_old_one(tmp_path, monkeypatch):
-    scraps.publish(tmp_path, "02_phase2", {"best_mel_ce": 5.0, "params": {"lr": 2e-4}})
+def test_a_new_run_replaces_the_record_and_keeps_the_old_one(tmp_path):
+    from voicebook import runs
+
+    first = runs.start_run("02_phase2", {})
+    scraps.publish(tmp_path, "02_phase2", {"stage": "phase2", "best_mel_ce": 5.0,
+                                           "params": {"lr": 2e-4}})  # fmt: skip
     scraps.publish(tmp_path, "02_phase2", {"best_step": 3})  # same run: adds to its record
     assert scraps.read_experiment(tmp_path)["02_phase2"] == {
+        "stage": "phase2",
         "best_mel_ce": 5.0,
         "params": {"lr": 2e-4},
         "best_step": 3,
     }
-    monkeypatch.setattr(scraps, "_RUN_ID", "another-run")  # a new kernel: a new run
-    scraps.publish(tmp_path, "02_phase2", {"best_mel_ce": 4.0, "params": {"lr": 1e-6}})
+    runs.start_run("02_phase2", {})  # the notebook run again (any kernel): a new run
+    scraps.publish(tmp_path, "02_phase2", {"stage": "phase2", "best_mel_ce": 4.0,
+                                           "params": {"lr": 1e-6}})  # fmt: skip
     assert scraps.read_experiment(tmp_path)["02_phase2"]["params"] == {"lr": 1e-6}
     history = list((tmp_path / "results" / "history").glob("02_phase2.*.json"))
     assert len(history) == 1 and json.loads(history[0].read_text())["scraps"]["best_mel_ce"] == 5.0
+    assert json.loads(history[0].read_text())["run_id"] == first.id
     rows = scraps.provenance(tmp_path)
     assert rows[0]["stage"] == "02_phase2" and rows[0]["parameters"] == "lr=1e-06"
+    runs.forget("02_phase2")
 
 
 def test_least_bad_is_the_best_on_the_evidence_not_the_fallback():
@@ -141,8 +175,30 @@ def _decision(outputs, experiment):
     return json.loads(path.read_text()), (outputs / experiment / "report.html").read_text()
 
 
+def _cell_alone(stem: str, marker: str, out, *args: str) -> None:
+    """Run the parameters cell and the one cell holding ``marker`` of ``stem`` in a fresh
+    kernel: what a person does after a restart."""
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if c.cell_type == "code" and (
+        "parameters" in c.metadata.get("tags", []) or marker in c.source)]  # fmt: skip
+    assert len(nb.cells) == 2
+    nbformat.write(nb, out)
+    cmd = [sys.executable, "-m", "papermill", str(out), str(out), "-k", "voicebook"]
+    subprocess.run([*cmd, *args], cwd=NOTEBOOKS_DIR, check=True, capture_output=True)
+
+
+def _numbers(result) -> dict:
+    return {c.name: (c.mel_ce, c.text_ce, c.speaker_similarity) for c in result.candidates}
+
+
 @pytest.mark.slow
 def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_path):
+    """The papermill flow to the report; then the evidence as a user changes it: a cell run on
+    its own keeps every number, replaced runs make what rests on them stale (issue 20)."""
+    from voicebook import report
+
     outputs, elsewhere = tmp_path / "outputs", tmp_path / "anywhere"
     elsewhere.mkdir()
     where = ["-p", "experiment", "card", "-p", "outputs_dir", str(outputs)]
@@ -153,8 +209,10 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
     _papermill("04_decision_matrix", elsewhere / "d.ipynb", *where)
     first, page = _decision(outputs, "card")
     names = {c["candidate"] for c in first["candidates"]}
-    assert {"base", "phase1", "phase2"} <= names and first["tier"]
+    assert {"base", "phase1", "phase2"} <= names and first["tier"] and first["winner"]
     assert all(c["source"] == "evaluation" for c in first["candidates"])
+    assert {c["split"] for c in first["candidates"]} == {"test"} and not first["stale"]
+    assert "Every number below is on the test split" in page
     assert not any("has not run" in m for m in first["missing"])
     phase2 = next(r for r in first["provenance"] if r["stage"] == "02_phase2")
     assert "lr=1e-06" in phase2["parameters"] and "lr=1e-06" in page
@@ -163,13 +221,40 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
 
     assert sb.read_notebook(str(elsewhere / "out.ipynb")).scraps["params"].data["lr"] == 1e-6
 
-    _papermill("02_phase2", elsewhere / "out2.ipynb", *where, *CHEAP, "-p", "lr", "3e-6")
+    exp = outputs / "card"  # every file each stage's contract names is there (the writers' side)
+    for stage in stages.STAGES:
+        lacking = [f for f in stage.files if not (exp / f).exists() and f != "ratings.csv"]
+        assert stage is stages.VOICE_SEARCH or not lacking, (stage.stem, lacking)
+
+    # 03's listening-results cell, alone in a fresh kernel: every evaluation number stays
+    before = _numbers(report.analyse_experiment(exp))
+    _cell_alone(
+        "03_evaluation", "listening_results.experiment_results", elsewhere / "l.ipynb", *where
+    )
+    after = report.analyse_experiment(exp)
+    assert _numbers(after) == before and not after.decision.stale
+    record = json.loads((exp / "results" / "03_evaluation.json").read_text())
+    assert record["amended"][0]["scraps"] == ["ab_pairs", "ab_summary", "hidden_reference",
+                                              "listening_left_out", "listening_summary"]  # fmt: skip
+    assert "eval_per_source" in record["scraps"] and not (exp / "results" / "history").exists()
+
+    # phase 1 again with another lr: phase 2 and the evaluation rest on its replaced run
+    _papermill("01_phase1", elsewhere / "b2.ipynb", *where, *CHEAP, "-p", "lr", "7e-4")
     _papermill("04_decision_matrix", elsewhere / "d2.ipynb", *where)
     second, page = _decision(outputs, "card")
-    phase2 = next(r for r in second["provenance"] if r["stage"] == "02_phase2")
-    assert "lr=3e-06" in phase2["parameters"] and "lr=3e-06" in page
-    assert (outputs / "card" / "results" / "history").is_dir()
-    assert any("02_phase2 ran again" in m for m in second["missing"])  # evaluation is older
+    assert second["winner"] == "" and second["winner_checkpoint"] is None
+    assert second["rerun"] == ["02_phase2", "03_evaluation"] == second["lineage"]["rerun"]
+    assert "phase 1 re-ran at" in " ".join(second["stale"]) and "with lr=0.0007" in page
+    stale = {c["candidate"]: c["stale"] for c in second["candidates"]}
+    assert stale["phase1"] and stale["phase2"] and not stale["base"]
+    assert "No recommendation: the evidence is stale" in page
+    assert (exp / "results" / "history").is_dir()
+
+    # data prep again (another seed: other splits): everything downstream is stale
+    _papermill("00_data_prep", elsewhere / "a2.ipynb", *where, "-p", "seed", "3")
+    third = report.analyse_experiment(exp)
+    assert third.decision.rerun == ["01_phase1", "02_phase2", "03_evaluation"]
+    assert "data prep re-ran at" in third.lineage.stale["01_phase1"][0]
 
 
 @pytest.mark.slow

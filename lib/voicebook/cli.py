@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: voicebook run --experiment NAME [--stages ...] [-p KEY VALUE ...] [-f FILE]")
         print(
             "       voicebook sweep --name NAME -p KEY V1 V2 ... [--stages ...] [-f FILE]"
-            " [--address RAY] [--gpus-per-trial N]"
+            " [--address RAY] [--gpus-per-trial N] [--scheduler asha|none]"
         )
         print(
             "       voicebook base [tiny|xtts_v2|FOLDER]   build/check a base model, print its folder"
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_main(rest)
     if command == "sweep":
-        from voicebook.sweep import main as sweep_main
+        from voicebook.sweep.cli import main as sweep_main
 
         return sweep_main(rest)
     if command == "base":

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from voicebook import stages as contract
+from voicebook.listening import MIN_RATINGS
 
 # The stages whose results the decision reads (voicebook.stages: the one stage contract).
 DATA_PREP, EVALUATION, DECISION = (
@@ -67,7 +68,7 @@ class Thresholds:
     """Candidates whose Mel CE differ by at most this are a tie that the listening scores break.
     0.1 is about 3 % of a typical Mel CE near 3: below the noise of a small held-out set and below
     what listeners reliably hear, so the ears should decide there."""
-    min_ratings: int = 3
+    min_ratings: int = MIN_RATINGS
     """A listening mean from fewer ratings is shown but not used to decide."""
     similarity_margin: float = 0.02
     """In a Mel CE tie (within ``listening_margin``) that no listening scores decide, a speaker
@@ -135,6 +136,8 @@ class CandidateEvidence:
     listening_n: int = 0
     overfitting: bool = False
     alarms: list[str] = field(default_factory=list)  # messages of health events "alarm"/"stop"
+    split: str = ""  # the held-out split its numbers are on: "test" or "validation"
+    stale: str | None = None  # why its numbers rest on a replaced run (voicebook.lineage)
 
     @property
     def title(self) -> str:
@@ -165,6 +168,8 @@ class Decision:
     verdicts: list[Verdict]
     thresholds: Thresholds
     ready: bool = True  # False when even the kept candidate fails the Text CE alarm
+    stale: list[str] = field(default_factory=list)  # why the evidence is stale (then no winner)
+    rerun: list[str] = field(default_factory=list)  # the stages to re-run first, in order
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (the ``recommendation`` scrap and ``decision.json``)."""
@@ -232,15 +237,22 @@ def _source_reason(candidates: list[CandidateEvidence]) -> str:
     if not sources:
         return "No candidate has been measured yet (no training or evaluation results)."
     if sources == {"evaluation"}:
+        splits = {c.split for c in candidates if c.mel_ce is not None}
+        where = (
+            "the same held-out test split, which no phase and no voice search selected on"
+            if splits == {"test"}
+            else "the same held-out set (the validation split, which the phases selected on)"
+        )
         return (
             "Mel CE and Text CE come from the evaluation stage: every candidate was scored on "
-            "the same held-out set."
+            f"{where}."
         )
     training = [c.title for c in candidates if c.source == "training"]
     if sources == {"training"}:
         return (
-            "No evaluation yet: Mel CE and Text CE are the training stages' best eval losses. "
-            "Run 03_evaluation to score every candidate, the base model included, on the same set."
+            "No evaluation yet: Mel CE and Text CE are the training stages' best losses on the "
+            "validation split they selected on. Run 03_evaluation to score every candidate, the "
+            "base model included, on the test split."
         )
     return (
         f"Mixed sources: {', '.join(training)} not in the evaluation table, so their numbers come "
@@ -430,6 +442,23 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     )
 
 
+def withhold(d: Decision, stale: list[str], rerun: list[str]) -> Decision:
+    """``d`` without a winner: its evidence rests on replaced runs or a checkpoint that is gone
+    (``stale``, in words), so it recommends nothing and says what to re-run, in order."""
+    for v in d.verdicts:
+        if v.status in ("ship", "least bad"):
+            v.status = "withheld"
+    then = f"re-run {', then '.join(rerun)}" if rerun else "re-run the stages named above"
+    reasons = [
+        *stale,
+        f"No recommendation from stale evidence: {then}, and the decision again.",
+    ]
+    return Decision(
+        "", "no recommendation (stale evidence)", None, None, reasons, d.verdicts, d.thresholds,
+        False, list(stale), list(rerun),
+    )  # fmt: skip
+
+
 # Measures of the evidence, each with the direction that is better (+1: higher is better).
 EVIDENCE = (("mel_ce", -1, "Mel CE"), ("text_ce", -1, "Text CE"),
             ("speaker_similarity", +1, "speaker similarity"), ("cer", -1, "CER"))  # fmt: skip
@@ -578,6 +607,7 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
             mel_ce=_float(row.get("mel_ce")),
             text_ce=_float(row.get("text_ce")),
             source="evaluation",
+            split=str(row.get("split") or "validation"),
             best_step=stage_scraps.get("best_step") if is_best else _step_of(checkpoint),
             checkpoint=checkpoint,
             speaker_similarity=_float(row.get("speaker_similarity")),
@@ -600,6 +630,7 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
                     mel_ce=_float(s.get("best_mel_ce")),
                     text_ce=_float(s.get("best_text_ce")),
                     source="training" if _float(s.get("best_mel_ce")) is not None else "none",
+                    split="validation" if _float(s.get("best_mel_ce")) is not None else "",
                     best_step=s.get("best_step"),
                     checkpoint=s.get("best_checkpoint"),
                     listening_mean=mean,
@@ -642,7 +673,8 @@ def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
 # --- tables ----------------------------------------------------------------------------------
 
 COMPARISON_COLUMNS = [
-    "candidate", "label", "source", "mel_ce", "text_ce", "best_step", "gain_vs_previous",
+    "candidate", "label", "source", "split", "stale", "mel_ce", "text_ce", "best_step",
+    "gain_vs_previous",
     "speaker_similarity", "cer", "listening_mean", "listening_n", "band", "tier", "status",
     "notes",
 ]  # fmt: skip
@@ -659,6 +691,8 @@ def comparison_table(candidates: list[CandidateEvidence], decision: Decision) ->
                 "candidate": c.name,
                 "label": c.label,
                 "source": c.source,
+                "split": c.split,
+                "stale": c.stale or "",
                 "mel_ce": c.mel_ce,
                 "text_ce": c.text_ce,
                 "best_step": c.best_step,

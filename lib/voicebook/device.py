@@ -48,10 +48,15 @@ def use_all_cores() -> int:
     import, so a CPU run would use one core. ``OMP_NUM_THREADS``, when set, wins (on a machine
     shared with others, ``OMP_NUM_THREADS=1`` keeps a run to its share). Returns the count.
     """
-    wanted = os.environ.get("OMP_NUM_THREADS", "").strip()
-    threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else cpu_cores()
+    threads = thread_count()
     torch.set_num_threads(threads)
     return threads
+
+
+def thread_count() -> int:
+    """CPU threads a stage should use: ``OMP_NUM_THREADS`` when set, else the cores."""
+    wanted = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(wanted) if wanted.isdigit() and int(wanted) > 0 else cpu_cores()
 
 
 def loader_workers(device: torch.device | str) -> int:

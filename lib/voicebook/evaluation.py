@@ -4,7 +4,8 @@ For each candidate (the base, phase 1's best, phase 2's best, any checkpoint) th
 computes eval Mel CE / Text CE on the dataset's held-out split with one piece of code (coqui's
 ``GPTTrainer.eval_step`` over the same batches), synthesises the same test sentences from the
 same reference clips, and scores the audio: speaker similarity to the held-out clips
-(resemblyzer), real-time factor, and an optional character error rate from a local ASR model.
+(resemblyzer), real-time factor, and the character error rate of a speech recogniser's
+transcript (``voicebook.asr``, Whisper base offline by default).
 
 A candidate may carry a voice file (``speakers_xtts.pth`` layout) instead of the reference clips:
 ``"voice"`` is the voice-search stage's voice on the model it was searched with ("base + searched
@@ -36,6 +37,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from voicebook import stages
 from voicebook.checkpoints import resolve_checkpoint
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
 from voicebook.coqui.losses import eval_losses, seed_everything
@@ -43,16 +45,21 @@ from voicebook.coqui.probes import SAMPLING_KEYS, count_generated_codes
 from voicebook.device import resolve_device
 from voicebook.listening import REFERENCE
 from voicebook.paths import EVAL_META, TRAIN_META
+from voicebook.speaker import SpeakerSimilarity
 
 BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
 VOICE = "voice"  # the voice-search stage's voice, on the model it was searched with
-VOICE_SEARCH = Path("voice_search") / "search.json"
+VOICE_SEARCH = Path(stages.VOICE_SEARCH.files[2])  # voice_search/search.json
+# what the stage writes, named by its contract: eval/eval_table.csv, eval/samples.csv, ratings.csv
+EVAL_TABLE_FILE, SAMPLES_FILE, RATINGS_FILE = (Path(f) for f in stages.EVALUATION.files)
 DEFAULT_CANDIDATES = ("base", "phase1", "phase2")
+EVAL_STAGE = stages.EVALUATION.stem
 EVAL_TABLE_COLUMNS = [
     "candidate",
     "label",
     "checkpoint",
+    "split",  # the held-out split scored: "test" ("validation" for a two-split dataset)
     "mel_ce",
     "text_ce",
     "speaker_similarity",
@@ -95,14 +102,16 @@ class EvalConfig:
     test_sentences: list[str] = field(default_factory=list)
     language: str = "hu"
     n_reference_clips: int = 2
-    asr_model: str = ""
+    asr_model: str = "base"  # CER's speech recogniser (voicebook.asr); "" turns CER off
     seed: int = 1
     max_eval_batches: int = 0  # 0 = the whole eval split
     eval_batch_size: int = 3
     audio_tokens_per_char: float = AUDIO_TOKENS_PER_CHAR
     hidden_reference_sentences: int = 1  # held-out transcripts whose real clip hides in the test
     codebook_clips_per_source: int = 20  # 0: every clip; N: the first N clips of each source
-    exclude_flagged_raters: bool = True  # leave out raters who score the real voice below others
+    exclude_flagged_raters: bool = (
+        True  # leave out sentences where a rater scored the real voice below a synthesis
+    )
     device: str = "auto"  # "auto" (the GPU when there is one), "cpu" or "cuda": every model here
     short_test_sentence: str = ""  # added unless a test sentence is short; empty: per language
     reference_clips: Any = "first"  # "first" held-out clips, "auto" (nearest mean voice), files
@@ -385,65 +394,6 @@ def real_time_factor(samples: pd.DataFrame) -> float:
 # --- speaker similarity and CER ------------------------------------------------------------
 
 
-class SpeakerSimilarity:
-    """Cosine similarity of clips to a speaker's mean resemblyzer embedding.
-
-    Embeddings are resemblyzer's ``embed_utterance`` (1.6 s partials, L2-normed mean), computed
-    with the partials of many clips batched through the LSTM at once: the same numbers, several
-    times faster on a CPU than one clip at a time.
-    """
-
-    def __init__(self, reference_clips: list[Path], batch_partials: int = 512, device="cpu"):
-        from resemblyzer import VoiceEncoder
-
-        if not reference_clips:
-            raise ValueError("Speaker similarity needs at least one reference clip.")
-        self.device = torch.device(device)
-        self.encoder = VoiceEncoder(self.device, verbose=False)
-        self.batch_partials = batch_partials
-        self.clip_embeddings = self.embed(reference_clips)  # (n_clips, 256), unit length
-        mean = self.clip_embeddings.mean(axis=0)
-        self.reference = mean / np.linalg.norm(mean)
-
-    @staticmethod
-    def load(clip: Path | str) -> np.ndarray:
-        """16 kHz, loudness-normalised, long silences cut (VAD), as resemblyzer expects."""
-        import librosa
-        from resemblyzer import audio, hparams
-
-        raw, _ = librosa.load(str(clip), sr=hparams.sampling_rate)
-        wav = audio.preprocess_wav(raw)
-        if len(wav) < hparams.sampling_rate // 10:  # VAD kept ~nothing (noise): use it all
-            wav = audio.normalize_volume(raw, hparams.audio_norm_target_dBFS, increase_only=True)
-        return wav
-
-    def _partials(self, wav: np.ndarray) -> np.ndarray:
-        from resemblyzer import audio
-
-        wav_slices, mel_slices = self.encoder.compute_partial_slices(len(wav), 1.3, 0.75)
-        if wav_slices[-1].stop >= len(wav):
-            wav = np.pad(wav, (0, wav_slices[-1].stop - len(wav)))
-        mel = audio.wav_to_mel_spectrogram(wav)
-        return np.stack([mel[s] for s in mel_slices])
-
-    def embed(self, clips: Iterable[Path | str]) -> np.ndarray:
-        """One unit-length embedding per clip, shape (n_clips, 256)."""
-        partials = [self._partials(self.load(c)) for c in clips]
-        stacked = torch.from_numpy(np.concatenate(partials))
-        with torch.no_grad():
-            batches = stacked.split(self.batch_partials)
-            embeds = torch.cat([self.encoder(b.to(self.device)).cpu() for b in batches])
-        embeds = embeds.numpy()
-        per_clip = np.split(embeds, np.cumsum([len(p) for p in partials])[:-1])
-        means = np.stack([e.mean(axis=0) for e in per_clip])
-        return means / np.linalg.norm(means, axis=1, keepdims=True)
-
-    def score(self, clips: Iterable[Path | str]) -> np.ndarray:
-        """One similarity in [-1, 1] per clip (embeddings are unit length)."""
-        clips = list(clips)
-        return self.embed(clips) @ self.reference if clips else np.array([])
-
-
 def normalise_for_cer(text: str) -> str:
     text = unicodedata.normalize("NFC", text).lower()
     text = re.sub(r"[^\w\s]", " ", text)
@@ -462,27 +412,11 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def load_asr(asr_model: str, language: str, device: str = "auto") -> Callable[[Path], str] | None:
-    """A transcriber from a local Hugging Face ASR model folder on ``device`` (auto | cpu |
-    cuda), or None when none is set."""
-    if not asr_model:
-        return None
-    folder = Path(asr_model).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"ASR model folder {folder} does not exist: point asr_model at a local Hugging Face "
-            "speech-recognition model (e.g. a Whisper folder), or leave it empty to skip CER."
-        )
-    import librosa
-    from transformers import pipeline
+    """The transcriber for CER (``voicebook.asr``, the one data prep uses) on ``device``, or
+    None when ``asr_model`` is ``""``."""
+    from voicebook.asr import load_recognizer
 
-    asr = pipeline("automatic-speech-recognition", model=str(folder), device=resolve_device(device))
-    kwargs = {"generate_kwargs": {"language": language}} if "whisper" in str(folder).lower() else {}
-
-    def transcribe(clip: Path) -> str:
-        wav, rate = librosa.load(str(clip), sr=16000)
-        return asr({"raw": wav, "sampling_rate": rate}, **kwargs)["text"]
-
-    return transcribe
+    return load_recognizer(asr_model, language, device)
 
 
 def _seen_in_training(sentences: list[str], dataset: Path) -> list[str]:
@@ -535,7 +469,7 @@ def evaluate(
     experiment_path = Path(experiment_path)
     eval_dir = experiment_path / "eval"
     candidates, notes = resolve_candidates(config.candidates, experiment_path)
-    dataset = find_dataset(experiment_path)
+    dataset, split = _scored_split(experiment_path, eval_dir, candidates, notes)
     sentences = config.sentences()  # fails early for a language without defaults
     hidden, references, recon = pd.DataFrame(columns=["text", "wav"]), [], {}
     device = resolve_device(config.device)
@@ -549,11 +483,14 @@ def evaluate(
             f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
             "there is no held-out split, no reference voice and nothing to synthesise."
         )
+    if transcribe is None:  # the config's recogniser; None when asr_model is ""
+        transcribe = load_asr(config.asr_model, config.language, device)
     if transcribe is None:
-        notes.append("CER skipped: no local ASR model configured (asr_model is empty).")
+        notes.append("CER skipped: asr_model is empty (give 'base', which works offline).")
     rows, samples, depth = [], [], {"losses": {}, "per_source": {}, "sweep": []}
     for c in tqdm(candidates, desc="candidates"):
         row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
+        row["split"] = split
         metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce")
         row |= {k: math.nan for k in metrics}
         row |= {"n_sentences": 0, "n_eval_batches": 0, "cap_hits": 0, "short_cap_hit": None}
@@ -581,13 +518,47 @@ def evaluate(
     sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     if dataset is not None:
         eval_dir.mkdir(parents=True, exist_ok=True)
-        table.to_csv(eval_dir / "eval_table.csv", index=False)
+        table.to_csv(experiment_path / EVAL_TABLE_FILE, index=False)
         relative = [str(Path(w).relative_to(eval_dir)) for w in sample_table["wav"]]
-        sample_table.assign(wav=relative).to_csv(eval_dir / "samples.csv", index=False)
+        sample_table.assign(wav=relative).to_csv(experiment_path / SAMPLES_FILE, index=False)
+    settings = eval_depth.settings(config, references, dataset) if dataset else {}
     return EvalResult(
         table, sample_table, notes, *eval_depth.gathered(depth, candidates), recon,
-        eval_depth.settings(config, references, dataset) if dataset else {},
+        settings | ({"split": split} if dataset else {}),
     )  # fmt: skip
+
+
+def _scored_split(
+    experiment_path: Path, eval_dir: Path, candidates: list[Candidate], notes: list[str]
+) -> tuple[Path | None, str]:
+    """The dataset folder to score (the test split's view: ``voicebook.splits``) and the
+    split's name; notes what the evaluation rests on (``voicebook.runs``)."""
+    from voicebook import runs, splits
+
+    dataset = find_dataset(experiment_path)
+    runs.read_input(EVAL_STAGE, "dataset", dataset, "00_data_prep")
+    for c in candidates:
+        runs.read_input(EVAL_STAGE, f"candidate {c.name}", c.checkpoint,
+                        _producer(experiment_path, c.checkpoint))  # fmt: skip
+        runs.read_input(EVAL_STAGE, f"voice {c.name}", c.voice,
+                        _producer(experiment_path, c.voice))  # fmt: skip
+    if dataset is None:
+        return None, ""
+    scored, split, note = splits.scoring_dataset(dataset, eval_dir)
+    notes += [note] if note else []
+    return scored, split
+
+
+def _producer(experiment_path: Path, path: Path | None) -> str | None:
+    """The stage of this experiment whose folder holds ``path`` (None: none of them)."""
+    from voicebook.stages import STAGES
+
+    if path is None:
+        return None
+    for stage in STAGES:
+        if Path(path).resolve().is_relative_to((experiment_path / stage.short).resolve()):
+            return stage.stem
+    return None
 
 
 def _voice_and_sentences(

@@ -7,7 +7,8 @@ for training (a full-size one is 3x the weights). The phases write their best mo
 prefix, loadable by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model
 with the base's ``config.json`` and ``vocab.json`` and a reference clip, plus links to the base's
 ``dvae.pth`` and ``mel_stats.pth`` so the folder is itself a base folder
-(``voicebook.models.load_xtts(folder)``) for evaluation. Its ``speakers_xtts.pth`` carries the
+(``voicebook.models.load_xtts(folder)``) for evaluation. A LoRA phase's checkpoint (adapters
+only, ``voicebook.coqui.lora``) is exported merged: a standard XTTS ``model.pth``. Its ``speakers_xtts.pth`` carries the
 voice: the base's speakers plus ``EXPORT_VOICE``, the latents the exported model makes of the
 reference clip, so inference needs no reference audio (``speaker=EXPORT_VOICE``).
 """
@@ -53,8 +54,20 @@ def write_slim(state: dict[str, torch.Tensor], dest: str | os.PathLike, **info: 
     return dest
 
 
-def slim_checkpoint(checkpoint: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Write ``dest`` with only the inference weights of ``checkpoint``; returns ``dest``."""
+def slim_checkpoint(
+    checkpoint: str | os.PathLike, dest: str | os.PathLike, base_dir: str | os.PathLike = ""
+) -> Path:
+    """Write ``dest`` with only the inference weights of ``checkpoint``; returns ``dest``. A
+    LoRA checkpoint (adapters only) is merged into the full weights it sits on first, so
+    ``dest`` is always a standard XTTS ``model.pth``; that needs the base folder ``base_dir``."""
+    from voicebook.coqui.lora import lora_info
+
+    if lora_info(checkpoint) is not None:
+        from voicebook.coqui.models import merged_weights
+
+        if not base_dir:
+            raise ValueError(f"{checkpoint} is a LoRA checkpoint: merging it needs base_dir.")
+        return write_slim(merged_weights(base_dir, checkpoint), dest, merged_from=str(checkpoint))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
     return write_slim(state, dest)
 
@@ -84,7 +97,7 @@ def export_folder(
     """
     base, dest = Path(base_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    slim_checkpoint(checkpoint, dest / "model.pth")
+    slim_checkpoint(checkpoint, dest / "model.pth", base)
     for name in ("config.json", "vocab.json"):
         shutil.copy2(base / name, dest / name)
     for name in ("dvae.pth", "mel_stats.pth", "speakers_xtts.pth"):

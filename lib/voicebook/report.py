@@ -27,10 +27,13 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from voicebook import decision as dm
+from voicebook import listening_results as lr
+from voicebook import stages as contract
+from voicebook.lineage import Assessment, assess
 from voicebook.paths import outputs_root
-from voicebook.scraps import provenance, read_experiment
+from voicebook.scraps import provenance, read_experiment, read_records
 
-REPORT_NAME, DECISION_NAME = "report.html", "decision.json"
+REPORT_NAME, DECISION_NAME = contract.DECISION.files  # the names are the contract's
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ExperimentResult:
     table: pd.DataFrame
     missing: list[str] = field(default_factory=list)
     provenance: list[dict[str, Any]] = field(default_factory=list)  # where the numbers came from
+    lineage: Assessment = field(default_factory=Assessment)  # what rests on replaced runs
 
 
 def analyse_scraps(
@@ -52,30 +56,58 @@ def analyse_scraps(
     scraps: dict[str, dict[str, Any]],
     thresholds: dm.Thresholds | None = None,
     path: str | os.PathLike = "",
+    lineage: Assessment | None = None,
 ) -> ExperimentResult:
-    """Candidates, decision, comparison table and what is missing, from a scraps dict."""
-    scraps = {stem: s for stem, s in scraps.items() if stem != dm.DECISION}
+    """Candidates, decision, comparison table and what is missing, from a scraps dict; with
+    ``lineage`` (an experiment on disk), candidates on stale evidence are marked, and the
+    decision is withheld when any evidence is stale or its checkpoint is gone."""
+    scraps = contract.checked({stem: s for stem, s in scraps.items() if stem != dm.DECISION})
+    checked, lineage = lineage is not None, lineage or Assessment()
     candidates = dm.gather_candidates(scraps)
+    for c in candidates:
+        c.stale = _stale_reason(c, lineage)
     decision = dm.decide(candidates, thresholds)
+    ckpt = decision.winner_checkpoint
+    gone = checked and bool(ckpt) and not Path(ckpt).exists()
+    if lineage.stale or gone:
+        why = lineage.sentences()[:-1] if lineage.stale else []
+        if gone:
+            why.append(f"The checkpoint it would recommend, {decision.winner_checkpoint}, no "
+                       "longer exists.")  # fmt: skip
+        decision = dm.withhold(decision, why, lineage.rerun)
     table = dm.comparison_table(candidates, decision)
     return ExperimentResult(
-        name, Path(path), scraps, candidates, decision, table, dm.missing_evidence(scraps)
-    )
+        name, Path(path), scraps, candidates, decision, table, dm.missing_evidence(scraps),
+        lineage=lineage,
+    )  # fmt: skip
+
+
+def _stale_reason(c: dm.CandidateEvidence, lineage: Assessment) -> str | None:
+    """Why ``c``'s numbers rest on a replaced run: its evaluation row's inputs, or for training
+    numbers its stage's (None: current)."""
+    if c.source == "evaluation":
+        names = ("dataset", f"candidate {c.name}", f"voice {c.name}")
+        return lineage.stale_input(dm.EVALUATION, *names)
+    stem = next((s for s, short in dm.TRAINING_STAGES.items() if short == c.name), None)
+    return "; ".join(lineage.stale.get(stem, [])) or None
 
 
 def analyse_experiment(
     experiment_path: str | os.PathLike, thresholds: dm.Thresholds | None = None
 ) -> ExperimentResult:
-    """Read every executed stage notebook of the experiment and apply the decision matrix."""
+    """Read every stage's latest results, assess their lineage (``voicebook.lineage``) and
+    apply the decision matrix."""
     path = Path(experiment_path)
-    result = analyse_scraps(path.name, read_experiment(path), thresholds, path)
+    result = analyse_scraps(path.name, read_experiment(path), thresholds, path, assess(path))
     result.provenance = provenance(path)
-    result.missing += stale_evaluation(result.provenance)
+    if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
+        result.missing += stale_evaluation(result.provenance)  # recorded before lineage
     return result
 
 
 def stale_evaluation(rows: list[dict[str, Any]]) -> list[str]:
-    """Sentences naming training stages that ran again after the evaluation scored them."""
+    """Sentences naming training stages that ran again after the evaluation scored them
+    (for records made before runs noted their inputs: ``voicebook.lineage`` does it now)."""
     ran = {r["stage"]: r["ran"] for r in rows}
     evaluated = ran.get(dm.EVALUATION)
     return [
@@ -116,6 +148,8 @@ def compare_experiments(
 
 def headline(d: Any) -> str:
     """The decision in one line: what to ship, or that nothing is ready."""
+    if getattr(d, "stale", None):
+        return "No recommendation: the evidence is stale (see why, and what to re-run)"
     if not d.ready:
         return f"Nothing is ready to ship (least bad: {html.escape(d.winner_label)})"
     return f"Ship: {html.escape(d.winner_label)}"
@@ -140,9 +174,8 @@ def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[st
         curves = s.get("curves")
         if not isinstance(curves, pd.DataFrame) or curves.empty:
             continue
-        parent = re.search(
-            r"(?:best_model|checkpoint)_(\d+)\.pth$", s.get("parent_checkpoint") or ""
-        )
+        started_from = s.get("parent_checkpoint") if "parent_checkpoint" in s else None  # phase 2
+        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", started_from or "")
         if parent and curves["step"].min() < int(parent.group(1)):  # counted from 0
             curves = curves.assign(step=curves["step"] + int(parent.group(1)))
             stage = f"{stage} (from step {parent.group(1)})"
@@ -307,6 +340,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.82em;max-width:100
 th,td{padding:.3em .5em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
 td{overflow-wrap:break-word} th{background:#f3f3f3}
 .decision{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
+.decision.stale{background:#fdecea}
 .missing{background:#fff6e0;padding:.5em 1.5em;border-radius:6px}
 """
 
@@ -341,14 +375,18 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="decision"><h2>{headline(d)}</h2><p>Tier: <b>{tier}</b></p>',
+        f'<div class="decision{" stale" if d.stale else ""}"><h2>{headline(d)}</h2>',
+        f"<p>Tier: <b>{tier}</b></p>",
         f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",
+        f"<p>{esc(split_label(result))}</p>",
         _table_html(result.table),
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
         *_versus_html(result),
+        *_finetune_html(result),
         *_depth_html(result),
+        *_listening_html(result),
         "<h2>Where the numbers come from</h2>",
         _provenance_html(result.provenance),
         "<h2>Training curves</h2>",
@@ -379,6 +417,19 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     )
 
 
+def split_label(result: ExperimentResult) -> str:
+    """Which split the compared numbers are on, in words (the table's ``split`` column)."""
+    splits = {c.split for c in result.candidates if c.split}
+    if splits == {"test"}:
+        return ("Every number below is on the test split: held-out clips that no phase and no "
+                "voice search selected on.")  # fmt: skip
+    if "validation" in splits:
+        return ("Numbers marked split=validation are on the validation split, the clips the "
+                "phases selected their best checkpoint on: they flatter the fine-tuned "
+                "candidates (rebuild the dataset with 00_data_prep for a test split).")  # fmt: skip
+    return "No held-out numbers yet."
+
+
 def _versus_html(result: ExperimentResult) -> list[str]:
     """Training-free voice search against fine-tuning, when a search ran (with what each cost)."""
     from voicebook import voice_search
@@ -398,6 +449,26 @@ def _versus_html(result: ExperimentResult) -> list[str]:
             "<p>voice_mel_ce = held-out Mel CE given the one voice each candidate speaks with (what "
             "the search lowers); minutes = what making the candidate cost (phase 2 includes phase "
             "1; a searched voice adds its search).</p>"
+        ),
+    ]
+
+
+def _finetune_html(result: ExperimentResult) -> list[str]:
+    """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
+    from voicebook.finetune_compare import finetune_table
+
+    table = finetune_table(result.scraps.get(dm.EVALUATION, {}).get("eval_table"))
+    if table.empty:
+        return []
+    return [
+        "<h2>Fine-tuning: LoRA against full</h2>",
+        _table_html(table),
+        (
+            "<p>finetune = full (every GPT weight trains) or lora r&lt;rank&gt; (adapters, the "
+            "base frozen); minutes = training time of that candidate's phase alone (resumed "
+            "attempts added up); peak_memory_mb = the phase's peak (memory says what was "
+            "measured); disk_mb = its run folder; checkpoint_mb = one periodic checkpoint (what "
+            "resuming needs).</p>"
         ),
     ]
 
@@ -431,6 +502,30 @@ def _depth_html(result: ExperimentResult) -> list[str]:
     return parts
 
 
+_LISTENING_NOTE = (
+    "<p>From the blind listening test of 03_evaluation (1–10 scores and A/B preferences). A rater "
+    "who scored the hidden real recording below a synthesis of the same sentence loses that "
+    "sentence's ratings; past {share:.0%} of their sentences (and more than one) all of them "
+    "(MUSHRA's post-screening). A changed rating counts with its latest value.</p>"
+)
+
+
+def _candidate_names(result: ExperimentResult) -> list[str]:
+    return [c.name for c in result.candidates]
+
+
+def _listening_html(result: ExperimentResult) -> list[str]:
+    """What listeners said: scores with n, A/B per pair, the reference check, what was left out."""
+    evaluation = result.scraps.get(dm.EVALUATION)
+    if not evaluation:
+        return []
+    parts = ["<h2>What listeners said</h2>", _LISTENING_NOTE.format(share=lr.MAX_SLIP_SHARE)]
+    for title, table in lr.report_tables(evaluation, _candidate_names(result)).items():
+        body = _table_html(table) if not table.empty else "<p>None.</p>"
+        parts += [f"<h3>{html.escape(title)}</h3>", body]
+    return parts
+
+
 def _provenance_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>No stage has recorded results in <code>results/</code> yet.</p>"
@@ -450,6 +545,10 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "candidates": json.loads(result.table.to_json(orient="records")),
         "missing": result.missing,
         "provenance": result.provenance,
+        "lineage": result.lineage.to_dict(),
+        "listening": lr.listening_facts(
+            result.scraps.get(dm.EVALUATION, {}), _candidate_names(result)
+        ),
     }
 
 

@@ -6,7 +6,10 @@ asks, wherever papermill wrote that notebook) and the same values are recorded, 
 stage ran, in ``<experiment>/results/<stage>.json``. That record is what the report reads: it is
 written by the kernel that ran the stage, so the latest run of each stage reaches the report
 whichever way it ran (``voicebook run``, plain papermill with any output path, Run All in
-JupyterLab). A record from an earlier run moves to ``results/history/`` (nothing lost).
+JupyterLab). What a run is (``voicebook.runs``): a whole-notebook run is a new run, and the
+record of the earlier one moves to ``results/history/`` (nothing lost); a cell run on its own
+in a fresh kernel adds its scraps to the stage's latest run and says so (never wiping it). The
+record also holds the run's id, start, parameters, and what it read and wrote.
 
 scrapbook's pandas encoder needs pyarrow and its papermill dataframe helper is broken on
 pandas 2+, so DataFrames travel as JSON (``orient="split"``) and are rebuilt on read.
@@ -17,8 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,11 @@ import numpy as np
 import pandas as pd
 import scrapbook as sb
 
+from voicebook import runs
+from voicebook.stages import checked
+
 _DF_MARK = "__voicebook_dataframe__"
-RESULTS_DIR = "results"
-# One id per kernel process: cells of one notebook run add to one record; a new run (a new
-# papermill execution, a restarted kernel) starts a new record and sends the old to history.
-_RUN_ID = uuid.uuid4().hex[:12]
-_RUN_STARTED = datetime.now().isoformat(timespec="seconds")
+RESULTS_DIR = runs.RESULTS_DIR
 
 
 def _jsonable(value: Any) -> Any:
@@ -77,8 +77,8 @@ def read_scraps(notebook: str | Path) -> dict[str, Any]:
     return {k: _restore(v) for k, v in sb.read_notebook(str(path)).scraps.data_dict.items()}
 
 
-def record_path(experiment_path: str | Path, stage: str) -> Path:
-    return Path(experiment_path) / RESULTS_DIR / f"{stage}.json"
+record_path = runs.record_path
+_read_record = runs.read_record
 
 
 def publish(experiment_path: str | Path, stage: str, values: dict[str, Any]) -> Path:
@@ -97,11 +97,8 @@ def publish(experiment_path: str | Path, stage: str, values: dict[str, Any]) -> 
     for name, value in values.items():
         glue(name, value)
     path = record_path(experiment_path, stage)
-    record = _read_record(path)
-    if record.get("run_id") != _RUN_ID:
-        _to_history(path, record)
-        record = {"stage": stage, "run_id": _RUN_ID, "started": _RUN_STARTED, "scraps": {}}
-    record["updated"] = datetime.now().isoformat(timespec="seconds")
+    record = _next_record(path, stage, sorted(values))
+    record["updated"] = runs.now()
     record["scraps"].update(_jsonable(values))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -110,16 +107,29 @@ def publish(experiment_path: str | Path, stage: str, values: dict[str, Any]) -> 
     return path
 
 
-def _read_record(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"The results record {path} is not valid JSON ({exc}): re-run that stage, or move "
-            "the file away to fall back to its executed notebook."
-        ) from exc
+def _next_record(path: Path, stage: str, names: list[str]) -> dict[str, Any]:
+    """The record this publish goes into: the current run's (a record of another run moves to
+    history), or the stage's latest run, which it adds to, for a cell run on its own: in a kernel
+    that started no run of the stage, or in a run that has not yet published the stage's first
+    scrap (03's setup cell, then its codebook cell, after a restart)."""
+    from voicebook.stages import stage as contract
+
+    record = _read_record(path)
+    run = runs.current(stage)
+    opens = contract(stage).scraps[0]  # what only a whole run publishes (eval_table, ...)
+    if record and (run is None or (record.get("run_id") != run.id and opens not in names)):
+        record.setdefault("amended", []).append({"at": runs.now(), "scraps": names})
+        print(
+            f"Cell run on its own: {', '.join(names)} added to the {stage} run "
+            f"{record.get('run_id')} of {record.get('started')} (its other results kept)."
+        )
+        return record
+    if run is None:  # nothing to add to: a run of its own
+        return {"stage": stage, "run_id": runs.new_id(), "started": runs.now(), "scraps": {}}
+    if record.get("run_id") != run.id:
+        _to_history(path, record)
+        record = {"stage": stage, "scraps": {}}
+    return record | _jsonable(run.header())
 
 
 def _to_history(path: Path, record: dict[str, Any]) -> None:
@@ -151,7 +161,7 @@ def read_experiment(experiment_path: str | Path) -> dict[str, dict[str, Any]]:
     for notebook in sorted(folder.glob("*.ipynb")):
         if notebook.stem not in scraps:
             scraps[notebook.stem] = read_scraps(notebook)
-    return dict(sorted(scraps.items()))
+    return checked(dict(sorted(scraps.items())))
 
 
 def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
@@ -161,12 +171,13 @@ def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
 
     rows = []
     for stage, record in read_records(experiment_path).items():
-        params = record.get("scraps", {}).get("params") or {}
+        params = record.get("scraps", {}).get("params") or record.get("params") or {}
         keys = BY_STEM[stage].key_params if stage in BY_STEM else ()
         shown = {k: params[k] for k in keys if k in params and params[k] not in ("", None)}
         rows.append(
             {
                 "stage": stage,
+                "run": record.get("run_id", ""),
                 "ran": record.get("started", ""),
                 "recorded": record.get("updated", ""),
                 "parameters": ", ".join(f"{k}={v}" for k, v in shown.items()),

@@ -1,14 +1,17 @@
 """The stage contract, defined once: each stage's notebook, the scraps it publishes, its files.
 
-The runner takes its stage list from here, ``scraps.publish`` refuses a scrap that a stage's
-contract does not name, and the decision stage reads scraps by the names defined here, so a
-producer and its consumers cannot drift apart silently (``tests/test_stages.py`` checks both
-sides, and that ``docs/stages.md`` names every stage and scrap). Adding a stage is one entry.
+The runner takes its stage list from here; ``scraps.publish`` refuses a scrap that a stage's
+contract does not name (the producer's side); ``scraps.read_experiment`` hands consumers
+``StageScraps``, which refuse to read a name the contract does not hold (the consumer's side: a
+misspelt read would otherwise be a silent None), so a producer and its consumers cannot drift
+apart silently. ``docs/stages.md`` is generated from here (``voicebook.stages_doc``). Adding a
+stage is one entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ _PHASE_PARAMS = ("lr", "epochs", "max_steps", "batch_size", "base_model")
 DATA_PREP = Stage(
     "00_data_prep",
     "data_prep",
-    ("dataset_card", "n_train", "n_eval", "minutes_total", "n_rejected"),
+    ("dataset_card", "n_train", "n_eval", "n_test", "minutes_total", "n_rejected"),
     ("dataset/",),
 )
 PHASE1 = Stage(
@@ -65,7 +68,9 @@ EVALUATION = Stage(
         "codebook",
         "listening_summary",
         "ab_summary",
+        "ab_pairs",
         "hidden_reference",
+        "listening_left_out",
     ),
     ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv"),
 )
@@ -87,3 +92,41 @@ def stage(stem: str) -> Stage:
         return BY_STEM[stem]
     except KeyError:
         raise KeyError(f"Unknown stage {stem!r}; stages: {', '.join(BY_STEM)}.") from None
+
+
+class StageScraps(dict):
+    """One stage's scraps (``{name: value}``) whose reads are checked against its contract."""
+
+    def __init__(self, stem: str, values: Any = ()) -> None:
+        super().__init__(values)
+        self.stem = stem
+
+    def _check(self, name: str) -> None:
+        if self.stem in BY_STEM and name not in BY_STEM[self.stem].scraps:
+            raise KeyError(
+                f"{self.stem} publishes no scrap {name!r}: its contract in voicebook/stages.py "
+                f"names {', '.join(BY_STEM[self.stem].scraps)}."
+            )
+
+    def __getitem__(self, name: str) -> Any:
+        self._check(name)
+        return super().__getitem__(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self._check(name)
+        return super().get(name, default)
+
+
+class ExperimentScraps(dict):
+    """``{stem: StageScraps}``; ``get(stem, {})`` of a stage that has not run is an empty, still
+    checked, ``StageScraps``."""
+
+    def get(self, stem: str, default: Any = None) -> Any:
+        if stem not in self and isinstance(default, dict):
+            return StageScraps(stem, default)
+        return super().get(stem, default)
+
+
+def checked(scraps: dict[str, dict[str, Any]]) -> ExperimentScraps:
+    """``scraps`` (``{stem: {name: value}}``) with every read checked against the contract."""
+    return ExperimentScraps({stem: StageScraps(stem, v) for stem, v in scraps.items()})

@@ -46,7 +46,8 @@ ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
 INIT_FROM = ("base", "phase1", "phase2")  # or a checkpoint path / export folder
 CURVE_COLUMNS = ["generation", "train_mel_ce", "train_best_mel_ce", "heldout_mel_ce", "seconds"]
-VOICE_FILE = "speakers_xtts.pth"
+# the files the stage writes, named by its contract (voicebook.stages)
+VOICE_FILE, CURVES_FILE, SEARCH_FILE = (Path(f).name for f in stages.VOICE_SEARCH.files)
 CEM_PARENTS = 0.5  # CEM's parenthood ratio: the best half of a population sets the next one
 
 
@@ -359,7 +360,7 @@ def run_search(
     done = _finished(folder, params)
     if done is not None:
         print(f"Voice search already done with these parameters: results from {folder}.")
-        return done
+        return _noted(exp, params, done)
     moved = _archive(folder)
     if moved:
         print(f"An earlier voice search's files moved to {moved}.")
@@ -410,7 +411,7 @@ def run_search(
     best_latent = space.latents(outcome.best_x.reshape(1, -1))
     voice_file = coqui.save_voice(folder / VOICE_FILE, params.voice_name, best_latent, speaker)
     in_export = _add_to_export(exp, params, checkpoint, best_latent, speaker)
-    outcome.curves.to_csv(folder / "curves.csv", index=False)
+    outcome.curves.to_csv(folder / CURVES_FILE, index=False)
     finished = time.perf_counter()
     searched = outcome.curves["seconds"].iloc[1:]
     summary = {
@@ -434,8 +435,23 @@ def run_search(
         "search_dims": space.dim,
         "params": params.to_dict(),
     }
-    _write_json(folder / "search.json", {**summary, "state": "finished"})
-    return SearchResult(params.to_dict(), summary, outcome.curves, folder)
+    _write_json(folder / SEARCH_FILE, {**summary, "state": "finished"})
+    return _noted(exp, params, SearchResult(params.to_dict(), summary, outcome.curves, folder))
+
+
+def _noted(exp: Path, params: SearchParams, result: SearchResult) -> SearchResult:
+    """Note what the search rests on (``voicebook.runs``): its dataset, the checkpoint it was
+    searched with (made by the phase it names), and the voice it wrote."""
+    from voicebook import runs
+
+    stage = SEARCH_STAGE
+    runs.read_input(stage, "dataset", Path(params.dataset_dir) if params.dataset_dir
+                    else exp / "dataset", None if params.dataset_dir else "00_data_prep")  # fmt: skip
+    producer = params.init_from if params.init_from in ("phase1", "phase2") else None
+    checkpoint = result.summary.get("checkpoint")
+    runs.read_input(stage, "checkpoint", checkpoint, producer if checkpoint else None)
+    runs.wrote(stage, "voice", result.summary.get("voice_file"))
+    return result
 
 
 def _add_to_export(exp: Path, params: SearchParams, checkpoint, latent, speaker) -> Path | None:
@@ -452,15 +468,15 @@ def _add_to_export(exp: Path, params: SearchParams, checkpoint, latent, speaker)
 
 
 def _finished(folder: Path, params: SearchParams) -> SearchResult | None:
-    status_file = folder / "search.json"
+    status_file = folder / SEARCH_FILE
     if not status_file.is_file():
         return None
     status = json.loads(status_file.read_text())
     same = status.get("params") == json.loads(json.dumps(params.to_dict()))
-    if not same or status.get("state") != "finished" or not (folder / "curves.csv").is_file():
+    if not same or status.get("state") != "finished" or not (folder / CURVES_FILE).is_file():
         return None
     summary = {k: v for k, v in status.items() if k != "state"}
-    return SearchResult(params.to_dict(), summary, pd.read_csv(folder / "curves.csv"), folder)
+    return SearchResult(params.to_dict(), summary, pd.read_csv(folder / CURVES_FILE), folder)
 
 
 # --- live view -------------------------------------------------------------------------------

@@ -41,16 +41,39 @@ def gpt_trainer_module() -> Any:
     return module
 
 
-def gpt_trainer_model(config: Any, *, cached: bool = True) -> Any:
+def gpt_trainer_model(config: Any, *, cached: bool = True, lora: Any = None) -> Any:
     """The GPTTrainer model for ``config``, which training and evaluation both build.
 
     By default it reads each clip's DVAE codes from the feature cache
     (``voicebook.coqui.cached``): coqui's losses without decoding every clip and running the
     DVAE at every step. ``cached=False`` is coqui's own GPTTrainer (tests and benchmarks
-    compare the two)."""
+    compare the two).
+
+    ``config.model_args.xtts_checkpoint`` may be a LoRA checkpoint (``voicebook.coqui.lora``):
+    the model is then built on the full weights it sits on (the config is pointed at them) and
+    its adapters are merged in, or, with ``lora`` (a ``LoraSpec``: a LoRA phase), continued.
+    With ``lora`` and a full checkpoint, fresh adapters are added to it."""
+    from voicebook.coqui.lora import apply_checkpoint, checked_weights, lora_info
+
+    start = config.model_args.xtts_checkpoint
+    info = lora_info(start)
+    if info is not None:
+        config.model_args.xtts_checkpoint = str(checked_weights(info, start))
     module = gpt_trainer_module()
-    if not cached:
-        return module.GPTTrainer(config)
+    if lora is not None:
+        from voicebook.coqui.lora_trainer import LoraGPTTrainer
+
+        model = LoraGPTTrainer(config, lora, info)
+        if info is not None:
+            model.continue_adapters(start)
+        return model
+    model = module.GPTTrainer(config) if not cached else _cached_model(config)
+    if info is not None:
+        apply_checkpoint(model.xtts, start, merge=True)
+    return model
+
+
+def _cached_model(config: Any) -> Any:
     from voicebook.coqui.cached import CachedGPTTrainer
 
     return CachedGPTTrainer(config)

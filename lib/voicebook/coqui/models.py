@@ -36,12 +36,29 @@ def load_xtts(
     base_dir: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    *,
+    merge: bool = True,
 ):
     """Load a base (or a fine-tuned checkpoint on top of it) for inference on ``device``.
 
     ``checkpoint`` may be a trainer checkpoint (keys prefixed ``xtts.``), a slim best model or
-    export, or None for the base's own ``model.pth``.
+    export, a LoRA checkpoint (its adapters merged into the weights it sits on; ``merge=False``
+    keeps them as adapters), or None for the base's own ``model.pth``.
     """
+    from voicebook.coqui.lora import apply_checkpoint, checked_weights, lora_info
+
+    info = lora_info(checkpoint)
+    weights = checked_weights(info, checkpoint) if info else checkpoint
+    model = _xtts_from(base_dir, weights, eval=True)
+    if info:
+        apply_checkpoint(model, checkpoint, merge=merge)
+    model.to(device)
+    model.eval()  # Xtts.eval() returns None
+    return model
+
+
+def _xtts_from(base_dir: str | os.PathLike, weights: str | os.PathLike | None, *, eval: bool):
+    """coqui's Xtts of a base with the full weights in ``weights`` (None: the base's)."""
     from TTS.tts.models.xtts import Xtts
 
     from voicebook.models import validate_base_dir
@@ -52,15 +69,26 @@ def load_xtts(
     model.load_checkpoint(
         config,
         checkpoint_dir=str(base),
-        checkpoint_path=str(checkpoint or base / "model.pth"),
+        checkpoint_path=str(weights or base / "model.pth"),
         vocab_path=str(base / "vocab.json"),
-        eval=True,
+        eval=eval,
         strict=False,
     )
     model.mel_stats = torch.load(base / "mel_stats.pth", weights_only=True)
-    model.to(device)
-    model.eval()  # Xtts.eval() returns None
     return model
+
+
+def merged_weights(base_dir: str | os.PathLike, checkpoint: str | os.PathLike) -> dict:
+    """The full XTTS state of a LoRA checkpoint: its adapters merged into the weights it sits
+    on, with the keys of a standard ``model.pth`` (what the export writes)."""
+    from voicebook.coqui.lora import apply_checkpoint, checked_weights, lora_info
+
+    info = lora_info(checkpoint)
+    if info is None:
+        raise ValueError(f"{checkpoint} is not a LoRA checkpoint (it has no 'lora' entry).")
+    model = _xtts_from(base_dir, checked_weights(info, checkpoint), eval=False)
+    apply_checkpoint(model, checkpoint, merge=True)
+    return model.state_dict()
 
 
 def load_xtts_files(folder: Path, config: Any):

@@ -41,13 +41,15 @@ def new_trainer(
     grad_accum: int,
     max_steps: int,
     device: torch.device,
+    lora: Any = None,
 ):
-    """A PhaseTrainer for a new run in ``output_path``, or continuing the run in ``run_dir``."""
+    """A PhaseTrainer for a new run in ``output_path``, or continuing the run in ``run_dir``;
+    ``lora`` (a ``coqui.lora.LoraSpec``) trains LoRA adapters instead of every GPT weight."""
     from trainer import TrainerArgs
 
     from voicebook.coqui.config import gpt_trainer_model
 
-    model = gpt_trainer_model(config)
+    model = gpt_trainer_model(config, lora=lora)
     args = TrainerArgs(continue_path=str(run_dir or ""), grad_accum_steps=grad_accum)
     return make_trainer_class()(
         args,
@@ -61,6 +63,15 @@ def new_trainer(
         max_steps=max_steps,
         device=device,
     )
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _info(model: Any) -> dict[str, Any]:
+    """What a model's checkpoints carry beside its state (a LoRA model's "lora" entry)."""
+    return model.checkpoint_info() if hasattr(model, "checkpoint_info") else {}
 
 
 def make_trainer_class():
@@ -96,6 +107,29 @@ def make_trainer_class():
             """Train to the end (epochs, max_steps or a stop); ``fit()`` would also delete the
             run folder and ``sys.exit`` on an early failure, losing its logs."""
             self._fit()
+
+        @property
+        def trained_weights(self) -> int:
+            """Weights the optimizer updates (the GPT's, or a LoRA phase's adapters)."""
+            groups = [g for opt in _as_list(self.optimizer) for g in opt.param_groups]
+            return sum(p.numel() for g in groups for p in g["params"])
+
+        @property
+        def gpt_weights(self) -> int:
+            return sum(p.numel() for p in self._get_model().xtts.gpt.parameters())
+
+        def save_resume_point(self) -> None:
+            """A checkpoint to resume from after an interruption, named as coqui names its
+            periodic ones: ``checkpoint_<n>`` is written inside step n and holds n + 1 updates,
+            and restoring continues at step n + 1. Saving ``checkpoint_<steps done>`` would skip
+            a step number on resume."""
+            if self.total_steps_done == 0:  # nothing trained: a re-run starts afresh
+                return
+            self.total_steps_done -= 1
+            try:
+                self.save_checkpoint()
+            finally:
+                self.total_steps_done += 1
 
         def last_checkpoint(self) -> Path:
             self.save_checkpoint()
@@ -187,7 +221,10 @@ def make_trainer_class():
             train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
             self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
             path = out / f"best_model_{step}.pth"
-            write_slim(self._get_model().state_dict(), path, step=step, model_loss=self.best_loss)
+            model = self._get_model()
+            write_slim(
+                model.state_dict(), path, step=step, model_loss=self.best_loss, **_info(model)
+            )
             for older in out.glob("best_model_*.pth"):
                 if older != path:
                     older.unlink()
@@ -197,6 +234,28 @@ def make_trainer_class():
                 os.link(path, shortcut)
             except OSError:  # file systems without hard links
                 shutil.copy2(path, shortcut)
+
+        def save_checkpoint(self) -> None:
+            """coqui's periodic checkpoint, plus what the model says every checkpoint carries
+            (a LoRA model: the spec and the weights its adapters sit on)."""
+            from trainer.io import save_checkpoint
+
+            save_checkpoint(
+                self.config,
+                self._get_model(),
+                self.output_path,
+                current_step=self.total_steps_done,
+                epoch=self.epochs_done,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler if self.use_amp_scaler else None,
+                model_loss={
+                    "train_loss": self._pick_target_avg_loss(self.keep_avg_train),
+                    "eval_loss": self._pick_target_avg_loss(self.keep_avg_eval),
+                },
+                save_n_checkpoints=self.config.save_n_checkpoints,
+                **_info(self._get_model()),
+            )
 
         def _restore_best_loss(self) -> None:
             super()._restore_best_loss()

@@ -5,7 +5,9 @@
 ``clips.csv``, ``card.json`` and ``card.html``. Modules, in the order the data flows:
 
 - ``sources``  read a source folder into jobs and early rejections (metadata.csv, subtitles, VAD)
-- ``segments`` subtitle parsing, cue merging / splitting, voice activity, optional ASR
+- ``segments`` subtitle parsing, cue merging / splitting, voice activity
+- ``transcribe`` untranscribed recordings: Whisper's words cut into clips, confidence, speaker
+- ``review``   the ASR transcripts as a folder a person can correct and feed back
 - ``process``  per job: decode, cut, trim, check, normalise loudness, write WAV (worker side)
 - ``audio``    / ``text``: the audio and transcript checks themselves
 - ``dataset``  orchestration, duplicates, stratified eval split, accounting, writing

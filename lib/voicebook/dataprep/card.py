@@ -93,10 +93,14 @@ def build_card(
     evals: list,
     rejected: list,
     accounting: dict[str, Any],
+    tests: list = (),
+    review: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything a person needs to judge the dataset, as plain JSON values."""
-    clips = train + evals
+    tests = list(tests)
+    clips = train + evals + tests
     eval_files = {c.audio_file for c in evals}
+    test_files = {c.audio_file for c in tests}
     names = [s.spec.name for s in scanned]
     table = []
     for name in names:
@@ -108,8 +112,9 @@ def build_card(
                     "category": category,
                     "clips": len(group),
                     "minutes": _minutes(group),
-                    "train": sum(1 for c in group if c.audio_file not in eval_files),
+                    "train": sum(1 for c in group if c.audio_file not in eval_files | test_files),
                     "eval": sum(1 for c in group if c.audio_file in eval_files),
+                    "test": sum(1 for c in group if c.audio_file in test_files),
                 }
             )
     bands = [
@@ -167,6 +172,8 @@ def build_card(
             "train_minutes": _minutes(train),
             "eval_clips": len(evals),
             "eval_minutes": _minutes(evals),
+            "test_clips": len(tests),
+            "test_minutes": _minutes(tests),
             "rejected": len(rejected),
             "mean_seconds": round(sum(c.duration for c in clips) / n, 2) if n else 0.0,
         },
@@ -183,9 +190,18 @@ def build_card(
         },
         "duration_histogram": {"bin_seconds": HISTOGRAM_BIN_S, "edges": edges, "counts": histogram},
         "eval": {
+            "role": "validation: the phases and the voice search select on it",
             "clips": len(evals),
             "fraction": config.eval_fraction,
             "min_eval": config.min_eval,
+            "seed": config.seed,
+            "stratified_by": ["source", "category"],
+        },
+        "test": {
+            "role": "test: the evaluation reports it; nothing selects on it",
+            "clips": len(tests),
+            "fraction": config.test_fraction,
+            "min_test": config.min_test,
             "seed": config.seed,
             "stratified_by": ["source", "category"],
         },
@@ -216,9 +232,77 @@ def build_card(
             "unknown_tokens_allowed": False,
         },
         "accounting": accounting,
+        "asr": asr_summary(config, scanned, clips, review or {}),
         "quality": rate_quality(metrics),
         "config": config.as_dict(),
     }
+
+
+def asr_summary(
+    config: DataPrepConfig, scanned: list, clips: list, review: dict[str, str]
+) -> dict[str, Any]:
+    """What speech recognition produced, per untranscribed source: its clips with their mean
+    word log-probability, no-speech probability and speaker similarity, and where they went."""
+    in_dataset = {i for c in clips for i in c.inputs}
+    sources = {}
+    for s in scanned:
+        if not s.asr_rows:
+            continue
+        rows = s.asr_rows
+        kept = [c for c in clips if c.source == s.spec.name]
+        status = Counter(r["status"] for r in rows)
+        sources[s.spec.name] = {
+            "heard_clips": len(rows),
+            "heard_minutes": round(sum(r["end"] - r["start"] for r in rows) / 60, 2),
+            "low_confidence": status["low_confidence"],
+            "other_speaker": status["other_speaker"],
+            "in_dataset_clips": len(kept),
+            "in_dataset_minutes": _minutes(kept),
+            "review": review.get(s.spec.name, ""),
+            "clips": [r | {"in_dataset": r["input"] in in_dataset} for r in rows],
+        }
+    return {
+        "model": config.asr_model,
+        "min_logprob": config.asr_min_logprob,
+        "max_no_speech": config.asr_max_no_speech,
+        "min_speaker_similarity": config.min_speaker_similarity,
+        "speaker_centroid": "speaker_reference clips" if config.speaker_reference
+        else "each source's own clips (refined towards its majority voice)",
+        "sources": sources,
+    }  # fmt: skip
+
+
+def asr_figures(card: dict[str, Any]) -> list:
+    """Speaker similarity of every ASR clip against the threshold, and the ASR's confidence."""
+    import plotly.graph_objects as go
+
+    asr = card.get("asr", {})
+    if not asr.get("sources"):
+        return []
+    similarity = go.Figure(
+        [go.Histogram(x=[c["speaker_similarity"] for c in s["clips"]], name=name,
+                      xbins={"size": 0.02})
+         for name, s in asr["sources"].items()],
+        layout={"title": "Speaker similarity of each ASR clip to the speaker's centroid",
+                "xaxis_title": "cosine similarity (resemblyzer)", "yaxis_title": "clips",
+                "barmode": "overlay"},
+    )  # fmt: skip
+    if asr["min_speaker_similarity"] > 0:
+        similarity.add_vline(
+            x=asr["min_speaker_similarity"], line_dash="dash", annotation_text="threshold"
+        )
+    confidence = go.Figure(
+        [go.Scatter(x=[c["mean_logprob"] for c in s["clips"]],
+                    y=[c["no_speech_prob"] for c in s["clips"]], mode="markers", name=name,
+                    text=[f"{c['recording']} {c['start']}-{c['end']} s: {c['status']}"
+                          for c in s["clips"]])
+         for name, s in asr["sources"].items()],
+        layout={"title": "ASR confidence per clip", "xaxis_title": "mean word log-probability",
+                "yaxis_title": "no-speech probability"},
+    )  # fmt: skip
+    confidence.add_vline(x=asr["min_logprob"], line_dash="dash")
+    confidence.add_hline(y=asr["max_no_speech"], line_dash="dash")
+    return [similarity, confidence]
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -255,11 +339,12 @@ def card_figures(card: dict[str, Any]) -> list:
         ],
         layout={"title": "Minutes per category", "barmode": "group", "yaxis_title": "minutes"},
     )
-    return [durations, categories]
+    return [durations, categories, *asr_figures(card)]
 
 
 def card_tables(card: dict[str, Any]) -> dict[str, Any]:
-    """The card's tables as pandas DataFrames: sources, categories, rejections, quality rules."""
+    """The card's tables as pandas DataFrames: sources, categories, rejections, quality rules,
+    and (when speech recognition ran) every ASR clip."""
     import pandas as pd
 
     sources = [{k: v for k, v in s.items() if k not in ("found", "input_lufs")}
@@ -271,11 +356,14 @@ def card_tables(card: dict[str, Any]) -> dict[str, Any]:
         for r in t["rules"]
     ]  # fmt: skip
     kinds = card["rejections"]["by_kind"]
+    asr = [{"source": n, **{k: v for k, v in c.items() if k != "input"}}
+           for n, s in card.get("asr", {}).get("sources", {}).items() for c in s["clips"]]  # fmt: skip
     return {
         "sources": pd.DataFrame(sources),
         "categories": pd.DataFrame(card["categories"]["table"]),
         "rejections": pd.DataFrame({"kind": list(kinds), "count": list(kinds.values())}),
         "quality": pd.DataFrame(rules),
+        **({"asr": pd.DataFrame(asr)} if asr else {}),
     }
 
 
@@ -288,6 +376,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _asr_sections(card: dict[str, Any]) -> list[str]:
+    sources = card.get("asr", {}).get("sources", {})
+    if not sources:
+        return []
+    summary = [{"source": n, **{k: v for k, v in s.items() if k != "clips"}}
+               for n, s in sources.items()]  # fmt: skip
+    clips = [{"source": n, **c} for n, s in sources.items() for c in s["clips"]]
+    return ["<h2>Speech recognition</h2>", _table(summary), _table(clips)]
 
 
 def write_card_html(card: dict[str, Any], path: Path, rejected_rows: list | None = None) -> None:
@@ -322,6 +420,7 @@ def write_card_html(card: dict[str, Any], path: Path, rejected_rows: list | None
         _table(rules),
         "<h2>Every input accounted for</h2>",
         _table([{k: v for k, v in card["accounting"].items() if k != "rows"}]),
+        *_asr_sections(card),
         "<h2>Loudness</h2>",
         _table([{"target_lufs": card["loudness"]["target_lufs"],
                  **{f"input_lufs_{k}": v for k, v in card["loudness"]["input_lufs"].items()},

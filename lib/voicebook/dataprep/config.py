@@ -34,8 +34,9 @@ class SourceSpec:
     """One input source: a folder of clips with ``metadata.csv``, or of long recordings.
 
     ``kind``: ``"metadata"`` (clips + ``metadata.csv``), ``"subtitles"`` (long recordings with
-    same-named ``.srt``/``.vtt``), ``"untranscribed"`` (long recordings cut by voice activity)
-    or ``"auto"`` (metadata file if present, else subtitles; never guesses "untranscribed").
+    same-named ``.srt``/``.vtt``), ``"untranscribed"`` (long recordings transcribed and cut by
+    speech recognition, ``DataPrepConfig.asr_model``) or ``"auto"`` (the metadata file if
+    present, else subtitles if any, else untranscribed recordings).
     """
 
     name: str
@@ -86,8 +87,10 @@ class DataPrepConfig:
     # short clip) and sit below the "short" band: rejected by default, merged where possible.
     min_seconds: float = 2.0
     max_seconds: float = 10.0  # after trimming; XTTS's own ceiling is ~11.6 s
-    eval_fraction: float = 0.02
+    eval_fraction: float = 0.02  # the validation split: what the phases select on
     min_eval: int = 4
+    test_fraction: float = 0.02  # the test split: what the evaluation reports
+    min_test: int = 4
     seed: int = 0
     speaker_name: str = "speaker"
     target_lufs: float = -23.0  # EBU R128; leaves headroom so few clips hit the peak ceiling
@@ -100,7 +103,22 @@ class DataPrepConfig:
     max_merge_gap_s: float = 1.0  # subtitle cues closer than this may merge into one clip
     min_split_pause_s: float = 0.15  # shortest pause an over-long cue may be split at
     cue_padding_s: float = 0.2  # widen subtitle cues by this (not past neighbours)
-    asr_model: str = ""  # local ASR model folder (transformers); "" = report untranscribed audio
+    # Speech recognition for untranscribed recordings (voicebook.asr): "base" (offline, shipped
+    # in the lock), a faster-whisper size name (downloaded: "large-v3" on a GPU host), a local
+    # CTranslate2 folder, or "" to list untranscribed audio as rejected.
+    asr_model: str = "base"
+    asr_cut_pause_s: float = 0.5  # a clip always ends at a pause this long (a turn change)
+    # Whisper's own thresholds for a failed decode (logprob_threshold, no_speech_threshold);
+    # here the log-probability is the mean over the clip's words.
+    asr_min_logprob: float = -1.0
+    asr_max_no_speech: float = 0.6
+    # Only the speaker: an ASR clip whose resemblyzer embedding is less similar than this to the
+    # speaker's centroid is another voice (tests' espeak-ng interviews: the speaker 0.95-0.97,
+    # the interviewer 0.57-0.60 in English, 0.66-0.72 in Hungarian).
+    # 0 turns the check off.
+    min_speaker_similarity: float = 0.75
+    speaker_reference: list[str] = field(default_factory=list)  # clips of the voice; [] = centroid
+    device: str = "auto"  # where speech recognition runs: auto | cpu | cuda
     workers: int = 0  # processes; 0 = one per CPU core, at most 8
 
     def __post_init__(self) -> None:
@@ -123,7 +141,31 @@ class DataPrepConfig:
                 f"eval_fraction={self.eval_fraction} must be in [0, 0.5) and "
                 f"min_eval={self.min_eval} at least 1."
             )
+        if not 0.0 <= self.test_fraction < 0.34 or self.min_test < 0:
+            raise ValueError(
+                f"test_fraction={self.test_fraction} must be in [0, 0.34) and "
+                f"min_test={self.min_test} at least 0 (0 and 0.0: no test split)."
+            )
         self.chars_per_second = tuple(self.chars_per_second)
+        if not -1.0 < self.min_speaker_similarity < 1.0:
+            raise ValueError(
+                f"min_speaker_similarity={self.min_speaker_similarity}: a cosine similarity "
+                "below 1 (0 turns the speaker check off; 0.75 separates voices well)."
+            )
+
+    def speaker_reference_files(self) -> list[Path]:
+        """``speaker_reference`` as paths (relative ones from the repository); missing: error."""
+        files = []
+        for name in self.speaker_reference:
+            path = Path(os.path.expanduser(str(name)))
+            path = path if path.is_absolute() else REPO_ROOT / path
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"speaker_reference {name!r}: no file {path}. Name clips of the speaker's "
+                    "voice, or give [] to take the voice from each source's own clips."
+                )
+            files.append(path)
+        return files
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> DataPrepConfig:

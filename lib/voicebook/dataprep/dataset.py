@@ -1,5 +1,11 @@
 """Build the dataset: scan sources, process jobs in a small process pool, drop duplicates,
-split train/eval, prove every input is accounted for, and write ``dataset/``."""
+split train / validation / test, prove every input is accounted for, and write ``dataset/``.
+
+Three splits, because the numbers that compare candidates must not be the numbers that chose
+them: the phases keep their best checkpoint and the voice search its best voice by the
+validation split (``metadata_eval.csv``, coqui's "eval"), and the evaluation scores every
+candidate on the test split (``metadata_test.csv``), which nothing selected on.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,25 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from voicebook import runs
+from voicebook.asr import load_recognizer
 from voicebook.dataprep.card import build_card, write_card_html
 from voicebook.dataprep.config import DataPrepConfig
 from voicebook.dataprep.process import Clip, Worker, init_worker, run_job
-from voicebook.dataprep.segments import load_asr
-from voicebook.dataprep.sources import Job, Rejection, ScannedSource, scan_source
+from voicebook.dataprep.review import REVIEW_DIR, write_review
+from voicebook.dataprep.sources import Job, Rejection, ScannedSource, detect_kind, scan_source
 from voicebook.dataprep.text import TextChecker
+from voicebook.dataprep.transcribe import Transcriber
+from voicebook.paths import EVAL_META, TEST_META, TRAIN_META
+from voicebook.stages import DATA_PREP
 
 GENERATOR = "voicebook.dataprep"
 METADATA_HEADER = "audio_file|text|speaker_name"
@@ -44,6 +55,7 @@ class DatasetResult:
     eval: list[Clip]
     rejected: list[Rejection]
     sources: list[ScannedSource]
+    test: list[Clip] = field(default_factory=list)
 
 
 def prepare_dataset(
@@ -51,19 +63,30 @@ def prepare_dataset(
     dataset_dir: str | Path,
     tokenizer: Any,
     progress: bool = True,
-    asr: Callable[[np.ndarray], str] | None = None,
+    asr: Transcriber | None = None,
 ) -> DatasetResult:
     """Build ``dataset_dir`` from ``config.sources``; rebuild it fully if it exists.
 
     ``tokenizer`` is the base model's ``VoiceBpeTokenizer``: every transcript is checked with
-    it. ``asr`` transcribes 16 kHz audio of untranscribed sources (default: built from
-    ``config.asr_model`` when that is set; otherwise such audio is listed as rejected).
+    it. ``asr`` transcribes untranscribed sources (default: built from ``config.asr_model`` when
+    a source needs it; with ``asr_model=""`` such audio is listed as rejected). Their kept ASR
+    clips are also written to ``<dataset_dir>/../asr_review/<source>/`` for a person to check.
     """
     dataset_dir = Path(dataset_dir)
     _check_replaceable(dataset_dir)
-    if asr is None and config.asr_model:
-        asr = load_asr(config.asr_model, config.language)
-    scanned = [scan_source(spec, i, config, asr) for i, spec in enumerate(config.source_specs())]
+    specs = config.source_specs()
+    if asr is None and config.asr_model and "untranscribed" in map(detect_kind, specs):
+        recognizer = load_recognizer(config.asr_model, config.language, config.device)
+        asr = Transcriber(recognizer, config, config.speaker_reference_files())
+    scanned = [scan_source(spec, i, config, asr) for i, spec in enumerate(specs)]
+    review = {
+        s.spec.name: write_review(
+            dataset_dir.parent / REVIEW_DIR / s.spec.name, s.spec.path, s.asr_rows,
+            s.spec.speaker or config.speaker_name, config.cue_padding_s, config.sample_rate,
+        )
+        for s in scanned
+        if s.asr_rows
+    }  # fmt: skip
     building = dataset_dir.with_name(f".{dataset_dir.name}.building")
     if building.exists():
         shutil.rmtree(building)
@@ -79,16 +102,16 @@ def prepare_dataset(
         (building / name).unlink()
     clips = kept
     rejected = sorted(rejected + duplicates, key=lambda r: r.order)
-    eval_files = eval_split(clips, config.eval_fraction, config.min_eval, config.seed)
-    train = [c for c in clips if c.audio_file not in eval_files]
-    evals = [c for c in clips if c.audio_file in eval_files]
-    accounting = account([i for s in scanned for i in s.inventory], train, evals, rejected)
-    card = build_card(config, scanned, train, evals, rejected, accounting)
-    _write_outputs(building, train, evals, rejected, card)
+    train, evals, tests = three_splits(clips, config)
+    inventory = [i for s in scanned for i in s.inventory]
+    accounting = account(inventory, train, evals, rejected, tests)
+    card = build_card(config, scanned, train, evals, rejected, accounting, tests, review)
+    _write_outputs(building, train, evals, rejected, card, tests)
     if dataset_dir.exists():
         shutil.rmtree(dataset_dir)
     building.rename(dataset_dir)
-    return DatasetResult(dataset_dir, card, train, evals, rejected, scanned)
+    runs.wrote(DATA_PREP.stem, "dataset", dataset_dir)
+    return DatasetResult(dataset_dir, card, train, evals, rejected, scanned, tests)
 
 
 def _check_replaceable(dataset_dir: Path) -> None:
@@ -190,14 +213,29 @@ def _rank(seed: int, name: str) -> str:
     return hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).hexdigest()
 
 
-def eval_split(clips: list[Clip], fraction: float, min_eval: int, seed: int) -> set[str]:
-    """The ``audio_file`` of each eval clip: ``max(min_eval, round(fraction * n))`` clips (at
-    most half), spread over (source, category) strata in proportion to their size, each
-    stratum keeping a training clip where it can. Which clips: lowest hash of (seed, name)."""
+def three_splits(
+    clips: list[Clip], config: DataPrepConfig
+) -> tuple[list[Clip], list[Clip], list[Clip]]:
+    """``(train, validation, test)``: the test clips first (at most a third of the clips), then
+    the validation clips from the rest (at most half of it), both by ``eval_split``."""
+    test_files = eval_split(clips, config.test_fraction, config.min_test, config.seed, 3)
+    rest = [c for c in clips if c.audio_file not in test_files]
+    eval_files = eval_split(rest, config.eval_fraction, config.min_eval, config.seed)
+    train = [c for c in rest if c.audio_file not in eval_files]
+    evals = [c for c in rest if c.audio_file in eval_files]
+    return train, evals, [c for c in clips if c.audio_file in test_files]
+
+
+def eval_split(
+    clips: list[Clip], fraction: float, min_eval: int, seed: int, most_part: int = 2
+) -> set[str]:
+    """The ``audio_file`` of each held-out clip: ``max(min_eval, round(fraction * n))`` clips (at
+    most ``1 / most_part`` of them), spread over (source, category) strata in proportion to their
+    size, each stratum keeping a training clip where it can. Which: lowest hash of (seed, name)."""
     n = len(clips)
-    if n < 2:
+    if n < 2 or min_eval + fraction <= 0:
         return set()
-    n_eval = min(max(min_eval, round(fraction * n)), n // 2)
+    n_eval = min(max(min_eval, round(fraction * n)), n // most_part)
     strata: dict[tuple[str, str], list[Clip]] = {}
     for clip in clips:
         strata.setdefault((clip.source, clip.category), []).append(clip)
@@ -215,16 +253,21 @@ def eval_split(clips: list[Clip], fraction: float, min_eval: int, seed: int) -> 
 
 
 def account(
-    inventory: Iterable[str], train: list[Clip], evals: list[Clip], rejected: list[Rejection]
+    inventory: Iterable[str],
+    train: list[Clip],
+    evals: list[Clip],
+    rejected: list[Rejection],
+    tests: list[Clip] = (),
 ) -> dict[str, Any]:
-    """Check that every input ended in train, eval or rejected -- in exactly one place, except
+    """Check that every input ended in train, eval, test or rejected -- in one place, except
     that a subtitle cue cut at a pause lands wherever each of its parts does.
 
     Raises ``RuntimeError`` (a bug in this stage, never the user's data) if not.
     """
     inventory = list(inventory)
     places: dict[str, list[tuple[str, bool]]] = {}
-    for where, rows in (("train", train), ("eval", evals), ("rejected", rejected)):
+    places_of = (("train", train), ("eval", evals), ("test", tests), ("rejected", rejected))
+    for where, rows in places_of:
         for row in rows:
             for input_id in row.inputs:
                 places.setdefault(input_id, []).append((where, row.split))
@@ -241,9 +284,15 @@ def account(
         "inputs": len(inventory),
         "inputs_in_train": first_place["train"],
         "inputs_in_eval": first_place["eval"],
+        "inputs_in_test": first_place["test"],
         "inputs_in_rejected": first_place["rejected"],
         "inputs_split_into_parts": sum(1 for p in places.values() if len(p) > 1),
-        "rows": {"train": len(train), "eval": len(evals), "rejected": len(rejected)},
+        "rows": {
+            "train": len(train),
+            "eval": len(evals),
+            "test": len(tests),
+            "rejected": len(rejected),
+        },
         "every_input_placed": True,
     }
 
@@ -257,10 +306,11 @@ def _write_outputs(
     evals: list[Clip],
     rejected: list[Rejection],
     card: dict[str, Any],
+    tests: list[Clip] = (),
 ) -> None:
     import json
 
-    for name, clips in (("metadata_train.csv", train), ("metadata_eval.csv", evals)):
+    for name, clips in ((TRAIN_META, train), (EVAL_META, evals), (TEST_META, tests)):
         lines = [METADATA_HEADER] + [f"{c.audio_file}|{c.text}|{c.speaker}" for c in clips]
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open(folder / "rejected.csv", "w", newline="", encoding="utf-8") as f:
@@ -270,7 +320,7 @@ def _write_outputs(
     with open(folder / "clips.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CLIP_COLUMNS)
-        for split, clips in (("train", train), ("eval", evals)):
+        for split, clips in (("train", train), ("eval", evals), ("test", tests)):
             for c in clips:
                 row = asdict(c) | {"split": split, "speaker_name": c.speaker}
                 writer.writerow([row[k] for k in CLIP_COLUMNS])

@@ -1,12 +1,12 @@
 """Long recordings into clips: subtitle cues (SRT / WebVTT), voice activity, and the planner that
-merges short cues and splits over-long ones at their longest pause."""
+merges short cues and splits over-long ones at their longest pause. (Speech recognition's own
+cuts: ``transcribe``.)"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -177,25 +177,3 @@ def _silero(loader: Callable):
     if not _SILERO:
         _SILERO.append(loader())
     return _SILERO[0]
-
-
-def load_asr(model_dir: str | Path, language: str) -> Callable[[np.ndarray], str]:
-    """A transcriber for 16 kHz audio from a local speech-recognition model folder (any model
-    transformers' ``automatic-speech-recognition`` pipeline loads, e.g. a Whisper export)."""
-    folder = Path(model_dir).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"ASR model folder {folder} does not exist: give a local speech-recognition model "
-            "folder (e.g. a Whisper model saved with save_pretrained), or asr_model='' to list "
-            "untranscribed audio as rejected."
-        )
-    from transformers import pipeline
-
-    asr = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
-    kwargs = {"language": language} if "whisper" in type(asr.model).__name__.lower() else {}
-
-    def transcribe(samples_16k: np.ndarray) -> str:
-        result = asr({"raw": samples_16k, "sampling_rate": 16000}, generate_kwargs=kwargs)
-        return str(result["text"]).strip()
-
-    return transcribe

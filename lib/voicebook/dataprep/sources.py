@@ -9,7 +9,6 @@ can prove that each input ended in train, eval or ``rejected.csv``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from voicebook.dataprep.audio import AUDIO_EXTENSIONS, AudioProblem, decode
 from voicebook.dataprep.config import DataPrepConfig, SourceSpec
 from voicebook.dataprep.segments import Cue, clock, merge_short, parse_subtitles, speech_segments
 from voicebook.dataprep.text import normalise_text
+from voicebook.dataprep.transcribe import Heard, Transcriber, heard_rows
 
 SUBTITLE_EXTENSIONS = (".srt", ".vtt")
 _HEADER_FILE = {"audio_file", "file", "filename", "wav", "path"}
@@ -64,13 +64,14 @@ class ScannedSource:
     jobs: list[Job] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     found: dict[str, int] = field(default_factory=dict)  # what the folder holds, for the card
+    asr_rows: list[dict] = field(default_factory=list)  # untranscribed sources: what ASR heard
 
 
 def scan_source(
     spec: SourceSpec,
     index: int,
     config: DataPrepConfig,
-    asr: Callable[[np.ndarray], str] | None = None,
+    asr: Transcriber | None = None,
 ) -> ScannedSource:
     """Read one source folder; raise ``SourceError`` only if it cannot be used at all."""
     kind = detect_kind(spec)
@@ -98,10 +99,12 @@ def detect_kind(spec: SourceSpec) -> str:
         return "metadata"
     if _files(spec.path, SUBTITLE_EXTENSIONS):
         return "subtitles"
+    if _files(spec.path, AUDIO_EXTENSIONS):
+        return "untranscribed"  # transcribed by speech recognition (asr_model)
     raise SourceError(
-        f"Source {spec.name!r}: {spec.path} has no {spec.metadata} and no .srt/.vtt "
-        f"subtitles. Add {spec.metadata} with lines 'file|text', or subtitle files named "
-        "like the recordings, or set kind='untranscribed' to cut it by voice activity."
+        f"Source {spec.name!r}: {spec.path} holds no audio ({', '.join(AUDIO_EXTENSIONS)}), "
+        f"no {spec.metadata} and no .srt/.vtt subtitles. Point 'path' at the folder of "
+        "recordings or clips."
     )
 
 
@@ -125,8 +128,10 @@ def describe_sources(config: DataPrepConfig) -> list[dict[str, object]]:
             transcripts = f"{spec.metadata}: {n} lines" if n else f"no {spec.metadata}"
         elif row["kind"] == "subtitles":
             transcripts = f"{len(_files(spec.path, SUBTITLE_EXTENSIONS))} subtitle files"
+        elif config.asr_model:
+            transcripts = f"none: speech recognition ({config.asr_model})"
         else:
-            transcripts = "none: cut by voice activity"
+            transcripts = "none, and asr_model is empty: listed as rejected"
         rows.append(row | {"audio files": len(audio), "transcripts": transcripts, "problem": ""})
     return rows
 
@@ -285,11 +290,16 @@ def _resolve(folder: Path, name: str, audio: dict[str, Path]) -> str | None:
     """The audio file a metadata name points at: as written, with an audio extension added,
     or under ``wavs/`` (LJSpeech layout)."""
     name = name.replace("\\", "/").removeprefix("./")
+    # extensions in any case: a clip recorded on Windows as UPPER.WAV is named UPPER
+    stems = {}
+    for rel in audio:
+        stems.setdefault(rel[: -len(Path(rel).suffix)], rel)
     for prefix in ("", "wavs/"):
         base = prefix + name
-        for candidate in (base, *(base + ext for ext in AUDIO_EXTENSIONS)):
-            if candidate in audio:
-                return candidate
+        if base in audio:
+            return base
+        if Path(base).suffix.lower() not in AUDIO_EXTENSIONS and base in stems:
+            return stems[base]
     return None
 
 
@@ -377,13 +387,14 @@ def _scan_untranscribed(
     index: int,
     speaker: str,
     config: DataPrepConfig,
-    asr: Callable[[np.ndarray], str] | None,
+    asr: Transcriber | None,
 ) -> None:
-    """Cut by voice activity (silero-vad); transcribe only with a local ASR model."""
+    """Transcribe and cut with Whisper; without ASR, cut by voice activity and list as
+    untranscribed."""
     spec = scanned.spec
     recordings = _files(spec.path, AUDIO_EXTENSIONS)
     scanned.found = {"recordings": len(recordings)}
-    taken: set[str] = set()
+    heard: list[tuple[str, np.ndarray, list, list[str]]] = []
     for n, recording in enumerate(recordings, start=1):
         rel = _rel(recording, spec.path)
         order = (index, n)
@@ -396,38 +407,77 @@ def _scan_untranscribed(
                 Rejection(spec.name, rel, str(exc), "unreadable_audio", (input_id,), order)
             )
             continue
-        found = speech_segments(audio, config.max_seconds)
-        ids = [f"{spec.name}:{rel} speech {k}" for k in range(1, len(found) + 1)]
-        scanned.inventory.extend(ids or [f"{spec.name}:{rel}"])
-        if not found:
-            scanned.rejections.append(
-                Rejection(
-                    spec.name, rel, "no speech found by voice activity detection", "no_speech",
-                    (f"{spec.name}:{rel}",), order,
-                )
-            )  # fmt: skip
-            continue
-        cues = [Cue(a, b, "", (i,)) for (a, b), i in zip(found, ids)]
-        cues = merge_short(cues, config.min_seconds, config.max_seconds, config.max_merge_gap_s)
         if asr is None:
-            minutes = sum(c.duration for c in cues) / 60
+            _report_untranscribed(scanned, rel, audio, order, config)
+            continue
+        stretches = asr.hear(audio)
+        ids = [f"{spec.name}:{rel} speech {k}" for k in range(1, len(stretches) + 1)]
+        scanned.inventory.extend(ids or [f"{spec.name}:{rel}"])
+        if not stretches:
             scanned.rejections.append(
-                Rejection(
-                    spec.name, rel,
-                    f"no transcript: {len(cues)} speech clips ({minutes:.1f} min) found by voice "
-                    "activity; set asr_model to a local speech-recognition model to transcribe "
-                    "them, or add subtitles",
-                    "untranscribed", tuple(ids), order,
-                )
+                Rejection(spec.name, rel, "no speech recognised", "no_speech",
+                          (f"{spec.name}:{rel}",), order)
             )  # fmt: skip
             continue
-        texted = [
-            Cue(c.start, c.end, normalise_text(asr(audio[int(c.start * 16000) : int(c.end * 16000)])),
-                c.inputs)
-            for c in cues
-        ]  # fmt: skip
-        scanned.jobs.append(
-            Job(
-                spec.name, rel, recording, _stem(spec.name, rel, taken), speaker, order, cues=texted
+        heard.append((rel, audio, stretches, ids))
+    if asr is not None:
+        _keep_heard(scanned, index, speaker, asr.judge(heard), recordings)
+
+
+def _keep_heard(
+    scanned: ScannedSource, index: int, speaker: str, heard: list[Heard], recordings: list[Path]
+) -> None:
+    """Jobs of the clips that passed, rejections of those that did not, rows for the card."""
+    spec = scanned.spec
+    scanned.asr_rows = heard_rows(heard)
+    numbers = {_rel(p, spec.path): n for n, p in enumerate(recordings, start=1)}
+    taken: set[str] = set()
+    for rel in dict.fromkeys(h.recording for h in heard):
+        order = (index, numbers[rel])
+        cues = []
+        for k, h in enumerate([h for h in heard if h.recording == rel], start=1):
+            s = h.stretch
+            if h.problem:
+                item = f"{rel} {clock(s.start)}-{clock(s.end)} (speech {k})"
+                scanned.rejections.append(
+                    Rejection(spec.name, item, h.problem, h.kind or "asr", (h.input_id,),
+                              (*order, k))
+                )  # fmt: skip
+            else:
+                cues.append(Cue(s.start, s.end, normalise_text(s.text), (h.input_id,)))
+        if cues:
+            path = spec.path / rel
+            scanned.jobs.append(
+                Job(spec.name, rel, path, _stem(spec.name, rel, taken), speaker, order, cues=cues)
             )
+
+
+def _report_untranscribed(
+    scanned: ScannedSource, rel: str, audio: np.ndarray, order: tuple[int, ...],
+    config: DataPrepConfig,
+) -> None:  # fmt: skip
+    """Without ASR: the speech voice activity finds, listed as rejected with the way out."""
+    spec = scanned.spec
+    found = speech_segments(audio, config.max_seconds)
+    ids = [f"{spec.name}:{rel} speech {k}" for k in range(1, len(found) + 1)]
+    scanned.inventory.extend(ids or [f"{spec.name}:{rel}"])
+    if not found:
+        scanned.rejections.append(
+            Rejection(
+                spec.name, rel, "no speech found by voice activity detection", "no_speech",
+                (f"{spec.name}:{rel}",), order,
+            )
+        )  # fmt: skip
+        return
+    cues = [Cue(a, b, "", (i,)) for (a, b), i in zip(found, ids)]
+    cues = merge_short(cues, config.min_seconds, config.max_seconds, config.max_merge_gap_s)
+    minutes = sum(c.duration for c in cues) / 60
+    scanned.rejections.append(
+        Rejection(
+            spec.name, rel,
+            f"no transcript: {len(cues)} speech clips ({minutes:.1f} min) found by voice "
+            "activity; set asr_model (e.g. 'base', which works offline) to transcribe them, "
+            "or add subtitles",
+            "untranscribed", tuple(ids), order,
         )
+    )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from voicebook import runs
 from voicebook.checkpoints import resolve_checkpoint
 from voicebook.paths import EVAL_META
 from voicebook.training.result import PhaseResult
@@ -19,13 +20,15 @@ def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
     params = result.params
     dataset = Path(params["dataset_dir"] or exp / "dataset")
     device = params.get("device", "cpu")
-    return export_folder(
+    folder = export_folder(
         path,
         resolve_base(params["base_model"]),
         result.phase_dir / "export",
         _reference_clip(dataset),
         device=device,
     )
+    runs.wrote(result.stage, "export", folder)
+    return folder
 
 
 def _reference_clip(dataset: Path) -> Path | None:

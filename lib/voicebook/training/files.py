@@ -11,9 +11,11 @@ from typing import Any
 import pandas as pd
 
 from voicebook.checkpoints import checkpoint_file, resolve_checkpoint, run_checkpoints
+from voicebook.stages import PHASE1
 
 CURVE_COLUMNS = ["step", "split", "loss_mel_ce", "loss_text_ce", "loss", "lr", "grad_norm"]
-ARCHIVED = ("status.json", "curves.csv", "health.json", "export")  # a run's top-level files
+# a run's top-level files, named by the contract: status.json, curves.csv, health.json, export
+ARCHIVED = tuple(Path(f).name for f in PHASE1.files)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

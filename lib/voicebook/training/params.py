@@ -10,6 +10,7 @@ from typing import Any
 from voicebook.health import LR_FLOOR
 
 STAGES = ("phase1", "phase2")
+FINETUNE = ("full", "lora")
 
 
 @dataclass
@@ -35,17 +36,55 @@ class PhaseParams:
     export_checkpoint: str | int = "best"  # what export/ holds: "best", "final" or a step
     device: str = "auto"  # "auto" (the GPU when there is one), "cpu" or "cuda"
     precision: str = "fp32"  # "fp32"; on a GPU "bf16" or "fp16" mixed precision
+    finetune: str = "full"  # "full": every GPT weight trains; "lora": adapters, the base frozen
+    lora_rank: int = 8  # the adapters' rank (finetune="lora")
+    lora_alpha: float = 16.0  # adapter scale = lora_alpha / lora_rank
+    lora_dropout: float = 0.05  # dropout on the adapters' input
+    lora_targets: str = "c_attn,c_proj,c_fc"  # GPT-2 block layers with adapters (attention, MLP)
+    lora_train_heads: bool = False  # also train the text/mel embeddings and heads
 
     stage = "phase1"
     # Settings that do not change what is trained: changing them never starts a new run.
     NOT_TRAINING = ("export_checkpoint", "device")
+    LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_heads")
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE:
+            raise ValueError(f"finetune={self.finetune!r}: use one of {', '.join(FINETUNE)}.")
+        self.lora_spec()  # validates the LoRA parameters when they are used
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def training_identity(self) -> dict[str, Any]:
-        """The parameters that define the run (a finished run with the same ones is reused)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.NOT_TRAINING}
+        """The parameters that define the run (a finished run with the same ones is reused);
+        the LoRA ones only when LoRA trains."""
+        return self.identity_of(self.to_dict())
+
+    @classmethod
+    def identity_of(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``training_identity`` of recorded parameters (a run recorded before ``finetune``
+        existed was a full one)."""
+        values = {"finetune": "full", **values}
+        ignored = cls.NOT_TRAINING + (cls.LORA if values["finetune"] == "full" else ())
+        return {k: v for k, v in values.items() if k not in ignored}
+
+    def lora_spec(self) -> Any:
+        """The ``voicebook.coqui.lora.LoraSpec`` of a LoRA phase; None for full fine-tuning."""
+        if self.finetune != "lora":
+            return None
+        from voicebook.coqui.lora import LoraSpec
+
+        targets = self.lora_targets
+        if isinstance(targets, str):
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
+        return LoraSpec(
+            int(self.lora_rank),
+            float(self.lora_alpha),
+            float(self.lora_dropout),
+            tuple(targets),
+            bool(self.lora_train_heads),
+        )
 
 
 @dataclass

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from voicebook import runs
 from voicebook.health import (
     HealthEvent,
     HealthMonitor,
@@ -40,6 +41,9 @@ from voicebook.health import (
     preflight,
 )
 from voicebook.paths import experiment_dir
+from voicebook.stages import DATA_PREP as DATA_PREP_STAGE
+from voicebook.stages import PHASE1, PHASE2
+from voicebook.training.costs import CostClock
 from voicebook.training.files import (
     CURVE_COLUMNS,
     archive_previous_run,
@@ -65,10 +69,12 @@ FINISHED_STATES = ("finished", "stopped")
 
 def _result(params: PhaseParams, phase_dir: Path) -> PhaseResult:
     curves = read_curves(phase_dir)
+    status = read_json(phase_dir / "status.json", {})
+    runs.wrote(params.stage, "best_checkpoint", status.get("best_checkpoint"))
     return PhaseResult(
         stage=params.stage,
         params=params.to_dict(),
-        status=read_json(phase_dir / "status.json", {}),
+        status=status,
         curves=curves[CURVE_COLUMNS],
         health=read_json(phase_dir / "health.json", []),
         phase_dir=phase_dir,
@@ -79,11 +85,19 @@ def _same_run(status: dict | None, params: PhaseParams, parent: Path | None) -> 
     """Whether the recorded run was made with these parameters and this starting point."""
     if status is None:
         return False
-    recorded = {
-        k: v for k, v in (status.get("params") or {}).items() if k not in params.NOT_TRAINING
-    }
+    recorded = params.identity_of(status.get("params") or {})
     identity = json.loads(json.dumps(params.training_identity()))
     return (recorded, status.get("parent")) == (identity, str(parent or ""))
+
+
+def _note_inputs(params: PhaseParams, exp: Path, parent: Path | None) -> None:
+    """What this run rests on (``voicebook.runs``): the dataset, and where it starts from."""
+    dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
+    runs.read_input(
+        params.stage, "dataset", dataset, None if params.dataset_dir else DATA_PREP_STAGE.stem
+    )
+    producer = PHASE1.stem if params.stage == PHASE2.short else None
+    runs.read_input(params.stage, "parent", parent, producer)
 
 
 def run_phase(
@@ -101,6 +115,7 @@ def run_phase(
     device = resolve_device(params.device)
     check_precision(params.precision, device)
     parent = resolvable_parent(exp, params)
+    _note_inputs(params, exp, parent)
     status = read_json(phase_dir / "status.json")
     same = _same_run(status, params, parent)
     if same and status.get("state") in FINISHED_STATES:
@@ -196,6 +211,7 @@ def _train(params, config, recorder, run_dir, train, evals, attempt, device) -> 
         grad_accum=params.grad_accum,
         max_steps=params.max_steps,
         device=device,
+        lora=params.lora_spec(),
     )
     run_dir = trainer.run_dir
     resumed = trainer.steps_done if trainer.resumed_from else 0
@@ -205,6 +221,7 @@ def _train(params, config, recorder, run_dir, train, evals, attempt, device) -> 
         recorder.save_status(resumed_from=str(trainer.resumed_from))
         print(f"Continuing {run_dir.name} from {trainer.resumed_from.name}.")
     recorder.save_status(state="running", run_dir=str(run_dir), attempt=attempt, stop_reason="")
+    clock = CostClock(recorder, trainer, params.finetune, device)
     stop: HealthEvent | None = None
     try:
         if not resumed:
@@ -213,7 +230,8 @@ def _train(params, config, recorder, run_dir, train, evals, attempt, device) -> 
     except TrainingStopped as exc:
         stop = exc.event
     except KeyboardInterrupt:
-        trainer.save_checkpoint()
+        trainer.save_resume_point()
+        clock.record()
         recorder.save_status(state="interrupted", final_step=trainer.steps_done)
         copy_attempt_files(phase_dir, run_dir, attempt, "interrupted (KeyboardInterrupt)")
         raise
@@ -221,10 +239,10 @@ def _train(params, config, recorder, run_dir, train, evals, attempt, device) -> 
         recorder.save_status(state="failed", stop_reason=f"{type(exc).__name__}: {exc}")
         copy_attempt_files(phase_dir, run_dir, attempt, f"failed: {type(exc).__name__}: {exc}")
         raise
-    _finish(trainer, recorder, stop)
+    _finish(trainer, recorder, stop, clock)
 
 
-def _finish(trainer: Any, recorder: PhaseRecorder, stop: HealthEvent | None) -> None:
+def _finish(trainer: Any, recorder: PhaseRecorder, stop: HealthEvent | None, clock) -> None:
     """Final eval and checkpoint (unless the weights are bad), status, logger."""
     healthy = stop is None or stop.severity != "stop" or trainer.weights_finite()
     if stop is None or stop.kind == "max_steps":
@@ -234,6 +252,7 @@ def _finish(trainer: Any, recorder: PhaseRecorder, stop: HealthEvent | None) -> 
             stop = exc.event
     final = str(trainer.last_checkpoint()) if healthy else None
     trainer.close()
+    clock.record()
     state = "stopped" if stop is not None and stop.severity == "stop" else "finished"
     recorder.save_status(
         state=state,

@@ -1,0 +1,73 @@
+"""LoRA against full fine-tuning: what each evaluated candidate scored and what it cost.
+
+One row per evaluated candidate that a phase made (its checkpoint, or an export of it): how it
+was fine-tuned (``full``, or ``lora r<rank>``), the weights it trained, its held-out Mel CE,
+Text CE and speaker similarity (from the evaluation's table), and what its phase cost as the
+phase recorded it in ``status.json`` (``voicebook.training.costs``): minutes of training, peak
+memory, disk of its run folder and size of one periodic checkpoint. A candidate from another
+experiment (a LoRA experiment's checkpoint given to this one's evaluation) is found the same way,
+so one report puts a LoRA phase beside the full ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+COLUMNS = [
+    "candidate", "label", "finetune", "trained_weights", "mel_ce", "text_ce",
+    "speaker_similarity", "minutes", "peak_memory_mb", "memory", "disk_mb", "checkpoint_mb",
+]  # fmt: skip
+COST_KEYS = ("peak_memory_mb", "memory", "disk_mb", "checkpoint_mb")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def phase_status(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The ``status.json`` of the phase that wrote ``checkpoint`` (a run folder's checkpoint, or
+    an export folder's ``model.pth``, followed to the checkpoint it holds); None if unknown."""
+    path = Path(checkpoint)
+    export = _read(path.parent / "export.json") if path.name == "model.pth" else None
+    if export and export.get("checkpoint"):
+        path = Path(export["checkpoint"])
+    status = _read(path.parent.parent / "status.json")
+    if not status or not status.get("run_dir"):
+        return None
+    return status if Path(status["run_dir"]).resolve() == path.parent.resolve() else None
+
+
+def finetune_label(status: dict[str, Any]) -> str:
+    if status.get("finetune", "full") != "lora":
+        return "full"
+    return f"lora r{(status.get('params') or {}).get('lora_rank', '?')}"
+
+
+def finetune_table(eval_table: pd.DataFrame | None) -> pd.DataFrame:
+    """The comparison (see the module doc); empty when no evaluated candidate came from a phase
+    that recorded its costs."""
+    rows = []
+    for row in [] if eval_table is None else eval_table.to_dict("records"):
+        status = phase_status(row["checkpoint"]) if row.get("checkpoint") else None
+        if not status or "train_seconds" not in status:
+            continue
+        seconds = status["train_seconds"]
+        rows.append(
+            {
+                "candidate": row["candidate"],
+                "label": row.get("label", row["candidate"]),
+                "finetune": finetune_label(status),
+                "trained_weights": status.get("trained_weights"),
+                **{k: row.get(k) for k in ("mel_ce", "text_ce", "speaker_similarity")},
+                "minutes": seconds / 60,
+                **{k: status.get(k) for k in COST_KEYS},
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)

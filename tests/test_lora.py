@@ -1,0 +1,234 @@
+"""LoRA fine-tuning (finetune="lora") on the tiny base: a phase trains adapters only, its
+checkpoints hold only them (+ optimizer state, + the weights' digest), an interrupted run
+resumes with its adapters and optimizer, the export merges them into a standard XTTS
+model.pth that coqui's Xtts loads and speaks from (merged = unmerged to 1e-5), phase 2
+continues a LoRA phase 1 or starts LoRA on a full one, and evaluation takes LoRA checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from voicebook import training
+from voicebook.demo_dataset import write_demo_dataset
+from voicebook.models import resolve_base
+
+pytestmark = pytest.mark.slow
+RUN = {"batch_size": 2, "epochs": 50, "eval_every": 4, "save_every": 2, "keep_checkpoints": 2}
+LORA = {"finetune": "lora", "lr": 3e-3, "lora_dropout": 0.0}
+STEPS, INTERRUPT_AT = 8, 5  # a periodic checkpoint at 4, the interruption's at 5
+SHORT = {"max_steps": 1, "eval_every": 100}  # one step: evaluated at its start and end
+
+
+def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseParams:
+    values = {**RUN, "outputs_dir": str(out), "dataset_dir": str(dataset), **over}
+    return training.params_for(stage, **values)
+
+
+def adam_steps(checkpoint: Path) -> set[int]:
+    state = torch.load(checkpoint, weights_only=False)["optimizer"][0]["state"]
+    return {int(s["step"]) for s in state.values()}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_demo_dataset(tmp_path_factory.mktemp("dataset"), 8, 2)
+
+
+@pytest.fixture(scope="module")
+def lora1(tmp_path_factory, dataset):
+    """A LoRA phase 1 interrupted (KeyboardInterrupt) after step INTERRUPT_AT, then re-run."""
+    from voicebook.training.recorder import PhaseRecorder
+
+    out = tmp_path_factory.mktemp("out")
+    p = params("phase1", out, dataset, max_steps=STEPS, **LORA)
+    row = PhaseRecorder.row
+
+    def interrupting(self, step, split, *args):
+        row(self, step, split, *args)
+        if split == "train" and step == INTERRUPT_AT:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PhaseRecorder, "row", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            training.run_phase(p)
+    interrupted = training.read_json(out / "demo" / "phase1" / "status.json")
+    return p, interrupted, training.run_phase(p)
+
+
+def test_lora_phase_trains_adapters_only_and_eval_mel_ce_falls(lora1):
+    _, _, result = lora1
+    evals = result.curves.query("split == 'eval'")["loss_mel_ce"]
+    assert evals.iloc[-1] < evals.iloc[0] - 0.1
+    assert result.status["finetune"] == "lora"
+    assert 0 < result.status["trained_weights"] < 0.2 * result.status["gpt_weights"]
+
+
+def test_lora_checkpoints_hold_only_adapters_and_the_weights_digest(lora1):
+    _, _, result = lora1
+    base = resolve_base("tiny") / "model.pth"
+    run = Path(result.status["run_dir"])
+    files = sorted(run.glob("*.pth"))
+    assert {f.name.split("_")[0] for f in files} >= {"checkpoint", "best"}
+    for f in files:
+        saved = torch.load(f, weights_only=False)
+        keys = [k.removeprefix("xtts.") for k in saved["model"]]
+        assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys), f.name
+        info = saved["lora"]
+        assert info["weights"] == str(base.resolve())
+        assert info["weights_digest"] == hashlib.sha256(base.read_bytes()).hexdigest()
+        assert info["spec"]["rank"] == 8
+        assert f.stat().st_size < 0.1 * base.stat().st_size  # the full model is 10x larger
+    periodic = torch.load(run / f"checkpoint_{STEPS}.pth", weights_only=False)
+    assert len(periodic["optimizer"][0]["state"]) == len(periodic["model"])  # adapters' only
+
+
+def test_interrupted_lora_phase_resumes_with_its_adapters_and_optimizer(lora1):
+    _, interrupted, result = lora1
+    assert interrupted["state"] == "interrupted"
+    resumed = Path(result.status["resumed_from"])
+    assert resumed.name == f"checkpoint_{INTERRUPT_AT}.pth"  # holds steps 0..INTERRUPT_AT
+    train = result.curves.query("split == 'train'")["step"].tolist()
+    assert train == list(range(STEPS))  # every step once
+    # AdamW's step count went on from the checkpoint: its moments were restored, not reset
+    final = Path(result.status["final_checkpoint"])
+    assert adam_steps(final) == {STEPS}
+
+
+def _forward_latent(model, seed: int = 3) -> torch.Tensor:
+    """The GPT's teacher-forced output latents for a fixed random input and voice."""
+    gen = torch.Generator().manual_seed(seed)
+    gpt = model.gpt
+    text = torch.randint(0, 100, (1, 12), generator=gen)
+    codes = torch.randint(0, 1000, (1, 30), generator=gen)
+    cond = torch.randn(1, 32, gpt.model_dim, generator=gen)
+    with torch.no_grad():
+        return gpt(text, torch.tensor([12]), codes, torch.tensor([30 * 1024]),
+                   cond_latents=cond, return_latent=True)  # fmt: skip
+
+
+def test_merged_and_unmerged_adapters_give_the_same_outputs(lora1):
+    from voicebook.coqui.models import load_xtts
+
+    _, _, result = lora1
+    base = resolve_base("tiny")
+    best = result.best_checkpoint
+    unmerged = _forward_latent(load_xtts(base, best, merge=False))
+    merged = _forward_latent(load_xtts(base, best))
+    plain = _forward_latent(load_xtts(base))
+    assert (merged - unmerged).abs().max() < 1e-5
+    assert (merged - plain).abs().max() > 1e-3  # the adapters did change the model
+
+
+def test_export_is_a_standard_xtts_model_that_coqui_loads_and_speaks_from(lora1, tmp_path):
+    from voicebook.coqui.models import load_xtts
+    from voicebook.evaluation import synthesize
+
+    _, _, result = lora1
+    folder = training.export_phase(result, "best")
+    exported = torch.load(folder / "model.pth", weights_only=False)["model"]
+    base = torch.load(resolve_base("tiny") / "model.pth", weights_only=False)["model"]
+    assert set(exported) == set(base)  # no adapters left: every XTTS tool loads it
+    key = "gpt.gpt.h.0.attn.c_attn.weight"
+    assert not torch.allclose(exported[key], base[key])
+    model = load_xtts(folder)  # coqui's Xtts.load_checkpoint
+    assert torch.equal(model.state_dict()[key], exported[key])
+    spoken = synthesize(model, ["Jó napot."], [folder / "reference.wav"], tmp_path)
+    assert spoken["audio_s"].iloc[0] > 0
+
+
+def _start_mel(result) -> float:
+    return result.curves.query("split == 'eval' and step == 0")["loss_mel_ce"].item()
+
+
+def test_phase2_continues_lora_adapters_trains_their_merge_or_adds_lora_to_full(lora1, dataset):
+    p1, _, r1 = lora1
+    out = Path(p1.outputs_dir)
+    r2 = training.run_phase(params("phase2", out, dataset, **SHORT, **{**LORA, "lr": 1e-3}))
+    assert _start_mel(r2) == pytest.approx(r1.status["best_mel_ce"], abs=1e-4)  # same adapters
+    info = torch.load(r2.status["final_checkpoint"], weights_only=False)["lora"]
+    assert (
+        info["weights_digest"]
+        == torch.load(r1.best_checkpoint, weights_only=False)["lora"]["weights_digest"]
+    )
+
+    full = training.run_phase(params("phase2", out, dataset, **SHORT, lr=1e-4))
+    assert _start_mel(full) == pytest.approx(r1.status["best_mel_ce"], abs=1e-4)  # merged
+    assert "lora" not in torch.load(full.status["final_checkpoint"], weights_only=False)
+    assert full.status["trained_weights"] == full.status["gpt_weights"]
+
+    # LoRA on a full checkpoint (here full phase 2's): the adapters sit on its weights
+    on_full = params("phase2", out, dataset, **SHORT, **LORA, resume_from=full.best_checkpoint)
+    r3 = training.run_phase(on_full)
+    info = torch.load(r3.status["final_checkpoint"], weights_only=False)["lora"]
+    assert info["weights"] == str(Path(full.best_checkpoint).resolve())
+    assert _start_mel(r3) == pytest.approx(full.status["best_mel_ce"], abs=1e-4)
+    assert r3.status["trained_weights"] < full.status["trained_weights"] / 5
+
+    with pytest.raises(ValueError, match="lora_rank=8"):
+        training.run_phase(params("phase2", out, dataset, **SHORT, **LORA, lora_rank=4))
+
+
+def test_evaluation_and_report_take_a_lora_checkpoint_as_a_candidate(lora1, dataset, tmp_path):
+    import pandas as pd
+
+    from voicebook import evaluation as ev
+    from voicebook.finetune_compare import finetune_table
+
+    _, _, r1 = lora1
+    base, best = resolve_base("tiny"), Path(r1.best_checkpoint)
+    tuned = ev.eval_losses(base, dataset, best, tmp_path, batch_size=2)["mel_ce"]
+    assert tuned < ev.eval_losses(base, dataset, None, tmp_path, batch_size=2)["mel_ce"] - 0.1
+    table = pd.DataFrame(
+        [{"candidate": "base", "checkpoint": ""}, {"candidate": "phase1", "checkpoint": str(best),
+          "mel_ce": tuned, "text_ce": 0.06, "speaker_similarity": 0.5}]
+    )  # fmt: skip
+    compare = finetune_table(table).set_index("candidate")
+    assert list(compare.index) == ["phase1"]  # the base was made by no phase
+    row = compare.loc["phase1"]
+    assert row["finetune"] == "lora r8" and row["mel_ce"] == tuned
+    assert row["trained_weights"] == r1.status["trained_weights"]
+    assert 0 < row["minutes"] < 10 and row["peak_memory_mb"] > 100
+    assert row["checkpoint_mb"] < 1  # adapters and their optimizer state only
+
+
+def test_a_changed_base_is_refused_by_name(lora1, tmp_path):
+    from voicebook.coqui import lora
+
+    _, _, result = lora1
+    info = lora.lora_info(result.best_checkpoint)
+    fake = tmp_path / "model.pth"
+    fake.write_bytes(b"other weights")
+    with pytest.raises(ValueError, match="has changed"):
+        lora.checked_weights({**info, "weights": str(fake)}, result.best_checkpoint)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        lora.checked_weights({**info, "weights": str(tmp_path / "gone.pth")}, "x.pth")
+
+
+def test_lora_parameters_are_checked_and_only_count_for_lora_runs():
+    with pytest.raises(ValueError, match="finetune='qlora'"):
+        training.Phase1Params(finetune="qlora")
+    with pytest.raises(ValueError, match="lora_rank=0"):
+        training.Phase1Params(finetune="lora", lora_rank=0)
+    full = training.Phase1Params()
+    assert full.training_identity() == training.Phase1Params(lora_rank=32).training_identity()
+    lora = training.Phase1Params(finetune="lora")
+    assert (
+        lora.training_identity()
+        != training.Phase1Params(finetune="lora", lora_rank=32).training_identity()
+    )
+    assert lora.lora_spec().targets == ("c_attn", "c_proj", "c_fc")
+
+
+@pytest.mark.parametrize("stem", ["01_phase1", "02_phase2"])
+def test_both_phase_notebooks_declare_every_lora_parameter(stem):
+    import papermill
+
+    from voicebook.paths import NOTEBOOKS_DIR
+
+    declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{stem}.ipynb"))
+    assert {"finetune", *training.PhaseParams.LORA} <= set(declared)  # papermill parses them
