@@ -247,3 +247,33 @@ def test_phase2_notebook_card_usage_records_the_lr_used(phase1, dataset, tmp_pat
     earlier = json.loads((phase2 / "history" / "1" / "status.json").read_text())
     assert earlier["params"]["lr"] == 1e-4  # the run of test_phase2_continues_phase1_best...
     assert (phase2 / "export" / "model.pth").is_file()
+
+
+def test_ctrl_c_inside_an_eval_leaves_an_interrupted_phase_that_resumes(monkeypatch, tmp_path, dataset):
+    """A sweep's scheduler (or Jupyter's interrupt button) can stop a phase in the middle of an
+    evaluation, before coqui computed the eval loss: the status says "interrupted", a resume
+    point is written, and the same parameters continue from it."""
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
+
+    original, evals = GPTTrainer.train_step, []
+
+    def train_step(self, batch, *args):
+        if not self.xtts.gpt.training:
+            evals.append(1)
+            if len(evals) == 3:  # the step-4 evaluation (after step 0's), its first batch
+                raise KeyboardInterrupt
+        return original(self, batch, *args)
+
+    monkeypatch.setattr(GPTTrainer, "train_step", train_step)
+    p = params("phase1", tmp_path, dataset, max_steps=8)
+    with pytest.raises(KeyboardInterrupt):
+        training.run_phase(p)
+    phase = tmp_path / "demo" / "phase1"
+    status = json.loads((phase / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["final_step"] == 4
+    assert (Path(status["run_dir"]) / "checkpoint_3.pth").is_file()  # resume at step 4
+    monkeypatch.setattr(GPTTrainer, "train_step", original)
+    result = training.run_phase(p)
+    assert result.status["state"] == "finished" and result.status["final_step"] == 8
+    steps = result.curves.query("split == 'train'")["step"].tolist()
+    assert steps == list(range(8))

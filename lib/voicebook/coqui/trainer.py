@@ -250,12 +250,20 @@ def make_trainer_class():
                 scheduler=self.scheduler,
                 scaler=self.scaler if self.use_amp_scaler else None,
                 model_loss={
-                    "train_loss": self._pick_target_avg_loss(self.keep_avg_train),
-                    "eval_loss": self._pick_target_avg_loss(self.keep_avg_eval),
+                    "train_loss": self._target_loss_so_far(self.keep_avg_train),
+                    "eval_loss": self._target_loss_so_far(self.keep_avg_eval),
                 },
                 save_n_checkpoints=self.config.save_n_checkpoints,
                 **_info(self._get_model()),
             )
+
+        def _target_loss_so_far(self, keep_avg) -> float | None:
+            """The target loss, or None where an interrupt came before the batch computed it
+            (coqui raises then; a resume point must still be written)."""
+            try:
+                return self._pick_target_avg_loss(keep_avg)
+            except ValueError:
+                return None
 
         def _restore_best_loss(self) -> None:
             super()._restore_best_loss()

@@ -230,16 +230,26 @@ def _train(params, config, recorder, run_dir, train, evals, attempt, device) -> 
     except TrainingStopped as exc:
         stop = exc.event
     except KeyboardInterrupt:
-        trainer.save_resume_point()
-        clock.record()
-        recorder.save_status(state="interrupted", final_step=trainer.steps_done)
-        copy_attempt_files(phase_dir, run_dir, attempt, "interrupted (KeyboardInterrupt)")
+        _interrupted(trainer, recorder, clock, attempt)
         raise
     except BaseException as exc:
         recorder.save_status(state="failed", stop_reason=f"{type(exc).__name__}: {exc}")
         copy_attempt_files(phase_dir, run_dir, attempt, f"failed: {type(exc).__name__}: {exc}")
         raise
-    _finish(trainer, recorder, stop, clock)
+    try:
+        _finish(trainer, recorder, stop, clock)
+    except KeyboardInterrupt:  # e.g. a sweep's scheduler stopping the trial in the final eval
+        _interrupted(trainer, recorder, clock, attempt)
+        raise
+
+
+def _interrupted(trainer: Any, recorder: PhaseRecorder, clock, attempt: int) -> None:
+    """Ctrl-C (Jupyter's interrupt, a sweep's stop): the status says so first, then a resume
+    point is written, so that a failing save cannot leave the phase marked as running."""
+    recorder.save_status(state="interrupted", final_step=trainer.steps_done)
+    trainer.save_resume_point()
+    clock.record()
+    copy_attempt_files(recorder.phase_dir, trainer.run_dir, attempt, "interrupted (KeyboardInterrupt)")
 
 
 def _finish(trainer: Any, recorder: PhaseRecorder, stop: HealthEvent | None, clock) -> None:
