@@ -249,7 +249,9 @@ def test_phase2_notebook_card_usage_records_the_lr_used(phase1, dataset, tmp_pat
     assert (phase2 / "export" / "model.pth").is_file()
 
 
-def test_ctrl_c_inside_an_eval_leaves_an_interrupted_phase_that_resumes(monkeypatch, tmp_path, dataset):
+def test_ctrl_c_inside_an_eval_leaves_an_interrupted_phase_that_resumes(
+    monkeypatch, tmp_path, dataset
+):
     """A sweep's scheduler (or Jupyter's interrupt button) can stop a phase in the middle of an
     evaluation, before coqui computed the eval loss: the status says "interrupted", a resume
     point is written, and the same parameters continue from it."""

@@ -249,7 +249,9 @@ def _interrupted(trainer: Any, recorder: PhaseRecorder, clock, attempt: int) -> 
     recorder.save_status(state="interrupted", final_step=trainer.steps_done)
     trainer.save_resume_point()
     clock.record()
-    copy_attempt_files(recorder.phase_dir, trainer.run_dir, attempt, "interrupted (KeyboardInterrupt)")
+    copy_attempt_files(
+        recorder.phase_dir, trainer.run_dir, attempt, "interrupted (KeyboardInterrupt)"
+    )
 
 
 def _finish(trainer: Any, recorder: PhaseRecorder, stop: HealthEvent | None, clock) -> None:
