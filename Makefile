@@ -5,7 +5,8 @@ demo: setup
 	.venv/bin/voicebook run --experiment demo
 
 test: setup
-	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider
+	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \
+		-n 2 --no-loadscope-reorder  # two workers: see tests/conftest.py
 
 setup:
 	@bash scripts/setup.sh

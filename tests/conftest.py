@@ -1,7 +1,55 @@
-"""Test-wide set-up: every test writes experiments to a temporary outputs folder, never to a
-person's ``outputs/`` (notebook kernels started by nbmake inherit this environment)."""
+"""Test-wide set-up.
+
+Every test writes experiments to a temporary outputs folder, never to a person's ``outputs/``
+(notebook kernels started by nbmake inherit this environment).
+
+``make test`` runs two pytest-xdist workers (``-n 2 --no-loadscope-reorder``).
+Each test file is one group, so a module's fixtures (a trained phase, the full-size model) are
+built once, on one worker; the stage notebooks are one group because nbmake runs them as one
+pipeline, in order, in one outputs folder. The groups that take minutes go first, so that the
+two workers end together (figures: ``--durations`` of a serial run).
+"""
 
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault("VOICEBOOK_OUTPUTS", tempfile.mkdtemp(prefix="voicebook-test-outputs-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker (its kernels and subprocesses inherit it): two workers with two
+    # torch threads each on two cores ran phase 1 ten times slower (OpenMP threads spin).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+LONGEST_FIRST = (
+    "test_sweep.py",  # ~5 min: two Ray sweeps
+    "test_stages.py",  # ~4.5 min: papermill flows
+    "notebooks",  # ~4 min: every stage notebook with its defaults
+    "test_fullsize.py",  # ~3.5 min: the real XTTS v2 size
+    "test_browser.py",  # ~2 min: JupyterLab in chromium
+    "test_training_runs.py",
+    "test_report.py",
+)
+
+
+def _group(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    return "notebooks" if path.endswith(".ipynb") else path.rsplit("/", 1)[-1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))  # stable
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's scope scheduling with the groups above as scopes. (``--dist loadgroup`` does not
+    work with pytest 9.2: its hook renames node ids, which pytest 9.2 no longer allows.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return ByGroup(config, log)

@@ -56,7 +56,7 @@ def build(tiny: str, dest: str) -> None:
     from voicebook.coqui.models import load_config, load_xtts_files
 
     tiny_dir, folder = Path(tiny), Path(dest)
-    partial = folder.with_name(folder.name + ".partial")
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name in ("dvae.pth", "mel_stats.pth", "vocab.json"):

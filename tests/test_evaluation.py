@@ -345,6 +345,16 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     assert (exp / "eval" / "phase1" / "temperature_0.9" / "s01.wav").is_file()
     assert result.settings["temperature"] == 0.65 and result.settings["reference_mode"] == "first"
     assert result.settings["reference_clips"] == ["wavs/interview_006.wav"]
+    # forgetting: Text CE and CER on the general sentences, read in the speaker's voice
+    general = pd.read_csv(exp / "eval" / ".general" / "metadata_eval.csv", sep="|")
+    assert general["text"].tolist() == ["Jó napot!"]
+    assert general["audio_file"].tolist() == ["wavs/reference_0.wav"]
+    assert table["general_cer"].tolist() == pytest.approx([6 / 8, 6 / 8])
+    text_ce = table["general_text_ce"].tolist()
+    assert all(0 < x < 1 for x in text_ce) and text_ce[0] != pytest.approx(text_ce[1], abs=1e-6)
+    again = ev.general_text_ce(ev.Candidate("base", "base", None), config,
+                               exp / "eval" / ".general", exp / "eval", base, "cpu")  # fmt: skip
+    assert again == pytest.approx(text_ce[0], abs=1e-6)  # seeded: the same batches every time
 
 
 def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(

@@ -184,8 +184,9 @@ def test_evaluation_and_report_take_a_lora_checkpoint_as_a_candidate(lora1, data
     tuned = ev.eval_losses(base, dataset, best, tmp_path, batch_size=2)["mel_ce"]
     assert tuned < ev.eval_losses(base, dataset, None, tmp_path, batch_size=2)["mel_ce"] - 0.1
     table = pd.DataFrame(
-        [{"candidate": "base", "checkpoint": ""}, {"candidate": "phase1", "checkpoint": str(best),
-          "mel_ce": tuned, "text_ce": 0.06, "speaker_similarity": 0.5}]
+        [{"candidate": "base", "checkpoint": "", "general_text_ce": 0.05, "general_cer": 0.5},
+         {"candidate": "phase1", "checkpoint": str(best), "mel_ce": tuned, "text_ce": 0.06,
+          "speaker_similarity": 0.5, "general_text_ce": 0.07, "general_cer": 0.75}]
     )  # fmt: skip
     compare = finetune_table(table).set_index("candidate")
     assert list(compare.index) == ["phase1"]  # the base was made by no phase
@@ -194,6 +195,7 @@ def test_evaluation_and_report_take_a_lora_checkpoint_as_a_candidate(lora1, data
     assert row["trained_weights"] == r1.status["trained_weights"]
     assert 0 < row["minutes"] < 10 and row["peak_memory_mb"] > 100
     assert row["checkpoint_mb"] < 1  # adapters and their optimizer state only
+    assert row["forgetting_text_ce"] == pytest.approx(0.02) and row["forgetting_cer"] == 0.25
 
 
 def test_a_changed_base_is_refused_by_name(lora1, tmp_path):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from stub_notebooks import write_stub_notebook
 
+from voicebook.fileio import FolderBusy
 from voicebook.models import resolve_base
 from voicebook.paths import REPO_ROOT
 from voicebook.sweep import cli, report, spec, trial
@@ -67,7 +68,7 @@ def test_a_changed_sweep_is_refused_and_one_driver_holds_the_lock(tmp_path):
         spec.same_sweep(before, s, ["01_phase1"])
     with (
         spec.locked(tmp_path),
-        pytest.raises(SweepError, match="Another `voicebook sweep`"),
+        pytest.raises(FolderBusy, match="Another `voicebook sweep`"),
         spec.locked(tmp_path),
     ):
         pass

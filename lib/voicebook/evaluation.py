@@ -68,6 +68,8 @@ EVAL_TABLE_COLUMNS = [
     "n_sentences",
     "n_eval_batches",
     "voice_mel_ce",
+    "general_text_ce",  # Text CE on the general test sentences (not the speaker's): forgetting
+    "general_cer",  # CER on the same sentences' syntheses (the hidden clips' lines left out)
     "cap_hits",  # test sentences whose generation ran into the token cap (eval_depth)
     "short_cap_hit",  # whether the short test sentence did
     "dvae_mse",  # the base DVAE's held-out reconstruction MSE: the same for every candidate
@@ -464,20 +466,22 @@ def evaluate(
 
     Without a dataset, the table lists the candidates with empty metrics and the notes say why.
     """
-    from voicebook import eval_depth
+    from voicebook import eval_depth, splits
 
     experiment_path = Path(experiment_path)
     eval_dir = experiment_path / "eval"
     candidates, notes = resolve_candidates(config.candidates, experiment_path)
     dataset, split = _scored_split(experiment_path, eval_dir, candidates, notes)
     sentences = config.sentences()  # fails early for a language without defaults
-    hidden, references, recon = pd.DataFrame(columns=["text", "wav"]), [], {}
+    hidden, references, recon, general = pd.DataFrame(columns=["text", "wav"]), [], {}, None
     device = resolve_device(config.device)
     scorer = SpeakerSimilarity(eval_clips(dataset), device=device) if dataset else None
     if dataset is not None:
         notes += _seen_in_training(sentences, dataset)
         config, references, hidden = _voice_and_sentences(config, dataset, scorer)
         recon = eval_depth.dvae_reconstruction(base_dir, dataset, device)
+        if references:  # the forgetting measure's sentences, read in the speaker's voice
+            general = splits.general_view(eval_dir / splits.GENERAL_DIR, sentences, references)
     if dataset is None:
         notes.append(
             f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
@@ -487,11 +491,13 @@ def evaluate(
         transcribe = load_asr(config.asr_model, config.language, device)
     if transcribe is None:
         notes.append("CER skipped: asr_model is empty (give 'base', which works offline).")
-    rows, samples, depth = [], [], {"losses": {}, "per_source": {}, "sweep": []}
+    rows, samples = [], []
+    depth = {"losses": {}, "per_source": {}, "sweep": [], "general": general, "general_ce": {}}
     for c in tqdm(candidates, desc="candidates"):
         row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
         row["split"] = split
-        metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce")
+        metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce",
+                   "general_text_ce", "general_cer")  # fmt: skip
         row |= {k: math.nan for k in metrics}
         row |= {"n_sentences": 0, "n_eval_batches": 0, "cap_hits": 0, "short_cap_hit": None}
         row["dvae_mse"] = recon.get(eval_depth.ALL, {}).get("mse", math.nan)
@@ -610,6 +616,8 @@ def _evaluate_one(
         depth["per_source"][key] = eval_depth.losses_by_source(
             base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device
         )
+        depth["general_ce"][key] = general_text_ce(c, config, depth["general"], eval_dir, base_dir,
+                                                   device)  # fmt: skip
     losses, per_source = depth["losses"][key], depth["per_source"][key]
     model = load_xtts(base_dir, c.checkpoint, device)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
@@ -638,10 +646,33 @@ def _evaluate_one(
         "cer": cer,
         "n_sentences": len(samples),
         "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
+        "general_text_ce": depth["general_ce"][key],
+        "general_cer": _general_cer(samples, depth["general"]),
         **eval_depth.cap_hits(samples, short),
         **eval_depth.source_columns(per_source),
         "_samples": samples,
     }
+
+
+def general_text_ce(
+    c: Candidate, config: EvalConfig, general: Path | None, eval_dir: Path, base_dir: Path, device
+) -> float:
+    """The candidate's Text CE on the general test sentences (``splits.general_view``): against
+    the base's, how much of reading the fine-tune forgot. NaN without reference clips."""
+    if general is None:
+        return math.nan
+    return eval_losses(
+        base_dir, general, c.checkpoint, eval_dir / "_trainer", language=config.language,
+        seed=config.seed, batch_size=config.eval_batch_size, device=device,
+    )["text_ce"]  # fmt: skip
+
+
+def _general_cer(samples: pd.DataFrame, general: Path | None) -> float:
+    """Mean CER over the general sentences' syntheses (not the hidden clips' transcripts)."""
+    if general is None or "cer" not in samples:
+        return math.nan
+    texts = set(pd.read_csv(general / EVAL_META, sep="|")["text"])
+    return float(samples.loc[samples["text"].isin(texts), "cer"].mean())
 
 
 def metrics_figure(table: pd.DataFrame):

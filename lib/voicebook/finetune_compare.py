@@ -2,7 +2,8 @@
 
 One row per evaluated candidate that a phase made (its checkpoint, or an export of it): how it
 was fine-tuned (``full``, or ``lora r<rank>``), the weights it trained, its held-out Mel CE,
-Text CE and speaker similarity (from the evaluation's table), and what its phase cost as the
+Text CE and speaker similarity (from the evaluation's table), its forgetting against the
+base (below), and what its phase cost as the
 phase recorded it in ``status.json`` (``voicebook.training.costs``): minutes of training, peak
 memory, disk of its run folder and size of one periodic checkpoint. A candidate from another
 experiment (a LoRA experiment's checkpoint given to this one's evaluation) is found the same way,
@@ -19,8 +20,13 @@ import pandas as pd
 
 COLUMNS = [
     "candidate", "label", "finetune", "trained_weights", "mel_ce", "text_ce",
-    "speaker_similarity", "minutes", "peak_memory_mb", "memory", "disk_mb", "checkpoint_mb",
+    "speaker_similarity", "forgetting_text_ce", "forgetting_cer", "minutes", "peak_memory_mb",
+    "memory", "disk_mb", "checkpoint_mb",
 ]  # fmt: skip
+# Forgetting: the candidate's Text CE and CER on the general test sentences (not the speaker's;
+# ``evaluation.general_text_ce``) minus the base's. Above 0: it reads general text worse than
+# the model it started from.
+FORGETTING = {"forgetting_text_ce": "general_text_ce", "forgetting_cer": "general_cer"}
 COST_KEYS = ("peak_memory_mb", "memory", "disk_mb", "checkpoint_mb")
 
 
@@ -50,11 +56,19 @@ def finetune_label(status: dict[str, Any]) -> str:
     return f"lora r{(status.get('params') or {}).get('lora_rank', '?')}"
 
 
+def _minus(value: Any, base: Any) -> float | None:
+    try:
+        return float(value) - float(base)
+    except (TypeError, ValueError):  # no base row, or a column an older evaluation lacks
+        return None
+
+
 def finetune_table(eval_table: pd.DataFrame | None) -> pd.DataFrame:
     """The comparison (see the module doc); empty when no evaluated candidate came from a phase
     that recorded its costs."""
-    rows = []
-    for row in [] if eval_table is None else eval_table.to_dict("records"):
+    rows, records = [], [] if eval_table is None else eval_table.to_dict("records")
+    base = next((r for r in records if r["candidate"] == "base"), {})
+    for row in records:
         status = phase_status(row["checkpoint"]) if row.get("checkpoint") else None
         if not status or "train_seconds" not in status:
             continue
@@ -66,6 +80,7 @@ def finetune_table(eval_table: pd.DataFrame | None) -> pd.DataFrame:
                 "finetune": finetune_label(status),
                 "trained_weights": status.get("trained_weights"),
                 **{k: row.get(k) for k in ("mel_ce", "text_ce", "speaker_similarity")},
+                **{k: _minus(row.get(v), base.get(v)) for k, v in FORGETTING.items()},
                 "minutes": seconds / 60,
                 **{k: status.get(k) for k in COST_KEYS},
             }

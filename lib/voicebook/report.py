@@ -468,7 +468,9 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
             "base frozen); minutes = training time of that candidate's phase alone (resumed "
             "attempts added up); peak_memory_mb = the phase's peak (memory says what was "
             "measured); disk_mb = its run folder; checkpoint_mb = one periodic checkpoint (what "
-            "resuming needs).</p>"
+            "resuming needs); forgetting_text_ce and forgetting_cer = Text CE and CER on the "
+            "general test sentences (not the speaker's) minus the base's: above 0, the candidate "
+            "reads general text worse than the model it started from.</p>"
         ),
     ]
 

@@ -56,3 +56,27 @@ def scoring_dataset(dataset_dir: Path, work_dir: Path) -> tuple[Path, str, str |
     if has_test_split(dataset_dir):
         return test_view(dataset_dir, Path(work_dir) / VIEW_DIR), TEST, None
     return Path(dataset_dir), VALIDATION, two_split_note(dataset_dir)
+
+
+GENERAL_DIR = ".general"  # under eval/: hidden, rebuilt at every evaluation
+
+
+def general_view(folder: str | Path, sentences: list[str], references: list[Path]) -> Path:
+    """``folder`` made into a dataset whose "eval" split is ``sentences`` (general text, not the
+    speaker's), each paired with one of the speaker's ``references`` in turn. The GPT reads a
+    sentence's text before any audio code (causal attention), so its Text CE there is what the
+    model knows of reading given the speaker's voice, whatever codes follow; its Mel CE is
+    meaningless and is not used. The forgetting measure of the evaluation."""
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "wavs").mkdir(parents=True)
+    for i, clip in enumerate(references):
+        os.symlink(Path(clip).resolve(), folder / "wavs" / f"reference_{i}{Path(clip).suffix}")
+    rows = ["audio_file|text|speaker_name"]
+    for i, sentence in enumerate(sentences):
+        clip = references[i % len(references)]
+        rows.append(f"wavs/reference_{i % len(references)}{Path(clip).suffix}|{sentence}|speaker")
+    for meta in (EVAL_META, TRAIN_META):  # coqui's loader wants a train split too: the same
+        (folder / meta).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder

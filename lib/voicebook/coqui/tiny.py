@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +188,18 @@ def build_tiny_base(
     folder = Path(dest) if dest else cache_dir() / f"tiny-{_tiny_key(texts, clips)}"
     if all((folder / name).is_file() for name in BASE_FILES):
         return folder
-    partial = folder.with_name(folder.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
+    # One folder per process: parallel trials or test workers may build the same base at once.
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     _write_tiny_files(partial, texts, clips, language, seed)
-    partial.replace(folder) if not folder.exists() else _move_files(partial, folder)
+    try:
+        partial.replace(folder)  # atomic; fails where the folder exists
+    except OSError:
+        if all((folder / name).is_file() for name in BASE_FILES):
+            shutil.rmtree(partial)  # another process finished first: the build is deterministic
+        else:
+            _move_files(partial, folder)  # an interrupted earlier build left the folder
     return folder
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from voicebook import runner
+from voicebook.fileio import FolderBusy
 from voicebook.sweep.spec import SweepError, SweepSpec
 from voicebook.sweep.tuner import Resources
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from voicebook.sweep.tuner import run_sweep
 
         results = run_sweep(spec_from_args(args), res)
-    except (SweepError, runner.RunnerError, FileNotFoundError, ValueError) as exc:
+    except (SweepError, FolderBusy, runner.RunnerError, FileNotFoundError, ValueError) as exc:
         print(f"voicebook: {exc}", file=sys.stderr)
         return 2
     if results.errors:

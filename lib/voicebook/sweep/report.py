@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from voicebook import decision as dm
+from voicebook.fileio import write_text_atomic
 from voicebook.sweep import trial as tr
 from voicebook.sweep.spec import (
     SweepSpec,
@@ -23,7 +24,6 @@ from voicebook.sweep.spec import (
     trial_name,
     tune_path,
     values_of,
-    write_atomic,
 )
 
 REPORT_NAME = "sweep_report.html"
@@ -283,7 +283,7 @@ def write_sweep_report(
     page = render_sweep_report(Path(folder), thresholds, results)
     if path.exists():
         path.replace(path.with_suffix(".prev.html"))
-    return write_atomic(path, page)
+    return write_text_atomic(path, page)
 
 
 def live_table(

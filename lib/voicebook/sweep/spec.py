@@ -3,17 +3,15 @@ readable trial names, ``sweep.json``, and one driver per sweep."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from voicebook.fileio import exclusive, write_text_atomic
 from voicebook.paths import outputs_root
 
 SPEC_NAME, LOCK_NAME = "sweep.json", "sweep.lock"
@@ -92,13 +90,6 @@ def now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a file
-    return path
-
-
 def read_record(folder: Path) -> dict[str, Any] | None:
     path = Path(folder) / SPEC_NAME
     try:
@@ -109,7 +100,7 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 def write_record(folder: Path, record: dict[str, Any]) -> Path:
     text = json.dumps({**record, "updated_at": now()}, indent=2, default=str, ensure_ascii=False)
-    return write_atomic(Path(folder) / SPEC_NAME, text)
+    return write_text_atomic(Path(folder) / SPEC_NAME, text)
 
 
 def same_sweep(before: dict | None, spec: SweepSpec, stages: list[str]) -> dict[str, Any]:
@@ -126,26 +117,6 @@ def same_sweep(before: dict | None, spec: SweepSpec, stages: list[str]) -> dict[
     return {**(before or {"created_at": now()}), **asked}
 
 
-@contextlib.contextmanager
 def locked(folder: Path):
-    """One driver per sweep. ``O_EXCL`` creation holds on NFS, where ``fcntl`` locks may not; a
-    lock whose driver died on this host is taken over, another host's is named."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path, host = folder / LOCK_NAME, socket.gethostname()
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        owner, pid = path.read_text().split()
-        if owner == host and not Path(f"/proc/{pid}").exists():
-            path.unlink()  # its driver is gone
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        raise SweepError(
-            f"Another `voicebook sweep` ({path.read_text()}) is running the sweep in {folder}: "
-            f"wait for it, or remove {path} if that driver is gone."
-        ) from None
-    os.write(fd, f"{host} {os.getpid()}".encode())
-    os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+    """One driver per sweep (a lock file that holds on NFS too)."""
+    return exclusive(folder, LOCK_NAME, "`voicebook sweep`")

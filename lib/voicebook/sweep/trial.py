@@ -21,9 +21,10 @@ import pandas as pd
 from ray import tune
 
 from voicebook import runner
+from voicebook.fileio import write_text_atomic
 from voicebook.paths import NOTEBOOKS_DIR, REPO_ROOT
 from voicebook.scraps import record_path
-from voicebook.sweep.spec import SHARED, now, trial_name, values_of, write_atomic
+from voicebook.sweep.spec import SHARED, now, trial_name, values_of
 
 DATA_PREP = runner.STAGES[0]
 PHASES = ("01_phase1", "02_phase2")  # the stages that write curves.csv, in this order
@@ -42,36 +43,23 @@ def declared(notebooks: Path, stage: str) -> frozenset[str]:
     return frozenset(runner.declared_parameters(notebooks / f"{stage}.ipynb"))
 
 
-def data_prep_params(params: dict[str, Any], notebooks: Path) -> dict[str, Any]:
-    """The part of ``params`` that 00_data_prep receives (the rest goes to other stages)."""
-
-    def mine(key: str, value: Any) -> bool:
-        if "." in key or key in declared(notebooks, DATA_PREP):
-            return True
-        with contextlib.suppress(runner.RunnerError):  # {stage: {...}}
-            return isinstance(value, dict) and runner.stage_name(key) == DATA_PREP
-        return False
-
-    chosen = {k: v for k, v in params.items() if mine(k, v)}
-    return runner.split_params(chosen, [DATA_PREP], functools.partial(declared, notebooks))[
-        DATA_PREP
-    ]
+def route(job: dict[str, Any], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The sweep's fixed parameters and a trial's ``values``, per stage of the job whose notebook
+    exists (``runner.split_params``: an unknown parameter raises here, before anything runs)."""
+    notebooks = notebooks_of(job)
+    present = [s for s in job["stages"] if (notebooks / f"{s}.ipynb").is_file()]
+    return runner.split_params(
+        {**job["fixed"], **values}, present, functools.partial(declared, notebooks)
+    )
 
 
 def plan_trial(job: dict[str, Any], values: dict[str, Any]) -> tuple[list[str], dict, bool]:
     """The trial's stages, its parameters per stage, and whether it shares the sweep's data prep
-    (it does unless it changes a data-prep parameter; then it skips 00_data_prep). An unknown
-    parameter raises here, before anything runs."""
-    notebooks = notebooks_of(job)
-    present = [s for s in job["stages"] if (notebooks / f"{s}.ipynb").is_file()]
-    routed = runner.split_params(
-        {**job["fixed"], **values}, present, functools.partial(declared, notebooks)
-    )
-    shared = DATA_PREP not in present or data_prep_params(
-        job["fixed"], notebooks
-    ) == data_prep_params({**job["fixed"], **values}, notebooks)
+    (it does unless it changes a data-prep parameter; then it skips 00_data_prep)."""
+    routed = route(job, values)
+    shared = DATA_PREP not in routed or routed[DATA_PREP] == route(job, {})[DATA_PREP]
     stages = [s for s in job["stages"] if not (shared and s == DATA_PREP)]
-    return stages, {s: routed[s] for s in present if s in stages and routed[s]}, shared
+    return stages, {s: routed[s] for s in routed if s in stages and routed[s]}, shared
 
 
 def link_shared_dataset(folder: Path, trial: str) -> None:
@@ -153,7 +141,7 @@ class StageTrial(tune.Trainable):
             link_shared_dataset(folder, self.name)
         self.exp.mkdir(parents=True, exist_ok=True)
         child = {**job, "experiment": self.name, "stages": stages, "params": params}
-        job_file = write_atomic(self.exp / "trial_job.json", json.dumps(child, indent=2))
+        job_file = write_text_atomic(self.exp / "trial_job.json", json.dumps(child, indent=2))
         command = [sys.executable, "-m", "voicebook.sweep.trial", str(job_file)]
         self.log = (self.exp / "trial.log").open("ab")
         self.log.write(f"$ {' '.join(command)}\n".encode())
@@ -196,7 +184,7 @@ class StageTrial(tune.Trainable):
                 self.proc.wait(STOP_WAIT_SECONDS)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            write_atomic(self.exp / STOPPED_NAME, json.dumps(stopped))
+            write_text_atomic(self.exp / STOPPED_NAME, json.dumps(stopped))
         self.log.close()
 
 

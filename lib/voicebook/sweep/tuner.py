@@ -69,7 +69,7 @@ def shared_data_prep(spec: SweepSpec, job: dict, record: dict, res: Resources, e
     if done and (spec.folder / sp.SHARED / "dataset").is_dir():
         return
     echo(f"Data prep once, shared by the trials: {spec.folder / sp.SHARED}")
-    params = {tr.DATA_PREP: tr.data_prep_params(spec.fixed, tr.notebooks_of(job))}
+    params = {tr.DATA_PREP: tr.route(job, {})[tr.DATA_PREP]}
     task = ray.remote(tr.data_prep_task).options(num_cpus=res.cpus_per_trial, num_gpus=0)
     prep = {**job, "experiment": sp.SHARED, "stages": [tr.DATA_PREP], "params": params}
     record["data_prep"] = {**ray.get(task.remote(prep)), "finished_at": sp.now()}
