@@ -6,7 +6,7 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \
-		-n 2 --no-loadscope-reorder  # two workers: see tests/conftest.py
+		-n 3 --no-loadscope-reorder  # three workers: see tests/conftest.py
 
 setup:
 	@bash scripts/setup.sh

@@ -139,10 +139,20 @@ class Notebook:
     def accept_kernel_dialog(self) -> None:
         """JupyterLab sometimes asks for the kernel although the notebook names one (a race
         while its session starts): accept the preselected "Python (voicebook)"."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         dialog = self.page.locator(".jp-Dialog", has_text="Select Kernel")
-        if dialog.count() and dialog.first.is_visible():
-            dialog.locator(".jp-mod-accept").first.click()
-            dialog.first.wait_for(state="detached", timeout=10_000)
+        deadline, clicked = time.monotonic() + 60, False
+        # On a busy machine the first click can land before the button takes it: click again.
+        while dialog.count() and dialog.first.is_visible():
+            assert time.monotonic() < deadline, "JupyterLab's Select Kernel dialog stays open"
+            try:
+                dialog.locator(".jp-mod-accept").first.click(timeout=5_000)
+                dialog.first.wait_for(state="detached", timeout=5_000)
+            except PlaywrightTimeout:
+                continue
+            clicked = True
+        if clicked:
             self.wait_idle(90)
 
     def command(self, menu: str, command: str) -> None:

@@ -234,3 +234,33 @@ def test_both_phase_notebooks_declare_every_lora_parameter(stem):
 
     declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{stem}.ipynb"))
     assert {"finetune", *training.PhaseParams.LORA} <= set(declared)  # papermill parses them
+
+
+def test_preflight_sizes_a_lora_phase_by_its_adapters(lora1):
+    """Disk and memory are estimated for what a LoRA phase trains and saves, not the whole GPT:
+    a machine with room for the adapters is not refused for lack of room for full checkpoints."""
+    import json
+
+    from voicebook.coqui.lora import HEADS
+    from voicebook.resources import adapter_weights, model_size
+
+    _, _, result = lora1
+    base = resolve_base("tiny")
+    trained = result.status["trained_weights"]
+    assert adapter_weights(base, 8, ("c_attn", "c_proj", "c_fc")) == trained  # 2 x 16 x 8 x 128
+    heads = adapter_weights(base, 8, ("c_attn", "c_proj", "c_fc"), HEADS)
+    state = torch.load(base / "model.pth", weights_only=False)["model"]
+    assert heads - trained == sum(
+        t.numel() for k, t in state.items() if k.startswith(tuple(f"gpt.{h}." for h in HEADS))
+    )
+    full, lora = model_size(base), model_size(base).with_adapters(trained)
+    assert (lora.n_trained, full.n_trained) == (trained, full.n_gpt)
+    run = Path(result.status["run_dir"])
+    on_disk = (run / f"checkpoint_{STEPS}.pth").stat().st_size
+    assert lora.checkpoint_bytes <= on_disk < lora.checkpoint_bytes + 64_000  # + config, steps
+    assert lora.disk_bytes(2) < full.disk_bytes(2) / 5
+    assert lora.training_bytes(2) < full.training_bytes(2)
+    phase = Path(result.status["run_dir"]).parent
+    health = json.loads((phase / "health.json").read_text())
+    preflight = next(e["message"] for e in health if e["kind"] == "preflight")
+    assert f"({trained / 1e6:.3g} M trained)" in preflight

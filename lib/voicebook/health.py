@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from voicebook.coqui.limits import MAX_SECONDS, MAX_TEXT_TOKENS, MIN_SECONDS
+from voicebook.coqui.lora import HEADS
 from voicebook.paths import EVAL_META, TRAIN_META
-from voicebook.resources import FULL_SIZE_GPT_PARAMS, ModelSize, available_ram, gb, model_size
+from voicebook.resources import (
+    FULL_SIZE_GPT_PARAMS,
+    ModelSize,
+    adapter_weights,
+    available_ram,
+    gb,
+    model_size,
+)
 
 TEXT_CE_ALARM = 0.04  # logged (x0.01-weighted) Text CE above this: the text side is degrading
 OVERFIT_MIN_RISE = 0.01  # eval Mel CE must rise by more than this to count (not eval noise)
@@ -148,8 +156,9 @@ def check_disk(size: ModelSize, run_dir: Path, keep_checkpoints: int) -> list[st
     return [
         (
             f"{run_dir}: {gb(free)} free, the run needs about {gb(need)} ({keep_checkpoints + 1} "
-            f"checkpoints of {gb(size.checkpoint_bytes)} with optimizer state, best model and export "
-            f"of {gb(size.slim_bytes)} each); free space or lower keep_checkpoints."
+            f"checkpoints of {gb(size.checkpoint_bytes)} with optimizer state, best models of "
+            f"{gb(size.best_bytes)}, an export of {gb(size.slim_bytes)}); free space or lower "
+            "keep_checkpoints."
         )
     ]
 
@@ -206,8 +215,10 @@ def preflight(
     batch_size: int,
     device: Any = "cpu",
     workers: int = 0,
+    lora: Any = None,
 ) -> list[HealthEvent]:
     """Every check before training; raises ``PreflightError`` listing all problems found.
+    ``lora`` (a ``LoraSpec``): disk and memory are sized for its adapters, not the whole GPT.
 
     Returns the events to record: what was checked (device, disk and RAM needs) and, for a
     full-size model on a CPU, the loud warning.
@@ -229,6 +240,9 @@ def preflight(
         problems += check_texts(samples, load_tokenizer(base_dir))
     problems += check_clips(samples)
     size = model_size(base_dir)
+    if lora is not None:
+        heads = HEADS if lora.train_heads else ()
+        size = size.with_adapters(adapter_weights(base_dir, lora.rank, lora.targets, heads))
     problems += check_disk(size, run_dir, keep_checkpoints)
     problems += check_memory(size, batch_size, device, workers)
     if problems:
@@ -240,7 +254,7 @@ def preflight(
     on_gpu = torch.device(device).type == "cuda"
     passed = (
         f"preflight passed: {len(train_samples)} train and {len(eval_samples)} eval clips; "
-        f"device {describe(device)}; {size.n_params / 1e6:.0f} M weights ({size.n_gpt / 1e6:.0f} M "
+        f"device {describe(device)}; {size.n_params / 1e6:.0f} M weights ({size.n_trained / 1e6:.3g} M "
         f"trained); disk needs {gb(size.disk_bytes(keep_checkpoints))} of "
         f"{gb(shutil.disk_usage(run_dir).free)} free; RAM needs "
         f"{gb(size.host_bytes(batch_size, on_gpu, workers))} of {gb(available_ram())} available"

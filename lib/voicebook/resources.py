@@ -9,7 +9,9 @@ checks the estimates against a full-size run).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +38,32 @@ class ModelSize:
     n_params: int
     n_gpt: int
     n_dvae: int
+    n_adapters: int = 0  # a LoRA phase: the weights its adapters (and heads) train; 0: full
+
+    @property
+    def n_trained(self) -> int:
+        return self.n_adapters or self.n_gpt
+
+    def with_adapters(self, n_adapters: int) -> ModelSize:
+        """The same base, trained by LoRA with ``n_adapters`` weights (``adapter_weights``)."""
+        return dataclasses.replace(self, n_adapters=n_adapters)
 
     @property
     def slim_bytes(self) -> int:
-        """A slim file (best model, export): the XTTS weights alone."""
+        """A slim file (a full phase's best model, every export): the XTTS weights alone."""
         return FP32 * self.n_params
 
     @property
+    def best_bytes(self) -> int:
+        """A best model: slim, or a LoRA phase's adapters alone."""
+        return FP32 * self.n_adapters if self.n_adapters else self.slim_bytes
+
+    @property
     def checkpoint_bytes(self) -> int:
-        """A periodic trainer checkpoint: the trainer's model (XTTS + DVAE) and the optimizer."""
+        """A periodic trainer checkpoint: the trainer's model (XTTS + DVAE) and the optimizer;
+        a LoRA phase's holds its adapters and their optimizer state only."""
+        if self.n_adapters:
+            return FP32 * (1 + ADAM_MOMENTS) * self.n_adapters
         return FP32 * (self.n_params + self.n_dvae) + FP32 * ADAM_MOMENTS * self.n_gpt
 
     def activation_bytes(self, batch_size: int) -> float:
@@ -53,7 +72,7 @@ class ModelSize:
     def training_bytes(self, batch_size: int) -> float:
         """Device memory of training: weights, the GPT's gradients and AdamW moments, the
         DVAE, and the batch's activations."""
-        trained = FP32 * (1 + ADAM_MOMENTS) * self.n_gpt  # gradients + moments
+        trained = FP32 * (1 + ADAM_MOMENTS) * self.n_trained  # gradients + moments
         return FP32 * (self.n_params + self.n_dvae) + trained + self.activation_bytes(batch_size)
 
     def host_bytes(self, batch_size: int, on_gpu: bool, workers: int = 0) -> float:
@@ -69,7 +88,9 @@ class ModelSize:
         """Peak disk of a phase: ``keep_checkpoints`` periodic checkpoints and the next one
         being written before the oldest goes; a best model and its successor being written;
         the export."""
-        return (keep_checkpoints + 1) * self.checkpoint_bytes + 3 * self.slim_bytes
+        return (
+            (keep_checkpoints + 1) * self.checkpoint_bytes + 2 * self.best_bytes + self.slim_bytes
+        )
 
     def cpu_seconds_per_step(self, batch_size: int, cores: int) -> float:
         return CPU_CORE_SECONDS_PER_PARAM_CLIP * self.n_gpt * batch_size / max(cores, 1)
@@ -91,6 +112,29 @@ def _counts(model_file: str, dvae_file: str, stamp: tuple) -> ModelSize:
     n_params = sum(t.numel() for k, t in model.items() if not k.startswith("mel_stats"))
     n_gpt = sum(t.numel() for k, t in model.items() if k.removeprefix("xtts.").startswith("gpt."))
     return ModelSize(n_params, n_gpt, sum(t.numel() for t in dvae.values()))
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes(model_file: str, stamp: tuple) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple(
+        (k.removeprefix("xtts."), tuple(t.shape)) for k, t in _state(Path(model_file)).items()
+    )
+
+
+def adapter_weights(base_dir: str | os.PathLike, rank: int, targets, heads=()) -> int:
+    """The weights a LoRA phase on ``base_dir`` trains, before any model is built (preflight):
+    ``rank`` x (in + out) for every 2-D weight of the GPT's transformer blocks whose module is a
+    target (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``), and every weight of the ``heads`` that
+    train with them (``gpt.<head>``)."""
+    model = Path(base_dir) / "model.pth"
+    n = 0
+    for key, shape in _shapes(str(model), (model.stat().st_mtime, model.stat().st_size)):
+        parts = key.split(".")
+        if key.startswith("gpt.gpt.h.") and parts[-2] in targets and parts[-1] == "weight":
+            n += rank * sum(shape) if len(shape) == 2 else 0
+        elif any(key.startswith(f"gpt.{head}.") for head in heads):
+            n += math.prod(shape)
+    return n
 
 
 def model_size(base_dir: str | os.PathLike) -> ModelSize:

@@ -183,6 +183,7 @@ def run_phase(
                 params.batch_size,
                 device=device,
                 workers=workers,
+                lora=params.lora_spec(),
             )
             recorder.events(checks)
         except PreflightError as exc:
