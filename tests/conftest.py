@@ -3,9 +3,10 @@
 Every test writes experiments to a temporary outputs folder, never to a person's ``outputs/``
 (notebook kernels started by nbmake inherit this environment).
 
-``make test`` runs three pytest-xdist workers (``-n 3 --no-loadscope-reorder``), one torch thread
-each (two threads each made phase 1 ten times slower: OpenMP threads spin). On 2 cores, two workers left a quarter of the CPU idle (kernel starts, Ray's scheduling,
-the browser), and a third fills it.
+``make test`` runs three pytest-xdist workers (``-n 3 --no-loadscope-reorder``) with one torch
+thread each: two threads per worker made phase 1 ten times slower (OpenMP threads spin). On 2
+cores, two workers left a quarter of the CPU idle (kernel starts, Ray's scheduling, the
+browser); a third fills it.
 Each test file is one group, so a module's fixtures (a trained phase, the full-size model) are
 built once, on one worker; the stage notebooks are one group because nbmake runs them as one
 pipeline, in order, in one outputs folder. The groups that take minutes go first, so that the
