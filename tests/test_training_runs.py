@@ -136,11 +136,16 @@ def test_finished_run_with_same_params_is_returned_without_training(phase1):
     pd.testing.assert_frame_equal(again.curves, result.curves)
 
 
-def test_export_is_slim_and_loads_for_inference(phase1):
+def test_export_is_slim_and_loads_for_inference(phase1, tmp_path):
+    import shutil
+
     from voicebook.coqui.models import load_xtts
 
     _, _, result = phase1
-    folder = training.export_phase(result, "best")
+    exported_to = training.export_phase(result, "best")
+    # self-contained: no link into this machine's cache, so a copy loads anywhere
+    assert not [p.name for p in exported_to.iterdir() if p.is_symlink()]
+    folder = shutil.copytree(exported_to, tmp_path / "elsewhere", symlinks=True)
     names = {p.name for p in folder.iterdir()}
     assert {"model.pth", "config.json", "vocab.json", "reference.wav", "dvae.pth"} <= names
     slim = torch.load(folder / "model.pth", weights_only=False)["model"]

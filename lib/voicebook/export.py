@@ -3,14 +3,15 @@
 A trainer checkpoint carries the optimizer state, the DVAE and mel front-ends, all only needed
 for training (a full-size one is 3x the weights). The phases write their best models slim too
 (``write_slim``); only the periodic checkpoints, which resume needs, keep it all.
-``slim_checkpoint`` keeps the XTTS weights alone (keys without the ``xtts.``
-prefix, loadable by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model
-with the base's ``config.json`` and ``vocab.json`` and a reference clip, plus links to the base's
-``dvae.pth`` and ``mel_stats.pth`` so the folder is itself a base folder
-(``voicebook.models.load_xtts(folder)``) for evaluation. A LoRA phase's checkpoint (adapters
-only, ``voicebook.coqui.lora``) is exported merged: a standard XTTS ``model.pth``. Its ``speakers_xtts.pth`` carries the
-voice: the base's speakers plus ``EXPORT_VOICE``, the latents the exported model makes of the
-reference clip, so inference needs no reference audio (``speaker=EXPORT_VOICE``).
+``slim_checkpoint`` keeps the XTTS weights alone (keys without the ``xtts.`` prefix, loadable
+by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model with the base's
+``config.json`` and ``vocab.json``, a reference clip, and the base's ``dvae.pth`` and
+``mel_stats.pth`` (hard links or copies, never symbolic links: the folder is self-contained),
+so the folder is itself a base folder (``voicebook.models.load_xtts(folder)``) for evaluation.
+A LoRA phase's checkpoint (adapters only, ``voicebook.coqui.lora``) is exported merged: a
+standard XTTS ``model.pth``. Its ``speakers_xtts.pth`` carries the voice: the base's speakers
+plus ``EXPORT_VOICE``, the latents the exported model makes of the reference clip, so
+inference needs no reference audio (``speaker=EXPORT_VOICE``).
 """
 
 from __future__ import annotations
@@ -72,11 +73,14 @@ def slim_checkpoint(
     return write_slim(state, dest)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _own_copy(src: Path, dst: Path) -> None:
+    """A file of the export's own: a hard link where the file system allows (no space taken),
+    else a copy. Never a symbolic link: an export is copied to other machines, where a link
+    into this machine's cache would arrive broken."""
     dst.unlink(missing_ok=True)
     try:
-        dst.symlink_to(src.resolve())
-    except OSError:  # file systems without links
+        os.link(src.resolve(), dst)
+    except OSError:  # another file system, or none with hard links
         shutil.copy2(src, dst)
 
 
@@ -90,7 +94,8 @@ def export_folder(
     """A ready-to-use inference folder for ``checkpoint``; returns it.
 
     Holds ``model.pth`` (slim), ``config.json``, ``vocab.json``, ``reference.wav`` (the voice to
-    clone from), links to the base's DVAE and mel stats, and ``speakers_xtts.pth`` (the base's
+    clone from), the base's DVAE and mel stats (self-contained: ``_own_copy``), and
+    ``speakers_xtts.pth`` (the base's
     speakers, plus the reference clip's voice as ``EXPORT_VOICE`` when there is a clip);
     ``export.json`` records where everything came from. Re-exporting replaces only these
     derived files. ``device`` runs the model that makes the reference voice.
@@ -101,7 +106,7 @@ def export_folder(
     for name in ("config.json", "vocab.json"):
         shutil.copy2(base / name, dest / name)
     for name in ("dvae.pth", "mel_stats.pth", "speakers_xtts.pth"):
-        _link_or_copy(base / name, dest / name)
+        _own_copy(base / name, dest / name)
     if reference_clip:
         from voicebook.coqui.latents import add_reference_voice
         from voicebook.device import resolve_device
