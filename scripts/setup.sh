@@ -53,7 +53,10 @@ $uv_only && exit 0
 
 # 4. .venv is exactly uv.lock: --locked refuses a lock that no longer matches pyproject.toml
 #    ('make lock' re-locks), and sync removes what the lock does not list. A no-op takes a second.
-UV_PROJECT_ENVIRONMENT=.venv "$UV" sync --locked --python "$PY" --quiet ||
+#    --compile-bytecode writes the .pyc files once, at install: where PYTHONDONTWRITEBYTECODE is
+#    set (CI images often set it) Python would otherwise compile torch, transformers and the
+#    rest from source in every process, 1-2 s per stage kernel and papermill run.
+UV_PROJECT_ENVIRONMENT=.venv "$UV" sync --locked --compile-bytecode --python "$PY" --quiet ||
   { echo "voicebook set-up: 'uv sync --locked' failed (see above). If pyproject.toml changed, run 'make lock'." >&2; exit 1; }
 
 # 5. The Jupyter kernel the notebooks, papermill and nbmake use, inside .venv (voicebook.kernel
