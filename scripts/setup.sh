@@ -18,6 +18,9 @@ command -v cc >/dev/null || missing+=(gcc)
 # Debian's Chromium for the real-browser test of the listening panel (Playwright drives it with
 # executable_path; Playwright's own browser download is never used).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# espeak-ng speaks the tests' untranscribed interviews (two voices in turns, English and
+# Hungarian) that speech recognition must transcribe and split, and bench_asr.py's recordings.
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 if ((${#missing[@]})) && ! $uv_only; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
