@@ -492,28 +492,13 @@ def evaluate(
     if transcribe is None:
         notes.append("CER skipped: asr_model is empty (give 'base', which works offline).")
     rows, samples = [], []
-    depth = {"losses": {}, "per_source": {}, "sweep": [], "general": general, "general_ce": {}}
+    depth = {"losses": {}, "per_source": {}, "sweep": [], "general_ce": {}, "general": general,
+             "general_sentences": sentences if general else []}  # fmt: skip
     for c in tqdm(candidates, desc="candidates"):
-        row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
-        row["split"] = split
-        metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce",
-                   "general_text_ce", "general_cer")  # fmt: skip
-        row |= {k: math.nan for k in metrics}
-        row |= {"n_sentences": 0, "n_eval_batches": 0, "cap_hits": 0, "short_cap_hit": None}
-        row["dvae_mse"] = recon.get(eval_depth.ALL, {}).get("mse", math.nan)
+        row = _empty_row(c, split, recon.get(eval_depth.ALL, {}).get("mse", math.nan))
         if dataset is not None:
-            row |= _evaluate_one(
-                c,
-                config,
-                dataset,
-                eval_dir,
-                base_dir,
-                scorer,
-                transcribe,
-                references,
-                depth,
-                device,
-            )
+            row |= _evaluate_one(c, config, dataset, eval_dir, base_dir, scorer, transcribe,
+                                 references, depth, device)  # fmt: skip
             samples.append(row.pop("_samples"))
         rows.append(row)
     table = _eval_table(rows)
@@ -523,15 +508,30 @@ def evaluate(
         samples.append(real)
     sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     if dataset is not None:
-        eval_dir.mkdir(parents=True, exist_ok=True)
-        table.to_csv(experiment_path / EVAL_TABLE_FILE, index=False)
-        relative = [str(Path(w).relative_to(eval_dir)) for w in sample_table["wav"]]
-        sample_table.assign(wav=relative).to_csv(experiment_path / SAMPLES_FILE, index=False)
+        _write_tables(experiment_path, eval_dir, table, sample_table)
     settings = eval_depth.settings(config, references, dataset) if dataset else {}
     return EvalResult(
         table, sample_table, notes, *eval_depth.gathered(depth, candidates), recon,
         settings | ({"split": split} if dataset else {}),
     )  # fmt: skip
+
+
+def _empty_row(c: Candidate, split: str, dvae_mse: float) -> dict[str, Any]:
+    """A candidate's row before (or without) scoring: every metric NaN, no sentence."""
+    row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
+    metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce",
+               "general_text_ce", "general_cer")  # fmt: skip
+    row |= {"split": split, **{k: math.nan for k in metrics}}
+    return row | {"n_sentences": 0, "n_eval_batches": 0, "cap_hits": 0, "short_cap_hit": None,
+                  "dvae_mse": dvae_mse}  # fmt: skip
+
+
+def _write_tables(experiment_path: Path, eval_dir: Path, table, sample_table) -> None:
+    """``eval_table.csv`` and ``samples.csv`` (wav paths relative to ``eval/``)."""
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(experiment_path / EVAL_TABLE_FILE, index=False)
+    relative = [str(Path(w).relative_to(eval_dir)) for w in sample_table["wav"]]
+    sample_table.assign(wav=relative).to_csv(experiment_path / SAMPLES_FILE, index=False)
 
 
 def _scored_split(
@@ -606,19 +606,9 @@ def _evaluate_one(
     from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
     from voicebook.coqui.models import load_xtts
 
-    key = str(c.checkpoint or "")
-    if key not in depth["losses"]:  # per checkpoint: a voice does not change them
-        depth["losses"][key] = eval_losses(
-            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", language=config.language,
-            seed=config.seed, max_batches=config.max_eval_batches,
-            batch_size=config.eval_batch_size, device=device,
-        )  # fmt: skip
-        depth["per_source"][key] = eval_depth.losses_by_source(
-            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device
-        )
-        depth["general_ce"][key] = general_text_ce(c, config, depth["general"], eval_dir, base_dir,
-                                                   device)  # fmt: skip
-    losses, per_source = depth["losses"][key], depth["per_source"][key]
+    losses, per_source, general_ce = _checkpoint_losses(
+        c, config, dataset, eval_dir, base_dir, depth, device
+    )
     model = load_xtts(base_dir, c.checkpoint, device)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
     samples = synthesize(
@@ -646,12 +636,47 @@ def _evaluate_one(
         "cer": cer,
         "n_sentences": len(samples),
         "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
-        "general_text_ce": depth["general_ce"][key],
-        "general_cer": _general_cer(samples, depth["general"]),
+        "general_text_ce": general_ce,
+        "general_cer": _general_cer(samples, depth["general_sentences"]),
         **eval_depth.cap_hits(samples, short),
         **eval_depth.source_columns(per_source),
         "_samples": samples,
     }
+
+
+def _checkpoint_losses(
+    c: Candidate,
+    config: EvalConfig,
+    dataset: Path,
+    eval_dir: Path,
+    base_dir: Path,
+    depth: dict[str, Any],
+    device,
+) -> tuple[dict[str, float], Any, float]:
+    """Mel CE / Text CE, per source, and general Text CE of ``c``'s checkpoint: computed once
+    per checkpoint (a voice does not change them) and kept in ``depth``."""
+    from voicebook import eval_depth
+
+    key = str(c.checkpoint or "")
+    if key not in depth["losses"]:
+        depth["losses"][key] = eval_losses(
+            base_dir,
+            dataset,
+            c.checkpoint,
+            eval_dir / "_trainer",
+            language=config.language,
+            seed=config.seed,
+            max_batches=config.max_eval_batches,
+            batch_size=config.eval_batch_size,
+            device=device,
+        )
+        depth["per_source"][key] = eval_depth.losses_by_source(
+            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device
+        )
+        depth["general_ce"][key] = general_text_ce(
+            c, config, depth["general"], eval_dir, base_dir, device
+        )
+    return depth["losses"][key], depth["per_source"][key], depth["general_ce"][key]
 
 
 def general_text_ce(
@@ -667,12 +692,11 @@ def general_text_ce(
     )["text_ce"]  # fmt: skip
 
 
-def _general_cer(samples: pd.DataFrame, general: Path | None) -> float:
+def _general_cer(samples: pd.DataFrame, sentences: list[str]) -> float:
     """Mean CER over the general sentences' syntheses (not the hidden clips' transcripts)."""
-    if general is None or "cer" not in samples:
+    if not sentences or "cer" not in samples:
         return math.nan
-    texts = set(pd.read_csv(general / EVAL_META, sep="|")["text"])
-    return float(samples.loc[samples["text"].isin(texts), "cer"].mean())
+    return float(samples.loc[samples["text"].isin(sentences), "cer"].mean())
 
 
 def metrics_figure(table: pd.DataFrame):

@@ -106,19 +106,15 @@ def _state(path: Path) -> dict:
     return state.get("model", state) if isinstance(state, dict) else state
 
 
-@functools.lru_cache(maxsize=8)
-def _counts(model_file: str, dvae_file: str, stamp: tuple) -> ModelSize:
-    model, dvae = _state(Path(model_file)), _state(Path(dvae_file))
-    n_params = sum(t.numel() for k, t in model.items() if not k.startswith("mel_stats"))
-    n_gpt = sum(t.numel() for k, t in model.items() if k.removeprefix("xtts.").startswith("gpt."))
-    return ModelSize(n_params, n_gpt, sum(t.numel() for t in dvae.values()))
+@functools.lru_cache(maxsize=16)
+def _shapes(file: str, stamp: tuple) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Each weight's name (without ``xtts.``) and shape; cached while the file is unchanged
+    (``stamp``), so sizing and adapter counts read a base once."""
+    return tuple((k.removeprefix("xtts."), tuple(t.shape)) for k, t in _state(Path(file)).items())
 
 
-@functools.lru_cache(maxsize=8)
-def _shapes(model_file: str, stamp: tuple) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    return tuple(
-        (k.removeprefix("xtts."), tuple(t.shape)) for k, t in _state(Path(model_file)).items()
-    )
+def _file_shapes(path: Path) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return _shapes(str(path), (path.stat().st_mtime, path.stat().st_size))
 
 
 def adapter_weights(base_dir: str | os.PathLike, rank: int, targets, heads=()) -> int:
@@ -126,9 +122,8 @@ def adapter_weights(base_dir: str | os.PathLike, rank: int, targets, heads=()) -
     ``rank`` x (in + out) for every 2-D weight of the GPT's transformer blocks whose module is a
     target (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``), and every weight of the ``heads`` that
     train with them (``gpt.<head>``)."""
-    model = Path(base_dir) / "model.pth"
     n = 0
-    for key, shape in _shapes(str(model), (model.stat().st_mtime, model.stat().st_size)):
+    for key, shape in _file_shapes(Path(base_dir) / "model.pth"):
         parts = key.split(".")
         if key.startswith("gpt.gpt.h.") and parts[-2] in targets and parts[-1] == "weight":
             n += rank * sum(shape) if len(shape) == 2 else 0
@@ -139,9 +134,11 @@ def adapter_weights(base_dir: str | os.PathLike, rank: int, targets, heads=()) -
 
 def model_size(base_dir: str | os.PathLike) -> ModelSize:
     """The weight counts of a base folder (cached while its files are unchanged)."""
-    model, dvae = Path(base_dir) / "model.pth", Path(base_dir) / "dvae.pth"
-    stamp = (model.stat().st_mtime, model.stat().st_size, dvae.stat().st_mtime)
-    return _counts(str(model), str(dvae), stamp)
+    model = _file_shapes(Path(base_dir) / "model.pth")
+    n_params = sum(math.prod(s) for k, s in model if not k.startswith("mel_stats"))
+    n_gpt = sum(math.prod(s) for k, s in model if k.startswith("gpt."))
+    n_dvae = sum(math.prod(s) for _, s in _file_shapes(Path(base_dir) / "dvae.pth"))
+    return ModelSize(n_params, n_gpt, n_dvae)
 
 
 def available_ram() -> int:

@@ -28,6 +28,7 @@ import pandas as pd
 import scrapbook as sb
 
 from voicebook import runs
+from voicebook.fileio import write_json_atomic
 from voicebook.stages import checked
 
 _DF_MARK = "__voicebook_dataframe__"
@@ -101,10 +102,7 @@ def publish(experiment_path: str | Path, stage: str, values: dict[str, Any]) -> 
     record["updated"] = runs.now()
     record["scraps"].update(_jsonable(values))
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(partial, path)  # atomic: a kill never leaves half a record
-    return path
+    return write_json_atomic(path, record, indent=1)  # a kill never leaves half a record
 
 
 def _next_record(path: Path, stage: str, names: list[str]) -> dict[str, Any]:

@@ -35,12 +35,18 @@ def two_split_note(dataset_dir: str | Path) -> str:
     )
 
 
-def test_view(dataset_dir: str | Path, folder: str | Path) -> Path:
-    """``folder`` made into a dataset whose "eval" split is ``dataset_dir``'s test split."""
-    dataset, folder = Path(dataset_dir).resolve(), Path(folder)
+def _fresh(folder: str | Path) -> Path:
+    """An empty ``folder``: a view is rebuilt at every evaluation, never updated."""
+    folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    return folder
+
+
+def test_view(dataset_dir: str | Path, folder: str | Path) -> Path:
+    """``folder`` made into a dataset whose "eval" split is ``dataset_dir``'s test split."""
+    dataset, folder = Path(dataset_dir).resolve(), _fresh(folder)
     os.symlink(dataset / "wavs", folder / "wavs", target_is_directory=True)
     shutil.copyfile(dataset / TRAIN_META, folder / TRAIN_META)
     shutil.copyfile(dataset / TEST_META, folder / EVAL_META)
@@ -67,10 +73,8 @@ def general_view(folder: str | Path, sentences: list[str], references: list[Path
     sentence's text before any audio code (causal attention), so its Text CE there is what the
     model knows of reading given the speaker's voice, whatever codes follow; its Mel CE is
     meaningless and is not used. The forgetting measure of the evaluation."""
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    (folder / "wavs").mkdir(parents=True)
+    folder = _fresh(folder)
+    (folder / "wavs").mkdir()
     for i, clip in enumerate(references):
         os.symlink(Path(clip).resolve(), folder / "wavs" / f"reference_{i}{Path(clip).suffix}")
     rows = ["audio_file|text|speaker_name"]

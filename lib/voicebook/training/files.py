@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from voicebook.checkpoints import checkpoint_file, resolve_checkpoint, run_checkpoints
+from voicebook.fileio import write_json_atomic
 from voicebook.stages import PHASE1
 
 CURVE_COLUMNS = ["step", "split", "loss_mel_ce", "loss_text_ce", "loss", "lr", "grad_norm"]
@@ -23,9 +24,7 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(value, indent=2, default=str))
-    partial.replace(path)  # atomic: a kill never leaves half a status file
+    write_json_atomic(path, value)  # a kill never leaves half a status file
 
 
 def read_curves(phase_dir: Path) -> pd.DataFrame:
