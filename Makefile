@@ -28,5 +28,5 @@ lint: setup
 bench: setup
 	for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
 
-docs:  ## docs/stages.md from the stage contract (lib/voicebook/stages.py)
-	.venv/bin/python -m voicebook.stages_doc
+docs:  ## docs/stages.md from the stage contract (lib/voicebook/core/stages.py)
+	.venv/bin/python -m voicebook.core.stages_doc

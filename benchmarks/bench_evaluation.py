@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from voicebook import evaluation as ev
+from voicebook.coqui.base import resolve_base
 from voicebook.coqui.models import load_xtts
 from voicebook.coqui.tiny import demo_corpus_clips
-from voicebook.models import resolve_base
+from voicebook.evaluation import scoring as ev
 
 SIMILARITY_TARGET = 20.0  # clips per second
 

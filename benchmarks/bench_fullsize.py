@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 import fullsize  # tests/ is put on the path just above
 
-from voicebook.demo_dataset import write_demo_dataset
+from voicebook.dataprep.demo import write_demo_dataset
 
 EVALUATE = """
 from pathlib import Path
-from voicebook import evaluation
+from voicebook.evaluation import scoring as evaluation
 config = evaluation.EvalConfig(experiment="bench", outputs_dir={out!r}, candidates=["phase1"],
     test_sentences=["Jó napot."], n_reference_clips=1, max_eval_batches=1, eval_batch_size=2,
     hidden_reference_sentences=0)

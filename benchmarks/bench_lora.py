@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import fullsize  # tests/ is put on the path just above
 from bench_fullsize import phase_args
 
-from voicebook.demo_dataset import write_demo_dataset
+from voicebook.dataprep.demo import write_demo_dataset
 
 
 def variant_args(variant: str) -> list[str]:

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 
 from voicebook import training
+from voicebook.coqui.base import resolve_base
 from voicebook.coqui.models import load_config
-from voicebook.demo_dataset import write_demo_dataset
-from voicebook.models import resolve_base
+from voicebook.dataprep.demo import write_demo_dataset
 
 BATCH = 3
 CORES = os.cpu_count() or 1

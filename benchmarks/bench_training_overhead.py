@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from voicebook import training
+from voicebook.coqui.base import resolve_base
 from voicebook.coqui.config import gpt_trainer_config, load_samples
-from voicebook.demo_dataset import write_demo_dataset
-from voicebook.models import resolve_base
+from voicebook.dataprep.demo import write_demo_dataset
 
 CONFIG = {
     "lr": 5e-4,

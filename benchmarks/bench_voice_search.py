@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from voicebook import voice_search as vs
 from voicebook.coqui import latents as coqui
-from voicebook.device import resolve_device
-from voicebook.models import resolve_base
-from voicebook.paths import experiment_dir
+from voicebook.coqui.base import resolve_base
+from voicebook.core.device import resolve_device
+from voicebook.core.paths import experiment_dir
+from voicebook.voice_search import search as vs
 
 
 def bench_methods(args: argparse.Namespace) -> None:

@@ -35,8 +35,8 @@ SPEAKERS = "speakers_xtts.pth"
 def fullsize_base() -> Path:
     """The cached full-size base folder (built in a subprocess the first time)."""
     sys.path.insert(0, str(REPO / "lib"))
-    from voicebook.models import resolve_base
-    from voicebook.paths import cache_dir
+    from voicebook.coqui.base import resolve_base
+    from voicebook.core.paths import cache_dir
 
     tiny = resolve_base("tiny")
     folder = cache_dir() / f"fullsize-v{FULLSIZE_VERSION}-{tiny.name}"

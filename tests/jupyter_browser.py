@@ -26,8 +26,8 @@ import pandas as pd
 import soundfile as sf
 import torch
 
-from voicebook.models import resolve_base
-from voicebook.paths import DEMO_DATA_DIR
+from voicebook.coqui.base import resolve_base
+from voicebook.core.paths import DEMO_DATA_DIR
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -272,7 +272,7 @@ def prepare_experiment(folder: Path, n_train: int = 6, n_eval: int = 3) -> Path:
 
 
 def copy_notebook(name: str, root: Path) -> Path:
-    from voicebook.paths import NOTEBOOKS_DIR
+    from voicebook.core.paths import NOTEBOOKS_DIR
 
     root.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy(NOTEBOOKS_DIR / name, root / name))

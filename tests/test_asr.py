@@ -96,7 +96,7 @@ def test_the_centroid_follows_the_majority_voice():
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
 def test_recogniser_hears_english_with_word_times_and_nothing_in_noise(whisper_en, tmp_path):
-    from voicebook.evaluation import character_error_rate
+    from voicebook.evaluation.scoring import character_error_rate
 
     said = "Good evening, and welcome back to the show. Next question, please."
     wav = subprocess.run(["espeak-ng", "-v", "en", "--stdout", said], check=True,

@@ -23,7 +23,7 @@ from jupyter_browser import (
     prepare_experiment,
 )
 
-from voicebook import listening as ls
+from voicebook.evaluation.listening import session as ls
 
 pytestmark = [
     pytest.mark.slow,
@@ -211,7 +211,7 @@ def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_pat
     from test_decision import fake_scraps
     from test_report import NESTED_CARD
 
-    from voicebook import report
+    from voicebook.decision import report
 
     scraps = fake_scraps()
     scraps["00_data_prep"]["dataset_card"] = NESTED_CARD

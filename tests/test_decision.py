@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from voicebook.decision import (
+from voicebook.decision.matrix import (
     CandidateEvidence,
     Thresholds,
     comparison_table,

@@ -10,10 +10,10 @@ from collections import namedtuple
 import pytest
 import torch
 
-from voicebook import device as dev
-from voicebook import health, resources
-from voicebook.models import resolve_base
-from voicebook.resources import ModelSize
+from voicebook.coqui.base import resolve_base
+from voicebook.core import device as dev
+from voicebook.training import health, resources
+from voicebook.training.resources import ModelSize
 
 FULL_SIZE = ModelSize(n_params=454_000_000, n_gpt=431_000_000, n_dvae=3_900_000)
 

@@ -14,7 +14,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from voicebook.paths import REPO_ROOT
+from voicebook.core.paths import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location(
     "check_environment", REPO_ROOT / "scripts" / "check_environment.py"

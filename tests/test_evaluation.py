@@ -15,12 +15,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicebook import codebook as cb
-from voicebook import eval_depth as ed
-from voicebook import evaluation as ev
-from voicebook import listening as ls
-from voicebook.models import resolve_base
-from voicebook.paths import DEMO_DATA_DIR
+from voicebook.coqui.base import resolve_base
+from voicebook.core.paths import DEMO_DATA_DIR
+from voicebook.evaluation import codebook as cb
+from voicebook.evaluation import depth as ed
+from voicebook.evaluation import scoring as ev
+from voicebook.evaluation.listening import session as ls
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
 
 
 def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_path):
-    from voicebook.models import load_xtts
+    from voicebook.coqui.base import load_xtts
 
     model, seen = load_xtts(base), []
     inference = model.inference
@@ -387,7 +387,7 @@ def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
 
 
 def test_the_test_split_is_scored_through_a_view_whose_eval_split_it_is(tmp_path, dataset):
-    from voicebook import splits
+    from voicebook.dataprep import splits
 
     copy = tmp_path / "dataset"
     shutil.copytree(dataset, copy)

@@ -22,12 +22,12 @@ import torch
 from TTS.tts.layers.xtts.trainer.dataset import get_prompt_slice
 from TTS.tts.models.xtts import load_audio as coqui_load_audio
 
+from voicebook.coqui.base import resolve_base
 from voicebook.coqui.cached import CachedGPTTrainer
 from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
 from voicebook.coqui.features import FeatureCache, prompt_slice
 from voicebook.coqui.models import load_audio
-from voicebook.demo_dataset import write_demo_dataset
-from voicebook.models import resolve_base
+from voicebook.dataprep.demo import write_demo_dataset
 
 N_TRAIN, N_EVAL = 6, 6
 

@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import fullsize
 
-from voicebook.demo_dataset import write_demo_dataset
-from voicebook.resources import ModelSize, model_size
+from voicebook.dataprep.demo import write_demo_dataset
+from voicebook.training.resources import ModelSize, model_size
 
 pytestmark = pytest.mark.slow
 LIB = Path(__file__).resolve().parents[1] / "lib"
@@ -78,7 +78,7 @@ print(training.export_phase(result, "best"))
 
 _EVALUATE = """
 from pathlib import Path
-from voicebook import evaluation
+from voicebook.evaluation import scoring as evaluation
 config = evaluation.EvalConfig(experiment="full", outputs_dir={out!r}, candidates=["phase1"],
     test_sentences=["Jó napot."], n_reference_clips=1, max_eval_batches=1, eval_batch_size=2,
     hidden_reference_sentences=0, device="cpu")

@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 from scipy import stats
 
-from voicebook import listening as ls
-from voicebook import listening_panel as lp
-from voicebook import listening_results as lr
+from voicebook.evaluation.listening import panel as lp
+from voicebook.evaluation.listening import results as lr
+from voicebook.evaluation.listening import session as ls
 
 CANDIDATES = ("base", "phase1", "phase2")
 SENTENCES = {"s01": "Első mondat.", "s02": "Második mondat.", "s03": "Harmadik mondat."}

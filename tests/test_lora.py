@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from voicebook import training
-from voicebook.demo_dataset import write_demo_dataset
-from voicebook.models import resolve_base
+from voicebook.coqui.base import resolve_base
+from voicebook.dataprep.demo import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 RUN = {"batch_size": 2, "epochs": 50, "eval_every": 4, "save_every": 2, "keep_checkpoints": 2}
@@ -126,7 +126,7 @@ def test_merged_and_unmerged_adapters_give_the_same_outputs(lora1):
 
 def test_export_is_a_standard_xtts_model_that_coqui_loads_and_speaks_from(lora1, tmp_path):
     from voicebook.coqui.models import load_xtts
-    from voicebook.evaluation import synthesize
+    from voicebook.evaluation.scoring import synthesize
 
     _, _, result = lora1
     folder = training.export_phase(result, "best")
@@ -176,8 +176,8 @@ def test_phase2_continues_lora_adapters_trains_their_merge_or_adds_lora_to_full(
 def test_evaluation_and_report_take_a_lora_checkpoint_as_a_candidate(lora1, dataset, tmp_path):
     import pandas as pd
 
-    from voicebook import evaluation as ev
-    from voicebook.finetune_compare import finetune_table
+    from voicebook.decision.finetune_compare import finetune_table
+    from voicebook.evaluation import scoring as ev
 
     _, _, r1 = lora1
     base, best = resolve_base("tiny"), Path(r1.best_checkpoint)
@@ -230,7 +230,7 @@ def test_lora_parameters_are_checked_and_only_count_for_lora_runs():
 def test_both_phase_notebooks_declare_every_lora_parameter(stem):
     import papermill
 
-    from voicebook.paths import NOTEBOOKS_DIR
+    from voicebook.core.paths import NOTEBOOKS_DIR
 
     declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{stem}.ipynb"))
     assert {"finetune", *training.PhaseParams.LORA} <= set(declared)  # papermill parses them
@@ -242,7 +242,7 @@ def test_preflight_sizes_a_lora_phase_by_its_adapters(lora1):
     import json
 
     from voicebook.coqui.lora import HEADS
-    from voicebook.resources import adapter_weights, model_size
+    from voicebook.training.resources import adapter_weights, model_size
 
     _, _, result = lora1
     base = resolve_base("tiny")

@@ -6,10 +6,10 @@ import shutil
 import pytest
 import torch
 
-from voicebook import models
+from voicebook.coqui import base as models
 from voicebook.coqui import models as coqui_models
 from voicebook.coqui import tiny
-from voicebook.models import BASE_FILES, BaseModelError, resolve_base, validate_base_dir
+from voicebook.coqui.base import BASE_FILES, BaseModelError, resolve_base, validate_base_dir
 
 
 def test_folder_missing_files_are_all_named(tmp_path):

@@ -6,7 +6,7 @@ import json
 import papermill
 import pytest
 
-from voicebook.paths import NOTEBOOKS_DIR
+from voicebook.core.paths import NOTEBOOKS_DIR
 from voicebook.runner import STAGES
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from test_decision import fake_scraps
 
-from voicebook import listening_results as lr
-from voicebook import report
-from voicebook.decision import COMPARISON_COLUMNS
-from voicebook.paths import NOTEBOOKS_DIR
-from voicebook.scraps import read_scraps
+from voicebook.core.paths import NOTEBOOKS_DIR
+from voicebook.core.scraps import read_scraps
+from voicebook.decision import report
+from voicebook.decision.matrix import COMPARISON_COLUMNS
+from voicebook.evaluation.listening import results as lr
 
 PLOTLY_BUNDLE = "* plotly.js v"  # the banner of plotly's embedded JavaScript
 
@@ -197,7 +197,7 @@ def _glue_notebook(scraps: dict) -> object:
     """A notebook whose cells only glue ``scraps`` (DataFrames rebuilt from JSON)."""
     import nbformat
 
-    lines = ["import json, pandas as pd", "from voicebook.scraps import glue"]
+    lines = ["import json, pandas as pd", "from voicebook.core.scraps import glue"]
     for name, value in scraps.items():
         if isinstance(value, str):
             continue  # scraps.glue cannot record a bare string yet (scrapbook's json encoder)

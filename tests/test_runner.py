@@ -4,11 +4,11 @@ import pytest
 from stub_notebooks import write_stub_notebook
 
 from voicebook import runner
+from voicebook.core.scraps import read_experiment
 from voicebook.runner import RunnerError, StageFailed, parse_value, split_params, stage_name
-from voicebook.scraps import read_experiment
 
 GLUE = (
-    "from voicebook.scraps import glue\n"
+    "from voicebook.core.scraps import glue\n"
     "glue('{name}', {{'lr': lr, 'experiment': experiment}})\nglue('stage', '{name}')"
 )
 
@@ -106,7 +106,7 @@ def test_cli_reports_unknown_parameter_with_exit_code_2(notebooks, tmp_path, mon
 
 
 def test_every_key_of_the_shipped_parameter_files_is_a_stage_parameter():
-    from voicebook.paths import NOTEBOOKS_DIR, REPO_ROOT
+    from voicebook.core.paths import NOTEBOOKS_DIR, REPO_ROOT
 
     files = sorted((REPO_ROOT / "params").glob("*.yaml"))
     assert "my_voice.yaml" in [f.name for f in files]  # the README's example exists

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from voicebook import parameters, runs, scraps
-from voicebook.paths import NOTEBOOKS_DIR
-from voicebook.stages import STAGES
+from voicebook.core import parameters, runs, scraps
+from voicebook.core.paths import NOTEBOOKS_DIR
+from voicebook.core.stages import STAGES
 
 PARAMS_CELL = 'experiment = "demo"\noutputs_dir = ""\nlr = 5e-4\nlr_floor = 1e-6\n'
 
@@ -127,7 +127,7 @@ def _entry(path, stem, run_id, started):
 
 def _pipeline(tmp_path):
     """data prep -> phase 1 -> phase 2 -> evaluation (base, phase1, phase2), all current."""
-    from voicebook import lineage
+    from voicebook.core import lineage
 
     ds, p1, p2 = tmp_path / "dataset", tmp_path / "phase1" / "b.pth", tmp_path / "phase2" / "b.pth"
     ds.mkdir(), p1.parent.mkdir(), p2.parent.mkdir()
@@ -148,7 +148,7 @@ def _pipeline(tmp_path):
 
 
 def test_a_phase1_rerun_with_another_lr_makes_phase2_and_the_evaluation_stale(tmp_path):
-    from voicebook import lineage
+    from voicebook.core import lineage
 
     _pipeline(tmp_path)
     hist = tmp_path / "results" / "history"
@@ -168,7 +168,7 @@ def test_a_phase1_rerun_with_another_lr_makes_phase2_and_the_evaluation_stale(tm
 
 
 def test_a_rerun_that_keeps_the_same_checkpoint_replaces_nothing(tmp_path):
-    from voicebook import lineage
+    from voicebook.core import lineage
 
     _, p1, _ = _pipeline(tmp_path)  # phase 1 ran again, found its work done: same best model
     _record(tmp_path, "01_phase1", "a2", "2026-12-02T10:42:00",
@@ -179,7 +179,7 @@ def test_a_rerun_that_keeps_the_same_checkpoint_replaces_nothing(tmp_path):
 
 
 def test_data_prep_rerun_marks_everything_downstream_and_a_gone_file_is_named(tmp_path):
-    from voicebook import lineage
+    from voicebook.core import lineage
 
     ds, _, p2 = _pipeline(tmp_path)
     (ds / "metadata_train.csv").write_text("other clips\n")
@@ -211,7 +211,7 @@ def test_a_new_run_that_publishes_only_a_later_cell_adds_to_the_latest_run(tmp_p
 
 
 def test_an_input_not_made_by_the_latest_run_of_its_stage_is_stale_at_once(tmp_path):
-    from voicebook import lineage
+    from voicebook.core import lineage
 
     old, new = tmp_path / "phase1" / "run1" / "best_1.pth", tmp_path / "phase1" / "run2" / "b.pth"
     for p in (old, new):

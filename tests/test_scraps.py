@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voicebook.scraps import _jsonable, _restore, read_scraps
+from voicebook.core.scraps import _jsonable, _restore, read_scraps
 
 
 def test_dataframe_numpy_and_nan_round_trip():

@@ -11,11 +11,15 @@ import pandas as pd
 import papermill
 import pytest
 
-from voicebook import config, dataprep, decision, evaluation, scraps, stages, training, voice_search
-from voicebook import listening as ls
-from voicebook import listening_results as lr
-from voicebook.paths import NOTEBOOKS_DIR, REPO_ROOT
+from voicebook import dataprep, training
+from voicebook.core import config, scraps, stages
+from voicebook.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from voicebook.decision import matrix as decision
+from voicebook.evaluation import scoring as evaluation
+from voicebook.evaluation.listening import results as lr
+from voicebook.evaluation.listening import session as ls
 from voicebook.runner import STAGES
+from voicebook.voice_search import search as voice_search
 
 CONFIGS = {
     "00_data_prep": dataprep.DataPrepConfig,
@@ -72,7 +76,8 @@ def test_every_consumer_reads_only_scraps_that_the_contract_names():
     outside the contract raises, so running every consumer over every stage checks its reads."""
     from test_decision import fake_scraps
 
-    from voicebook import eval_depth, report
+    from voicebook.decision import report
+    from voicebook.evaluation import depth as eval_depth
 
     misspelt = stages.checked({"03_evaluation": {"eval_table": 1}})["03_evaluation"]
     with pytest.raises(KeyError, match="publishes no scrap 'eval_tabel'"):
@@ -97,7 +102,7 @@ def test_every_notebook_publishes_under_its_own_stage_only():
 
 
 def test_docs_stages_md_is_generated_from_the_contract():
-    from voicebook import stages_doc
+    from voicebook.core import stages_doc
 
     doc = (REPO_ROOT / "docs" / "stages.md").read_text()
     assert doc == stages_doc.render(), "docs/stages.md is stale: run `make docs`"
@@ -106,7 +111,7 @@ def test_docs_stages_md_is_generated_from_the_contract():
 
 
 def test_the_doc_generator_refuses_a_scrap_without_words(monkeypatch):
-    from voicebook import stages_doc
+    from voicebook.core import stages_doc
 
     monkeypatch.setitem(stages_doc.SCRAPS, "02b_voice_search", {"voice_search": "(dict)"})
     with pytest.raises(KeyError, match=r"without words \['voice_search_curves'\]"):
@@ -120,7 +125,7 @@ def test_publish_refuses_a_scrap_outside_the_contract(tmp_path):
 
 
 def test_a_new_run_replaces_the_record_and_keeps_the_old_one(tmp_path):
-    from voicebook import runs
+    from voicebook.core import runs
 
     first = runs.start_run("02_phase2", {})
     scraps.publish(tmp_path, "02_phase2", {"stage": "phase2", "best_mel_ce": 5.0,
@@ -197,7 +202,7 @@ def _numbers(result) -> dict:
 def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_path):
     """The papermill flow to the report; then the evidence as a user changes it: a cell run on
     its own keeps every number, replaced runs make what rests on them stale (issue 20)."""
-    from voicebook import report
+    from voicebook.decision import report
 
     outputs, elsewhere = tmp_path / "outputs", tmp_path / "anywhere"
     elsewhere.mkdir()
@@ -278,7 +283,7 @@ def test_papermill_rerun_after_voicebook_run_is_not_shadowed(tmp_path):
 
 
 def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():
-    from voicebook.report import stale_evaluation
+    from voicebook.decision.report import stale_evaluation
 
     rows = [
         {"stage": "01_phase1", "ran": "2026-11-22T10:00:00"},
@@ -291,7 +296,7 @@ def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():
 
 
 def test_the_report_puts_voice_search_against_fine_tuning(tmp_path):
-    from voicebook import report
+    from voicebook.decision import report
 
     table = pd.DataFrame(
         [

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from stub_notebooks import write_stub_notebook
 
-from voicebook.fileio import FolderBusy
-from voicebook.models import resolve_base
-from voicebook.paths import REPO_ROOT
+from voicebook.coqui.base import resolve_base
+from voicebook.core.fileio import FolderBusy
+from voicebook.core.paths import REPO_ROOT
 from voicebook.sweep import cli, report, spec, trial
 from voicebook.sweep.spec import SweepError, SweepSpec
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from voicebook import training
-from voicebook.health import (
+from voicebook.training.health import (
     TEXT_CE_ALARM,
     ZERO_GRAD_STEPS,
     HealthMonitor,
@@ -128,8 +128,9 @@ def test_phase2_parent_best_step_path_and_a_clear_error(tmp_path):
 
 
 def test_one_resolver_serves_phase2_export_evaluation_and_voice_search(tmp_path):
-    from voicebook import evaluation, voice_search
-    from voicebook.checkpoints import checkpoint_step, resolve_checkpoint
+    from voicebook.evaluation import scoring as evaluation
+    from voicebook.training.checkpoints import checkpoint_step, resolve_checkpoint
+    from voicebook.voice_search import search as voice_search
 
     run = fake_phase1(tmp_path)
     assert [checkpoint_step(n) for n in ("checkpoint_200.pth", "best_model_0.pth", "x_1.pth")] == [

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from voicebook import training
-from voicebook.demo_dataset import write_demo_dataset
+from voicebook.dataprep.demo import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 N_TRAIN, N_EVAL = 12, 3
@@ -226,8 +226,8 @@ def test_phase2_notebook_card_usage_records_the_lr_used(phase1, dataset, tmp_pat
     earlier phase-2 run (other parameters) moves to history/, never overwritten."""
     import papermill
 
-    from voicebook.paths import NOTEBOOKS_DIR
-    from voicebook.scraps import read_scraps
+    from voicebook.core.paths import NOTEBOOKS_DIR
+    from voicebook.core.scraps import read_scraps
 
     p1, _, r1 = phase1
     out = tmp_path / "02_phase2.ipynb"

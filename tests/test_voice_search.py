@@ -12,12 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicebook import voice_search as vs
 from voicebook.coqui import latents as coqui
+from voicebook.coqui.base import BASE_FILES
 from voicebook.coqui.models import load_xtts
 from voicebook.coqui.tiny import build_tiny_base
-from voicebook.models import BASE_FILES
-from voicebook.paths import DEMO_DATA_DIR
+from voicebook.core.paths import DEMO_DATA_DIR
+from voicebook.voice_search import search as vs
 
 N_TRAIN, N_EVAL = 12, 3
 
@@ -227,7 +227,7 @@ def test_init_from_names_what_is_missing(experiment):
 
 
 def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, frozen, tmp_path):
-    from voicebook.export import EXPORT_VOICE, export_folder
+    from voicebook.training.bundle import EXPORT_VOICE, export_folder
 
     model, _, evals = frozen
     clip = evals[0]["audio_file"]
@@ -245,7 +245,7 @@ def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, froz
 
 
 def test_search_from_a_phase_adds_its_voice_to_that_phase_export(base, experiment, frozen):
-    from voicebook.export import EXPORT_VOICE, export_folder
+    from voicebook.training.bundle import EXPORT_VOICE, export_folder
 
     _, _, evals = frozen
     phase = experiment / "phase1"
@@ -272,7 +272,7 @@ def test_search_from_a_phase_adds_its_voice_to_that_phase_export(base, experimen
 
 
 def test_evaluation_scores_the_searched_voice_as_a_candidate(base, experiment, tmp_path):
-    from voicebook import evaluation as ev
+    from voicebook.evaluation import scoring as ev
 
     exp = tmp_path / "exp"
     exp.mkdir()

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sweep_main(rest)
     if command == "base":
-        from voicebook.models import BaseModelError, resolve_base
+        from voicebook.coqui.base import BaseModelError, resolve_base
 
         try:
             print(resolve_base(rest[0] if rest else "tiny"))

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from voicebook import stages as contract
-from voicebook.paths import NOTEBOOKS_DIR, experiment_dir
+from voicebook.core import stages as contract
+from voicebook.core.paths import NOTEBOOKS_DIR, experiment_dir
 
 STAGES = tuple(s.stem for s in contract.STAGES)  # the stage contract's order
 KERNEL = "voicebook"
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as exc:
         print(f"voicebook: {exc}", file=sys.stderr)
         return 1
-    from voicebook.report import report_path
+    from voicebook.decision.report import report_path
 
     report = report_path(args.experiment, args.outputs_dir)
     if report.is_file():

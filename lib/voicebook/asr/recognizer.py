@@ -104,7 +104,7 @@ def load_recognizer(
     target = resolve_model(asr_model)
     if target is None:
         return None
-    from voicebook.device import resolve_device, thread_count
+    from voicebook.core.device import resolve_device, thread_count
 
     kind = resolve_device(device).type
     compute = COMPUTE_TYPES[kind]

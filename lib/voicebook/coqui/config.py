@@ -20,7 +20,7 @@ from voicebook.coqui.limits import (
     MAX_WAV_SAMPLES,
     MIN_CONDITIONING_SAMPLES,
 )
-from voicebook.paths import EVAL_META, TRAIN_META
+from voicebook.core.paths import EVAL_META, TRAIN_META
 
 # coqui's XTTS v2 fine-tuning recipe: AdamW on the GPT's weights, a step schedule that never
 # fires in a fine-tune of this length, and length-grouped batches.
@@ -32,10 +32,10 @@ BATCH_GROUP_SIZE = 48
 def gpt_trainer_module() -> Any:
     """coqui's ``gpt_trainer`` module (GPTArgs, GPTTrainerConfig, GPTTrainer), with torch's
     threads set back to the cores: importing it runs coqui's dataset module, which sets them
-    to 1 (``voicebook.device.use_all_cores``)."""
+    to 1 (``voicebook.core.device.use_all_cores``)."""
     import TTS.tts.layers.xtts.trainer.gpt_trainer as module
 
-    from voicebook.device import use_all_cores
+    from voicebook.core.device import use_all_cores
 
     use_all_cores()
     return module
@@ -122,12 +122,12 @@ def gpt_trainer_config(
 
     ``dataset_dir`` is the data-prep stage's output (``metadata_train.csv``/``metadata_eval.csv``
     in coqui's ``coqui`` format, paths relative to the folder). ``precision`` "bf16" or "fp16"
-    turns on the trainer's mixed precision (a GPU only: ``voicebook.device.check_precision``).
+    turns on the trainer's mixed precision (a GPU only: ``voicebook.core.device.check_precision``).
     """
     from TTS.config.shared_configs import BaseDatasetConfig
 
+    from voicebook.coqui.base import validate_base_dir
     from voicebook.coqui.models import load_config
-    from voicebook.models import validate_base_dir
 
     base = validate_base_dir(base_dir)
     dataset = Path(dataset_dir)

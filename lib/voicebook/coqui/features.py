@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from voicebook.coqui.models import load_audio
-from voicebook.paths import cache_dir
+from voicebook.core.paths import cache_dir
 
 # Bump when the computation of the cached codes changes: older entries are then never read.
 FEATURES_VERSION = 1

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
-from voicebook.paths import EVAL_META
+from voicebook.core.paths import EVAL_META
 
 
 def seed_everything(seed: int) -> None:

@@ -1,6 +1,6 @@
 """Loading XTTS v2's pieces through coqui-tts: the model, its config, tokenizer and DVAE.
 
-Every base is a folder in the XTTS v2 layout (``voicebook.models.BASE_FILES``); the tiny base
+Every base is a folder in the XTTS v2 layout (``voicebook.coqui.base.BASE_FILES``); the tiny base
 goes through exactly these loaders, so it exercises the real code paths on a CPU.
 """
 
@@ -61,7 +61,7 @@ def _xtts_from(base_dir: str | os.PathLike, weights: str | os.PathLike | None, *
     """coqui's Xtts of a base with the full weights in ``weights`` (None: the base's)."""
     from TTS.tts.models.xtts import Xtts
 
-    from voicebook.models import validate_base_dir
+    from voicebook.coqui.base import validate_base_dir
 
     base = validate_base_dir(base_dir)
     config = load_config(base)

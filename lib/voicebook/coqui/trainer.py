@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from voicebook.checkpoints import run_checkpoints
-from voicebook.health import HealthEvent, TrainingStopped
+from voicebook.training.checkpoints import run_checkpoints
+from voicebook.training.health import HealthEvent, TrainingStopped
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
@@ -79,7 +79,7 @@ def make_trainer_class():
     from trainer import Trainer
     from trainer.generic_utils import KeepAverage
 
-    from voicebook.export import write_slim
+    from voicebook.training.bundle import write_slim
 
     class PhaseTrainer(Trainer):
         """Records every step and evaluation, evaluates/keeps the best at every eval, guards."""

@@ -10,7 +10,7 @@ from typing import Any
 from voicebook.coqui.limits import MAX_WAV_SAMPLES as XTTS_MAX_WAV_SAMPLES
 from voicebook.coqui.limits import MIN_SECONDS as XTTS_MIN_SECONDS
 from voicebook.coqui.limits import SAMPLE_RATE as XTTS_SAMPLE_RATE
-from voicebook.paths import REPO_ROOT
+from voicebook.core.paths import REPO_ROOT
 
 # XTTSDataset silently skips clips outside XTTS's limits (voicebook.coqui.limits, imported under
 # the names data prep has always used): every kept clip is checked against them, so nothing
@@ -170,7 +170,7 @@ class DataPrepConfig:
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> DataPrepConfig:
         """The config from a notebook's parameters (``globals()``): every field it defines."""
-        from voicebook.config import from_params
+        from voicebook.core.config import from_params
 
         return from_params(cls, namespace)
 

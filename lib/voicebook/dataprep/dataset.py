@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from voicebook import runs
 from voicebook.asr import load_recognizer
+from voicebook.core import runs
+from voicebook.core.paths import EVAL_META, TEST_META, TRAIN_META
+from voicebook.core.stages import DATA_PREP
 from voicebook.dataprep.card import build_card, write_card_html
 from voicebook.dataprep.config import DataPrepConfig
 from voicebook.dataprep.process import Clip, Worker, init_worker, run_job
@@ -34,8 +36,6 @@ from voicebook.dataprep.review import REVIEW_DIR, write_review
 from voicebook.dataprep.sources import Job, Rejection, ScannedSource, detect_kind, scan_source
 from voicebook.dataprep.text import TextChecker
 from voicebook.dataprep.transcribe import Transcriber
-from voicebook.paths import EVAL_META, TEST_META, TRAIN_META
-from voicebook.stages import DATA_PREP
 
 GENERATOR = "voicebook.dataprep"
 METADATA_HEADER = "audio_file|text|speaker_name"

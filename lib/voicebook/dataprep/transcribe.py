@@ -154,7 +154,7 @@ class Transcriber:
         self.scorer = None
         self.reference = None
         if config.min_speaker_similarity > 0:
-            from voicebook.device import resolve_device
+            from voicebook.core.device import resolve_device
             from voicebook.speaker import SpeakerSimilarity
 
             self.scorer = SpeakerSimilarity.without_reference(device=resolve_device(config.device))

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from voicebook import runner
-from voicebook.fileio import FolderBusy
+from voicebook.core.fileio import FolderBusy
 from voicebook.sweep.spec import SweepError, SweepSpec
 from voicebook.sweep.tuner import Resources
 

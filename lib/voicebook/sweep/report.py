@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from voicebook import decision as dm
-from voicebook.fileio import write_text_atomic
+from voicebook.core.fileio import write_text_atomic
+from voicebook.decision import matrix as dm
 from voicebook.sweep import trial as tr
 from voicebook.sweep.spec import (
     SweepSpec,
@@ -99,7 +99,7 @@ def result_row(result: Any, sweep: str, folder: Path) -> dict[str, Any]:
 
 def decision_columns(row: dict[str, Any], exp: Path, thresholds: dm.Thresholds | None) -> None:
     """Add what the finished trial's own decision matrix recommends."""
-    from voicebook.report import analyse_experiment
+    from voicebook.decision.report import analyse_experiment
 
     try:
         result = analyse_experiment(exp, thresholds)

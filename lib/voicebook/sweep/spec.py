@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from voicebook.fileio import exclusive, write_text_atomic
-from voicebook.paths import outputs_root
+from voicebook.core.fileio import exclusive, write_text_atomic
+from voicebook.core.paths import outputs_root
 
 SPEC_NAME, LOCK_NAME = "sweep.json", "sweep.lock"
 SHARED = "data_prep"  # the sweep's shared experiment: 00_data_prep runs there, once

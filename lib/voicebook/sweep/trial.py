@@ -21,9 +21,9 @@ import pandas as pd
 from ray import tune
 
 from voicebook import runner
-from voicebook.fileio import write_text_atomic
-from voicebook.paths import NOTEBOOKS_DIR, REPO_ROOT
-from voicebook.scraps import record_path
+from voicebook.core.fileio import write_text_atomic
+from voicebook.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from voicebook.core.scraps import record_path
 from voicebook.sweep.spec import SHARED, now, trial_name, values_of
 
 DATA_PREP = runner.STAGES[0]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicebook import runner
-from voicebook.paths import REPO_ROOT
+from voicebook.core.paths import REPO_ROOT
 from voicebook.sweep import spec as sp
 from voicebook.sweep import trial as tr
 from voicebook.sweep.report import write_sweep_report

@@ -3,7 +3,7 @@
 Recorded in the phase's ``status.json`` (``finetune``, ``trained_weights``, ``gpt_weights`` when
 the trainer is built; ``train_seconds``, ``peak_memory_mb``, ``memory``, ``disk_mb`` and
 ``checkpoint_mb`` whenever an attempt ends), so the report can put LoRA beside full fine-tuning
-(``voicebook.finetune_compare``). ``train_seconds`` adds up the attempts of a resumed run; the
+(``voicebook.decision.finetune_compare``). ``train_seconds`` adds up the attempts of a resumed run; the
 peak memory is the largest of them (the process's peak RSS on a CPU, torch's peak allocation
 on a GPU).
 """

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voicebook import runs
-from voicebook.checkpoints import resolve_checkpoint
-from voicebook.paths import EVAL_META
+from voicebook.core import runs
+from voicebook.core.paths import EVAL_META
+from voicebook.training.checkpoints import resolve_checkpoint
 from voicebook.training.result import PhaseResult
 
 
 def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
     """Write ``<stage>/export/`` for the best, final, a step's, or a given checkpoint."""
-    from voicebook.export import export_folder
-    from voicebook.models import resolve_base
+    from voicebook.coqui.base import resolve_base
+    from voicebook.training.bundle import export_folder
 
     exp = result.phase_dir.parent
     path = resolve_checkpoint(exp, result.stage, checkpoint, f"export_checkpoint={checkpoint!r}")

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from voicebook.checkpoints import checkpoint_file, resolve_checkpoint, run_checkpoints
-from voicebook.fileio import write_json_atomic
-from voicebook.stages import PHASE1
+from voicebook.core.fileio import write_json_atomic
+from voicebook.core.stages import PHASE1
+from voicebook.training.checkpoints import checkpoint_file, resolve_checkpoint, run_checkpoints
 
 CURVE_COLUMNS = ["step", "split", "loss_mel_ce", "loss_text_ce", "loss", "lr", "grad_norm"]
 # a run's top-level files, named by the contract: status.json, curves.csv, health.json, export

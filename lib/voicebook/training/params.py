@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from voicebook.health import LR_FLOOR
+from voicebook.training.health import LR_FLOOR
 
 STAGES = ("phase1", "phase2")
 FINETUNE = ("full", "lora")
@@ -116,6 +116,6 @@ def params_for(stage: str, **values: Any) -> PhaseParams:
 
 def params_from(stage: str, namespace: dict[str, Any]) -> PhaseParams:
     """The params of ``stage`` taken from a notebook's variables (its parameters cell)."""
-    from voicebook.config import from_params
+    from voicebook.core.config import from_params
 
     return from_params(PARAMS[stage], namespace)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from voicebook.health import HealthEvent, HealthMonitor, TrainingStopped
 from voicebook.training.files import CURVE_COLUMNS, read_json, write_json
+from voicebook.training.health import HealthEvent, HealthMonitor, TrainingStopped
 
 
 class PhaseRecorder:

@@ -31,18 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from voicebook import runs
-from voicebook.health import (
-    HealthEvent,
-    HealthMonitor,
-    PreflightError,
-    TrainingStopped,
-    check_metadata,
-    preflight,
-)
-from voicebook.paths import experiment_dir
-from voicebook.stages import DATA_PREP as DATA_PREP_STAGE
-from voicebook.stages import PHASE1, PHASE2
+from voicebook.core import runs
+from voicebook.core.paths import experiment_dir
+from voicebook.core.stages import DATA_PREP as DATA_PREP_STAGE
+from voicebook.core.stages import PHASE1, PHASE2
 from voicebook.training.costs import CostClock
 from voicebook.training.files import (
     CURVE_COLUMNS,
@@ -56,6 +48,14 @@ from voicebook.training.files import (
     set_attempt_aside,
     trim_curves,
     write_json,
+)
+from voicebook.training.health import (
+    HealthEvent,
+    HealthMonitor,
+    PreflightError,
+    TrainingStopped,
+    check_metadata,
+    preflight,
 )
 from voicebook.training.params import PhaseParams
 from voicebook.training.recorder import PhaseRecorder
@@ -91,7 +91,7 @@ def _same_run(status: dict | None, params: PhaseParams, parent: Path | None) -> 
 
 
 def _note_inputs(params: PhaseParams, exp: Path, parent: Path | None) -> None:
-    """What this run rests on (``voicebook.runs``): the dataset, and where it starts from."""
+    """What this run rests on (``voicebook.core.runs``): the dataset, and where it starts from."""
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     runs.read_input(
         params.stage, "dataset", dataset, None if params.dataset_dir else DATA_PREP_STAGE.stem
@@ -104,9 +104,9 @@ def run_phase(
     params: PhaseParams, on_row: Callable[[dict[str, Any]], None] | None = None
 ) -> PhaseResult:
     """Train one phase (or continue it, or return it when already finished); see module doc."""
+    from voicebook.coqui.base import resolve_base
     from voicebook.coqui.config import gpt_trainer_config, load_samples
-    from voicebook.device import check_precision, loader_workers, resolve_device
-    from voicebook.models import resolve_base
+    from voicebook.core.device import check_precision, loader_workers, resolve_device
 
     stage = params.stage
     exp = experiment_dir(params.experiment, params.outputs_dir)

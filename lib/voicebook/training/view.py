@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from voicebook.live import LiveChart
-from voicebook.paths import TRAIN_META, experiment_dir
+from voicebook.core.live import LiveChart
+from voicebook.core.paths import TRAIN_META, experiment_dir
 from voicebook.training.files import CURVE_COLUMNS, read_curves
 from voicebook.training.params import PhaseParams
 

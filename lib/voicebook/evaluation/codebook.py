@@ -18,7 +18,7 @@ from scipy.stats import entropy
 from tqdm.auto import tqdm
 
 from voicebook.coqui.limits import N_CODES
-from voicebook.paths import EVAL_META, TRAIN_META
+from voicebook.core.paths import EVAL_META, TRAIN_META
 
 ALL = "all"
 
@@ -89,7 +89,7 @@ def codebook_usage(
     on ``device`` (auto | cpu | cuda).
     """
     from voicebook.coqui.models import ClipCoder
-    from voicebook.device import resolve_device
+    from voicebook.core.device import resolve_device
 
     coder = ClipCoder(base_dir, resolve_device(device))
     clips = dataset_clips(dataset_dir)

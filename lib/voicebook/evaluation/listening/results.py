@@ -26,10 +26,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from voicebook.config import defaults
-from voicebook.evaluation import EvalConfig
-from voicebook.listening import HIGHEST, MIN_RATINGS, REFERENCE, SCALES, TIE, read_ratings
-from voicebook.paths import experiment_dir
+from voicebook.core.config import defaults
+from voicebook.core.paths import experiment_dir
+from voicebook.evaluation.listening.session import (
+    HIGHEST,
+    MIN_RATINGS,
+    REFERENCE,
+    SCALES,
+    TIE,
+    read_ratings,
+)
+from voicebook.evaluation.scoring import EvalConfig
 
 MAX_SLIP_SHARE = 0.15
 """MUSHRA's post-screening share: past it (and past one slip) a rater is left out entirely."""

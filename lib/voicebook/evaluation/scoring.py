@@ -37,15 +37,15 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from voicebook import stages
-from voicebook.checkpoints import resolve_checkpoint
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
 from voicebook.coqui.losses import eval_losses, seed_everything
 from voicebook.coqui.probes import SAMPLING_KEYS, count_generated_codes
-from voicebook.device import resolve_device
-from voicebook.listening import REFERENCE
-from voicebook.paths import EVAL_META, TRAIN_META
+from voicebook.core import stages
+from voicebook.core.device import resolve_device
+from voicebook.core.paths import EVAL_META, TRAIN_META
+from voicebook.evaluation.listening.session import REFERENCE
 from voicebook.speaker import SpeakerSimilarity
+from voicebook.training.checkpoints import resolve_checkpoint
 
 BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
@@ -445,7 +445,7 @@ class EvalResult:
     settings: dict[str, Any] = field(default_factory=dict)  # sampling, reference clips, cap
 
     def scraps(self) -> dict[str, Any]:
-        """What the stage publishes from its objective metrics (``voicebook.stages``)."""
+        """What the stage publishes from its objective metrics (``voicebook.core.stages``)."""
         return {
             "eval_table": self.table,
             "eval_notes": self.notes,
@@ -466,7 +466,8 @@ def evaluate(
 
     Without a dataset, the table lists the candidates with empty metrics and the notes say why.
     """
-    from voicebook import eval_depth, splits
+    from voicebook.dataprep import splits
+    from voicebook.evaluation import depth as eval_depth
 
     experiment_path = Path(experiment_path)
     eval_dir = experiment_path / "eval"
@@ -537,9 +538,10 @@ def _write_tables(experiment_path: Path, eval_dir: Path, table, sample_table) ->
 def _scored_split(
     experiment_path: Path, eval_dir: Path, candidates: list[Candidate], notes: list[str]
 ) -> tuple[Path | None, str]:
-    """The dataset folder to score (the test split's view: ``voicebook.splits``) and the
-    split's name; notes what the evaluation rests on (``voicebook.runs``)."""
-    from voicebook import runs, splits
+    """The dataset folder to score (the test split's view: ``voicebook.dataprep.splits``) and the
+    split's name; notes what the evaluation rests on (``voicebook.core.runs``)."""
+    from voicebook.core import runs
+    from voicebook.dataprep import splits
 
     dataset = find_dataset(experiment_path)
     runs.read_input(EVAL_STAGE, "dataset", dataset, "00_data_prep")
@@ -557,7 +559,7 @@ def _scored_split(
 
 def _producer(experiment_path: Path, path: Path | None) -> str | None:
     """The stage of this experiment whose folder holds ``path`` (None: none of them)."""
-    from voicebook.stages import STAGES
+    from voicebook.core.stages import STAGES
 
     if path is None:
         return None
@@ -572,7 +574,7 @@ def _voice_and_sentences(
 ) -> tuple[EvalConfig, list[Path], pd.DataFrame]:
     """The reference clips, the hidden real clips (others), and the config whose test sentences
     end with the hidden clips' transcripts."""
-    from voicebook import eval_depth
+    from voicebook.evaluation import depth as eval_depth
 
     references = eval_depth.choose_reference_clips(
         config.reference_clips, dataset, config.n_reference_clips, scorer
@@ -602,9 +604,9 @@ def _evaluate_one(
     depth: dict[str, Any],
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    from voicebook import eval_depth
     from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
     from voicebook.coqui.models import load_xtts
+    from voicebook.evaluation import depth as eval_depth
 
     losses, per_source, general_ce = _checkpoint_losses(
         c, config, dataset, eval_dir, base_dir, depth, device
@@ -655,7 +657,7 @@ def _checkpoint_losses(
 ) -> tuple[dict[str, float], Any, float]:
     """Mel CE / Text CE, per source, and general Text CE of ``c``'s checkpoint: computed once
     per checkpoint (a voice does not change them) and kept in ``depth``."""
-    from voicebook import eval_depth
+    from voicebook.evaluation import depth as eval_depth
 
     key = str(c.checkpoint or "")
     if key not in depth["losses"]:

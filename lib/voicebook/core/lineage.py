@@ -1,6 +1,6 @@
 """Which recorded numbers rest on runs that have since been replaced.
 
-Every stage record names what its run read (``voicebook.runs``): the dataset, the checkpoint a
+Every stage record names what its run read (``voicebook.core.runs``): the dataset, the checkpoint a
 phase or the voice search started from, each candidate the evaluation scored, by path, content
 digest and the run that made it. An input is *stale* when:
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicebook import runs
-from voicebook.stages import BY_STEM, DECISION, STAGES
+from voicebook.core import runs
+from voicebook.core.stages import BY_STEM, DECISION, STAGES
 
 LABELS = {"00_data_prep": "data prep", "01_phase1": "phase 1", "02_phase2": "phase 2",
           "02b_voice_search": "the voice search", "03_evaluation": "the evaluation"}  # fmt: skip
@@ -129,7 +129,7 @@ def _reason(
 
 def assess(experiment_path: str | Path) -> Assessment:
     """Which stages and inputs of the experiment are stale, and what to re-run (module doc)."""
-    from voicebook.scraps import read_records
+    from voicebook.core.scraps import read_records
 
     experiment = Path(experiment_path)
     records = read_records(experiment)

@@ -12,7 +12,7 @@ from pathlib import Path
 import soundfile as sf
 
 from voicebook.coqui.limits import SAMPLE_RATE
-from voicebook.paths import DEMO_DATA_DIR, EVAL_META, TRAIN_META
+from voicebook.core.paths import DEMO_DATA_DIR, EVAL_META, TRAIN_META
 
 HEADER = "audio_file|text|speaker_name"
 

@@ -3,7 +3,7 @@
 Before training, ``preflight`` checks what has cost whole runs in practice (missing base files,
 a vocabulary that does not fit the model, an empty dataset, texts the tokenizer cannot encode,
 clips XTTS skips, too little disk, host RAM or GPU memory for the model, as
-``voicebook.resources`` computes them) and raises one ``PreflightError`` listing every problem
+``voicebook.training.resources`` computes them) and raises one ``PreflightError`` listing every problem
 with its fix. It states the device, and warns loudly when a full-size model would train on a
 CPU.
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from voicebook.coqui.limits import MAX_SECONDS, MAX_TEXT_TOKENS, MIN_SECONDS
 from voicebook.coqui.lora import HEADS
-from voicebook.paths import EVAL_META, TRAIN_META
-from voicebook.resources import (
+from voicebook.core.paths import EVAL_META, TRAIN_META
+from voicebook.training.resources import (
     FULL_SIZE_GPT_PARAMS,
     ModelSize,
     adapter_weights,
@@ -191,7 +191,7 @@ def cpu_warning(size: ModelSize, batch_size: int, device: Any) -> list[HealthEve
     """A loud warning when a full-size GPT would train on a CPU, with the time it will take."""
     import torch
 
-    from voicebook.device import cpu_cores
+    from voicebook.core.device import cpu_cores
 
     if torch.device(device).type == "cuda" or size.n_gpt < FULL_SIZE_GPT_PARAMS:
         return []
@@ -223,9 +223,9 @@ def preflight(
     Returns the events to record: what was checked (device, disk and RAM needs) and, for a
     full-size model on a CPU, the loud warning.
     """
+    from voicebook.coqui.base import validate_base_dir
     from voicebook.coqui.models import load_tokenizer
-    from voicebook.device import describe
-    from voicebook.models import validate_base_dir
+    from voicebook.core.device import describe
 
     validate_base_dir(base_dir)  # raises with the missing files and the fix
     problems: list[str] = []

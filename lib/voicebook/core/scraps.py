@@ -6,7 +6,7 @@ asks, wherever papermill wrote that notebook) and the same values are recorded, 
 stage ran, in ``<experiment>/results/<stage>.json``. That record is what the report reads: it is
 written by the kernel that ran the stage, so the latest run of each stage reaches the report
 whichever way it ran (``voicebook run``, plain papermill with any output path, Run All in
-JupyterLab). What a run is (``voicebook.runs``): a whole-notebook run is a new run, and the
+JupyterLab). What a run is (``voicebook.core.runs``): a whole-notebook run is a new run, and the
 record of the earlier one moves to ``results/history/`` (nothing lost); a cell run on its own
 in a fresh kernel adds its scraps to the stage's latest run and says so (never wiping it). The
 record also holds the run's id, start, parameters, and what it read and wrote.
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import scrapbook as sb
 
-from voicebook import runs
-from voicebook.fileio import write_json_atomic
-from voicebook.stages import checked
+from voicebook.core import runs
+from voicebook.core.fileio import write_json_atomic
+from voicebook.core.stages import checked
 
 _DF_MARK = "__voicebook_dataframe__"
 RESULTS_DIR = runs.RESULTS_DIR
@@ -85,9 +85,9 @@ _read_record = runs.read_record
 def publish(experiment_path: str | Path, stage: str, values: dict[str, Any]) -> Path:
     """Glue ``values`` into the running notebook and record them for the report (module doc).
 
-    Every name must be in the stage's contract (``voicebook.stages``). Returns the record path.
+    Every name must be in the stage's contract (``voicebook.core.stages``). Returns the record path.
     """
-    from voicebook.stages import stage as contract
+    from voicebook.core.stages import stage as contract
 
     unknown = sorted(set(values) - set(contract(stage).scraps))
     if unknown:
@@ -110,7 +110,7 @@ def _next_record(path: Path, stage: str, names: list[str]) -> dict[str, Any]:
     history), or the stage's latest run, which it adds to, for a cell run on its own: in a kernel
     that started no run of the stage, or in a run that has not yet published the stage's first
     scrap (03's setup cell, then its codebook cell, after a restart)."""
-    from voicebook.stages import stage as contract
+    from voicebook.core.stages import stage as contract
 
     record = _read_record(path)
     run = runs.current(stage)
@@ -164,8 +164,8 @@ def read_experiment(experiment_path: str | Path) -> dict[str, dict[str, Any]]:
 
 def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
     """Where each stage's numbers came from: one row per recorded stage, with when it ran and
-    its key parameters (``voicebook.stages``), for the report."""
-    from voicebook.stages import BY_STEM
+    its key parameters (``voicebook.core.stages``), for the report."""
+    from voicebook.core.stages import BY_STEM
 
     rows = []
     for stage, record in read_records(experiment_path).items():

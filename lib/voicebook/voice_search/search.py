@@ -38,15 +38,15 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from voicebook import stages
-from voicebook.live import LiveChart
-from voicebook.paths import experiment_dir
+from voicebook.core import stages
+from voicebook.core.live import LiveChart
+from voicebook.core.paths import experiment_dir
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
 INIT_FROM = ("base", "phase1", "phase2")  # or a checkpoint path / export folder
 CURVE_COLUMNS = ["generation", "train_mel_ce", "train_best_mel_ce", "heldout_mel_ce", "seconds"]
-# the files the stage writes, named by its contract (voicebook.stages)
+# the files the stage writes, named by its contract (voicebook.core.stages)
 VOICE_FILE, CURVES_FILE, SEARCH_FILE = (Path(f).name for f in stages.VOICE_SEARCH.files)
 CEM_PARENTS = 0.5  # CEM's parenthood ratio: the best half of a population sets the next one
 
@@ -89,7 +89,7 @@ class SearchParams:
 
 def params_from(namespace: dict[str, Any]) -> SearchParams:
     """The stage's params from a notebook's variables (its parameters cell)."""
-    from voicebook.config import from_params
+    from voicebook.core.config import from_params
 
     return from_params(SearchParams, namespace)
 
@@ -302,8 +302,8 @@ def _gradient_stepper(objective: Objective, x0: torch.Tensor, step_size: float):
 
 def resolve_checkpoint(experiment_path: Path, init_from: str) -> Path | None:
     """None for the base; phase 1's / phase 2's best checkpoint; or a checkpoint file / export."""
-    from voicebook.checkpoints import checkpoint_file
-    from voicebook.checkpoints import resolve_checkpoint as phase_checkpoint
+    from voicebook.training.checkpoints import checkpoint_file
+    from voicebook.training.checkpoints import resolve_checkpoint as phase_checkpoint
 
     spec = str(init_from).strip() or "base"
     what = f"init_from={spec!r}"
@@ -350,8 +350,8 @@ def run_search(
 ) -> SearchResult:
     """The whole stage: load, precompute, search, write the voice file and results."""
     from voicebook.coqui import latents as coqui
-    from voicebook.device import resolve_device
-    from voicebook.models import resolve_base
+    from voicebook.coqui.base import resolve_base
+    from voicebook.core.device import resolve_device
 
     params.check()
     started = time.perf_counter()
@@ -440,9 +440,9 @@ def run_search(
 
 
 def _noted(exp: Path, params: SearchParams, result: SearchResult) -> SearchResult:
-    """Note what the search rests on (``voicebook.runs``): its dataset, the checkpoint it was
+    """Note what the search rests on (``voicebook.core.runs``): its dataset, the checkpoint it was
     searched with (made by the phase it names), and the voice it wrote."""
-    from voicebook import runs
+    from voicebook.core import runs
 
     stage = SEARCH_STAGE
     runs.read_input(stage, "dataset", Path(params.dataset_dir) if params.dataset_dir
@@ -545,7 +545,7 @@ def stage_minutes(experiment_path: str | Path) -> dict[str, float]:
     """Minutes each stage's latest run took, by stage: from its results record (from the
     kernel's start to its last publish, however it ran), else from papermill's duration in the
     runner's executed notebook."""
-    from voicebook.scraps import read_records
+    from voicebook.core.scraps import read_records
 
     minutes = {}
     for stage, record in read_records(experiment_path).items():

@@ -6,12 +6,12 @@ whatever way the notebook runs: ``voicebook run``, plain papermill, Run All in J
 whole-notebook run, in a fresh kernel or the same one, runs that cell again and so is a new run.
 A cell run on its own (say 03's listening results after a kernel restart) finds no run started
 in its kernel, or one that has not published the stage's first scrap (03's setup cell ran, then
-its codebook cell): what it publishes is added to the stage's latest run (``voicebook.scraps``).
+its codebook cell): what it publishes is added to the stage's latest run (``voicebook.core.scraps``).
 
 While a run is current, the library notes what the stage read (``read_input``: the dataset, the
 checkpoint a phase starts from, each candidate the evaluation scores) by path, content digest
-and the run of the stage that produced it, and what it wrote (``wrote``). ``voicebook.scraps``
-stores both in the stage's record; ``voicebook.lineage`` compares them with the latest runs to
+and the run of the stage that produced it, and what it wrote (``wrote``). ``voicebook.core.scraps``
+stores both in the stage's record; ``voicebook.core.lineage`` compares them with the latest runs to
 tell which numbers rest on runs that have since been replaced.
 """
 
@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from voicebook.parameters import check_parameters, declared_parameters
+from voicebook.core.parameters import check_parameters, declared_parameters
 
 RESULTS_DIR = "results"
 # A file's digest reads it whole up to this size, else its size and three samples of this size
@@ -65,7 +65,7 @@ def new_id() -> str:
 
 def stem_of(stage: str) -> str:
     """The notebook stem of ``stage``, given as a stem or a short name ("phase1")."""
-    from voicebook.stages import STAGES
+    from voicebook.core.stages import STAGES
 
     for s in STAGES:
         if stage in (s.stem, s.short):
@@ -79,8 +79,8 @@ def _plain(value: Any) -> Any:
 
 def start_run(stem: str, namespace: dict[str, Any]) -> Run:
     """Begin a run of ``stem`` in this kernel: refuse unknown papermill parameters
-    (``voicebook.parameters``), then note the id, the start and the parameters' values."""
-    from voicebook.paths import experiment_dir
+    (``voicebook.core.parameters``), then note the id, the start and the parameters' values."""
+    from voicebook.core.paths import experiment_dir
 
     check_parameters(namespace, stem)
     declared = declared_parameters(stem)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from voicebook.paths import cache_dir
+from voicebook.core.paths import cache_dir
 
 BASE_FILES = (
     "model.pth",
@@ -41,7 +41,7 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: importing voicebook.models must not load torch and coqui-tts.
+    # Lazy: importing voicebook.coqui.base must not load torch and coqui-tts.
     if name in _MOVED:
         return getattr(importlib.import_module(f"voicebook.coqui.{_MOVED[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

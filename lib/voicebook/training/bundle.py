@@ -7,7 +7,7 @@ for training (a full-size one is 3x the weights). The phases write their best mo
 by coqui-tts's ``Xtts.load_checkpoint``). ``export_folder`` writes that model with the base's
 ``config.json`` and ``vocab.json``, a reference clip, and the base's ``dvae.pth`` and
 ``mel_stats.pth`` (hard links or copies, never symbolic links: the folder is self-contained),
-so the folder is itself a base folder (``voicebook.models.load_xtts(folder)``) for evaluation.
+so the folder is itself a base folder (``voicebook.coqui.base.load_xtts(folder)``) for evaluation.
 A LoRA phase's checkpoint (adapters only, ``voicebook.coqui.lora``) is exported merged: a
 standard XTTS ``model.pth``. Its ``speakers_xtts.pth`` carries the voice: the base's speakers
 plus ``EXPORT_VOICE``, the latents the exported model makes of the reference clip, so
@@ -109,7 +109,7 @@ def export_folder(
         _own_copy(base / name, dest / name)
     if reference_clip:
         from voicebook.coqui.latents import add_reference_voice
-        from voicebook.device import resolve_device
+        from voicebook.core.device import resolve_device
 
         shutil.copy2(reference_clip, dest / "reference.wav")
         add_reference_voice(dest, [dest / "reference.wav"], EXPORT_VOICE, resolve_device(device))

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from voicebook.paths import EVAL_META, TEST_META, TRAIN_META
+from voicebook.core.paths import EVAL_META, TEST_META, TRAIN_META
 
 TEST, VALIDATION = "test", "validation"
 VIEW_DIR = ".test_split"  # under eval/: hidden, rebuilt at every evaluation

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from voicebook.paths import NOTEBOOKS_DIR
+from voicebook.core.paths import NOTEBOOKS_DIR
 
 INJECTED_MARK = "# Parameters"  # papermill's translator starts its injected cell with this
 

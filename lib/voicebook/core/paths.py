@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 DEMO_DATA_DIR = REPO_ROOT / "data" / "demo"
 
@@ -45,7 +45,7 @@ def cache_dir() -> Path:
 # The data-prep stage's split tables (coqui's ``coqui`` formatter: audio_file|text|speaker_name).
 # EVAL_META is the validation split (coqui's "eval"): what the phases and the voice search
 # select on. TEST_META is what the evaluation scores: nothing selected on it. Datasets made
-# before the test split have only the first two (``voicebook.splits``).
+# before the test split have only the first two (``voicebook.dataprep.splits``).
 TRAIN_META = "metadata_train.csv"
 EVAL_META = "metadata_eval.csv"
 TEST_META = "metadata_test.csv"

@@ -4,7 +4,7 @@ The runner takes its stage list from here; ``scraps.publish`` refuses a scrap th
 contract does not name (the producer's side); ``scraps.read_experiment`` hands consumers
 ``StageScraps``, which refuse to read a name the contract does not hold (the consumer's side: a
 misspelt read would otherwise be a silent None), so a producer and its consumers cannot drift
-apart silently. ``docs/stages.md`` is generated from here (``voicebook.stages_doc``). Adding a
+apart silently. ``docs/stages.md`` is generated from here (``voicebook.core.stages_doc``). Adding a
 stage is one entry.
 """
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-from voicebook import stages as contract
-from voicebook.listening import MIN_RATINGS
+from voicebook.core import stages as contract
+from voicebook.evaluation.listening.session import MIN_RATINGS
 
-# The stages whose results the decision reads (voicebook.stages: the one stage contract).
+# The stages whose results the decision reads (voicebook.core.stages: the one stage contract).
 DATA_PREP, EVALUATION, DECISION = (
     contract.DATA_PREP.stem,
     contract.EVALUATION.stem,
@@ -137,7 +137,7 @@ class CandidateEvidence:
     overfitting: bool = False
     alarms: list[str] = field(default_factory=list)  # messages of health events "alarm"/"stop"
     split: str = ""  # the held-out split its numbers are on: "test" or "validation"
-    stale: str | None = None  # why its numbers rest on a replaced run (voicebook.lineage)
+    stale: str | None = None  # why its numbers rest on a replaced run (voicebook.core.lineage)
 
     @property
     def title(self) -> str:

@@ -1,9 +1,9 @@
-"""docs/stages.md, generated from the stage contract (``voicebook.stages``).
+"""docs/stages.md, generated from the stage contract (``voicebook.core.stages``).
 
 The table's rows, files and scraps come from ``STAGES``; what each scrap and file holds, in
 words, is here. ``render()`` refuses a scrap of the contract without words, or words for a scrap
 the contract lacks, and ``tests/test_stages.py`` fails when docs/stages.md differs from
-``render()``. Regenerate it with ``python -m voicebook.stages_doc`` (``make docs``).
+``render()``. Regenerate it with ``python -m voicebook.core.stages_doc`` (``make docs``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from voicebook.paths import REPO_ROOT
-from voicebook.stages import STAGES
+from voicebook.core.paths import REPO_ROOT
+from voicebook.core.stages import STAGES
 
 DOC_PATH = REPO_ROOT / "docs" / "stages.md"
 
@@ -73,7 +73,7 @@ WRITES = {
 
 INTRO = """# Stages, their outputs and their scraps
 
-<!-- Generated from lib/voicebook/stages.py by `python -m voicebook.stages_doc`: edit there. -->
+<!-- Generated from lib/voicebook/core/stages.py by `python -m voicebook.core.stages_doc`: edit there. -->
 
 Every stage is a notebook in `notebooks/` with a cell tagged `parameters` whose defaults are the
 cheap demo settings. Every notebook has at least these parameters:
@@ -83,15 +83,15 @@ experiment = "demo"   # outputs/<experiment>/
 outputs_dir = ""      # empty: $VOICEBOOK_OUTPUTS or <repo>/outputs
 ```
 
-and finds its experiment folder with `voicebook.paths.experiment_dir(experiment, outputs_dir)`.
+and finds its experiment folder with `voicebook.core.paths.experiment_dir(experiment, outputs_dir)`.
 
-**The contract is code**: `lib/voicebook/stages.py` defines each stage's notebook, the scraps it
+**The contract is code**: `lib/voicebook/core/stages.py` defines each stage's notebook, the scraps it
 publishes, the files it writes and the parameters the report shows beside its numbers; the runner
 and the decision take stage names from there, and `tests/test_stages.py` checks that this page,
 the notebooks and the configs agree with it (parameter defaults compared by value).
 
 **Parameters are checked.** The first code cell after the parameters calls
-`voicebook.runs.start_run(stem, globals())`: a name that papermill injected (`-p`, `-f`) and the
+`voicebook.core.runs.start_run(stem, globals())`: a name that papermill injected (`-p`, `-f`) and the
 parameters cell does not declare stops the notebook there, naming it and the closest declared
 names (`-p lrr 1e-6` fails with "did you mean 'lr'").
 
@@ -103,18 +103,18 @@ restart (03's codebook or listening results) adds its scraps to the stage's late
 a run replaces the stage's record only when it publishes the stage's first scrap in the table below
 (what only a whole run publishes: `eval_table`, `dataset_card`, ...).
 
-**How results travel.** A stage publishes with `voicebook.scraps.publish(experiment_path, stage,
+**How results travel.** A stage publishes with `voicebook.core.scraps.publish(experiment_path, stage,
 {name: value})`: each value is glued into the running notebook as a scrapbook scrap (so
 `sb.read_notebook("out.ipynb").scraps` answers whoever asks, wherever papermill wrote it), and the
 same values are recorded, with the run's identity, inputs and outputs, in
 `outputs/<experiment>/results/<stage>.json` (atomic write; the record of an earlier run moves to
 `results/history/`). The report and the decision read those records
-(`voicebook.scraps.read_experiment`), so the latest run of every stage reaches the report however
+(`voicebook.core.scraps.read_experiment`), so the latest run of every stage reaches the report however
 it was run. A stage with no record (run by an older voicebook) falls back to the executed notebook
 that the runner writes to `outputs/<experiment>/notebooks/<stem>.ipynb`. A scrap that is not in
 the stage's contract is refused with an error naming the file to change.
 
-**Lineage.** `voicebook.lineage` compares what each run read with the latest runs: when a run a
+**Lineage.** `voicebook.core.lineage` compares what each run read with the latest runs: when a run a
 stage rests on was replaced (phase 1 re-ran after phase 2 started from it; data prep re-ran after
 the phases), everything downstream is stale, named with the reason and the stages to re-run in
 order, in the report and in `decision.json`; the decision then recommends nothing.

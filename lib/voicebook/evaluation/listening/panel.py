@@ -22,7 +22,8 @@ import ipywidgets as w
 import numpy as np
 import soundfile as sf
 
-from voicebook.listening import (
+from voicebook.evaluation.listening.results import experiment_path
+from voicebook.evaluation.listening.session import (
     HIGHEST,
     LOWEST,
     SCALES,
@@ -32,7 +33,6 @@ from voicebook.listening import (
     Trial,
     load_samples,
 )
-from voicebook.listening_results import experiment_path
 
 PANEL_CLASS = "vb-listening"
 MIN_PLAYER_SECONDS = 1.0  # a browser shows a shorter clip as "0:00 / 0:00"

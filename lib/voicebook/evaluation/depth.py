@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from voicebook import codebook
-from voicebook import evaluation as ev
+from voicebook.evaluation import codebook
+from voicebook.evaluation import scoring as ev
 
 FIRST, AUTO = "first", "auto"  # the reference_clips modes besides a list of files
 ALL = codebook.ALL  # the row of every clip together

@@ -2,7 +2,7 @@
 
 Reads the latest results of every stage of an experiment (``scraps.read_experiment``: the
 records each stage writes when it publishes, however it was run), applies the
-decision matrix (:mod:`voicebook.decision`) and writes ``report.html`` and ``decision.json`` in the
+decision matrix (:mod:`voicebook.decision.matrix`) and writes ``report.html`` and ``decision.json`` in the
 experiment folder. Both are generated artefacts: writing them again moves the previous versions to
 ``report.prev.html`` / ``decision.prev.json`` (one level of history; the stage notebooks hold the
 evidence, so a report can always be rebuilt).
@@ -26,12 +26,12 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from voicebook import decision as dm
-from voicebook import listening_results as lr
-from voicebook import stages as contract
-from voicebook.lineage import Assessment, assess
-from voicebook.paths import outputs_root
-from voicebook.scraps import provenance, read_experiment, read_records
+from voicebook.core import stages as contract
+from voicebook.core.lineage import Assessment, assess
+from voicebook.core.paths import outputs_root
+from voicebook.core.scraps import provenance, read_experiment, read_records
+from voicebook.decision import matrix as dm
+from voicebook.evaluation.listening import results as lr
 
 REPORT_NAME, DECISION_NAME = contract.DECISION.files  # the names are the contract's
 
@@ -95,7 +95,7 @@ def _stale_reason(c: dm.CandidateEvidence, lineage: Assessment) -> str | None:
 def analyse_experiment(
     experiment_path: str | os.PathLike, thresholds: dm.Thresholds | None = None
 ) -> ExperimentResult:
-    """Read every stage's latest results, assess their lineage (``voicebook.lineage``) and
+    """Read every stage's latest results, assess their lineage (``voicebook.core.lineage``) and
     apply the decision matrix."""
     path = Path(experiment_path)
     result = analyse_scraps(path.name, read_experiment(path), thresholds, path, assess(path))
@@ -107,7 +107,7 @@ def analyse_experiment(
 
 def stale_evaluation(rows: list[dict[str, Any]]) -> list[str]:
     """Sentences naming training stages that ran again after the evaluation scored them
-    (for records made before runs noted their inputs: ``voicebook.lineage`` does it now)."""
+    (for records made before runs noted their inputs: ``voicebook.core.lineage`` does it now)."""
     ran = {r["stage"]: r["ran"] for r in rows}
     evaluated = ran.get(dm.EVALUATION)
     return [
@@ -432,7 +432,7 @@ def split_label(result: ExperimentResult) -> str:
 
 def _versus_html(result: ExperimentResult) -> list[str]:
     """Training-free voice search against fine-tuning, when a search ran (with what each cost)."""
-    from voicebook import voice_search
+    from voicebook.voice_search import search as voice_search
 
     search = result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search")
     if not search:
@@ -455,7 +455,7 @@ def _versus_html(result: ExperimentResult) -> list[str]:
 
 def _finetune_html(result: ExperimentResult) -> list[str]:
     """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
-    from voicebook.finetune_compare import finetune_table
+    from voicebook.decision.finetune_compare import finetune_table
 
     table = finetune_table(result.scraps.get(dm.EVALUATION, {}).get("eval_table"))
     if table.empty:
@@ -489,7 +489,7 @@ _DEPTH_NOTE = (
 
 def _depth_html(result: ExperimentResult) -> list[str]:
     """The evaluation's depth checks: per source, cap hits, temperature sweep, the DVAE."""
-    from voicebook import eval_depth
+    from voicebook.evaluation import depth as eval_depth
 
     evaluation = result.scraps.get(dm.EVALUATION)
     if not evaluation:

@@ -1,0 +1,1 @@
+"""The voice-search stage: a voice (XTTS's conditioning) searched against the frozen model."""
