@@ -16,6 +16,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
+from voicebook.core.subtitles import parse_subtitles
 from voicebook.dataprep import (
     DataPrepConfig,
     SourceError,
@@ -30,7 +31,7 @@ from voicebook.dataprep import (
 )
 from voicebook.dataprep.audio import AudioProblem, decode, loudness
 from voicebook.dataprep.process import Clip
-from voicebook.dataprep.segments import Cue, merge_short, parse_subtitles, split_long, split_text
+from voicebook.dataprep.segments import Cue, merge_short, split_long, split_text
 from voicebook.dataprep.sources import Rejection, scan_source
 
 SR = 22050

@@ -247,7 +247,7 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
 
 
 def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_path):
-    from voicebook.coqui.base import load_xtts
+    from voicebook.coqui.models import load_xtts
 
     model, seen = load_xtts(base), []
     inference = model.inference

@@ -179,8 +179,13 @@ def test_write_report_writes_decision_json_and_keeps_previous(tmp_path):
 
     report.write_report(tmp_path, report.analyse_scraps("exp", fake_scraps()))
     assert json.loads((tmp_path / "decision.json").read_text())["winner"] == "phase2"
-    assert json.loads((tmp_path / "decision.prev.json").read_text())["winner"] == "phase1"
-    assert (tmp_path / "report.prev.html").read_text() == first_page
+    # the first ones moved to history/, not overwritten; a third write keeps both earlier ones
+    (earlier_json,) = (tmp_path / "history").glob("decision.*.json")
+    (earlier_page,) = (tmp_path / "history").glob("report.*.html")
+    assert json.loads(earlier_json.read_text())["winner"] == "phase1"
+    assert earlier_page.read_text() == first_page
+    report.write_report(tmp_path, report.analyse_scraps("exp", fake_scraps()))
+    assert len(list((tmp_path / "history").glob("report.*.html"))) == 2
 
 
 def test_report_path_and_unknown_experiment(tmp_path):

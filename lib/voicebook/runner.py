@@ -8,18 +8,17 @@ given to the stages that declare them; ``phase2.lr`` (or ``02_phase2.lr``) targe
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from voicebook.core import stages as contract
+from voicebook.core.fileio import to_history
 from voicebook.core.paths import NOTEBOOKS_DIR, experiment_dir
 
 STAGES = tuple(s.stem for s in contract.STAGES)  # the stage contract's order
@@ -138,14 +137,6 @@ def _is_stage(token: str) -> bool:
     return True
 
 
-def _keep_previous(output: Path) -> None:
-    if output.exists():
-        history = output.parent / "history"
-        history.mkdir(exist_ok=True)
-        stamp = datetime.fromtimestamp(output.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-        shutil.move(output, history / f"{output.stem}.{stamp}.ipynb")
-
-
 def run_stage(
     stage: str,
     experiment: str,
@@ -163,7 +154,7 @@ def run_stage(
     exp_dir = experiment_dir(experiment, outputs_dir)
     output = exp_dir / "notebooks" / f"{stage}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
-    _keep_previous(output)
+    to_history(output)  # the earlier output notebook: history/<stem>.<time>.ipynb
     parameters = {"experiment": experiment, "outputs_dir": str(exp_dir.parent), **params}
     start = time.monotonic()
     try:

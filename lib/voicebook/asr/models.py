@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
+from voicebook.core.fileio import atomic_path
 from voicebook.core.paths import cache_dir
 
 DEFAULT_ASR_MODEL = "base"
@@ -92,8 +92,7 @@ def assemble_base(cache: Path | None = None) -> Path:
         return folder
     parts = [_package_data(p) / f"model.bin.part{i}" for i, p in enumerate(BASE_PACKAGES, 1)]
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"model.bin.{os.getpid()}.partial"
-    try:
+    with atomic_path(model) as partial:
         with open(partial, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
@@ -108,8 +107,5 @@ def assemble_base(cache: Path | None = None) -> Path:
             )
         for name in BASE_FILES:
             shutil.copyfile(_package_data(BASE_PACKAGES[0]) / name, folder / name)
-        partial.replace(model)
-        (folder / ".verified").write_text(BASE_SHA256 + "\n", encoding="utf-8")
-    finally:
-        partial.unlink(missing_ok=True)
+    (folder / ".verified").write_text(BASE_SHA256 + "\n", encoding="utf-8")
     return folder

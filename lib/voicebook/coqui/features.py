@@ -28,7 +28,6 @@ those last codes of the shorter clips of a batch (``tests/test_features.py`` sta
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import random
@@ -40,35 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voicebook.coqui.models import load_audio
+from voicebook.coqui.limits import SAMPLE_RATE
+from voicebook.coqui.models import dvae_mel, load_audio, load_dvae
+from voicebook.core.fileio import atomic_path, base_file_digest, file_digest
 from voicebook.core.paths import cache_dir
 
 # Bump when the computation of the cached codes changes: older entries are then never read.
 FEATURES_VERSION = 1
-_CHUNK = 1 << 20
-
-
-def base_file_digest(path: str | os.PathLike) -> str:
-    """``file_digest`` of a base file (a DVAE is ~200 MB), hashed once per process while its
-    size and modification time stay the same."""
-    stat = os.stat(path)
-    return _base_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _base_digest(path: str, size: int, mtime_ns: int) -> str:
-    return file_digest(path)
-
-
-def file_digest(path: str | os.PathLike, *extra: Any) -> str:
-    """sha256 of a file's bytes (and of ``extra`` values), as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    for value in extra:
-        digest.update(repr(value).encode())
-    return digest.hexdigest()
 
 
 def prompt_slice(
@@ -149,11 +126,8 @@ class FeatureCache:
                 self.unreadable.add(clip)
                 continue
             target = self.path(clip)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(f".{os.getpid()}.partial")
-            with open(partial, "wb") as handle:
-                np.save(handle, codes)
-            os.replace(partial, target)  # atomic: a kill never leaves half an entry
+            with atomic_path(target) as partial, open(partial, "wb") as handle:
+                np.save(handle, codes)  # atomic: a kill never leaves half an entry
         done = len(todo) - len(self.unreadable.intersection(todo))
         self.computed += done
         return done
@@ -188,3 +162,26 @@ def feature_cache_for(config: Any) -> FeatureCache:
     return FeatureCache(
         args.dvae_checkpoint, args.mel_norm_file, audio.sample_rate, audio.dvae_sample_rate
     )
+
+
+class ClipCoder:
+    """A clip's DVAE codes, made exactly as GPTTrainer makes its training targets, read from the
+    feature cache the trainer uses (``features.FeatureCache``; computed here the first time)."""
+
+    def __init__(self, base_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.dvae = load_dvae(base_dir, self.device)
+        self.mel = dvae_mel(Path(base_dir) / "mel_stats.pth", self.device)
+        base = Path(base_dir)
+        self.features = FeatureCache(
+            base / "dvae.pth", base / "mel_stats.pth", SAMPLE_RATE, SAMPLE_RATE
+        )
+
+    def __call__(self, clip: str | os.PathLike) -> tuple[torch.Tensor, int]:
+        """(codes on the CPU, shape (n,), number of audio samples of the clip)."""
+        self.features.fill([clip], self.dvae, self.mel)
+        if str(clip) in self.features.unreadable:
+            raise ValueError(
+                f"Cannot read audio {clip}: re-run data prep, which checks every clip."
+            )
+        return self.features.codes(clip), load_audio(clip).shape[-1]

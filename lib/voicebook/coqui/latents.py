@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from voicebook.coqui.config import gpt_trainer_config, load_samples, usable_samples
+from voicebook.coqui.features import ClipCoder
 from voicebook.coqui.limits import SAMPLE_RATE
-from voicebook.coqui.models import ClipCoder, load_xtts
+from voicebook.coqui.models import load_xtts
 
 IGNORE = -1  # coqui's ignore_index for padded targets
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from voicebook.core.fileio import base_file_digest
+
 LORA_KEY = "lora"  # the checkpoint entry that makes a checkpoint a LoRA one
 HEADS = ("text_embedding", "mel_embedding", "text_head", "mel_head")  # train_heads trains these
 _TUNER = "_voicebook_lora_tuner"  # where a GPT keeps its peft tuner (not a registered module)
@@ -145,16 +147,12 @@ def lora_info(checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
 
 def new_info(spec: LoraSpec, weights: str | os.PathLike) -> dict[str, Any]:
     """The ``"lora"`` entry of adapters trained on the full weights in ``weights``."""
-    from voicebook.coqui.features import base_file_digest
-
     path = Path(weights).resolve()
     return {"spec": spec.to_dict(), "weights": str(path), "weights_digest": base_file_digest(path)}
 
 
 def checked_weights(info: dict[str, Any], checkpoint: Any) -> Path:
     """The full-weights file a LoRA checkpoint sits on, after checking it is the same file."""
-    from voicebook.coqui.features import base_file_digest
-
     path = Path(info["weights"])
     if not path.is_file():
         raise FileNotFoundError(

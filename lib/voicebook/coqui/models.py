@@ -13,7 +13,9 @@ from typing import Any
 import soundfile as sf
 import torch
 
+from voicebook.coqui.layout import validate_base_dir
 from voicebook.coqui.limits import N_CODES, SAMPLE_RATE
+from voicebook.coqui.lora import apply_checkpoint, checked_weights, lora_info
 
 
 def load_tokenizer(base_dir: str | os.PathLike):
@@ -45,8 +47,6 @@ def load_xtts(
     export, a LoRA checkpoint (its adapters merged into the weights it sits on; ``merge=False``
     keeps them as adapters), or None for the base's own ``model.pth``.
     """
-    from voicebook.coqui.lora import apply_checkpoint, checked_weights, lora_info
-
     info = lora_info(checkpoint)
     weights = checked_weights(info, checkpoint) if info else checkpoint
     model = _xtts_from(base_dir, weights, eval=True)
@@ -60,8 +60,6 @@ def load_xtts(
 def _xtts_from(base_dir: str | os.PathLike, weights: str | os.PathLike | None, *, eval: bool):
     """coqui's Xtts of a base with the full weights in ``weights`` (None: the base's)."""
     from TTS.tts.models.xtts import Xtts
-
-    from voicebook.coqui.base import validate_base_dir
 
     base = validate_base_dir(base_dir)
     config = load_config(base)
@@ -81,8 +79,6 @@ def _xtts_from(base_dir: str | os.PathLike, weights: str | os.PathLike | None, *
 def merged_weights(base_dir: str | os.PathLike, checkpoint: str | os.PathLike) -> dict:
     """The full XTTS state of a LoRA checkpoint: its adapters merged into the weights it sits
     on, with the keys of a standard ``model.pth`` (what the export writes)."""
-    from voicebook.coqui.lora import apply_checkpoint, checked_weights, lora_info
-
     info = lora_info(checkpoint)
     if info is None:
         raise ValueError(f"{checkpoint} is not a LoRA checkpoint (it has no 'lora' entry).")
@@ -156,28 +152,3 @@ def dvae_mel(mel_norm_file: str | os.PathLike | None, device: str | torch.device
 
     norm = str(mel_norm_file) if mel_norm_file else None
     return TorchMelSpectrogram(mel_norm_file=norm, sampling_rate=SAMPLE_RATE).to(device)
-
-
-class ClipCoder:
-    """A clip's DVAE codes, made exactly as GPTTrainer makes its training targets, read from the
-    feature cache the trainer uses (``features.FeatureCache``; computed here the first time)."""
-
-    def __init__(self, base_dir: str | os.PathLike, device: str | torch.device = "cpu"):
-        from voicebook.coqui.features import FeatureCache
-
-        self.device = torch.device(device)
-        self.dvae = load_dvae(base_dir, self.device)
-        self.mel = dvae_mel(Path(base_dir) / "mel_stats.pth", self.device)
-        base = Path(base_dir)
-        self.features = FeatureCache(
-            base / "dvae.pth", base / "mel_stats.pth", SAMPLE_RATE, SAMPLE_RATE
-        )
-
-    def __call__(self, clip: str | os.PathLike) -> tuple[torch.Tensor, int]:
-        """(codes on the CPU, shape (n,), number of audio samples of the clip)."""
-        self.features.fill([clip], self.dvae, self.mel)
-        if str(clip) in self.features.unreadable:
-            raise ValueError(
-                f"Cannot read audio {clip}: re-run data prep, which checks every clip."
-            )
-        return self.features.codes(clip), load_audio(clip).shape[-1]

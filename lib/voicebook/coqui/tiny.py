@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from voicebook.coqui.base import BASE_FILES, BaseModelError
+from voicebook.coqui.layout import BASE_FILES, BaseModelError
 from voicebook.coqui.limits import (
     AUDIO_TOKENS,
     OUTPUT_SAMPLE_RATE,
@@ -27,7 +27,7 @@ from voicebook.coqui.limits import (
 )
 from voicebook.coqui.models import build_dvae, dvae_mel, load_audio, load_xtts_files
 from voicebook.core.paths import DEMO_DATA_DIR, cache_dir
-from voicebook.dataprep.segments import parse_subtitles
+from voicebook.core.subtitles import parse_subtitles
 
 # XTTS v2's language tokens: the tiny vocab carries them all, like the real one.
 XTTS_LANGUAGES = [

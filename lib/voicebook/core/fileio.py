@@ -1,8 +1,10 @@
-"""Writing files so that nothing is half-written or written by two processes at once.
+"""Writing files so that nothing is half-written, written by two processes at once, or lost.
 
-``write_text_atomic`` (and ``write_json_atomic``) write beside the target under a name of their
-own process, then rename: a reader, or a run killed mid-write, sees the old file or the new
-one, never half of one, and two processes writing the same file never mix. ``exclusive`` keeps
+``atomic_path`` (and ``write_text_atomic``, ``write_json_atomic`` on it) has the writer write
+beside the target under a name of its own process, then renames: a reader, or a run killed
+mid-write, sees the old file or the new one, never half of one, and two processes writing the
+same file never mix. ``to_history`` and ``archive_run`` keep what an earlier run made: one file,
+or a run's files, moved under ``history/``, never overwritten. ``exclusive`` keeps
 one process per folder with a lock file created with ``O_EXCL``, which holds on NFS where
 ``fcntl`` locks may not.
 """
@@ -10,24 +12,76 @@ one process per folder with a lock file created with ``O_EXCL``, which holds on 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import socket
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A path to write ``path``'s new content to; renamed onto ``path`` when the block ends
+    without an error (removed when it fails). A symbolic link at ``path`` is replaced, never
+    written through."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, value: Any, indent: int = 2) -> Path:
     return write_text_atomic(path, json.dumps(value, indent=indent, default=str))
+
+
+# --- history: nothing an earlier run made is overwritten -----------------------------------
+
+
+def to_history(path: Path, name: str | None = None) -> Path | None:
+    """Move the file ``path`` to ``history/`` beside it, as ``name`` (default: its stem, its
+    modification time and its suffix). A name already taken gets ``-2``, ``-3``, ... Returns
+    where it went, or None when there was no file."""
+    if not path.exists():
+        return None
+    history = path.parent / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    if name is None:
+        stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        name = f"{path.stem}.{stamp}{path.suffix}"
+    dest, n = history / name, 1
+    while dest.exists():
+        n += 1
+        dest = history / f"{Path(name).stem}-{n}{Path(name).suffix}"
+    os.replace(path, dest)
+    return dest
+
+
+def archive_run(items: list[Path], history: Path) -> Path | None:
+    """Move an earlier run's ``items`` (those that exist) into ``history/<n>/``, n = 1, 2, ...
+    Returns that folder, or None when nothing was there."""
+    present = [p for p in items if p.exists()]
+    if not present:
+        return None
+    n = 1 + max((int(p.name) for p in history.glob("*") if p.name.isdigit()), default=0)
+    dest = history / str(n)
+    dest.mkdir(parents=True)
+    for item in present:
+        item.replace(dest / item.name)
+    return dest
 
 
 class FolderBusy(RuntimeError):
@@ -58,3 +112,31 @@ def exclusive(folder: Path, name: str, what: str) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+# --- digests -------------------------------------------------------------------------------
+
+_CHUNK = 1 << 20
+
+
+def base_file_digest(path: str | os.PathLike) -> str:
+    """``file_digest`` of a base file (a DVAE is ~200 MB), hashed once per process while its
+    size and modification time stay the same."""
+    stat = os.stat(path)
+    return _base_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _base_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
+def file_digest(path: str | os.PathLike, *extra: Any) -> str:
+    """sha256 of a file's bytes (and of ``extra`` values), as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    for value in extra:
+        digest.update(repr(value).encode())
+    return digest.hexdigest()

@@ -140,7 +140,9 @@ def made_by(run: dict[str, Any], path: str | Path) -> bool:
 # --- what a run read and wrote --------------------------------------------------------------
 
 
-def file_digest(path: Path) -> str:
+def sampled_digest(path: Path) -> str:
+    """sha256 of a file's size and three samples of its bytes: cheap enough for every input of
+    every run, and it changes when a file is rewritten (``fileio.file_digest`` reads it all)."""
     h = hashlib.sha256()
     size = path.stat().st_size
     h.update(str(size).encode())
@@ -159,7 +161,7 @@ def content_digest(path: str | Path) -> str | None:
     files left out), or None when the path does not exist."""
     path = Path(path)
     if path.is_file():
-        return file_digest(path)
+        return sampled_digest(path)
     if not path.is_dir():
         return None
     h = hashlib.sha256()
@@ -167,7 +169,7 @@ def content_digest(path: str | Path) -> str | None:
         rel = item.relative_to(path)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        h.update(f"{rel.as_posix()}\0{file_digest(item)}\0".encode())
+        h.update(f"{rel.as_posix()}\0{sampled_digest(item)}\0".encode())
     return h.hexdigest()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import pandas as pd
 import scrapbook as sb
 
 from voicebook.core import runs
-from voicebook.core.fileio import write_json_atomic
+from voicebook.core.fileio import to_history, write_json_atomic
 from voicebook.core.stages import checked
 
 _DF_MARK = "__voicebook_dataframe__"
@@ -131,12 +130,12 @@ def _next_record(path: Path, stage: str, names: list[str]) -> dict[str, Any]:
 
 
 def _to_history(path: Path, record: dict[str, Any]) -> None:
+    """The replaced run's record, as ``history/<stage>.<updated>.<run id>.json`` (lineage finds
+    a run's record there by its id)."""
     if not record:
         return
-    history = path.parent / "history"
-    history.mkdir(parents=True, exist_ok=True)
     stamp = str(record.get("updated", "")).replace(":", "").replace("-", "")
-    os.replace(path, history / f"{path.stem}.{stamp}.{record.get('run_id', 'old')}.json")
+    to_history(path, f"{path.stem}.{stamp}.{record.get('run_id', 'old')}.json")
 
 
 def read_records(experiment_path: str | Path) -> dict[str, dict[str, Any]]:

@@ -145,50 +145,89 @@ class Worker:
     ) -> Clip | Rejection:
         """Trim, check and normalise ``decoded.samples[start:end]``; write it if it passes."""
         cfg, sr = self.config, decoded.sample_rate
-
-        def reject(reason: str, kind: str) -> Rejection:
-            return Rejection(job.source, job.item, reason, kind, inputs, job.order, split)
-
         segment = decoded.samples[start:end]
         a, b = trim_bounds(segment, sr, cfg.trim_top_db, cfg.trim_margin_s)
         speech = segment[a:b]
+        problem, lufs = self._length_problem(speech, sr), None
+        if problem is None:  # loudness needs a clip of a sensible length
+            lufs = loudness(speech, sr)
+            clipped = decoded.clipped_fraction((start + a) / sr, (start + b) / sr)
+            problem = self._content_problem(lufs, clipped, text, speech.size / sr)
+        if problem is not None:
+            return Rejection(job.source, job.item, *problem, inputs, job.order, split)
+        return self._write_clip(job, speech, sr, lufs, text, n_tokens, inputs, split)
+
+    def _length_problem(self, speech: np.ndarray, sr: int) -> tuple[str, str] | None:
+        """(reason, kind) when the trimmed clip is silent, too short or too long."""
+        cfg = self.config
         if not np.any(speech):
-            return reject("silent: every sample is zero", "silent")
+            return "silent: every sample is zero", "silent"
         duration = speech.size / sr
         if duration < cfg.min_seconds:
-            return reject(
-                f"too short: {duration:.2f} s after trimming silence "
-                f"(minimum {cfg.min_seconds:g} s)",
+            return (
+                (
+                    f"too short: {duration:.2f} s after trimming silence "
+                    f"(minimum {cfg.min_seconds:g} s)"
+                ),
                 "too_short",
             )
         if speech.size > cfg.max_samples():
-            return reject(
-                f"too long: {duration:.2f} s after trimming silence (maximum "
-                f"{cfg.max_seconds:g} s); cut it at a pause",
+            return (
+                (
+                    f"too long: {duration:.2f} s after trimming silence (maximum "
+                    f"{cfg.max_seconds:g} s); cut it at a pause"
+                ),
                 "too_long",
             )
-        lufs = loudness(speech, sr)
+        return None
+
+    def _content_problem(
+        self, lufs: float, clipped: float, text: str, duration: float
+    ) -> tuple[str, str] | None:
+        """(reason, kind) when the clip is near-silent, clipped, or its text does not fit it."""
+        cfg = self.config
         if not lufs >= cfg.silence_lufs:
-            return reject(
-                f"near-silent: {lufs:.0f} LUFS (speech is usually -35 to -15 LUFS); "
-                "check the recording",
+            return (
+                (
+                    f"near-silent: {lufs:.0f} LUFS (speech is usually -35 to -15 LUFS); "
+                    "check the recording"
+                ),
                 "near_silent",
             )
-        clipped = decoded.clipped_fraction((start + a) / sr, (start + b) / sr)
         if clipped > cfg.max_clipped_fraction:
-            return reject(
-                f"clipped: {clipped:.2%} of samples at full scale (limit "
-                f"{cfg.max_clipped_fraction:.1%}); use a recording made at a lower level",
+            return (
+                (
+                    f"clipped: {clipped:.2%} of samples at full scale (limit "
+                    f"{cfg.max_clipped_fraction:.1%}); use a recording made at a lower level"
+                ),
                 "clipped",
             )
         low, high = cfg.chars_per_second
         rate = len(text) / duration
         if not low <= rate <= high:
-            return reject(
-                f"text does not fit the audio: {len(text)} characters in {duration:.1f} s "
-                f"({rate:.0f}/s, expected {low:g}-{high:g}); is it another clip's transcript?",
+            return (
+                (
+                    f"text does not fit the audio: {len(text)} characters in {duration:.1f} s "
+                    f"({rate:.0f}/s, expected {low:g}-{high:g}); is it another clip's transcript?"
+                ),
                 "text_audio_mismatch",
             )
+        return None
+
+    def _write_clip(
+        self,
+        job: Job,
+        speech: np.ndarray,
+        sr: int,
+        lufs: float,
+        text: str,
+        n_tokens: int,
+        inputs: tuple[str, ...],
+        split: bool,
+    ) -> Clip:
+        """Normalise the loudness, write the wav and describe the clip."""
+        cfg = self.config
+        duration = speech.size / sr
         scaled, gain_db, limited = normalise(speech, lufs, cfg.target_lufs, cfg.peak_ceiling_dbfs)
         pcm = to_pcm16(scaled)
         write_wav(self.wav_dir / f"{job.stem}.wav", pcm, sr)

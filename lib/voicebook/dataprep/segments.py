@@ -12,8 +12,6 @@ import numpy as np
 
 from voicebook.dataprep.audio import pauses
 
-_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})"
-_CUE_TIMES = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _SENTENCE_END = re.compile(r"[.?!…]\s+")
 _CLAUSE_END = re.compile(r"[,;:]\s+")
 _SPACE = re.compile(r"\s+")
@@ -32,29 +30,6 @@ class Cue:
     @property
     def duration(self) -> float:
         return self.end - self.start
-
-
-def _seconds(h: str | None, m: str, s: str, frac: str) -> float:
-    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
-
-
-def parse_subtitles(text: str) -> list[tuple[float, float, str]]:
-    """(start, end, text) of every cue in SRT or WebVTT ``text``, in file order.
-
-    Cue numbers, VTT headers / NOTE / STYLE blocks and cue settings are ignored; the lines
-    after a ``start --> end`` line, up to a blank line, are the cue's text.
-    """
-    cues = []
-    for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = block.strip("\n").split("\n")
-        for i, line in enumerate(lines):
-            match = _CUE_TIMES.match(line)
-            if match:
-                g = match.groups()
-                start, end = _seconds(*g[:4]), _seconds(*g[4:])
-                cues.append((start, end, " ".join(x.strip() for x in lines[i + 1 :])))
-                break
-    return cues
 
 
 def clock(seconds: float) -> str:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from voicebook.core.subtitles import parse_subtitles
 from voicebook.dataprep.audio import AUDIO_EXTENSIONS, AudioProblem, decode
 from voicebook.dataprep.config import DataPrepConfig, SourceSpec
-from voicebook.dataprep.segments import Cue, clock, merge_short, parse_subtitles, speech_segments
+from voicebook.dataprep.segments import Cue, clock, merge_short, speech_segments
 from voicebook.dataprep.text import normalise_text
 from voicebook.dataprep.transcribe import Heard, Transcriber, heard_rows
 
@@ -165,100 +166,135 @@ def _rel(path: Path, folder: Path) -> str:
 
 
 def _scan_metadata(scanned: ScannedSource, index: int, speaker: str) -> None:
-    spec = scanned.spec
-    folder, table = spec.path, spec.path / spec.metadata
-    if not table.is_file():
-        raise SourceError(
-            f"Source {spec.name!r}: no {table}. Add it with one line per clip, 'file|text' "
-            "(optional header 'audio_file|text|speaker_name'), or point 'path' at the right "
-            "folder."
-        )
-    audio = {_rel(p, folder): p for p in _files(folder, AUDIO_EXTENSIONS)}
-    claimed: dict[str, int] = {}  # audio rel path -> line that claimed it
-    listed: dict[str, int] = {}  # file field as written -> first line
-    columns: dict[str, int] | None = None
-    taken: set[str] = set()
-    scanned.found = {"metadata_lines": 0, "audio_files": len(audio)}
-    lines = table.read_bytes().split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        raw = raw.rstrip(b"\r")
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        if not raw.strip():
-            continue
-        try:
-            line = raw.decode("utf-8")
-            bad_bytes = None
-        except UnicodeDecodeError as exc:
-            line = raw.decode("utf-8", errors="replace")
-            bad_bytes = f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1}"
-        if columns is None:
-            columns = _columns(line.split("|"))
-            if columns.pop("header", 0):
-                continue
+    _MetadataTable(scanned, index, speaker).scan()
+
+
+class _MetadataTable:
+    """A source's metadata.csv read line by line: every line becomes a job or a rejection, then
+    every audio file that no line claimed is rejected too (nothing is dropped silently)."""
+
+    def __init__(self, scanned: ScannedSource, index: int, speaker: str):
+        spec = scanned.spec
+        self.scanned, self.spec, self.index, self.speaker = scanned, spec, index, speaker
+        self.folder, self.table = spec.path, spec.path / spec.metadata
+        if not self.table.is_file():
+            raise SourceError(
+                f"Source {spec.name!r}: no {self.table}. Add it with one line per clip, "
+                "'file|text' (optional header 'audio_file|text|speaker_name'), or point 'path' "
+                "at the right folder."
+            )
+        self.audio = {_rel(p, self.folder): p for p in _files(self.folder, AUDIO_EXTENSIONS)}
+        self.claimed: dict[str, int] = {}  # audio rel path -> line that claimed it
+        self.listed: dict[str, int] = {}  # file field as written -> first line
+        self.columns: dict[str, int] | None = None
+        self.taken: set[str] = set()
+        scanned.found = {"metadata_lines": 0, "audio_files": len(self.audio)}
+
+    def scan(self) -> None:
+        lines = self.table.read_bytes().split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            raw = raw.rstrip(b"\r")
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if raw.strip():
+                self._line(number, raw)
+        self._reject_unclaimed(len(lines))
+
+    def _line(self, number: int, raw: bytes) -> None:
+        line, bad_bytes = _decode(raw)
+        if self.columns is None:
+            self.columns = _columns(line.split("|"))
+            if self.columns.pop("header", 0):
+                return
+        spec, columns = self.spec, self.columns
         # as many fields as the first line has: a '|' inside the text stays in the text
         fields = [f.strip() for f in line.split("|", columns["count"] - 1)]
-        scanned.found["metadata_lines"] += 1
+        self.scanned.found["metadata_lines"] += 1
         input_id = f"{spec.name}:{spec.metadata} line {number}"
-        scanned.inventory.append(input_id)
-        order = (index, number)
-        name = fields[0]
-        found = _resolve(folder, name, audio)
+        self.scanned.inventory.append(input_id)
+        order, name = (self.index, number), fields[0]
+        found = _resolve(self.folder, name, self.audio)
         item = f"{found or name or '?'} ({spec.metadata} line {number})"
-
-        def reject(reason: str, kind: str, _item=item, _id=input_id, _order=order) -> None:
-            scanned.rejections.append(Rejection(spec.name, _item, reason, kind, (_id,), _order))
-
-        if found and found not in claimed:
-            claimed[found] = number
-        elif found:
-            reject(
-                f"duplicate id: {found} is already listed on line {claimed[found]}", "duplicate_id"
+        problem = self._problem(number, fields, found, bad_bytes)
+        if problem is not None:
+            self.scanned.rejections.append(Rejection(spec.name, item, *problem, (input_id,), order))
+            return
+        line_speaker = _field(fields, columns, "speaker_name") or self.speaker
+        stem = _stem(spec.name, found, self.taken)
+        text = normalise_text(_field(fields, columns, "text"))
+        self.scanned.jobs.append(
+            Job(
+                spec.name,
+                item,
+                self.audio[found],
+                stem,
+                line_speaker,
+                order,
+                (input_id,),
+                text=text,
             )
-            continue
+        )
+
+    def _problem(
+        self, number: int, fields: list[str], found: str | None, bad_bytes: str | None
+    ) -> tuple[str, str] | None:
+        """(reason, kind) when the line cannot become a clip; claims its audio file first, so
+        a later line naming the same file is the duplicate."""
+        name, metadata = fields[0], self.spec.metadata
+        if found and found not in self.claimed:
+            self.claimed[found] = number
+        elif found:
+            return f"duplicate id: {found} is already listed on line {self.claimed[found]}", (
+                "duplicate_id"
+            )
         if bad_bytes:
-            reject(
-                f"line {number} is not valid UTF-8 ({bad_bytes}): save {spec.metadata} as UTF-8",
+            return (
+                f"line {number} is not valid UTF-8 ({bad_bytes}): save {metadata} as UTF-8",
                 "undecodable_text",
             )
-            continue
         if len(fields) < 2 or not name:
-            reject(
+            return (
                 f"line {number} is not 'file|text' (no '|' separator or no file name)",
                 "bad_metadata_line",
             )
-            continue
-        if name in listed and not found:
-            reject(f"duplicate id: {name} is already listed on line {listed[name]}", "duplicate_id")
-            continue
-        listed.setdefault(name, number)
+        if name in self.listed and not found:
+            return f"duplicate id: {name} is already listed on line {self.listed[name]}", (
+                "duplicate_id"
+            )
+        self.listed.setdefault(name, number)
         if not found:
-            reject(
-                f"audio file not found: no {name} (with or without an audio extension) in "
-                f"{folder}; fix the file name on line {number} or add the file",
+            return (
+                (
+                    f"audio file not found: no {name} (with or without an audio extension) in "
+                    f"{self.folder}; fix the file name on line {number} or add the file"
+                ),
                 "missing_file",
             )
-            continue
-        text = _field(fields, columns, "text")
-        line_speaker = _field(fields, columns, "speaker_name") or speaker
-        scanned.jobs.append(
-            Job(
-                spec.name, item, audio[found], _stem(spec.name, found, taken), line_speaker,
-                order, (input_id,), text=normalise_text(text),
-            )
-        )  # fmt: skip
-    for n, (rel, _path) in enumerate(sorted(audio.items()), start=1):
-        if rel not in claimed:
-            input_id = f"{spec.name}:{rel}"
-            scanned.inventory.append(input_id)
-            scanned.rejections.append(
-                Rejection(
-                    spec.name, rel,
-                    f"no transcript: {rel} has no line in {spec.metadata}; add 'file|text' or "
-                    "remove the file",
-                    "no_transcript", (input_id,), (index, len(lines) + n),
-                )
-            )  # fmt: skip
+        return None
+
+    def _reject_unclaimed(self, n_lines: int) -> None:
+        spec = self.spec
+        for n, rel in enumerate(sorted(self.audio), start=1):
+            if rel not in self.claimed:
+                input_id = f"{spec.name}:{rel}"
+                self.scanned.inventory.append(input_id)
+                self.scanned.rejections.append(
+                    Rejection(
+                        spec.name, rel,
+                        f"no transcript: {rel} has no line in {spec.metadata}; add 'file|text' "
+                        "or remove the file",
+                        "no_transcript", (input_id,), (self.index, n_lines + n),
+                    )
+                )  # fmt: skip
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    """A metadata line as text, and where its first invalid UTF-8 byte is (None when valid)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        bad = f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1}"
+        return raw.decode("utf-8", errors="replace"), bad
 
 
 def _columns(fields: list[str]) -> dict[str, int]:
@@ -342,28 +378,45 @@ def _scan_subtitles(scanned: ScannedSource, index: int, speaker: str) -> None:
             reason = f"{sub_rel} has no cues (expected SRT/WebVTT 'start --> end' lines)"
             reject_recording(f"{spec.name}:{sub_rel}", reason, "bad_subtitles")
             continue
-        job_cues = []
-        for k, (start, end, raw_text) in enumerate(cues, start=1):
-            input_id = f"{spec.name}:{sub_rel} cue {k}"
-            scanned.inventory.append(input_id)
-            text = normalise_text(raw_text)
-            problem = None
-            if end <= start:
-                problem = f"cue {k} ends ({clock(end)}) before it starts ({clock(start)})"
-            elif not text:
-                problem = f"cue {k} has no text"
-            if problem:
-                item = f"{rel} {clock(start)}-{clock(end)} (cue {k})"
-                scanned.rejections.append(
-                    Rejection(spec.name, item, problem, "bad_subtitles", (input_id,), (*order, k))
-                )
-            else:
-                job_cues.append(Cue(start, end, text, (input_id,)))
+        job_cues = _checked_cues(scanned, rel, sub_rel, cues, order)
         if job_cues:
             scanned.jobs.append(
                 Job(spec.name, rel, recording, _stem(spec.name, rel, taken), speaker, order,
                     cues=sorted(job_cues, key=lambda c: c.start))
             )  # fmt: skip
+    _reject_unused_subtitles(scanned, subtitles, used, index)
+
+
+def _checked_cues(
+    scanned: ScannedSource, rel: str, sub_rel: str, cues: list, order: tuple[int, ...]
+) -> list[Cue]:
+    """The recording's cues that can be cut; a cue that ends before it starts or has no text is
+    rejected, with its place in the recording."""
+    spec, job_cues = scanned.spec, []
+    for k, (start, end, raw_text) in enumerate(cues, start=1):
+        input_id = f"{spec.name}:{sub_rel} cue {k}"
+        scanned.inventory.append(input_id)
+        text = normalise_text(raw_text)
+        problem = None
+        if end <= start:
+            problem = f"cue {k} ends ({clock(end)}) before it starts ({clock(start)})"
+        elif not text:
+            problem = f"cue {k} has no text"
+        if problem:
+            item = f"{rel} {clock(start)}-{clock(end)} (cue {k})"
+            scanned.rejections.append(
+                Rejection(spec.name, item, problem, "bad_subtitles", (input_id,), (*order, k))
+            )
+        else:
+            job_cues.append(Cue(start, end, text, (input_id,)))
+    return job_cues
+
+
+def _reject_unused_subtitles(
+    scanned: ScannedSource, subtitles: dict[str, list[Path]], used: set[str], index: int
+) -> None:
+    """Subtitle files no recording used: a second file of the same name, or no recording."""
+    spec, folder = scanned.spec, scanned.spec.path
     unused = [p for key, paths in subtitles.items() for p in paths if key not in used]
     for path in [p for key in sorted(used) for p in sorted(subtitles[key])[1:]] + unused:
         rel = _rel(path, folder)

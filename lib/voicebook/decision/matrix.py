@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from voicebook.core import stages as contract
+from voicebook.core.thresholds import TEXT_CE_ALARM, text_ce_alarming
 from voicebook.evaluation.listening.session import MIN_RATINGS
 
 # The stages whose results the decision reads (voicebook.core.stages: the one stage contract).
@@ -60,7 +61,7 @@ class Thresholds:
     """Eval Mel CE below this (with Text CE below ``text_ce_exceptional``): exceptional tier."""
     text_ce_max: float = 0.03
     """Text CE must stay below this for any tier (the scale the trainer logs, weight 0.01)."""
-    text_ce_alarm: float = 0.04
+    text_ce_alarm: float = TEXT_CE_ALARM
     """Text CE at or above this disqualifies the candidate: it is forgetting how to read text."""
     text_ce_exceptional: float = 0.025
     """Text CE below this (with Mel CE below ``mel_ce_exceptional``): exceptional tier."""
@@ -389,41 +390,15 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     verdicts: list[Verdict] = []
     previous_mel: float | None = None
     for i, c in enumerate(candidates):
-        band, notes = mel_band(c.mel_ce, t), []
+        band, notes = mel_band(c.mel_ce, t), _notes(c, candidates, t)
         gain = relative_gain(previous_mel, c.mel_ce)
         previous_mel = c.mel_ce
         status = "not chosen"
-        if c.text_ce is not None and c.text_ce >= t.text_ce_max:
-            level = "at or above the alarm" if c.text_ce >= t.text_ce_alarm else "not below"
-            limit = t.text_ce_alarm if c.text_ce >= t.text_ce_alarm else t.text_ce_max
-            notes.append(f"Text CE {_num(c.text_ce)} is {level} {limit}.")
-        if c.overfitting:
-            notes.append("Its training stage was flagged for overfitting.")
-        notes += [f"Health alarm at {a.rstrip('.')}." for a in c.alarms]
-        if c.source == "training" and any(x.source == "evaluation" for x in candidates):
-            notes.append("Numbers from training, not from the shared evaluation set.")
-        if i == 0:
-            verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
-            continue
-        if c.mel_ce is None:
-            status = "no numbers"
-            reasons.append(f"{c.title} has no Mel CE yet: it cannot be compared.")
-        elif c.text_ce is not None and c.text_ce >= t.text_ce_alarm:
-            status = "disqualified"
-            reasons.append(
-                f"{c.title} is disqualified: Text CE {_num(c.text_ce)} is at or above the alarm "
-                f"level {t.text_ce_alarm}."
-            )
-        else:
-            alarms = metric_alarms(c, candidates[0], t)
-            notes += alarms
-            adopt, reason = _compare(kept, c, band, t, alarms)
-            reasons += [*alarms, reason]
-            if adopt:
-                kept = c
+        if i > 0:
+            status, kept = _weigh(c, kept, candidates, band, t, notes, reasons)
         verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
 
-    ready = kept.text_ce is None or kept.text_ce < t.text_ce_alarm
+    ready = not text_ce_alarming(kept.text_ce, t.text_ce_alarm)
     if not ready:
         reasons.append(
             f"Even {kept.title}, kept as the fallback, has Text CE {_num(kept.text_ce)} at or "
@@ -440,6 +415,50 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     return Decision(
         kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready
     )
+
+
+def _notes(c: CandidateEvidence, candidates: list[CandidateEvidence], t: Thresholds) -> list[str]:
+    """What the matrix says about a candidate whatever is decided: Text CE, overfitting,
+    health alarms, numbers that come from training rather than the shared evaluation."""
+    notes = []
+    if c.text_ce is not None and c.text_ce >= t.text_ce_max:
+        alarming = text_ce_alarming(c.text_ce, t.text_ce_alarm)
+        level = "at or above the alarm" if alarming else "not below"
+        limit = t.text_ce_alarm if alarming else t.text_ce_max
+        notes.append(f"Text CE {_num(c.text_ce)} is {level} {limit}.")
+    if c.overfitting:
+        notes.append("Its training stage was flagged for overfitting.")
+    notes += [f"Health alarm at {a.rstrip('.')}." for a in c.alarms]
+    if c.source == "training" and any(x.source == "evaluation" for x in candidates):
+        notes.append("Numbers from training, not from the shared evaluation set.")
+    return notes
+
+
+def _weigh(
+    c: CandidateEvidence,
+    kept: CandidateEvidence,
+    candidates: list[CandidateEvidence],
+    band: str,
+    t: Thresholds,
+    notes: list[str],
+    reasons: list[str],
+) -> tuple[str, CandidateEvidence]:
+    """A later candidate against the one kept so far: its status and the one kept now. Its
+    metric alarms go to ``notes``, the comparison's words to ``reasons``."""
+    if c.mel_ce is None:
+        reasons.append(f"{c.title} has no Mel CE yet: it cannot be compared.")
+        return "no numbers", kept
+    if text_ce_alarming(c.text_ce, t.text_ce_alarm):
+        reasons.append(
+            f"{c.title} is disqualified: Text CE {_num(c.text_ce)} is at or above the alarm "
+            f"level {t.text_ce_alarm}."
+        )
+        return "disqualified", kept
+    alarms = metric_alarms(c, candidates[0], t)
+    notes += alarms
+    adopt, reason = _compare(kept, c, band, t, alarms)
+    reasons += [*alarms, reason]
+    return "not chosen", (c if adopt else kept)
 
 
 def withhold(d: Decision, stale: list[str], rerun: list[str]) -> Decision:

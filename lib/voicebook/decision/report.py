@@ -27,6 +27,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from voicebook.core import stages as contract
+from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
 from voicebook.core.scraps import provenance, read_experiment, read_records
@@ -554,23 +555,19 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
     }
 
 
-def _keep_previous(path: Path) -> None:
-    if path.exists():
-        path.replace(path.with_suffix(f".prev{path.suffix}"))
-
-
 def write_report(
     experiment_path: str | os.PathLike,
     result: ExperimentResult,
     others: list[ExperimentResult] | None = None,
 ) -> Path:
-    """Write ``report.html`` and ``decision.json`` (previous ones kept as ``*.prev.*``)."""
+    """Write ``report.html`` and ``decision.json``; the previous ones move to ``history/``
+    (``report.<time>.html``, ``decision.<time>.json``)."""
     folder = Path(experiment_path)
     folder.mkdir(parents=True, exist_ok=True)
     page = render_report(result, others)
     record = json.dumps(decision_record(result), indent=2)
     report, decision_json = folder / REPORT_NAME, folder / DECISION_NAME
     for path, text in ((report, page), (decision_json, record)):
-        _keep_previous(path)
-        path.write_text(text, encoding="utf-8")
+        to_history(path)
+        write_text_atomic(path, text)
     return report

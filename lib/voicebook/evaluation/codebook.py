@@ -88,7 +88,7 @@ def codebook_usage(
     cheap, deterministic sample); the ``clips`` entry says how many were used. The DVAE runs
     on ``device`` (auto | cpu | cuda).
     """
-    from voicebook.coqui.models import ClipCoder
+    from voicebook.coqui.features import ClipCoder
     from voicebook.core.device import resolve_device
 
     coder = ClipCoder(base_dir, resolve_device(device))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from voicebook.core.fileio import write_json_atomic
+from voicebook.core.fileio import archive_run, write_json_atomic
 from voicebook.core.stages import PHASE1
 from voicebook.training.checkpoints import checkpoint_file, resolve_checkpoint, run_checkpoints
 
@@ -40,14 +40,7 @@ def next_number(folder: Path) -> int:
 
 def archive_previous_run(phase_dir: Path) -> Path | None:
     """Move an earlier run's top-level files to ``history/<n>/`` (run folders stay put)."""
-    present = [phase_dir / n for n in ARCHIVED if (phase_dir / n).exists()]
-    if not present:
-        return None
-    dest = phase_dir / "history" / str(next_number(phase_dir / "history"))
-    dest.mkdir(parents=True)
-    for item in present:
-        item.replace(dest / item.name)
-    return dest
+    return archive_run([phase_dir / n for n in ARCHIVED], phase_dir / "history")
 
 
 def copy_attempt_files(phase_dir: Path, run_dir: Path | None, attempt: int, why: str) -> Path:

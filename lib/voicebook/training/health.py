@@ -9,7 +9,7 @@ CPU.
 
 During training, ``HealthMonitor`` turns each train step and each evaluation into events
 ``{step, kind, severity, message}``: a NaN/inf loss or a gradient that stays zero stops the run
-(severity ``stop``), Text CE above 0.04 is an ``alarm``, eval loss rising while train loss falls
+(severity ``stop``), Text CE at or above 0.04 (``core.thresholds``) is an ``alarm``, eval loss rising while train loss falls
 is ``overfitting``, a learning rate strictly under the floor is a ``warning``, and no eval Mel CE
 improvement for ``patience_steps`` ends the run early (``info``: a normal, planned stop).
 """
@@ -26,6 +26,7 @@ from typing import Any
 from voicebook.coqui.limits import MAX_SECONDS, MAX_TEXT_TOKENS, MIN_SECONDS
 from voicebook.coqui.lora import HEADS
 from voicebook.core.paths import EVAL_META, TRAIN_META
+from voicebook.core.thresholds import TEXT_CE_ALARM, text_ce_alarming
 from voicebook.training.resources import (
     FULL_SIZE_GPT_PARAMS,
     ModelSize,
@@ -35,7 +36,6 @@ from voicebook.training.resources import (
     model_size,
 )
 
-TEXT_CE_ALARM = 0.04  # logged (x0.01-weighted) Text CE above this: the text side is degrading
 OVERFIT_MIN_RISE = 0.01  # eval Mel CE must rise by more than this to count (not eval noise)
 ZERO_GRAD_STEPS = 5  # this many optimizer steps in a row with a zero gradient norm stop the run
 # A learning rate strictly below this is flagged. Strictly: 1e-6 itself is the documented good
@@ -330,7 +330,7 @@ class HealthMonitor:
 
     def on_eval(self, step: int, mel_ce: float, text_ce: float) -> list[HealthEvent]:
         events = []
-        above = text_ce > TEXT_CE_ALARM
+        above = text_ce_alarming(text_ce)
         starting_point = not self.evals and not self.train_mel_since_eval  # before any step
         if above and starting_point:
             # Not this run's doing: the weights it starts from are already there.
@@ -339,8 +339,8 @@ class HealthMonitor:
                     step,
                     "text_ce_at_start",
                     "warning",
-                    f"the starting weights already have eval Text CE {text_ce:.4f}, above "
-                    f"{TEXT_CE_ALARM} (logged x0.01 scale): check the base model and the text.",
+                    f"the starting weights already have eval Text CE {text_ce:.4f}, at or "
+                    f"above {TEXT_CE_ALARM} (logged x0.01 scale): check the base model and the text.",
                 )
             )
         elif above and not self.text_alarm_on:
@@ -349,7 +349,7 @@ class HealthMonitor:
                     step,
                     "text_ce_alarm",
                     "alarm",
-                    f"eval Text CE {text_ce:.4f} is above {TEXT_CE_ALARM} (logged x0.01 scale): "
+                    f"eval Text CE {text_ce:.4f} is at or above {TEXT_CE_ALARM} (logged x0.01 scale): "
                     "the model is losing the text; lower lr or stop at an earlier checkpoint.",
                 )
             )
