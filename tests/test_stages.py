@@ -40,6 +40,8 @@ def test_parameters_cell_and_config_agree_on_names_and_values(stem):
     cells, fields = _notebook_defaults(stem), config.defaults(CONFIGS[stem])
     notebook_only = set(cells) - set(fields) - set(config.LOCATION_PARAMS)
     assert not notebook_only, f"{stem} declares parameters its config lacks: {notebook_only}"
+    unreachable = set(fields) - set(cells)  # a field no `-p` can set is a dead setting
+    assert not unreachable, f"{stem}'s config has fields its parameters cell lacks: {unreachable}"
     differ = {k: (v, fields[k]) for k, v in cells.items() if k in fields and fields[k] != v}
     assert not differ, f"{stem}: notebook value vs config default differ: {differ}"
 
