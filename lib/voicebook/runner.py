@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,6 @@ class StageResult:
     seconds: float = 0.0
     notebook: Path | None = None
     note: str = ""
-
-
-@dataclass
-class RunPlan:
-    experiment: str
-    stages: list[str]
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> parameters
 
 
 def stage_name(token: str) -> str:

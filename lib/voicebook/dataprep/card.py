@@ -234,7 +234,7 @@ def build_card(
         "accounting": accounting,
         "asr": asr_summary(config, scanned, clips, review or {}),
         "quality": rate_quality(metrics),
-        "config": config.as_dict(),
+        "config": config.to_dict(),
     }
 
 

@@ -167,13 +167,6 @@ class DataPrepConfig:
             files.append(path)
         return files
 
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> DataPrepConfig:
-        """The config from a notebook's parameters (``globals()``): every field it defines."""
-        from voicebook.core.config import from_params
-
-        return from_params(cls, namespace)
-
     def source_specs(self) -> list[SourceSpec]:
         specs = [SourceSpec.from_dict(s) for s in self.sources]
         names = [s.name for s in specs]
@@ -189,7 +182,7 @@ class DataPrepConfig:
     def worker_count(self) -> int:
         return self.workers or max(1, min(8, os.cpu_count() or 1))
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings that shape the data (for the card; not ``workers``)."""
         out = asdict(self)
         del out["workers"]

@@ -104,8 +104,3 @@ def codebook_usage(
         everything = np.concatenate([x for c in codes.values() for x in c])
         result[ALL] = usage_stats(everything) | {"clips": len(clips)}
     return result
-
-
-def codebook_table(usage: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """The ``codebook_usage`` dict as a table, one row per source."""
-    return pd.DataFrame.from_dict(usage, orient="index").rename_axis("source").reset_index()
