@@ -9,8 +9,8 @@
 - ``count_generated_codes``: how many audio tokens the GPT generated per ``inference`` call and
   whether it stopped by itself, to count the sentences that ran into the evaluation's token cap.
 - ``SAMPLING_DEFAULTS``: coqui's own sampling defaults of ``Xtts.inference``.
-
-The voicebook modules used here are imported inside the functions, nowhere at module level.
+- ``generation_cap``: at most this many audio tokens inside a block (the evaluation's per-sentence
+  cap), the model's own cap restored after.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from voicebook.coqui.losses import eval_batch_losses
+from voicebook.coqui.models import dvae_mel, load_audio, load_dvae
 
 SAMPLING_KEYS = ("temperature", "repetition_penalty", "top_p", "top_k")
 
@@ -54,8 +57,6 @@ def clip_losses(
     """``[{audio_file, mel_ce, text_ce}]``, one per held-out clip (``max_clips`` > 0: the first
     ones only), from coqui's ``GPTTrainer.eval_step`` on one-clip batches of the eval loader
     (the evaluation's data path, cached codes included; Text CE as the trainer logs it, x0.01)."""
-    from voicebook.coqui.losses import eval_batch_losses
-
     batches = eval_batch_losses(
         base_dir, dataset_dir, checkpoint, work_dir, language=language, seed=seed,
         batch_size=1, device=device,
@@ -76,8 +77,6 @@ def dvae_clip_errors(
     """Per clip: the DVAE mel (as GPTTrainer makes it) encoded to codes and decoded again;
     ``elements`` (mel bins x frames compared), ``sq_error`` and ``abs_error`` (sums over
     them) and ``peak`` (the largest absolute error), in the DVAE's normalised log-mel units."""
-    from voicebook.coqui.models import dvae_mel, load_audio, load_dvae
-
     dvae = load_dvae(base_dir, device)
     mel = dvae_mel(Path(base_dir) / "mel_stats.pth", device)
     rows = []
@@ -134,3 +133,15 @@ def generated_codes(sequence: torch.Tensor, stop_token: int) -> dict[str, Any]:
     if len(stops):
         return {"codes": int(stops[0, 0]), "stopped": True}
     return {"codes": int(sequence.shape[-1]), "stopped": False}
+
+
+@contextmanager
+def generation_cap(model: Any, cap: int) -> Iterator[int]:
+    """Inside the block XTTS's GPT generates at most ``min(cap, its own cap)`` audio tokens
+    (``gpt.max_gen_mel_tokens``); its own cap comes back after. Yields the cap in force."""
+    own = model.gpt.max_gen_mel_tokens
+    model.gpt.max_gen_mel_tokens = min(own, cap)
+    try:
+        yield model.gpt.max_gen_mel_tokens
+    finally:
+        model.gpt.max_gen_mel_tokens = own

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
 from voicebook.coqui.losses import eval_losses, seed_everything
-from voicebook.coqui.probes import SAMPLING_KEYS, count_generated_codes
+from voicebook.coqui.probes import SAMPLING_KEYS, count_generated_codes, generation_cap
 from voicebook.core import stages
 from voicebook.core.device import resolve_device
 from voicebook.core.paths import EVAL_META, TRAIN_META
@@ -365,25 +365,20 @@ def synthesize(
     if voice is None:
         voice = model.get_conditioning_latents(audio_path=[str(p) for p in references])
     latent, speaker = (t.to(model.device) for t in voice)
-    default_cap = model.gpt.max_gen_mel_tokens
     rows = []
-    try:
-        with count_generated_codes(model) as generated:
-            for i, text in enumerate(sentences, start=1):
-                cap = min(default_cap, token_cap(text, tokens_per_char))
-                model.gpt.max_gen_mel_tokens = cap
+    with count_generated_codes(model) as generated:
+        for i, text in enumerate(sentences, start=1):
+            with generation_cap(model, token_cap(text, tokens_per_char)) as cap:
                 seed_everything(seed + i)
                 start = time.perf_counter()
                 out = model.inference(text, language, latent, speaker, **(sampling or {}))
                 elapsed = time.perf_counter() - start
-                wav = np.asarray(out["wav"], np.float32)
-                path = out_dir / f"s{i:02d}.wav"
-                sf.write(path, wav, rate)
-                rows.append({"sentence_id": f"s{i:02d}", "text": text, "wav": str(path),
-                             "audio_s": len(wav) / rate, "synth_s": elapsed,
-                             "codes": generated[-1]["codes"], "cap": cap})  # fmt: skip
-    finally:
-        model.gpt.max_gen_mel_tokens = default_cap
+            wav = np.asarray(out["wav"], np.float32)
+            path = out_dir / f"s{i:02d}.wav"
+            sf.write(path, wav, rate)
+            rows.append({"sentence_id": f"s{i:02d}", "text": text, "wav": str(path),
+                         "audio_s": len(wav) / rate, "synth_s": elapsed,
+                         "codes": generated[-1]["codes"], "cap": cap})  # fmt: skip
     return pd.DataFrame(rows)
 
 
