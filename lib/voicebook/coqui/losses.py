@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,18 +64,13 @@ def eval_losses(
     checkpoint: Path | None,
     work_dir: Path,
     *,
-    language: str = "hu",
-    seed: int = 1,
     max_batches: int = 0,
-    batch_size: int = 3,
-    device: str | torch.device = "cpu",
+    **batch_options: Any,
 ) -> dict[str, float]:
     """Mean eval Mel CE and Text CE of one checkpoint over the eval batches
-    (``eval_batch_losses``); ``max_batches`` > 0 stops early (cheap demos)."""
-    batches = eval_batch_losses(
-        base_dir, dataset_dir, checkpoint, work_dir, language=language, seed=seed,
-        batch_size=batch_size, device=device,
-    )  # fmt: skip
+    (``eval_batch_losses``, which takes ``batch_options``: language, seed, batch_size,
+    device); ``max_batches`` > 0 stops early (cheap demos)."""
+    batches = eval_batch_losses(base_dir, dataset_dir, checkpoint, work_dir, **batch_options)
     mel, text = [], []
     for _, batch_mel, batch_text in islice(batches, max_batches or None):
         mel.append(batch_mel)

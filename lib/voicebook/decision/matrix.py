@@ -270,21 +270,25 @@ def metric_alarms(c: CandidateEvidence, base: CandidateEvidence, t: Thresholds) 
     """Sentences on a speaker-similarity drop or a CER rise against the base beyond the alarm
     margins; empty when neither (or an unmeasured number)."""
     out = []
-    s, s0 = c.speaker_similarity, base.speaker_similarity
-    if s is not None and s0 is not None and _more(s0 - s, t.similarity_drop_alarm):
-        out.append(
-            f"{c.title}'s speaker similarity {_num(s)} is {_num(s0 - s)} below "
-            f"{base.title}'s {_num(s0)} (alarm above a drop of {t.similarity_drop_alarm}): "
-            "its voice may have drifted from the speaker's."
-        )
-    e, e0 = c.cer, base.cer
-    if e is not None and e0 is not None and _more(e - e0, t.cer_rise_alarm):
-        out.append(
-            f"{c.title}'s character error rate {_num(e)} is {_num(e - e0)} above {base.title}'s "
-            f"{_num(e0)} (alarm above a rise of {t.cer_rise_alarm}): it reads the text less "
-            "accurately."
-        )
+    for attr, worse, limit in (
+        ("speaker_similarity", -1, t.similarity_drop_alarm),  # a drop is worse
+        ("cer", 1, t.cer_rise_alarm),  # a rise is worse
+    ):
+        now, then = getattr(c, attr), getattr(base, attr)
+        if now is not None and then is not None and _more(worse * (now - then), limit):
+            out.append(_ALARM_WORDS[attr].format(
+                c=c.title, b=base.title, now=_num(now), then=_num(then),
+                by=_num(abs(now - then)), limit=limit,
+            ))  # fmt: skip
     return out
+
+
+_ALARM_WORDS = {
+    "speaker_similarity": "{c}'s speaker similarity {now} is {by} below {b}'s {then} (alarm above "
+    "a drop of {limit}): its voice may have drifted from the speaker's.",
+    "cer": "{c}'s character error rate {now} is {by} above {b}'s {then} (alarm above a rise of "
+    "{limit}): it reads the text less accurately.",
+}
 
 
 def _tie_break(kept: CandidateEvidence, c: CandidateEvidence, t: Thresholds):
