@@ -207,14 +207,14 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     panel.assert_blind()
 
 
-def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_path):
+def test_the_report_shows_every_column_and_the_dataset_summary_at_1280_px(tmp_path):
     from test_decision import fake_scraps
-    from test_report import NESTED_CARD
+    from test_report import DATASET_CARD
 
     from voicebook import report
 
     scraps = fake_scraps()
-    scraps["00_data_prep"]["dataset_card"] = NESTED_CARD
+    scraps["00_data_prep"]["dataset_card"] = DATASET_CARD
     page_file = tmp_path / "report.html"
     page_file.write_text(report.render_report(report.analyse_scraps("demo", scraps)))
     with chromium(1280, 900) as page:
@@ -233,10 +233,12 @@ def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_pat
             assert column in comparison
         card = page.evaluate(
             """() => { const h = [...document.querySelectorAll('h2')]
-                                 .find(e => e.textContent === 'Dataset card');
+                                 .find(e => e.textContent === 'Dataset');
                        let text = '', el = h.nextElementSibling;
                        while (el && el.tagName !== 'H2') { text += el.innerText; el = el.nextElementSibling; }
                        return text; }"""
         )
-        assert "input_lufs.min" in card.replace("\u200b", "") and not re.search(r"[{}\[\]]", card)
+        assert "not good: train_minutes 5.6 (needs >= 30)" in card
+        assert "Minutes per source and duration band" in card  # the plot, drawn by plotly.js
+        assert not re.search(r"[{}\[\]]", card) and "card_version" not in card
         screenshot(page, "report_after.png", full_page=True)

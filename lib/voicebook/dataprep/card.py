@@ -6,13 +6,13 @@ self-contained file.
 
 from __future__ import annotations
 
-import html
 import operator
 from collections import Counter
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+from voicebook import html as page_html
 from voicebook.coqui.limits import MAX_TEXT_TOKENS as XTTS_MAX_TEXT_TOKENS
 from voicebook.coqui.limits import MAX_WAV_SAMPLES as XTTS_MAX_WAV_SAMPLES
 from voicebook.coqui.limits import MIN_SECONDS as XTTS_MIN_SECONDS
@@ -367,15 +367,73 @@ def card_tables(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>none</p>"
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
-        for row in rows
+def bands_figure(card: dict[str, Any]):
+    """Minutes per source and duration band (stacked bars): where the voice's material is."""
+    import plotly.graph_objects as go
+
+    bands = card["categories"]["bands"]
+    sources = list(dict.fromkeys(row["source"] for row in bands))
+    return go.Figure(
+        [go.Bar(x=[r["band"] for r in bands if r["source"] == s],
+                y=[r["minutes"] for r in bands if r["source"] == s],
+                customdata=[r["clips"] for r in bands if r["source"] == s],
+                hovertemplate="%{x}: %{y} min, %{customdata} clips", name=s)
+         for s in sources],
+        layout={"title": {"text": "Minutes per source and duration band"}, "barmode": "stack",
+                "yaxis_title": "minutes", "height": 340, "margin": {"t": 50, "b": 40}},
+    )  # fmt: skip
+
+
+def quality_reasons(quality: dict[str, Any]) -> list[str]:
+    """The rating in sentences: the rules its tier met, and for each better tier the rules that
+    kept the dataset out of it."""
+
+    def rule(r: dict[str, Any]) -> str:
+        return f"{r['metric']} {r['actual']} (needs {r['op']} {r['value']})"
+
+    reasons = []
+    for tier in quality["tiers"]:
+        if tier["rating"] == quality["rating"]:
+            reasons.append(f"{tier['rating']}: " + "; ".join(rule(r) for r in tier["rules"]))
+            break
+        failed = [rule(r) for r in tier["rules"] if not r["passed"]]
+        reasons.append(f"not {tier['rating']}: " + "; ".join(failed))
+    return reasons
+
+
+def _headline(card: dict[str, Any]) -> str:
+    totals = card["totals"]
+    return (
+        f"{totals['clips']} clips, {totals['minutes']} minutes from {len(card['sources'])} "
+        f"source(s); quality <b>{page_html.esc(card['quality']['rating'])}</b>"
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_parts(card: dict[str, Any], level: int = 2, link: str = "") -> list[str]:
+    """What a person decides with: totals, sources, minutes per source and band (a plot),
+    rejections by reason, the quality rating with its reasons; ``link``: the full card's URL.
+    ``level`` is the heading level of its sections. The report and ``card.html`` both use it."""
+    h = f"h{level}"
+    totals = card["totals"]
+    reasons = "".join(f"<li>{page_html.esc(r)}</li>" for r in quality_reasons(card["quality"]))
+    kinds = card["rejections"]["by_kind"]
+    sources = [{k: v for k, v in s.items() if k not in ("found", "input_lufs")}
+               for s in card["sources"]]  # fmt: skip
+    return [
+        f"<p>{_headline(card)}.</p>",
+        *([f'<p><a href="{page_html.esc(link)}">The full dataset card</a></p>'] if link else []),
+        f"<{h}>Quality: {page_html.esc(card['quality']['rating'])}</{h}>",
+        f"<ul>{reasons}</ul>",
+        f"<{h}>Totals</{h}>",
+        page_html.table([totals], first=("clips", "minutes", "train_minutes", "rejected")),
+        f"<{h}>Sources</{h}>",
+        page_html.table(sources, first=("name", "kind", "clips", "minutes", "rejected")),
+        page_html.figure(bands_figure(card), div_id="card-bands"),
+        f"<{h}>Rejections by reason</{h}>",
+        page_html.table([{"reason": k, "inputs": v} for k, v in kinds.items()])
+        if kinds
+        else "<p>None.</p>",
+    ]
 
 
 def _asr_sections(card: dict[str, Any]) -> list[str]:
@@ -385,55 +443,47 @@ def _asr_sections(card: dict[str, Any]) -> list[str]:
     summary = [{"source": n, **{k: v for k, v in s.items() if k != "clips"}}
                for n, s in sources.items()]  # fmt: skip
     clips = [{"source": n, **c} for n, s in sources.items() for c in s["clips"]]
-    return ["<h2>Speech recognition</h2>", _table(summary), _table(clips)]
+    return ["<h2>Speech recognition</h2>", page_html.table(summary), page_html.table(clips)]
+
+
+def _detail_parts(card: dict[str, Any]) -> list[str]:
+    """The rest of the card: charts, clips per category, quality rules, accounting, loudness."""
+    rules = [
+        {"tier": t["rating"], "rule": f"{r['metric']} {r['op']} {r['value']}",
+         "actual": r["actual"], "passed": r["passed"]}
+        for t in card["quality"]["tiers"]
+        for r in t["rules"]
+    ]  # fmt: skip
+    loudness = card["loudness"]
+    return [
+        *(page_html.figure(fig, div_id=f"chart{i}") for i, fig in enumerate(card_figures(card))),
+        "<h2>Clips per source and category</h2>",
+        page_html.table(card["categories"]["table"]),
+        "<h2>Quality rules</h2>",
+        page_html.table(rules),
+        "<h2>Every input accounted for</h2>",
+        page_html.table([{k: v for k, v in card["accounting"].items() if k != "rows"}]),
+        *_asr_sections(card),
+        "<h2>Loudness</h2>",
+        page_html.table([{"target_lufs": loudness["target_lufs"],
+                          **{f"input_lufs_{k}": v for k, v in loudness["input_lufs"].items()},
+                          "peak_limited_clips": loudness["peak_limited_clips"]}]),
+    ]  # fmt: skip
+
+
+def card_page(card: dict[str, Any], rejected_rows: list | None = None) -> str:
+    """``card.html``'s page: the summary the report shows too, then every detail."""
+    totals = card["totals"]
+    parts = [
+        f"<h1>Dataset card: {totals['clips']} clips, {totals['minutes']} minutes</h1>",
+        *summary_parts(card),
+        *_detail_parts(card),
+    ]
+    if rejected_rows is not None:
+        parts += ["<h2>Rejected items</h2>", page_html.table(rejected_rows)]
+    return page_html.page("Dataset card", parts)
 
 
 def write_card_html(card: dict[str, Any], path: Path, rejected_rows: list | None = None) -> None:
-    """``card.html``: the charts (plotly.js inlined once) and the card's tables."""
-    figures = card_figures(card)
-    charts = "".join(
-        fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
-                    div_id=f"chart{i}")
-        for i, fig in enumerate(figures)
-    )  # fmt: skip
-    quality = card["quality"]
-    rules = [
-        {"tier": t["rating"], "rule": f"{r['metric']} {r['op']} {r['value']}", "actual": r["actual"],
-         "passed": r["passed"]}
-        for t in quality["tiers"]
-        for r in t["rules"]
-    ]  # fmt: skip
-    totals = card["totals"]
-    sections = [
-        f"<h1>Dataset card: {totals['clips']} clips, {totals['minutes']} minutes</h1>",
-        f"<p>Quality: <b>{html.escape(quality['rating'])}</b> (the first tier whose rules hold)</p>",
-        "<h2>Totals</h2>",
-        _table([totals]),
-        "<h2>Sources</h2>",
-        _table([{k: v for k, v in s.items() if k != "input_lufs"} for s in card["sources"]]),
-        charts,
-        "<h2>Clips per source and category</h2>",
-        _table(card["categories"]["table"]),
-        "<h2>Rejections by kind</h2>",
-        _table([{"kind": k, "count": v} for k, v in card["rejections"]["by_kind"].items()]),
-        "<h2>Quality rules</h2>",
-        _table(rules),
-        "<h2>Every input accounted for</h2>",
-        _table([{k: v for k, v in card["accounting"].items() if k != "rows"}]),
-        *_asr_sections(card),
-        "<h2>Loudness</h2>",
-        _table([{"target_lufs": card["loudness"]["target_lufs"],
-                 **{f"input_lufs_{k}": v for k, v in card["loudness"]["input_lufs"].items()},
-                 "peak_limited_clips": card["loudness"]["peak_limited_clips"]}]),
-    ]  # fmt: skip
-    if rejected_rows is not None:
-        sections += ["<h2>Rejected items</h2>", _table(rejected_rows)]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Dataset card</title>"
-        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
-    )
-    path.write_text(page, encoding="utf-8")
+    """``card.html``: one self-contained page (plotly.js inlined once)."""
+    path.write_text(card_page(card, rejected_rows), encoding="utf-8")
