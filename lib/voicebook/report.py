@@ -255,8 +255,8 @@ def _dataset_html(result: ExperimentResult) -> list[str]:
     if not card:
         return ["<h2>Dataset</h2>", "<p>No dataset card: run 00_data_prep.</p>"]
     if "totals" not in card:
-        return ["<h2>Dataset</h2>", "<p>The dataset card is of an older data prep: run "
-                "00_data_prep again.</p>"]  # fmt: skip
+        older = "<p>The dataset card is of an older data prep: run 00_data_prep again.</p>"
+        return ["<h2>Dataset</h2>", older]
     link = CARD_LINK if (result.path / CARD_LINK).is_file() else ""
     return ["<h2>Dataset</h2>", *card_summary_parts(card, level=3, link=link)]
 
