@@ -185,13 +185,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     assert [r["rater"] for r in ratings_rows(ratings)] == ["ann"] * 5 + ["bob"]
 
     nb.restart_kernel()
-    page.wait_for_function(
-        """area => [area, ...area.querySelectorAll('*')].some(el =>
-              /kernel/i.test(getComputedStyle(el, '::before').content + el.innerText))""",
-        arg=panel.root.element_handle(),
-        timeout=TIMEOUT_MS,
-    )  # the old panel says that its kernel is gone
-    screenshot(panel.root, "listening_kernel_gone.png")
+    dead_panel_is_disabled_and_keeps_keys(page, nb, panel)
 
     nb.run_cell(panel_cell)  # alone, after the restart: no NameError
     assert "Error" not in nb.output_text(panel_cell)
@@ -205,6 +199,80 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     assert len(rows) == 7 and (rows[-1]["rater"], rows[-1]["overall"]) == ("ann", "10")
     assert len({(r["sentence"], r["candidate"]) for r in rows if r["mode"] == "scores"}) == 4
     panel.assert_blind()
+    a_slip_corrected_with_previous(nb, panel, ratings)
+
+
+def dead_panel_is_disabled_and_keeps_keys(page, nb: Notebook, panel: Panel) -> None:
+    """After a restart the old panel says what to do; a click on its name field lands on that
+    banner (the field is disabled), and an "x" typed then cuts no cell (JupyterLab's shortcut)."""
+    banner = panel.root.get_by_role("alert")
+    expect(banner).to_be_visible(timeout=TIMEOUT_MS)
+    expect(banner).to_contain_text("run this cell again")
+    field = panel.root.get_by_role("textbox")
+    before, cells = field.input_value(), page.locator(".jp-Notebook .jp-Cell").count()
+    box = field.bounding_box()
+    on_top = page.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y).closest('[role=alert]') !== null",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
+    assert on_top, "the dead panel's name field can still be clicked"
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.keyboard.type("x")
+    page.wait_for_timeout(500)
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells, "an x cut a cell"
+    assert field.input_value() == before
+    screenshot(panel.root, "listening_kernel_gone.png")
+
+
+def slipping_rater(exp: Path) -> tuple[str, ls.Trial, str]:
+    """A rater name whose first sentence hides the real recording, that trial and the
+    recording's blind code: the test knows what the blind rater cannot."""
+    samples = ls.load_samples(exp / "eval")
+    for name in ("cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lea"):
+        trial = ls.ListeningSession(exp / "none.csv", name, samples, seed=exp.name).trials[0]
+        codes = [c for c, s in trial.blind.items() if s.candidate == ls.REFERENCE]
+        if codes:
+            return name, trial, codes[0]
+    raise AssertionError("no rater name starts with the hidden reference")
+
+
+def a_slip_corrected_with_previous(nb: Notebook, panel: Panel, ratings: Path) -> None:
+    """A second rater scores the real recording below the syntheses on one sentence: the
+    summary leaves out that sentence of theirs only. Back with Previous, the rating changed:
+    both rows stay on disk, and nothing is left out any more."""
+    from voicebook import listening_results as lr
+
+    rater, trial, ref_code = slipping_rater(ratings.parent)
+    panel.set_name(rater)
+    for code in trial.blind:  # the first three samples are this sentence's A, B, C
+        panel.expect_text(f"Sample {code}")
+        overall = 2 if code == ref_code else 6
+        panel.rate_sample({"smoothness": 5, "naturalness": 5, "emotion": 5, "overall": overall})
+        panel.expect_saved(f"sample {code}, overall {overall}.")
+    summary_cell = nb.code_cell_index("experiment_results(")
+    nb.run_cell(summary_cell)
+    shown = nb.output_text(summary_cell)
+    assert "Left out: 1" in shown and trial.text in shown, shown
+    left_out = lr.listening_results(ratings).left_out
+    assert left_out[["rater", "sentence"]].values.tolist() == [[rater, trial.text]]
+    kept = lr.screen(ls.read_ratings(ratings))[0]
+    assert (kept["rater"] == "ann").sum() == 6  # ann's ratings all count
+
+    back = panel.root.get_by_role("button", name="◀ Previous")
+    codes = list(trial.blind)
+    for code in reversed(codes[codes.index(ref_code) :]):  # one sample back at a time
+        back.click()
+        panel.expect_text(f"Sample {code}")
+    panel.expect_text("You rated this at")
+    panel.scale("overall").get_by_role("button", name="9", exact=True).click()
+    panel.root.get_by_role("button", name="Save and next").click()
+    panel.expect_saved(f"sample {ref_code}, overall 9.")
+    mine = [r for r in ratings_rows(ratings) if r["rater"] == rater and r["blind_code"] == ref_code]
+    assert [r["overall"] for r in mine] == ["2", "9"]  # appended, the slip kept on disk
+    nb.run_cell(summary_cell)
+    shown = nb.output_text(summary_cell)
+    assert "Left out" not in shown and "scored it at least as high" in shown, shown
+    assert lr.listening_results(ratings).left_out.empty
 
 
 def test_the_report_shows_every_column_and_the_dataset_summary_at_1280_px(tmp_path):
