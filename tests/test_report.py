@@ -384,3 +384,46 @@ def test_report_and_decision_json_say_what_listeners_said(tmp_path):
     assert overall == {"base": 0, "phase1": 1, "phase2": 4}
     assert facts["ab_pairs"][0]["second_wins"] == 9
     assert facts["left_out"][0]["rater"] == "bob" and facts["reference_check"][0]["slips"] == 1
+
+
+def test_a_wide_notebook_table_puts_key_columns_first_and_scrolls_visibly():
+    from voicebook.html import WIDE_COLUMNS, WideTable
+
+    df = pd.DataFrame([{f"c{i}": i + 0.123456 for i in range(12)} | {"label": "phase 1"}])
+    shown = WideTable(df, first=["label", "c5", "absent"])._repr_html_()
+    heads = re.findall(r"<th[^>]*>(.*?)</th>", shown)
+    assert heads[:3] == ["label", "c5", "c0"] and len(heads) == 13
+    assert shown.startswith("<div") and f"{len(heads)} columns: scroll sideways" in shown
+    assert "overflow-x:scroll" in shown  # the bar is drawn even before the reader scrolls
+    assert '<td style="position:sticky;left:0;background:#fff">phase 1</td>' in shown
+    assert "<td>5.123</td>" in shown  # 4 significant digits
+    narrow = WideTable(df.iloc[:, :WIDE_COLUMNS])._repr_html_()
+    assert "scroll sideways" not in narrow
+
+
+def test_the_progress_line_says_which_step_runs_and_ends_with_the_time_taken(monkeypatch):
+    from voicebook import live
+
+    shown = []
+
+    class Handle:
+        def update(self, bundle, raw):
+            shown.append(bundle["text/plain"])
+
+    monkeypatch.setattr("IPython.display.display", lambda bundle, **_: shown.append(
+        bundle["text/plain"]) or Handle())  # fmt: skip
+    line = live.ProgressLine("03 · Evaluation", ["objective metrics", "codebook"])
+    line.now("codebook")
+    line.done("Rate the samples.")
+    assert shown[0].startswith("03 · Evaluation: starting (0 min 0 s so far)")
+    assert shown[1].startswith("03 · Evaluation: step 2 of 2, codebook;")
+    assert re.fullmatch(r"03 · Evaluation: done in 0 min \d+ s\. Rate the samples\.", shown[2])
+
+
+def test_the_evaluation_plot_titles_have_their_own_lines():
+    from voicebook.evaluation import metrics_figure
+
+    table = pd.DataFrame({"label": ["base"], "mel_ce": [3.0], "text_ce": [0.02],
+                          "speaker_similarity": [0.8]})  # fmt: skip
+    titles = [a.text for a in metrics_figure(table).layout.annotations]
+    assert len(titles) == 3 and all("<br>(" in t for t in titles)

@@ -48,12 +48,14 @@ KERNEL_GONE = (
 # do. The shield takes the focus of any click on the dead panel and carries Lumino's
 # data-lm-suppress-shortcuts, so that keys typed there never reach JupyterLab's command-mode
 # shortcuts: a click that fell through to the notebook would leave it in command mode, where an
-# "x" cuts the cell and "d d" deletes it.
+# "x" cuts the cell and "d d" deletes it. Every Lumino widget is "position: relative", so the
+# shield's own views are made static: the shield then covers the whole panel, not its own view.
 PANEL_STYLE = f"""<style>
 .{PANEL_CLASS} {{ position: relative; }}
 .{PANEL_CLASS} .vb-shield {{ display: none; }}
 .{PANEL_CLASS}:not(.jupyter-widgets-disconnected) > .vb-shield-view {{ display: none; }}
-.{PANEL_CLASS}.jupyter-widgets-disconnected .vb-shield {{
+.{PANEL_CLASS} .vb-shield-view, .{PANEL_CLASS} .vb-shield-view * {{ position: static; }}
+.{PANEL_CLASS}.jupyter-widgets-disconnected .vb-shield-view .vb-shield {{
   display: block; position: absolute; inset: 0; z-index: 10; background: rgba(255,255,255,.55);
 }}
 .{PANEL_CLASS} .vb-shield > div {{

@@ -8,7 +8,9 @@ final text.
 
 from __future__ import annotations
 
+import html
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,3 +76,41 @@ class LiveChart:
         self.bar.close()
         if self.bar_handle is not None:
             self.bar_handle.update(self.bar.container)
+
+
+class ProgressLine:
+    """One line near the top of a notebook that says which long step a Run All is at.
+
+    JupyterLab does not follow the running cell, so after Run All the reader stays at the top
+    while the steps run far below. The line is a display updated by id: it changes in place, and
+    a saved or papermill-run notebook keeps its last state ("done in 2 min 31 s").
+    """
+
+    def __init__(self, title: str, steps: list[str]):
+        from IPython.display import display
+
+        self.title, self.steps = title, steps
+        self.started = time.monotonic()
+        self.handle = display(self._bundle("starting"), raw=True, display_id=True)
+
+    def _bundle(self, text: str, done: bool = False) -> dict[str, str]:
+        elapsed = time.monotonic() - self.started
+        took = f"{int(elapsed // 60)} min {int(elapsed % 60)} s"
+        line = f"{self.title}: " + (
+            f"done in {took}. {text}" if done else f"{text} ({took} so far)"
+        )
+        colour = "#1b5e20" if done else "#0d47a1"
+        return {
+            "text/plain": line,
+            "text/html": f'<div style="font-weight:600;color:{colour}">⏵ {html.escape(line)}</div>',
+        }
+
+    def now(self, step: str) -> None:
+        """Step ``step`` (one of ``steps``) starts."""
+        number = self.steps.index(step) + 1
+        text = f"step {number} of {len(self.steps)}, {step}; its progress is under its cell"
+        self.handle.update(self._bundle(text), raw=True)
+
+    def done(self, next_step: str = "") -> None:
+        """Every step ran; ``next_step`` says what the reader does now."""
+        self.handle.update(self._bundle(next_step, done=True), raw=True)
