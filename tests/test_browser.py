@@ -135,6 +135,10 @@ def test_listening_in_a_real_browser_is_blind_saves_every_click_and_survives_a_r
 def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     nb = Notebook(page, url)
     nb.run_all(timeout=300)
+    if os.environ.get("VOICEBOOK_SCREENSHOTS"):  # 03's outputs at 1280 px, for docs/
+        for name, source in (("progress", "ProgressLine("), ("eval_table", "WideTable(result"),
+                             ("metrics", "metrics_figure(")):  # fmt: skip
+            screenshot(nb.output_area(nb.code_cell_index(source)), f"notebook03_{name}.png")
     panel_cell = nb.code_cell_index("_panel(")
     assert "Error" not in nb.output_text(panel_cell)
     panel = Panel(page, nb.output_area(panel_cell))
@@ -202,6 +206,44 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     a_slip_corrected_with_previous(nb, panel, ratings)
 
 
+def the_report_says_what_listeners_said(page, exp: Path, rater: str, sentence: str) -> None:
+    """The decision report of this experiment: the dropped sentence named, A/B counts, the
+    reference check, and n for every candidate (the summary cell published them)."""
+    from voicebook import report
+
+    path = report.write_report(exp, report.analyse_experiment(exp))
+    text = report_section(page, path, "What listeners said")
+    assert rater in text and sentence in text and "below a synthesis" in text
+    assert re.search(r"base\s+phase1\s+\d+", text), "no A/B counts per pair"
+    assert re.search(rf"{rater}\s+1\s+2\s+6\s+1\s+1\s+no", text), "no reference check"
+    for candidate in ("base", "phase1"):
+        assert re.search(rf"^{candidate}\t.*\t\d+\t", text, re.MULTILINE), candidate
+
+
+def report_section(page, path: Path, heading: str) -> str:
+    """The text under ``heading`` of the page at ``path`` (up to the next heading), opened in a
+    new page at 1280 px; its screenshot goes to report_<heading>.png."""
+    tab = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        tab.goto(path.as_uri())
+        section = tab.locator("h2", has_text=re.compile(f"^{heading}$"))
+        text = section.evaluate(
+            """h => { let text = '', el = h.nextElementSibling;
+                      while (el && el.tagName !== 'H2') { text += el.innerText + '\\n';
+                                                          el = el.nextElementSibling; }
+                      return text; }"""
+        )
+        box = section.bounding_box()
+        end = section.locator("xpath=following-sibling::h2[1]").bounding_box()
+        clip = {"x": 0, "y": box["y"] - 8, "width": 1280, "height": end["y"] - box["y"]}
+        if os.environ.get("VOICEBOOK_SCREENSHOTS"):
+            name = "report_" + heading.lower().replace(" ", "_") + ".png"
+            screenshot(tab, name, full_page=True, clip=clip)
+        return text
+    finally:
+        tab.close()
+
+
 def dead_panel_is_disabled_and_keeps_keys(page, nb: Notebook, panel: Panel) -> None:
     """After a restart the old panel says what to do; a click on its name field lands on that
     banner (the field is disabled), and an "x" typed then cuts no cell (JupyterLab's shortcut)."""
@@ -257,6 +299,7 @@ def a_slip_corrected_with_previous(nb: Notebook, panel: Panel, ratings: Path) ->
     assert left_out[["rater", "sentence"]].values.tolist() == [[rater, trial.text]]
     kept = lr.screen(ls.read_ratings(ratings))[0]
     assert (kept["rater"] == "ann").sum() == 6  # ann's ratings all count
+    the_report_says_what_listeners_said(nb.page, ratings.parent, rater, trial.text)
 
     back = panel.root.get_by_role("button", name="◀ Previous")
     codes = list(trial.blind)
@@ -299,14 +342,7 @@ def test_the_report_shows_every_column_and_the_dataset_summary_at_1280_px(tmp_pa
         comparison = page.locator("table").first.inner_text()
         for column in ("band", "tier", "status", "notes"):
             assert column in comparison
-        card = page.evaluate(
-            """() => { const h = [...document.querySelectorAll('h2')]
-                                 .find(e => e.textContent === 'Dataset');
-                       let text = '', el = h.nextElementSibling;
-                       while (el && el.tagName !== 'H2') { text += el.innerText; el = el.nextElementSibling; }
-                       return text; }"""
-        )
+        card = report_section(page, page_file, "Dataset")
         assert "not good: train_minutes 5.6 (needs >= 30)" in card
         assert "Minutes per source and duration band" in card  # the plot, drawn by plotly.js
         assert not re.search(r"[{}\[\]]", card) and "card_version" not in card
-        screenshot(page, "report_after.png", full_page=True)

@@ -98,6 +98,8 @@ class WideTable:
     def _repr_html_(self) -> str:
         columns = len(self.df.columns)
         inner = self.df.astype(object).map(cell).to_html(index=False, border=0)
+        # No wrapping: squeezed into the output area, "base model (no fine-tune)" took 4 lines
+        inner = inner.replace("<table", '<table style="white-space:nowrap"', 1)
         inner = inner.replace(
             "<th>", '<th style="position:sticky;left:0;background:#f3f3f3">', 1
         )  # the header of the pinned column
@@ -106,7 +108,7 @@ class WideTable:
         )
         cue = (
             f'<div style="font-size:.9em;color:#555">{columns} columns: scroll sideways '
-            "(the bar under the table) for the rest →</div>"
+            "(the bar under the table, or Shift + mouse wheel) for the rest →</div>"
             if columns > WIDE_COLUMNS
             else ""
         )

@@ -102,7 +102,7 @@ class ProgressLine:
         colour = "#1b5e20" if done else "#0d47a1"
         return {
             "text/plain": line,
-            "text/html": f'<div style="font-weight:600;color:{colour}">⏵ {html.escape(line)}</div>',
+            "text/html": f'<div style="font-weight:600;color:{colour}">▶ {html.escape(line)}</div>',
         }
 
     def now(self, step: str) -> None:

@@ -86,22 +86,10 @@ def rate_quality(metrics: dict[str, float], tiers: list[dict[str, Any]] = QUALIT
     return {"rating": rating, "metrics": metrics, "tiers": checked, "fallback": "unusable"}
 
 
-def build_card(
-    config: DataPrepConfig,
-    scanned: list,
-    train: list,
-    evals: list,
-    rejected: list,
-    accounting: dict[str, Any],
-    tests: list = (),
-    review: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Everything a person needs to judge the dataset, as plain JSON values."""
-    tests = list(tests)
-    clips = train + evals + tests
+def _categories(names: list[str], clips: list, evals: list, tests: list) -> dict[str, Any]:
+    """Clips and minutes per source and category (with their split), and per duration band."""
     eval_files = {c.audio_file for c in evals}
     test_files = {c.audio_file for c in tests}
-    names = [s.spec.name for s in scanned]
     table = []
     for name in names:
         for category in CATEGORIES:
@@ -123,27 +111,48 @@ def build_card(
         for band in DURATION_BANDS
         for g in [[c for c in clips if c.source == name and c.band == band]]
     ]
+    return {
+        "bands_seconds": {
+            k: [lo, None if hi == float("inf") else hi] for k, (lo, hi) in DURATION_BANDS.items()
+        },
+        "rule": "category = 'question' when the text ends with '?', else the duration band; "
+        "'bands' counts every clip (questions too) by duration",
+        "table": table,
+        "bands": bands,
+    }
+
+
+def _histogram(names: list[str], clips: list) -> dict[str, Any]:
     top = max([c.duration for c in clips], default=0.0)
     edges = [i * HISTOGRAM_BIN_S for i in range(int(top / HISTOGRAM_BIN_S) + 2)]
-    histogram = {
+    counts = {
         name: [
             sum(1 for c in clips if c.source == name and lo <= c.duration < lo + HISTOGRAM_BIN_S)
             for lo in edges[:-1]
         ]
         for name in names
     }
+    return {"bin_seconds": HISTOGRAM_BIN_S, "edges": edges, "counts": counts}
+
+
+def _quality_metrics(train: list, evals: list, clips: list, accounting: dict) -> dict:
+    """The numbers ``QUALITY_TIERS`` rate."""
     n = len(clips)
     per_category = Counter(c.category for c in clips)
-    metrics = {
+    inputs = accounting["inputs"]
+    return {
         "train_minutes": _minutes(train),
         "train_clips": len(train),
         "eval_clips": len(evals),
         "question_share": round(per_category["question"] / n, 3) if n else 0.0,
         "categories_with_5pct": sum(1 for k in CATEGORIES if n and per_category[k] / n >= 0.05),
-        "rejected_input_share": round(accounting["inputs_in_rejected"] / accounting["inputs"], 3)
-        if accounting["inputs"]
+        "rejected_input_share": round(accounting["inputs_in_rejected"] / inputs, 3)
+        if inputs
         else 0.0,
     }
+
+
+def _sources(scanned: list, clips: list, rejected: list) -> list[dict[str, Any]]:
     sources = []
     for s in scanned:
         mine = [c for c in clips if c.source == s.spec.name]
@@ -160,35 +169,30 @@ def build_card(
                 "input_lufs": _stats([c.input_lufs for c in mine]),
             }
         )
+    return sources
+
+
+def _totals(train: list, evals: list, tests: list, rejected: list) -> dict[str, Any]:
+    clips = train + evals + tests
+    n = len(clips)
     return {
-        "generator": "voicebook.dataprep",
-        "card_version": CARD_VERSION,
-        "language": config.language,
-        "sample_rate": config.sample_rate,
-        "totals": {
-            "clips": n,
-            "minutes": _minutes(clips),
-            "train_clips": len(train),
-            "train_minutes": _minutes(train),
-            "eval_clips": len(evals),
-            "eval_minutes": _minutes(evals),
-            "test_clips": len(tests),
-            "test_minutes": _minutes(tests),
-            "rejected": len(rejected),
-            "mean_seconds": round(sum(c.duration for c in clips) / n, 2) if n else 0.0,
-        },
-        "sources": sources,
-        "categories": {
-            "bands_seconds": {
-                k: [lo, None if hi == float("inf") else hi]
-                for k, (lo, hi) in DURATION_BANDS.items()
-            },
-            "rule": "category = 'question' when the text ends with '?', else the duration band; "
-            "'bands' counts every clip (questions too) by duration",
-            "table": table,
-            "bands": bands,
-        },
-        "duration_histogram": {"bin_seconds": HISTOGRAM_BIN_S, "edges": edges, "counts": histogram},
+        "clips": n,
+        "minutes": _minutes(clips),
+        "train_clips": len(train),
+        "train_minutes": _minutes(train),
+        "eval_clips": len(evals),
+        "eval_minutes": _minutes(evals),
+        "test_clips": len(tests),
+        "test_minutes": _minutes(tests),
+        "rejected": len(rejected),
+        "mean_seconds": round(sum(c.duration for c in clips) / n, 2) if n else 0.0,
+    }
+
+
+def _held_out(config: DataPrepConfig, evals: list, tests: list) -> dict[str, Any]:
+    """The card's "eval" and "test" entries: what each held-out split is for and how it was
+    drawn."""
+    return {
         "eval": {
             "role": "validation: the phases and the voice search select on it",
             "clips": len(evals),
@@ -205,11 +209,12 @@ def build_card(
             "seed": config.seed,
             "stratified_by": ["source", "category"],
         },
-        "rejections": {
-            "count": len(rejected),
-            "by_kind": dict(sorted(Counter(r.kind for r in rejected).items())),
-            "by_source": {name: sum(1 for r in rejected if r.source == name) for name in names},
-        },
+    }
+
+
+def _processing(config: DataPrepConfig, clips: list) -> dict[str, Any]:
+    """The card's "loudness", "text" and "xtts_limits" entries."""
+    return {
         "loudness": {
             "target_lufs": config.target_lufs,
             "peak_ceiling_dbfs": config.peak_ceiling_dbfs,
@@ -231,9 +236,43 @@ def build_card(
             "max_text_tokens": XTTS_MAX_TEXT_TOKENS,
             "unknown_tokens_allowed": False,
         },
+    }
+
+
+def build_card(
+    config: DataPrepConfig,
+    scanned: list,
+    train: list,
+    evals: list,
+    rejected: list,
+    accounting: dict[str, Any],
+    tests: list = (),
+    review: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything a person needs to judge the dataset, as plain JSON values."""
+    tests = list(tests)
+    clips = train + evals + tests
+    names = [s.spec.name for s in scanned]
+    held_out, processing = _held_out(config, evals, tests), _processing(config, clips)
+    return {
+        "generator": "voicebook.dataprep",
+        "card_version": CARD_VERSION,
+        "language": config.language,
+        "sample_rate": config.sample_rate,
+        "totals": _totals(train, evals, tests, rejected),
+        "sources": _sources(scanned, clips, rejected),
+        "categories": _categories(names, clips, evals, tests),
+        "duration_histogram": _histogram(names, clips),
+        **held_out,
+        "rejections": {
+            "count": len(rejected),
+            "by_kind": dict(sorted(Counter(r.kind for r in rejected).items())),
+            "by_source": {name: sum(1 for r in rejected if r.source == name) for name in names},
+        },
+        **processing,
         "accounting": accounting,
         "asr": asr_summary(config, scanned, clips, review or {}),
-        "quality": rate_quality(metrics),
+        "quality": rate_quality(_quality_metrics(train, evals, clips, accounting)),
         "config": config.as_dict(),
     }
 
