@@ -150,6 +150,12 @@ def test_summary_gives_means_t_intervals_and_counts(ratings, samples):
     one = summary.loc[("phase1", "overall")]
     assert one["mean"] == 9 and one["n"] == 1 and math.isnan(one["ci_low"])
     assert one["below_minimum"]  # n=1 < 3: shown, marked, not used to decide
+    two = pd.DataFrame(
+        [{"mode": "scores", "candidate": "phase2", "overall": v} for v in (2, 10)],
+        columns=ls.COLUMNS,
+    )
+    wide = lr.summarize(two).set_index(["candidate", "scale"]).loc[("phase2", "overall")]
+    assert (wide["mean"], wide["ci_low"], wide["ci_high"]) == (6, 1, 10)  # t: -44.8 to 56.8
     assert ("phase1", "smoothness") not in summary.index
     assert list(lr.summarize(table).columns) == lr.SUMMARY_COLUMNS
 

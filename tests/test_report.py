@@ -401,23 +401,33 @@ def test_a_wide_notebook_table_puts_key_columns_first_and_scrolls_visibly():
     assert "scroll sideways" not in narrow
 
 
-def test_the_progress_line_says_which_step_runs_and_ends_with_the_time_taken(monkeypatch):
+def test_the_progress_line_is_shown_at_the_top_and_atop_each_long_cell(monkeypatch):
+    """One display id for every copy: each step updates them all and adds one where it runs."""
     from voicebook import live
 
-    shown = []
+    outputs: list[list[str]] = []  # one list per copy: the texts it showed
 
-    class Handle:
-        def update(self, bundle, raw):
+    def display(bundle, raw, display_id):
+        outputs.append([bundle["text/plain"]])
+
+    def update_display(bundle, raw, display_id):
+        for shown in outputs:
             shown.append(bundle["text/plain"])
 
-    monkeypatch.setattr("IPython.display.display", lambda bundle, **_: shown.append(
-        bundle["text/plain"]) or Handle())  # fmt: skip
+    monkeypatch.setattr("IPython.display.display", display)
+    monkeypatch.setattr("IPython.display.update_display", update_display)
     line = live.ProgressLine("03 · Evaluation", ["objective metrics", "codebook"])
+    line.now("objective metrics")
     line.now("codebook")
     line.done("Rate the samples.")
-    assert shown[0].startswith("03 · Evaluation: starting (0 min 0 s so far)")
-    assert shown[1].startswith("03 · Evaluation: step 2 of 2, codebook;")
-    assert re.fullmatch(r"03 · Evaluation: done in 0 min \d+ s\. Rate the samples\.", shown[2])
+    assert len(outputs) == 3  # the top one and one atop each step's cell
+    top, first, second = outputs
+    assert top[0].startswith("03 · Evaluation: starting (0 min 0 s so far)")
+    assert top[1] == first[0] and first[0].startswith("03 · Evaluation: step 1 of 2, objective")
+    assert top[2] == first[1] == second[0] and "step 2 of 2, codebook" in second[0]
+    final = {shown[-1] for shown in outputs}
+    assert len(final) == 1
+    assert re.fullmatch(r"03 · Evaluation: done in 0 min \d+ s\. Rate the samples\.", final.pop())
 
 
 def test_the_evaluation_plot_titles_have_their_own_lines():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -79,11 +80,13 @@ class LiveChart:
 
 
 class ProgressLine:
-    """One line near the top of a notebook that says which long step a Run All is at.
+    """A line that says which long step a Run All is at, where the reader is: near the top of the
+    notebook (where it is made) and at the top of each long cell (each ``now``).
 
-    JupyterLab does not follow the running cell, so after Run All the reader stays at the top
-    while the steps run far below. The line is a display updated by id: it changes in place, and
-    a saved or papermill-run notebook keeps its last state ("done in 2 min 31 s").
+    JupyterLab may leave the reader at the top while the steps run far below, or scroll with the
+    run, past the progress bars inside the cells. Every copy of the line shares one display id,
+    so all of them change in place together; a saved or papermill-run notebook keeps their last
+    state ("done in 2 min 31 s").
     """
 
     def __init__(self, title: str, steps: list[str]):
@@ -91,7 +94,8 @@ class ProgressLine:
 
         self.title, self.steps = title, steps
         self.started = time.monotonic()
-        self.handle = display(self._bundle("starting"), raw=True, display_id=True)
+        self.id = f"vb-progress-{uuid.uuid4().hex}"
+        display(self._bundle("starting"), raw=True, display_id=self.id)
 
     def _bundle(self, text: str, done: bool = False) -> dict[str, str]:
         elapsed = time.monotonic() - self.started
@@ -106,11 +110,17 @@ class ProgressLine:
         }
 
     def now(self, step: str) -> None:
-        """Step ``step`` (one of ``steps``) starts."""
+        """Step ``step`` (one of ``steps``) starts: every copy says so, and a new copy opens the
+        output of the cell that runs it."""
+        from IPython.display import display, update_display
+
         number = self.steps.index(step) + 1
-        text = f"step {number} of {len(self.steps)}, {step}; its progress is under its cell"
-        self.handle.update(self._bundle(text), raw=True)
+        bundle = self._bundle(f"step {number} of {len(self.steps)}, {step}")
+        update_display(bundle, raw=True, display_id=self.id)
+        display(bundle, raw=True, display_id=self.id)
 
     def done(self, next_step: str = "") -> None:
         """Every step ran; ``next_step`` says what the reader does now."""
-        self.handle.update(self._bundle(next_step, done=True), raw=True)
+        from IPython.display import update_display
+
+        update_display(self._bundle(next_step, done=True), raw=True, display_id=self.id)
