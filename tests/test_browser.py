@@ -139,6 +139,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
         for name, source in (("progress", "ProgressLine("), ("eval_table", "WideTable(result"),
                              ("metrics", "metrics_figure(")):  # fmt: skip
             screenshot(nb.output_area(nb.code_cell_index(source)), f"notebook03_{name}.png")
+        screenshot(page, "notebook03_viewport_after_run_all.png")
     panel_cell = nb.code_cell_index("_panel(")
     assert "Error" not in nb.output_text(panel_cell)
     panel = Panel(page, nb.output_area(panel_cell))
@@ -291,6 +292,8 @@ def a_slip_corrected_with_previous(nb: Notebook, panel: Panel, ratings: Path) ->
         overall = 2 if code == ref_code else 6
         panel.rate_sample({"smoothness": 5, "naturalness": 5, "emotion": 5, "overall": overall})
         panel.expect_saved(f"sample {code}, overall {overall}.")
+    panel.rate_sample({"smoothness": 4, "naturalness": 4, "emotion": 4, "overall": 4})
+    panel.expect_saved("sample A, overall 4.")  # the next sentence's first sample
     summary_cell = nb.code_cell_index("experiment_results(")
     nb.run_cell(summary_cell)
     shown = nb.output_text(summary_cell)
@@ -299,11 +302,14 @@ def a_slip_corrected_with_previous(nb: Notebook, panel: Panel, ratings: Path) ->
     assert left_out[["rater", "sentence"]].values.tolist() == [[rater, trial.text]]
     kept = lr.screen(ls.read_ratings(ratings))[0]
     assert (kept["rater"] == "ann").sum() == 6  # ann's ratings all count
+    theirs = kept[kept["rater"] == rater]  # the slipping rater keeps the other sentence
+    assert theirs[["sentence", "overall"]].values.tolist() == [[theirs["sentence"].iloc[0], 4]]
+    assert theirs["sentence"].iloc[0] != trial.text
     the_report_says_what_listeners_said(nb.page, ratings.parent, rater, trial.text)
 
     back = panel.root.get_by_role("button", name="◀ Previous")
     codes = list(trial.blind)
-    for code in reversed(codes[codes.index(ref_code) :]):  # one sample back at a time
+    for code in ["A", *reversed(codes[codes.index(ref_code) :])]:  # one sample back at a time
         back.click()
         panel.expect_text(f"Sample {code}")
     panel.expect_text("You rated this at")
