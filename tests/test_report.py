@@ -395,8 +395,11 @@ def test_a_wide_notebook_table_puts_key_columns_first_and_scrolls_visibly():
     assert heads[:3] == ["label", "c5", "c0"] and len(heads) == 13
     assert shown.startswith("<div") and f"{len(heads)} columns: scroll sideways" in shown
     assert "overflow-x:scroll" in shown  # the bar is drawn even before the reader scrolls
-    assert '<td style="position:sticky;left:0;background:#fff">phase 1</td>' in shown
+    assert '<td style="position:sticky;left:0;background:#fff">phase\u00a01</td>' in shown
     assert "<td>5.123</td>" in shown  # 4 significant digits
+    label = WideTable(pd.DataFrame({"label": ["base model (no fine-tune)"], "x": [-0.5]}))
+    assert "<td>-0.5</td>" in label._repr_html_()  # a minus sign stays one
+    assert "base\u00a0model\u00a0(no\u00a0fine\u2011tune)</td>" in label._repr_html_()
     narrow = WideTable(df.iloc[:, :WIDE_COLUMNS])._repr_html_()
     assert "scroll sideways" not in narrow
 

@@ -87,6 +87,11 @@ def page(title: str, parts: list[str]) -> str:
     )
 
 
+def _unbreakable(x: Any) -> str:
+    text = str(cell(x)).replace(" ", "\u00a0")
+    return re.sub(r"(?<=[^\W\d])-(?=[^\W\d])", "\u2011", text)  # fine-tune, not -0.5
+
+
 class WideTable:
     """A DataFrame for a notebook's output area (about 850 px at a 1280 px window): the key
     columns first, the first of them pinned while the rest scroll sideways under a bar that
@@ -97,9 +102,9 @@ class WideTable:
 
     def _repr_html_(self) -> str:
         columns = len(self.df.columns)
-        inner = self.df.astype(object).map(cell).to_html(index=False, border=0)
-        # No wrapping: squeezed into the output area, "base model (no fine-tune)" took 4 lines
-        inner = inner.replace("<table", '<table style="white-space:nowrap"', 1)
+        # No wrapping: squeezed into the output area, "base model (no fine-tune)" took 4 lines.
+        # Non-breaking spaces and hyphens hold whatever the notebook's own CSS says.
+        inner = self.df.astype(object).map(_unbreakable).to_html(index=False, border=0)
         inner = inner.replace(
             "<th>", '<th style="position:sticky;left:0;background:#f3f3f3">', 1
         )  # the header of the pinned column
