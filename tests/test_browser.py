@@ -292,8 +292,9 @@ def a_slip_corrected_with_previous(nb: Notebook, panel: Panel, ratings: Path) ->
         overall = 2 if code == ref_code else 6
         panel.rate_sample({"smoothness": 5, "naturalness": 5, "emotion": 5, "overall": overall})
         panel.expect_saved(f"sample {code}, overall {overall}.")
+    panel.expect_text("Sample A")  # the next sentence's first sample
     panel.rate_sample({"smoothness": 4, "naturalness": 4, "emotion": 4, "overall": 4})
-    panel.expect_saved("sample A, overall 4.")  # the next sentence's first sample
+    panel.expect_saved("sample A, overall 4.")
     summary_cell = nb.code_cell_index("experiment_results(")
     nb.run_cell(summary_cell)
     shown = nb.output_text(summary_cell)
