@@ -213,9 +213,11 @@ class Notebook:
         return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
 
     def run_cell(self, index: int, timeout: float = 120) -> None:
-        """Select cell ``index`` (only it) and run it with Ctrl+Enter."""
+        """Select cell ``index`` (only it) and run it with Ctrl+Enter. Its code is clicked, as
+        a dead listening panel's banner says: a click on the prompt would leave the focus on
+        that panel, where no key reaches JupyterLab."""
         cell = self.cell(index)
-        cell.locator(".jp-InputPrompt").click()
+        cell.locator(".jp-InputArea-editor").click()
         self.page.keyboard.press("Escape")
         self.page.keyboard.press("Control+Enter")
         time.sleep(1)

@@ -135,6 +135,11 @@ def test_listening_in_a_real_browser_is_blind_saves_every_click_and_survives_a_r
 def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     nb = Notebook(page, url)
     nb.run_all(timeout=300)
+    if os.environ.get("VOICEBOOK_SCREENSHOTS"):  # 03's outputs at 1280 px, for docs/
+        for name, source in (("progress", "ProgressLine("), ("eval_table", "WideTable(result"),
+                             ("metrics", "metrics_figure(")):  # fmt: skip
+            screenshot(nb.output_area(nb.code_cell_index(source)), f"notebook03_{name}.png")
+        screenshot(page, "notebook03_viewport_after_run_all.png")
     panel_cell = nb.code_cell_index("_panel(")
     assert "Error" not in nb.output_text(panel_cell)
     panel = Panel(page, nb.output_area(panel_cell))
@@ -185,13 +190,7 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     assert [r["rater"] for r in ratings_rows(ratings)] == ["ann"] * 5 + ["bob"]
 
     nb.restart_kernel()
-    page.wait_for_function(
-        """area => [area, ...area.querySelectorAll('*')].some(el =>
-              /kernel/i.test(getComputedStyle(el, '::before').content + el.innerText))""",
-        arg=panel.root.element_handle(),
-        timeout=TIMEOUT_MS,
-    )  # the old panel says that its kernel is gone
-    screenshot(panel.root, "listening_kernel_gone.png")
+    dead_panel_is_disabled_and_keeps_keys(page, nb, panel)
 
     nb.run_cell(panel_cell)  # alone, after the restart: no NameError
     assert "Error" not in nb.output_text(panel_cell)
@@ -205,16 +204,135 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     assert len(rows) == 7 and (rows[-1]["rater"], rows[-1]["overall"]) == ("ann", "10")
     assert len({(r["sentence"], r["candidate"]) for r in rows if r["mode"] == "scores"}) == 4
     panel.assert_blind()
+    a_slip_corrected_with_previous(nb, panel, ratings)
 
 
-def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_path):
+def the_report_says_what_listeners_said(page, exp: Path, rater: str, sentence: str) -> None:
+    """The decision report of this experiment: the dropped sentence named, A/B counts, the
+    reference check, and n for every candidate (the summary cell published them)."""
+    from voicebook.decision import report
+
+    path = report.write_report(exp, report.analyse_experiment(exp))
+    text = report_section(page, path, "What listeners said")
+    assert rater in text and sentence in text and "below a synthesis" in text
+    assert re.search(r"base\s+phase1\s+\d+", text), "no A/B counts per pair"
+    assert re.search(rf"{rater}\s+1\s+2\s+6\s+1\s+1\s+no", text), "no reference check"
+    for candidate in ("base", "phase1"):
+        assert re.search(rf"^{candidate}\t.*\t\d+\t", text, re.MULTILINE), candidate
+
+
+def report_section(page, path: Path, heading: str) -> str:
+    """The text under ``heading`` of the page at ``path`` (up to the next heading), opened in a
+    new page at 1280 px; its screenshot goes to report_<heading>.png."""
+    tab = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        tab.goto(path.as_uri())
+        section = tab.locator("h2", has_text=re.compile(f"^{heading}$"))
+        text = section.evaluate(
+            """h => { let text = '', el = h.nextElementSibling;
+                      while (el && el.tagName !== 'H2') { text += el.innerText + '\\n';
+                                                          el = el.nextElementSibling; }
+                      return text; }"""
+        )
+        box = section.bounding_box()
+        end = section.locator("xpath=following-sibling::h2[1]").bounding_box()
+        clip = {"x": 0, "y": box["y"] - 8, "width": 1280, "height": end["y"] - box["y"]}
+        if os.environ.get("VOICEBOOK_SCREENSHOTS"):
+            name = "report_" + heading.lower().replace(" ", "_") + ".png"
+            screenshot(tab, name, full_page=True, clip=clip)
+        return text
+    finally:
+        tab.close()
+
+
+def dead_panel_is_disabled_and_keeps_keys(page, nb: Notebook, panel: Panel) -> None:
+    """After a restart the old panel says what to do; a click on its name field lands on that
+    banner (the field is disabled), and an "x" typed then cuts no cell (JupyterLab's shortcut)."""
+    banner = panel.root.get_by_role("alert")
+    expect(banner).to_be_visible(timeout=TIMEOUT_MS)
+    expect(banner).to_contain_text("run this cell again")
+    field = panel.root.get_by_role("textbox")
+    before, cells = field.input_value(), page.locator(".jp-Notebook .jp-Cell").count()
+    box = field.bounding_box()
+    on_top = page.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y).closest('[role=alert]') !== null",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
+    assert on_top, "the dead panel's name field can still be clicked"
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.keyboard.type("x")
+    page.wait_for_timeout(500)
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells, "an x cut a cell"
+    assert field.input_value() == before
+    screenshot(panel.root, "listening_kernel_gone.png")
+
+
+def slipping_rater(exp: Path) -> tuple[str, ls.Trial, str]:
+    """A rater name whose first sentence hides the real recording, that trial and the
+    recording's blind code: the test knows what the blind rater cannot."""
+    samples = ls.load_samples(exp / "eval")
+    for name in ("cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon", "kim", "lea"):
+        trial = ls.ListeningSession(exp / "none.csv", name, samples, seed=exp.name).trials[0]
+        codes = [c for c, s in trial.blind.items() if s.candidate == ls.REFERENCE]
+        if codes:
+            return name, trial, codes[0]
+    raise AssertionError("no rater name starts with the hidden reference")
+
+
+def a_slip_corrected_with_previous(nb: Notebook, panel: Panel, ratings: Path) -> None:
+    """A second rater scores the real recording below the syntheses on one sentence: the
+    summary leaves out that sentence of theirs only. Back with Previous, the rating changed:
+    both rows stay on disk, and nothing is left out any more."""
+    from voicebook.evaluation.listening import results as lr
+
+    rater, trial, ref_code = slipping_rater(ratings.parent)
+    panel.set_name(rater)
+    for code in trial.blind:  # the first three samples are this sentence's A, B, C
+        panel.expect_text(f"Sample {code}")
+        overall = 2 if code == ref_code else 6
+        panel.rate_sample({"smoothness": 5, "naturalness": 5, "emotion": 5, "overall": overall})
+        panel.expect_saved(f"sample {code}, overall {overall}.")
+    panel.expect_text("Sample A")  # the next sentence's first sample
+    panel.rate_sample({"smoothness": 4, "naturalness": 4, "emotion": 4, "overall": 4})
+    panel.expect_saved("sample A, overall 4.")
+    summary_cell = nb.code_cell_index("experiment_results(")
+    nb.run_cell(summary_cell)
+    shown = nb.output_text(summary_cell)
+    assert "Left out: 1" in shown and trial.text in shown, shown
+    left_out = lr.listening_results(ratings).left_out
+    assert left_out[["rater", "sentence"]].values.tolist() == [[rater, trial.text]]
+    kept = lr.screen(ls.read_ratings(ratings))[0]
+    assert (kept["rater"] == "ann").sum() == 6  # ann's ratings all count
+    theirs = kept[kept["rater"] == rater]  # the slipping rater keeps the other sentence
+    assert theirs[["sentence", "overall"]].values.tolist() == [[theirs["sentence"].iloc[0], 4]]
+    assert theirs["sentence"].iloc[0] != trial.text
+    the_report_says_what_listeners_said(nb.page, ratings.parent, rater, trial.text)
+
+    back = panel.root.get_by_role("button", name="◀ Previous")
+    codes = list(trial.blind)
+    for code in ["A", *reversed(codes[codes.index(ref_code) :])]:  # one sample back at a time
+        back.click()
+        panel.expect_text(f"Sample {code}")
+    panel.expect_text("You rated this at")
+    panel.scale("overall").get_by_role("button", name="9", exact=True).click()
+    panel.root.get_by_role("button", name="Save and next").click()
+    panel.expect_saved(f"sample {ref_code}, overall 9.")
+    mine = [r for r in ratings_rows(ratings) if r["rater"] == rater and r["blind_code"] == ref_code]
+    assert [r["overall"] for r in mine] == ["2", "9"]  # appended, the slip kept on disk
+    nb.run_cell(summary_cell)
+    shown = nb.output_text(summary_cell)
+    assert "Left out" not in shown and "scored it at least as high" in shown, shown
+    assert lr.listening_results(ratings).left_out.empty
+
+
+def test_the_report_shows_every_column_and_the_dataset_summary_at_1280_px(tmp_path):
     from test_decision import fake_scraps
-    from test_report import NESTED_CARD
+    from test_report import DATASET_CARD
 
     from voicebook.decision import report
 
     scraps = fake_scraps()
-    scraps["00_data_prep"]["dataset_card"] = NESTED_CARD
+    scraps["00_data_prep"]["dataset_card"] = DATASET_CARD
     page_file = tmp_path / "report.html"
     page_file.write_text(report.render_report(report.analyse_scraps("demo", scraps)))
     with chromium(1280, 900) as page:
@@ -231,12 +349,7 @@ def test_the_report_shows_every_column_and_the_card_as_tables_at_1280_px(tmp_pat
         comparison = page.locator("table").first.inner_text()
         for column in ("band", "tier", "status", "notes"):
             assert column in comparison
-        card = page.evaluate(
-            """() => { const h = [...document.querySelectorAll('h2')]
-                                 .find(e => e.textContent === 'Dataset card');
-                       let text = '', el = h.nextElementSibling;
-                       while (el && el.tagName !== 'H2') { text += el.innerText; el = el.nextElementSibling; }
-                       return text; }"""
-        )
-        assert "input_lufs.min" in card.replace("\u200b", "") and not re.search(r"[{}\[\]]", card)
-        screenshot(page, "report_after.png", full_page=True)
+        card = report_section(page, page_file, "Dataset")
+        assert "not good: train_minutes 5.6 (needs >= 30)" in card
+        assert "Minutes per source and duration band" in card  # the plot, drawn by plotly.js
+        assert not re.search(r"[{}\[\]]", card) and "card_version" not in card

@@ -150,6 +150,12 @@ def test_summary_gives_means_t_intervals_and_counts(ratings, samples):
     one = summary.loc[("phase1", "overall")]
     assert one["mean"] == 9 and one["n"] == 1 and math.isnan(one["ci_low"])
     assert one["below_minimum"]  # n=1 < 3: shown, marked, not used to decide
+    two = pd.DataFrame(
+        [{"mode": "scores", "candidate": "phase2", "overall": v} for v in (2, 10)],
+        columns=ls.COLUMNS,
+    )
+    wide = lr.summarize(two).set_index(["candidate", "scale"]).loc[("phase2", "overall")]
+    assert (wide["mean"], wide["ci_low"], wide["ci_high"]) == (6, 1, 10)  # t: -44.8 to 56.8
     assert ("phase1", "smoothness") not in summary.index
     assert list(lr.summarize(table).columns) == lr.SUMMARY_COLUMNS
 
@@ -416,6 +422,14 @@ def test_the_panel_goes_back_shows_what_was_given_and_saves_a_change_as_a_new_ro
     assert panel.state.position == 8
 
 
-def test_the_dead_panel_keeps_keys_in_its_fields_and_says_what_to_do():
-    assert ".jupyter-widgets-disconnected input { pointer-events: auto" in lp.PANEL_STYLE
-    assert "Run this cell again" in lp.KERNEL_GONE
+def test_the_dead_panel_is_disabled_keeps_keys_from_jupyterlab_and_says_what_to_do(tmp_path):
+    """The browser test checks the behaviour; here, the pieces: the shield is the panel's last
+    child, hidden while the kernel lives, and it takes the focus with shortcuts suppressed."""
+    panel = lp.listening_panel(tmp_path / "ratings.csv", [])
+    shield = panel.children[-1]
+    assert "vb-shield-view" in shield._dom_classes and shield.value == lp.SHIELD
+    assert 'tabindex="0" data-lm-suppress-shortcuts="true"' in lp.SHIELD
+    assert lp.KERNEL_GONE in lp.SHIELD and "run this cell again" in lp.KERNEL_GONE
+    style = lp.PANEL_STYLE
+    assert ".vb-listening .vb-shield { display: none; }" in style
+    assert "disconnected > :not(.vb-shield-view) {\n  opacity: .35; pointer-events: none" in style

@@ -25,7 +25,9 @@ def sections(page: str) -> list[str]:
 
 
 def test_report_has_every_section_decision_first_and_is_self_contained():
-    result = report.analyse_scraps("lr2e-6", fake_scraps())
+    scraps = fake_scraps()
+    scraps["00_data_prep"]["dataset_card"] = DATASET_CARD
+    result = report.analyse_scraps("lr2e-6", scraps)
     other = report.analyse_scraps("lr1e-6", fake_scraps(phase2=False))
     page = report.render_report(result, [other])
     assert sections(page) == [
@@ -36,7 +38,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
         "Where the numbers come from",
         "Training curves",
         "Experiments side by side",
-        "Dataset card",
+        "Dataset",
         "Health events",
         "What is missing",
         "Thresholds used",
@@ -44,9 +46,9 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert not re.search(r"<script[^>]*\ssrc=", page)  # nothing to fetch to view it
     assert not re.search(r"<link[^>]*\shref=", page)
     assert page.count(PLOTLY_BUNDLE) == 1  # JS embedded once for the two figures
-    assert page.count('class="plotly-graph-div"') == 2
+    assert page.count('class="plotly-graph-div"') == 3  # curves twice, minutes per band
     assert "Recommendation: ship phase 2 (/x/phase2/run/best_model_700.pth); tier: target." in page
-    assert "<td>quiz</td>" in page and "<td>15.2</td>" in page  # dataset card per source
+    assert "<td>quiz</td>" in page and "<td>2.1</td>" in page  # dataset per source
     assert "lr ok" in page  # health events
     assert "<li>Nothing.</li>" in page  # nothing missing in this experiment
 
@@ -287,40 +289,70 @@ def test_notebook_reads_real_executed_stage_notebooks(tmp_path, monkeypatch):
 
 
 # A dataset card shaped like data prep's (nested dicts, records, records inside records).
-NESTED_CARD = {
+DATASET_CARD = {
     "generator": "voicebook.dataprep",
+    "card_version": 1,
     "language": "hu",
-    "totals": {"clips": 101, "minutes": 5.88},
+    "totals": {"clips": 101, "minutes": 5.88, "train_minutes": 5.6, "rejected": 2},
     "sources": [
-        {"name": "quiz", "path": "/data/demo/quiz", "found": {"recordings": 3},
-         "input_lufs": {"min": -25.1, "max": -20.9}},
-        {"name": "interview", "path": "/data/demo/interview", "found": {"audio_files": 50},
+        {"name": "quiz", "path": "/data/demo/quiz", "kind": "subtitles", "found": {"recordings": 3},
+         "clips": 40, "minutes": 2.1, "rejected": 2, "input_lufs": {"min": -25.1, "max": -20.9}},
+        {"name": "interview", "path": "/data/demo/interview", "kind": "metadata",
+         "found": {"audio_files": 50}, "clips": 61, "minutes": 3.78, "rejected": 0,
          "input_lufs": {"min": -29.3, "max": -18.2}},
     ],
     "categories": {"bands_seconds": {"short": [0.0, 4.0], "long": [7.0, None]},
-                   "table": [{"source": "quiz", "category": "short", "clips": 35}]},
+                   "table": [{"source": "quiz", "category": "short", "clips": 35, "minutes": 1.5}],
+                   "bands": [{"source": "quiz", "band": "short", "clips": 35, "minutes": 1.5},
+                             {"source": "quiz", "band": "long", "clips": 5, "minutes": 0.6},
+                             {"source": "interview", "band": "short", "clips": 61,
+                              "minutes": 3.78}]},
+    "duration_histogram": {"bin_seconds": 0.5, "edges": [0.0, 0.5, 1.0], "counts": {}},
     "rejections": {"count": 2, "by_kind": {"too_short": 2}},
+    "loudness": {"target_lufs": -23.0, "input_lufs": {"min": -29.3, "max": -18.2},
+                 "peak_limited_clips": 0},
+    "accounting": {"inputs": 103, "every_input_placed": True},
     "quality": {"rating": "thin", "tiers": [
-        {"rating": "good", "rules": [{"metric": "train_minutes", "op": ">=", "value": 30,
-                                      "actual": 5.6, "passed": False}]},
+        {"rating": "good", "rules": [
+            {"metric": "train_minutes", "op": ">=", "value": 30, "actual": 5.6, "passed": False},
+            {"metric": "eval_clips", "op": ">=", "value": 4, "actual": 6, "passed": True}]},
+        {"rating": "thin", "rules": [
+            {"metric": "train_clips", "op": ">=", "value": 1, "actual": 95, "passed": True}]},
     ]},
 }  # fmt: skip
 
 
-def test_the_dataset_card_is_tables_without_raw_dicts_or_lists():
-    page = report.dataset_card_html(NESTED_CARD)
-    text = re.sub(r"<[^>]+>", "", page)
-    assert not re.search(r"[{}\[\]]", text), "a raw dict or list is shown"
-    heads = re.findall(r"<h(\d)>(.*?)</h\d>", page)
-    assert heads == [
-        ("3", "totals"), ("3", "sources"), ("3", "categories"), ("4", "bands_seconds"),
-        ("4", "table"), ("3", "rejections"), ("4", "by_kind"), ("3", "quality"), ("4", "tiers"),
+def test_the_dataset_section_shows_what_a_person_decides_with(tmp_path):
+    """Totals, sources, minutes per source and band, rejections by reason, the rating with its
+    reasons and the link to the full card; none of the card's bookkeeping; the same renderer
+    as data prep's card.html."""
+    from voicebook.dataprep.card import card_page
+
+    scraps = fake_scraps()
+    scraps["00_data_prep"]["dataset_card"] = DATASET_CARD
+    result = report.analyse_scraps("demo", scraps, path=tmp_path)
+    page = report.render_report(result)
+    section = page[page.index("<h2>Dataset</h2>") : page.index("<h2>Health events</h2>")]
+    assert re.findall(r"<h3>(.*?)</h3>", section) == [
+        "Quality: thin", "Totals", "Sources", "Rejections by reason"
     ]  # fmt: skip
-    assert re.search(r"input_<wbr>lufs.<wbr>min</th>.*<td>-25.1</td>", page, re.DOTALL)
-    assert "found.<wbr>audio_<wbr>files" in page and "<td>—</td>" in page  # missing in quiz
-    # a tier's rules: one row per rule, the tier repeated
-    assert re.search(r"<td>good</td>\s*<td>train_<wbr>minutes</td>\s*<td>&gt;=</td>", page)
-    assert "<td>no</td>" in page and "<td>7.0, —</td>" in page
+    assert "101 clips, 5.88 minutes from 2 source(s)" in section
+    assert "<li>not good: train_minutes 5.6 (needs &gt;= 30)</li>" in section
+    assert "<li>thin: train_clips 95 (needs &gt;= 1)</li>" in section
+    assert "Minutes per source and duration band" in section and "plotly-graph-div" in section
+    assert re.search(r"<td>too_<wbr>short</td>\s*<td>2</td>", section)
+    for bookkeeping in ("generator", "card_version", "bands_seconds", "bin_seconds", "found"):
+        assert bookkeeping not in section, bookkeeping
+    assert "full dataset card" not in section  # no card.html beside the report: no dead link
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "card.html").write_text("card")
+    page = report.render_report(report.analyse_scraps("demo", scraps, path=tmp_path))
+    assert '<a href="dataset/card.html">The full dataset card</a>' in page
+    summary = section[section.index("<p>101 clips") : section.index("<h3>Rejections")]
+    full = card_page(DATASET_CARD)
+    assert summary.replace("<h3>", "<h2>").replace("</h3>", "</h2>") in full
+    assert page.count("<style>") == full.count("<style>") == 1  # the one stylesheet
+    assert page.count("* plotly.js v") == full.count("* plotly.js v") == 1  # inlined once
 
 
 def test_report_and_decision_json_say_what_listeners_said(tmp_path):
@@ -357,3 +389,59 @@ def test_report_and_decision_json_say_what_listeners_said(tmp_path):
     assert overall == {"base": 0, "phase1": 1, "phase2": 4}
     assert facts["ab_pairs"][0]["second_wins"] == 9
     assert facts["left_out"][0]["rater"] == "bob" and facts["reference_check"][0]["slips"] == 1
+
+
+def test_a_wide_notebook_table_puts_key_columns_first_and_scrolls_visibly():
+    from voicebook.core.html import WIDE_COLUMNS, WideTable
+
+    df = pd.DataFrame([{f"c{i}": i + 0.123456 for i in range(12)} | {"label": "phase 1"}])
+    shown = WideTable(df, first=["label", "c5", "absent"])._repr_html_()
+    heads = re.findall(r"<th[^>]*>(.*?)</th>", shown)
+    assert heads[:3] == ["label", "c5", "c0"] and len(heads) == 13
+    assert shown.startswith("<div") and f"{len(heads)} columns: scroll sideways" in shown
+    assert "overflow-x:scroll" in shown  # the bar is drawn even before the reader scrolls
+    assert '<td style="position:sticky;left:0;background:#fff">phase\u00a01</td>' in shown
+    assert "<td>5.123</td>" in shown  # 4 significant digits
+    label = WideTable(pd.DataFrame({"label": ["base model (no fine-tune)"], "x": [-0.5]}))
+    assert "<td>-0.5</td>" in label._repr_html_()  # a minus sign stays one
+    assert "base\u00a0model\u00a0(no\u00a0fine\u2011tune)</td>" in label._repr_html_()
+    narrow = WideTable(df.iloc[:, :WIDE_COLUMNS])._repr_html_()
+    assert "scroll sideways" not in narrow
+
+
+def test_the_progress_line_is_shown_at_the_top_and_atop_each_long_cell(monkeypatch):
+    """One display id for every copy: each step updates them all and adds one where it runs."""
+    from voicebook.core import live
+
+    outputs: list[list[str]] = []  # one list per copy: the texts it showed
+
+    def display(bundle, raw, display_id):
+        outputs.append([bundle["text/plain"]])
+
+    def update_display(bundle, raw, display_id):
+        for shown in outputs:
+            shown.append(bundle["text/plain"])
+
+    monkeypatch.setattr("IPython.display.display", display)
+    monkeypatch.setattr("IPython.display.update_display", update_display)
+    line = live.ProgressLine("03 · Evaluation", ["objective metrics", "codebook"])
+    line.now("objective metrics")
+    line.now("codebook")
+    line.done("Rate the samples.")
+    assert len(outputs) == 3  # the top one and one atop each step's cell
+    top, first, second = outputs
+    assert top[0].startswith("03 · Evaluation: starting (0 min 0 s so far)")
+    assert top[1] == first[0] and first[0].startswith("03 · Evaluation: step 1 of 2, objective")
+    assert top[2] == first[1] == second[0] and "step 2 of 2, codebook" in second[0]
+    final = {shown[-1] for shown in outputs}
+    assert len(final) == 1
+    assert re.fullmatch(r"03 · Evaluation: done in 0 min \d+ s\. Rate the samples\.", final.pop())
+
+
+def test_the_evaluation_plot_titles_have_their_own_lines():
+    from voicebook.evaluation.scoring import metrics_figure
+
+    table = pd.DataFrame({"label": ["base"], "mel_ce": [3.0], "text_ce": [0.02],
+                          "speaker_similarity": [0.8]})  # fmt: skip
+    titles = [a.text for a in metrics_figure(table).layout.annotations]
+    assert len(titles) == 3 and all("<br>(" in t for t in titles)

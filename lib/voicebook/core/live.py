@@ -8,7 +8,10 @@ final text.
 
 from __future__ import annotations
 
+import html
 import json
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -74,3 +77,50 @@ class LiveChart:
         self.bar.close()
         if self.bar_handle is not None:
             self.bar_handle.update(self.bar.container)
+
+
+class ProgressLine:
+    """A line that says which long step a Run All is at, where the reader is: near the top of the
+    notebook (where it is made) and at the top of each long cell (each ``now``).
+
+    JupyterLab may leave the reader at the top while the steps run far below, or scroll with the
+    run, past the progress bars inside the cells. Every copy of the line shares one display id,
+    so all of them change in place together; a saved or papermill-run notebook keeps their last
+    state ("done in 2 min 31 s").
+    """
+
+    def __init__(self, title: str, steps: list[str]):
+        from IPython.display import display
+
+        self.title, self.steps = title, steps
+        self.started = time.monotonic()
+        self.id = f"vb-progress-{uuid.uuid4().hex}"
+        display(self._bundle("starting"), raw=True, display_id=self.id)
+
+    def _bundle(self, text: str, done: bool = False) -> dict[str, str]:
+        elapsed = time.monotonic() - self.started
+        took = f"{int(elapsed // 60)} min {int(elapsed % 60)} s"
+        line = f"{self.title}: " + (
+            f"done in {took}. {text}" if done else f"{text} ({took} so far)"
+        )
+        colour = "#1b5e20" if done else "#0d47a1"
+        return {
+            "text/plain": line,
+            "text/html": f'<div style="font-weight:600;color:{colour}">▶ {html.escape(line)}</div>',
+        }
+
+    def now(self, step: str) -> None:
+        """Step ``step`` (one of ``steps``) starts: every copy says so, and a new copy opens the
+        output of the cell that runs it."""
+        from IPython.display import display, update_display
+
+        number = self.steps.index(step) + 1
+        bundle = self._bundle(f"step {number} of {len(self.steps)}, {step}")
+        update_display(bundle, raw=True, display_id=self.id)
+        display(bundle, raw=True, display_id=self.id)
+
+    def done(self, next_step: str = "") -> None:
+        """Every step ran; ``next_step`` says what the reader does now."""
+        from IPython.display import update_display
+
+        update_display(self._bundle(next_step, done=True), raw=True, display_id=self.id)

@@ -6,7 +6,6 @@ self-contained file.
 
 from __future__ import annotations
 
-import html
 import operator
 from collections import Counter
 from pathlib import Path
@@ -17,6 +16,7 @@ from voicebook.coqui.limits import MAX_TEXT_TOKENS as XTTS_MAX_TEXT_TOKENS
 from voicebook.coqui.limits import MAX_WAV_SAMPLES as XTTS_MAX_WAV_SAMPLES
 from voicebook.coqui.limits import MIN_SECONDS as XTTS_MIN_SECONDS
 from voicebook.coqui.limits import SAMPLE_RATE as XTTS_SAMPLE_RATE
+from voicebook.core import html as page_html
 from voicebook.dataprep.config import CATEGORIES, DURATION_BANDS, DataPrepConfig
 
 CARD_VERSION = 1
@@ -86,22 +86,10 @@ def rate_quality(metrics: dict[str, float], tiers: list[dict[str, Any]] = QUALIT
     return {"rating": rating, "metrics": metrics, "tiers": checked, "fallback": "unusable"}
 
 
-def build_card(
-    config: DataPrepConfig,
-    scanned: list,
-    train: list,
-    evals: list,
-    rejected: list,
-    accounting: dict[str, Any],
-    tests: list = (),
-    review: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Everything a person needs to judge the dataset, as plain JSON values."""
-    tests = list(tests)
-    clips = train + evals + tests
+def _categories(names: list[str], clips: list, evals: list, tests: list) -> dict[str, Any]:
+    """Clips and minutes per source and category (with their split), and per duration band."""
     eval_files = {c.audio_file for c in evals}
     test_files = {c.audio_file for c in tests}
-    names = [s.spec.name for s in scanned]
     table = []
     for name in names:
         for category in CATEGORIES:
@@ -123,27 +111,48 @@ def build_card(
         for band in DURATION_BANDS
         for g in [[c for c in clips if c.source == name and c.band == band]]
     ]
+    return {
+        "bands_seconds": {
+            k: [lo, None if hi == float("inf") else hi] for k, (lo, hi) in DURATION_BANDS.items()
+        },
+        "rule": "category = 'question' when the text ends with '?', else the duration band; "
+        "'bands' counts every clip (questions too) by duration",
+        "table": table,
+        "bands": bands,
+    }
+
+
+def _histogram(names: list[str], clips: list) -> dict[str, Any]:
     top = max([c.duration for c in clips], default=0.0)
     edges = [i * HISTOGRAM_BIN_S for i in range(int(top / HISTOGRAM_BIN_S) + 2)]
-    histogram = {
+    counts = {
         name: [
             sum(1 for c in clips if c.source == name and lo <= c.duration < lo + HISTOGRAM_BIN_S)
             for lo in edges[:-1]
         ]
         for name in names
     }
+    return {"bin_seconds": HISTOGRAM_BIN_S, "edges": edges, "counts": counts}
+
+
+def _quality_metrics(train: list, evals: list, clips: list, accounting: dict) -> dict:
+    """The numbers ``QUALITY_TIERS`` rate."""
     n = len(clips)
     per_category = Counter(c.category for c in clips)
-    metrics = {
+    inputs = accounting["inputs"]
+    return {
         "train_minutes": _minutes(train),
         "train_clips": len(train),
         "eval_clips": len(evals),
         "question_share": round(per_category["question"] / n, 3) if n else 0.0,
         "categories_with_5pct": sum(1 for k in CATEGORIES if n and per_category[k] / n >= 0.05),
-        "rejected_input_share": round(accounting["inputs_in_rejected"] / accounting["inputs"], 3)
-        if accounting["inputs"]
+        "rejected_input_share": round(accounting["inputs_in_rejected"] / inputs, 3)
+        if inputs
         else 0.0,
     }
+
+
+def _sources(scanned: list, clips: list, rejected: list) -> list[dict[str, Any]]:
     sources = []
     for s in scanned:
         mine = [c for c in clips if c.source == s.spec.name]
@@ -160,35 +169,30 @@ def build_card(
                 "input_lufs": _stats([c.input_lufs for c in mine]),
             }
         )
+    return sources
+
+
+def _totals(train: list, evals: list, tests: list, rejected: list) -> dict[str, Any]:
+    clips = train + evals + tests
+    n = len(clips)
     return {
-        "generator": "voicebook.dataprep",
-        "card_version": CARD_VERSION,
-        "language": config.language,
-        "sample_rate": config.sample_rate,
-        "totals": {
-            "clips": n,
-            "minutes": _minutes(clips),
-            "train_clips": len(train),
-            "train_minutes": _minutes(train),
-            "eval_clips": len(evals),
-            "eval_minutes": _minutes(evals),
-            "test_clips": len(tests),
-            "test_minutes": _minutes(tests),
-            "rejected": len(rejected),
-            "mean_seconds": round(sum(c.duration for c in clips) / n, 2) if n else 0.0,
-        },
-        "sources": sources,
-        "categories": {
-            "bands_seconds": {
-                k: [lo, None if hi == float("inf") else hi]
-                for k, (lo, hi) in DURATION_BANDS.items()
-            },
-            "rule": "category = 'question' when the text ends with '?', else the duration band; "
-            "'bands' counts every clip (questions too) by duration",
-            "table": table,
-            "bands": bands,
-        },
-        "duration_histogram": {"bin_seconds": HISTOGRAM_BIN_S, "edges": edges, "counts": histogram},
+        "clips": n,
+        "minutes": _minutes(clips),
+        "train_clips": len(train),
+        "train_minutes": _minutes(train),
+        "eval_clips": len(evals),
+        "eval_minutes": _minutes(evals),
+        "test_clips": len(tests),
+        "test_minutes": _minutes(tests),
+        "rejected": len(rejected),
+        "mean_seconds": round(sum(c.duration for c in clips) / n, 2) if n else 0.0,
+    }
+
+
+def _held_out(config: DataPrepConfig, evals: list, tests: list) -> dict[str, Any]:
+    """The card's "eval" and "test" entries: what each held-out split is for and how it was
+    drawn."""
+    return {
         "eval": {
             "role": "validation: the phases and the voice search select on it",
             "clips": len(evals),
@@ -205,11 +209,12 @@ def build_card(
             "seed": config.seed,
             "stratified_by": ["source", "category"],
         },
-        "rejections": {
-            "count": len(rejected),
-            "by_kind": dict(sorted(Counter(r.kind for r in rejected).items())),
-            "by_source": {name: sum(1 for r in rejected if r.source == name) for name in names},
-        },
+    }
+
+
+def _processing(config: DataPrepConfig, clips: list) -> dict[str, Any]:
+    """The card's "loudness", "text" and "xtts_limits" entries."""
+    return {
         "loudness": {
             "target_lufs": config.target_lufs,
             "peak_ceiling_dbfs": config.peak_ceiling_dbfs,
@@ -231,9 +236,43 @@ def build_card(
             "max_text_tokens": XTTS_MAX_TEXT_TOKENS,
             "unknown_tokens_allowed": False,
         },
+    }
+
+
+def build_card(
+    config: DataPrepConfig,
+    scanned: list,
+    train: list,
+    evals: list,
+    rejected: list,
+    accounting: dict[str, Any],
+    tests: list = (),
+    review: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything a person needs to judge the dataset, as plain JSON values."""
+    tests = list(tests)
+    clips = train + evals + tests
+    names = [s.spec.name for s in scanned]
+    held_out, processing = _held_out(config, evals, tests), _processing(config, clips)
+    return {
+        "generator": "voicebook.dataprep",
+        "card_version": CARD_VERSION,
+        "language": config.language,
+        "sample_rate": config.sample_rate,
+        "totals": _totals(train, evals, tests, rejected),
+        "sources": _sources(scanned, clips, rejected),
+        "categories": _categories(names, clips, evals, tests),
+        "duration_histogram": _histogram(names, clips),
+        **held_out,
+        "rejections": {
+            "count": len(rejected),
+            "by_kind": dict(sorted(Counter(r.kind for r in rejected).items())),
+            "by_source": {name: sum(1 for r in rejected if r.source == name) for name in names},
+        },
+        **processing,
         "accounting": accounting,
         "asr": asr_summary(config, scanned, clips, review or {}),
-        "quality": rate_quality(metrics),
+        "quality": rate_quality(_quality_metrics(train, evals, clips, accounting)),
         "config": config.to_dict(),
     }
 
@@ -367,15 +406,73 @@ def card_tables(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>none</p>"
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
-        for row in rows
+def bands_figure(card: dict[str, Any]):
+    """Minutes per source and duration band (stacked bars): where the voice's material is."""
+    import plotly.graph_objects as go
+
+    bands = card["categories"]["bands"]
+    sources = list(dict.fromkeys(row["source"] for row in bands))
+    return go.Figure(
+        [go.Bar(x=[r["band"] for r in bands if r["source"] == s],
+                y=[r["minutes"] for r in bands if r["source"] == s],
+                customdata=[r["clips"] for r in bands if r["source"] == s],
+                hovertemplate="%{x}: %{y} min, %{customdata} clips", name=s)
+         for s in sources],
+        layout={"title": {"text": "Minutes per source and duration band"}, "barmode": "stack",
+                "yaxis_title": "minutes", "height": 340, "margin": {"t": 50, "b": 40}},
+    )  # fmt: skip
+
+
+def quality_reasons(quality: dict[str, Any]) -> list[str]:
+    """The rating in sentences: the rules its tier met, and for each better tier the rules that
+    kept the dataset out of it."""
+
+    def rule(r: dict[str, Any]) -> str:
+        return f"{r['metric']} {r['actual']} (needs {r['op']} {r['value']})"
+
+    reasons = []
+    for tier in quality["tiers"]:
+        if tier["rating"] == quality["rating"]:
+            reasons.append(f"{tier['rating']}: " + "; ".join(rule(r) for r in tier["rules"]))
+            break
+        failed = [rule(r) for r in tier["rules"] if not r["passed"]]
+        reasons.append(f"not {tier['rating']}: " + "; ".join(failed))
+    return reasons
+
+
+def _headline(card: dict[str, Any]) -> str:
+    totals = card["totals"]
+    return (
+        f"{totals['clips']} clips, {totals['minutes']} minutes from {len(card['sources'])} "
+        f"source(s); quality <b>{page_html.esc(card['quality']['rating'])}</b>"
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_parts(card: dict[str, Any], level: int = 2, link: str = "") -> list[str]:
+    """What a person decides with: totals, sources, minutes per source and band (a plot),
+    rejections by reason, the quality rating with its reasons; ``link``: the full card's URL.
+    ``level`` is the heading level of its sections. The report and ``card.html`` both use it."""
+    h = f"h{level}"
+    totals = card["totals"]
+    reasons = "".join(f"<li>{page_html.esc(r)}</li>" for r in quality_reasons(card["quality"]))
+    kinds = card["rejections"]["by_kind"]
+    sources = [{k: v for k, v in s.items() if k not in ("found", "input_lufs")}
+               for s in card["sources"]]  # fmt: skip
+    return [
+        f"<p>{_headline(card)}.</p>",
+        *([f'<p><a href="{page_html.esc(link)}">The full dataset card</a></p>'] if link else []),
+        f"<{h}>Quality: {page_html.esc(card['quality']['rating'])}</{h}>",
+        f"<ul>{reasons}</ul>",
+        f"<{h}>Totals</{h}>",
+        page_html.table([totals], first=("clips", "minutes", "train_minutes", "rejected")),
+        f"<{h}>Sources</{h}>",
+        page_html.table(sources, first=("name", "kind", "clips", "minutes", "rejected")),
+        page_html.figure(bands_figure(card), div_id="card-bands"),
+        f"<{h}>Rejections by reason</{h}>",
+        page_html.table([{"reason": k, "inputs": v} for k, v in kinds.items()])
+        if kinds
+        else "<p>None.</p>",
+    ]
 
 
 def _asr_sections(card: dict[str, Any]) -> list[str]:
@@ -385,55 +482,47 @@ def _asr_sections(card: dict[str, Any]) -> list[str]:
     summary = [{"source": n, **{k: v for k, v in s.items() if k != "clips"}}
                for n, s in sources.items()]  # fmt: skip
     clips = [{"source": n, **c} for n, s in sources.items() for c in s["clips"]]
-    return ["<h2>Speech recognition</h2>", _table(summary), _table(clips)]
+    return ["<h2>Speech recognition</h2>", page_html.table(summary), page_html.table(clips)]
+
+
+def _detail_parts(card: dict[str, Any]) -> list[str]:
+    """The rest of the card: charts, clips per category, quality rules, accounting, loudness."""
+    rules = [
+        {"tier": t["rating"], "rule": f"{r['metric']} {r['op']} {r['value']}",
+         "actual": r["actual"], "passed": r["passed"]}
+        for t in card["quality"]["tiers"]
+        for r in t["rules"]
+    ]  # fmt: skip
+    loudness = card["loudness"]
+    return [
+        *(page_html.figure(fig, div_id=f"chart{i}") for i, fig in enumerate(card_figures(card))),
+        "<h2>Clips per source and category</h2>",
+        page_html.table(card["categories"]["table"]),
+        "<h2>Quality rules</h2>",
+        page_html.table(rules),
+        "<h2>Every input accounted for</h2>",
+        page_html.table([{k: v for k, v in card["accounting"].items() if k != "rows"}]),
+        *_asr_sections(card),
+        "<h2>Loudness</h2>",
+        page_html.table([{"target_lufs": loudness["target_lufs"],
+                          **{f"input_lufs_{k}": v for k, v in loudness["input_lufs"].items()},
+                          "peak_limited_clips": loudness["peak_limited_clips"]}]),
+    ]  # fmt: skip
+
+
+def card_page(card: dict[str, Any], rejected_rows: list | None = None) -> str:
+    """``card.html``'s page: the summary the report shows too, then every detail."""
+    totals = card["totals"]
+    parts = [
+        f"<h1>Dataset card: {totals['clips']} clips, {totals['minutes']} minutes</h1>",
+        *summary_parts(card),
+        *_detail_parts(card),
+    ]
+    if rejected_rows is not None:
+        parts += ["<h2>Rejected items</h2>", page_html.table(rejected_rows)]
+    return page_html.page("Dataset card", parts)
 
 
 def write_card_html(card: dict[str, Any], path: Path, rejected_rows: list | None = None) -> None:
-    """``card.html``: the charts (plotly.js inlined once) and the card's tables."""
-    figures = card_figures(card)
-    charts = "".join(
-        fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
-                    div_id=f"chart{i}")
-        for i, fig in enumerate(figures)
-    )  # fmt: skip
-    quality = card["quality"]
-    rules = [
-        {"tier": t["rating"], "rule": f"{r['metric']} {r['op']} {r['value']}", "actual": r["actual"],
-         "passed": r["passed"]}
-        for t in quality["tiers"]
-        for r in t["rules"]
-    ]  # fmt: skip
-    totals = card["totals"]
-    sections = [
-        f"<h1>Dataset card: {totals['clips']} clips, {totals['minutes']} minutes</h1>",
-        f"<p>Quality: <b>{html.escape(quality['rating'])}</b> (the first tier whose rules hold)</p>",
-        "<h2>Totals</h2>",
-        _table([totals]),
-        "<h2>Sources</h2>",
-        _table([{k: v for k, v in s.items() if k != "input_lufs"} for s in card["sources"]]),
-        charts,
-        "<h2>Clips per source and category</h2>",
-        _table(card["categories"]["table"]),
-        "<h2>Rejections by kind</h2>",
-        _table([{"kind": k, "count": v} for k, v in card["rejections"]["by_kind"].items()]),
-        "<h2>Quality rules</h2>",
-        _table(rules),
-        "<h2>Every input accounted for</h2>",
-        _table([{k: v for k, v in card["accounting"].items() if k != "rows"}]),
-        *_asr_sections(card),
-        "<h2>Loudness</h2>",
-        _table([{"target_lufs": card["loudness"]["target_lufs"],
-                 **{f"input_lufs_{k}": v for k, v in card["loudness"]["input_lufs"].items()},
-                 "peak_limited_clips": card["loudness"]["peak_limited_clips"]}]),
-    ]  # fmt: skip
-    if rejected_rows is not None:
-        sections += ["<h2>Rejected items</h2>", _table(rejected_rows)]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Dataset card</title>"
-        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
-    )
-    path.write_text(page, encoding="utf-8")
+    """``card.html``: one self-contained page (plotly.js inlined once)."""
+    path.write_text(card_page(card, rejected_rows), encoding="utf-8")

@@ -26,15 +26,18 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from voicebook.core import html as page_html
 from voicebook.core import stages as contract
 from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
 from voicebook.core.scraps import provenance, read_experiment, read_records
+from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
 from voicebook.evaluation.listening import results as lr
 
 REPORT_NAME, DECISION_NAME = contract.DECISION.files  # the names are the contract's
+CARD_LINK = "dataset/card.html"  # data prep's full card, relative to the report
 
 
 @dataclass
@@ -239,123 +242,37 @@ def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage", "step", "kind", "severity", "message"])
 
 
-def _cell(x: Any) -> Any:
-    if not isinstance(x, (list, dict)) and pd.isna(x):
-        return "—"
-    return f"{x:.4g}" if isinstance(x, float) else x
+# One table writer for the whole page (voicebook.core.html): tables fit the page at 1280 px.
+_table_html = page_html.table
 
 
-def _breakable(text: str, after: str) -> str:
-    return re.sub(f"([{after}])", r"\1<wbr>", text)
+# --- the dataset: what a person decides with (the card's one renderer) -----------------------
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    """A table that fits the page: headers may break after '_' or '.', cells after '_' or '/'
-    (identifiers and paths), words never."""
-    table = df.astype(object).map(_cell).to_html(index=False, border=0)
-    table = re.sub(r"<th>(.*?)</th>", lambda m: f"<th>{_breakable(m[1], '_.')}</th>", table)
-    return re.sub(r"<td>(.*?)</td>", lambda m: f"<td>{_breakable(m[1], '_/')}</td>", table)
-
-
-# --- the dataset card: nested JSON as tables -------------------------------------------------
-
-
-def _is_records(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _is_nested(value: Any) -> bool:
-    return (isinstance(value, dict) and bool(value)) or _is_records(value)
-
-
-def _plain(value: Any) -> Any:
-    """A cell value: lists of plain values joined, booleans as yes/no, None as a dash."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None or value == {}:
-        return "—"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(_plain(v)) for v in value)
-    return value
-
-
-def _flat(prefix: str, value: dict[str, Any]) -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for key, v in value.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        out |= _flat(name, v) if isinstance(v, dict) else {name: _plain(v)}
-    return out
-
-
-def _records(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows from a list of dicts: nested dicts become dotted columns; a nested list of
-    dicts (e.g. a quality tier's rules) becomes one row per inner item, the outer fields
-    repeated."""
-    rows = []
-    for item in items:
-        outer = {k: v for k, v in item.items() if not _is_records(v)}
-        inner = [v for v in item.values() if _is_records(v)]
-        if inner:
-            rows += [_flat("", outer) | row for row in _records(inner[0])]
-        else:
-            rows.append(_flat("", outer))
-    return rows
-
-
-def _card_part(key: str, value: Any, depth: int) -> list[str]:
-    """One nested item of the card: a heading, then its plain values as an item/value table,
-    its records as a table, and its nested items, each in turn."""
-    heading = f"<h{min(depth, 6)}>{html.escape(str(key))}</h{min(depth, 6)}>"
-    if _is_records(value):
-        return [heading, _table_html(pd.DataFrame(_records(value)))]
-    if all(isinstance(v, dict) for v in value.values()):  # e.g. per source: one row each
-        rows = _records([{"name": k, **v} for k, v in value.items()])
-        return [heading, _table_html(pd.DataFrame(rows))]
-    plain = {k: _plain(v) for k, v in value.items() if not _is_nested(v)}
-    parts = [heading]
-    if plain:
-        parts.append(
-            _table_html(pd.DataFrame({"item": list(plain), "value": list(plain.values())}))
-        )
-    for k, v in value.items():
-        if _is_nested(v):
-            parts += _card_part(k, v, depth + 1)
-    return parts
-
-
-def dataset_card_html(card: dict[str, Any] | None) -> str:
-    """The dataset card as tables: its plain values in one table, then every nested item (per
-    source, categories, loudness, quality rules...) under its own heading; nothing is shown
-    as a raw dict or list."""
+def _dataset_html(result: ExperimentResult) -> list[str]:
+    """The dataset card's summary (``dataprep.card.summary_parts``, the same as ``card.html``'s
+    top) with a link to the full card beside the report."""
+    card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")
     if not card:
-        return "<p>No dataset card: run 00_data_prep.</p>"
-    return "\n".join(_card_part("", card, 2)[1:])  # no heading for the card itself
+        return ["<h2>Dataset</h2>", "<p>No dataset card: run 00_data_prep.</p>"]
+    if "totals" not in card:
+        older = "<p>The dataset card is of an older data prep: run 00_data_prep again.</p>"
+        return ["<h2>Dataset</h2>", older]
+    link = CARD_LINK if (result.path / CARD_LINK).is_file() else ""
+    return ["<h2>Dataset</h2>", *card_summary_parts(card, level=3, link=link)]
 
 
 # --- the page --------------------------------------------------------------------------------
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.82em;max-width:100%}
-th,td{padding:.3em .5em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-td{overflow-wrap:break-word} th{background:#f3f3f3}
-.decision{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
-.decision.stale{background:#fdecea}
-.missing{background:#fff6e0;padding:.5em 1.5em;border-radius:6px}
-"""
-
 
 def _figures_html(figures: list[go.Figure | None]) -> list[str]:
-    """Figures as HTML divs, plotly's JavaScript embedded once (in the first one)."""
-    out, embedded = [], False
-    for fig in figures:
-        if fig is None:
-            out.append("<p>No training curves yet: run 01_phase1 / 02_phase2.</p>")
-            continue
-        out.append(fig.to_html(full_html=False, include_plotlyjs=not embedded))
-        embedded = True
-    return out
+    """Figures as HTML divs (the page carries plotly's JavaScript once)."""
+    return [
+        page_html.figure(fig)
+        if fig is not None
+        else "<p>No training curves yet: run 01_phase1 / 02_phase2.</p>"
+        for fig in figures
+    ]
 
 
 def render_report(result: ExperimentResult, others: list[ExperimentResult] | None = None) -> str:
@@ -376,7 +293,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="decision{" stale" if d.stale else ""}"><h2>{headline(d)}</h2>',
+        f'<div class="box{" alarm" if d.stale else ""}"><h2>{headline(d)}</h2>',
         f"<p>Tier: <b>{tier}</b></p>",
         f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",
@@ -400,22 +317,15 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
             "<h3>Training curves of every experiment</h3>",
             figure_html[1],
         ]
-    card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")
     sections += [
-        "<h2>Dataset card</h2>",
-        dataset_card_html(card),
+        *_dataset_html(result),
         "<h2>Health events</h2>",
         _table_html(health) if not health.empty else "<p>No health events recorded.</p>",
-        f'<h2>What is missing</h2><div class="missing"><ul>{missing}</ul></div>',
+        f'<h2>What is missing</h2><div class="box warn"><ul>{missing}</ul></div>',
         "<h2>Thresholds used</h2>",
         _table_html(pd.DataFrame([d.to_dict()["thresholds"]])),
     ]
-    body = "\n".join(sections)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>voicebook report — {esc(result.name)}</title><style>{_STYLE}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return page_html.page(f"voicebook report — {result.name}", sections)
 
 
 def split_label(result: ExperimentResult) -> str:

@@ -700,12 +700,14 @@ def metrics_figure(table: pd.DataFrame):
     """Bars per candidate: eval Mel CE, Text CE and speaker similarity (plotly)."""
     from plotly.subplots import make_subplots
 
-    metrics = [
-        ("mel_ce", "eval Mel CE (lower is better)"),
-        ("text_ce", "eval Text CE (lower is better)"),
-        ("speaker_similarity", "speaker similarity (higher is better)"),
+    metrics = [  # two lines each: side by side at 1280 px, one-line titles ran together
+        ("mel_ce", "eval Mel CE<br>(lower is better)"),
+        ("text_ce", "eval Text CE<br>(lower is better)"),
+        ("speaker_similarity", "speaker similarity<br>(higher is better)"),
     ]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in metrics])
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=[title for _, title in metrics], horizontal_spacing=0.1
+    )
     for col, (metric, _) in enumerate(metrics, start=1):
         fig.add_bar(x=table["label"], y=table[metric], name=metric, row=1, col=col)
-    return fig.update_layout(showlegend=False, height=360, margin={"t": 60, "b": 40})
+    return fig.update_layout(showlegend=False, height=380, margin={"t": 80, "b": 40})

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from voicebook.core import html as page_html
 from voicebook.core.fileio import write_text_atomic
 from voicebook.decision import matrix as dm
 from voicebook.sweep import trial as tr
@@ -213,12 +214,6 @@ def curves_figure(results: Any, sweep: str) -> go.Figure | None:
     return fig
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em;display:block;overflow-x:auto}
-th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-th{background:#f3f3f3} .favoured{background:#eef6ee;padding:1em 1.5em;border-radius:6px}
-"""
 _LEGEND = (
     "step / eval_mel_ce = the last training step and eval Mel CE the trial reported to Tune; "
     "ships = what the trial's decision matrix recommends; mel_ce / text_ce are its eval losses; "
@@ -226,15 +221,6 @@ _LEGEND = (
     f"'{STOPPED}' = Tune's scheduler ended it (its kernel interrupted, its outputs kept); "
     "saved_steps / saved_minutes = against the trials that ran to the end."
 )
-
-
-def _table_html(df: pd.DataFrame) -> str:
-    def cell(x: Any) -> Any:
-        if not isinstance(x, (list, dict)) and pd.isna(x):
-            return "—"
-        return f"{x:.4g}" if isinstance(x, float) else x
-
-    return df.astype(object).map(cell).to_html(index=False, border=0)
 
 
 def render_sweep_report(
@@ -258,21 +244,16 @@ def render_sweep_report(
     sections = [
         f"<h1>Sweep report — {esc(folder.name)}</h1>",
         f"<p>Generated {now()}; trials: {esc(counts or 'none')}.</p>",
-        f'<div class="favoured"><h2>Favoured: {esc(winner or "none yet")}</h2>',
+        f'<div class="box"><h2>Favoured: {esc(winner or "none yet")}</h2>',
         f"<p>{esc(why)}</p></div>",
         "<h2>Every trial</h2>",
-        _table_html(table),
+        page_html.table(table),
         f"<p>{esc(_LEGEND)}</p>",
         "<h2>Eval Mel CE as the trials trained</h2>",
-        figure.to_html(full_html=False) if figure else "<p>No eval loss reported yet.</p>",
+        page_html.figure(figure) if figure else "<p>No eval loss reported yet.</p>",
         f"<h2>How it ran</h2><p>{esc(how)}</p>",
     ]
-    head = f'<meta charset="utf-8"><title>voicebook sweep — {esc(folder.name)}</title>'
-    body = "\n".join(sections)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head>{head}<style>{_STYLE}</style></head>'
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return page_html.page(f"voicebook sweep — {folder.name}", sections)
 
 
 def write_sweep_report(

@@ -4,7 +4,7 @@ Blind: nothing in it names a candidate, and it shows no results (the summary cel
 name or mode takes effect at once; every sample starts unrated and is saved only when every
 scale is chosen; each save is confirmed. **Previous** goes back to an earlier sample to replay
 it or change its rating: the change is appended, the earlier row stays on disk. A panel whose
-kernel is gone says so, and its fields still hold the keyboard focus, so that keys typed there
+kernel is gone says so and what to do; its fields and buttons are disabled, and keys typed on it
 never reach JupyterLab's command-mode shortcuts (an "x" would cut the cell).
 """
 
@@ -38,23 +38,39 @@ PANEL_CLASS = "vb-listening"
 MIN_PLAYER_SECONDS = 1.0  # a browser shows a shorter clip as "0:00 / 0:00"
 ANCHORS = {LOWEST: "very poor", HIGHEST: "excellent, like a real recording"}
 KERNEL_GONE = (
-    "The kernel behind this panel is gone (restarted or shut down): nothing here is saved any "
-    "more. Run this cell again to go on rating; what you saved is kept."
+    "The kernel behind this panel is gone (restarted or shut down): this panel saves nothing "
+    "any more. To go on rating, run this cell again: click its code and press Shift+Enter. "
+    "Your saved ratings are kept, and you resume where you stopped."
 )
 # Widgets mark their views "jupyter-widgets-disconnected" when the kernel goes away; ipywidgets
-# shows only a tiny icon for it. This style makes a dead panel say so and stops its buttons. Its
-# text fields keep taking clicks: a click that fell through to the notebook would leave it in
-# command mode, where the next key typed ("x", "d d") edits the notebook.
+# shows only a tiny icon for it. Then this style greys the panel out and cannot be clicked through
+# (its fields and buttons are disabled), and lays the shield over it: the banner that says what to
+# do. The shield takes the focus of any click on the dead panel and carries Lumino's
+# data-lm-suppress-shortcuts, so that keys typed there never reach JupyterLab's command-mode
+# shortcuts: a click that fell through to the notebook would leave it in command mode, where an
+# "x" cuts the cell and "d d" deletes it. Every Lumino widget is "position: relative", so the
+# shield's own views are made static: the shield then covers the whole panel, not its own view.
 PANEL_STYLE = f"""<style>
-.{PANEL_CLASS}.jupyter-widgets-disconnected::before {{
-  content: "{KERNEL_GONE}"; display: block; padding: .6em .9em; margin-bottom: .5em;
-  font: 600 14px/1.4 var(--jp-ui-font-family, sans-serif); color: #fff; background: #b00020;
-  border-radius: 4px;
+.{PANEL_CLASS} {{ position: relative; }}
+.{PANEL_CLASS} .vb-shield {{ display: none; }}
+.{PANEL_CLASS}:not(.jupyter-widgets-disconnected) > .vb-shield-view {{ display: none; }}
+.{PANEL_CLASS} .vb-shield-view, .{PANEL_CLASS} .vb-shield-view * {{ position: static; }}
+.{PANEL_CLASS}.jupyter-widgets-disconnected .vb-shield-view .vb-shield {{
+  display: block; position: absolute; inset: 0; z-index: 10; background: rgba(255,255,255,.55);
 }}
-.{PANEL_CLASS}.jupyter-widgets-disconnected > * {{ opacity: .35; pointer-events: none; }}
-.{PANEL_CLASS}.jupyter-widgets-disconnected input {{ pointer-events: auto; background: #ddd; }}
+.{PANEL_CLASS} .vb-shield > div {{
+  padding: .6em .9em; font: 600 14px/1.4 var(--jp-ui-font-family, sans-serif); color: #fff;
+  background: #b00020; border-radius: 4px; outline-offset: 2px;
+}}
+.{PANEL_CLASS}.jupyter-widgets-disconnected > :not(.vb-shield-view) {{
+  opacity: .35; pointer-events: none; user-select: none;
+}}
 .{PANEL_CLASS} .widget-toggle-buttons {{ display: flex; align-items: center; }}
 </style>"""
+SHIELD = (
+    f'<div class="vb-shield" role="alert"><div tabindex="0" data-lm-suppress-shortcuts="true">'
+    f"{KERNEL_GONE}</div></div>"
+)
 SCALE_HELP = {
     "smoothness": "no clicks, jumps, stutter or sudden changes",
     "naturalness": "sounds like a person speaking, not a machine",
@@ -165,7 +181,9 @@ class ListeningPanel:
         else:
             self.status.value = "Enter your name (then Enter) to start or resume."
         header = w.HBox([self.rater, self.mode, self.start])
-        panel = w.VBox([_html(PANEL_STYLE), header, self.status, self.saved, self.stage])
+        shield = _html(SHIELD)  # shown only when the kernel is gone (PANEL_STYLE)
+        shield.add_class("vb-shield-view")
+        panel = w.VBox([_html(PANEL_STYLE), header, self.status, self.saved, self.stage, shield])
         panel.add_class(PANEL_CLASS)
         panel.state = self  # for tests and power users: the live session and the sample shown
         return panel

@@ -30,6 +30,7 @@ from voicebook.core.config import defaults
 from voicebook.core.paths import experiment_dir
 from voicebook.evaluation.listening.session import (
     HIGHEST,
+    LOWEST,
     MIN_RATINGS,
     REFERENCE,
     SCALES,
@@ -147,7 +148,9 @@ def _mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, flo
     if sem == 0:
         return mean, mean, mean
     low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
+    # Cut to the scale: no mean lies outside 1-10, and from 2 ratings the t-interval can span
+    # -44 to 57, which reads as a broken number rather than as "we know almost nothing".
+    return mean, max(float(low), LOWEST), min(float(high), HIGHEST)
 
 
 def summarize(ratings: pd.DataFrame) -> pd.DataFrame:
