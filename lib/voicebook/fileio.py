@@ -4,7 +4,9 @@
 own process, then rename: a reader, or a run killed mid-write, sees the old file or the new
 one, never half of one, and two processes writing the same file never mix. ``exclusive`` keeps
 one process per folder with a lock file created with ``O_EXCL``, which holds on NFS where
-``fcntl`` locks may not.
+``fcntl`` locks may not. ``write_file_atomic`` does the same for any writer (``torch.save``), and
+``BackgroundWriter`` runs such writes on a thread of their own, so a training step never waits
+for the disk.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+WRITER_NICENESS = 10  # a background writer's thread: below the training threads, still running
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -58,3 +64,82 @@ def exclusive(folder: Path, name: str, what: str) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """``write(partial)`` writes the file's content to a hidden partial file beside ``path``,
+    which is then renamed to ``path``: a kill mid-write leaves the previous file intact (the
+    partial stays behind, under a name no reader looks for)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _lower_this_threads_priority() -> None:
+    """Linux schedules threads one by one: a niced writer thread leaves the cores to the
+    training threads and writes in their gaps (elsewhere a no-op)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+
+
+class BackgroundWriter:
+    """Writes files atomically on one background thread, one at a time, in order.
+
+    ``submit(path, write, then)`` returns at once; the thread runs ``write_file_atomic(path,
+    write)`` and then ``then()`` (e.g. removing the older files it replaces). The caller keeps
+    whatever ``write`` reads unchanged until it has run: pass it a copy (a snapshot of weights
+    in host memory), not live state. ``wait()`` blocks until every submitted write is on disk
+    and raises the first write's error, if any; ``done()`` lists the paths finished since the
+    last call, so the caller records them on its own thread."""
+
+    def __init__(self, name: str = "voicebook-writer"):
+        self._jobs: queue.Queue = queue.Queue()
+        self._finished: list[Path] = []
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, path: str | os.PathLike, write: Callable[[Path], object], then=None) -> None:
+        self._raise()
+        self._jobs.put((Path(path), write, then))
+
+    def busy(self) -> bool:
+        return self._jobs.unfinished_tasks > 0
+
+    def wait(self) -> list[Path]:
+        """Every submitted write on disk; the paths finished since the last ``done``."""
+        self._jobs.join()
+        self._raise()
+        return self.done()
+
+    def done(self) -> list[Path]:
+        with self._lock:
+            finished, self._finished = self._finished, []
+        return finished
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"a background write failed: {error}") from error
+
+    def _run(self) -> None:
+        _lower_this_threads_priority()
+        while True:
+            path, write, then = self._jobs.get()
+            try:
+                write_file_atomic(path, write)
+                if then is not None:
+                    then()
+                with self._lock:
+                    self._finished.append(path)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by wait/submit
+                self._error = self._error or exc
+            finally:
+                self._jobs.task_done()
