@@ -91,36 +91,48 @@ def _lower_this_threads_priority() -> None:
 class BackgroundWriter:
     """Writes files atomically on one background thread, one at a time, in order.
 
-    ``submit(path, write, then)`` returns at once; the thread runs ``write_file_atomic(path,
-    write)`` and then ``then()`` (e.g. removing the older files it replaces). The caller keeps
-    whatever ``write`` reads unchanged until it has run: pass it a copy (a snapshot of weights
-    in host memory), not live state. ``wait()`` blocks until every submitted write is on disk
-    and raises the first write's error, if any; ``done()`` lists the paths finished since the
-    last call, so the caller records them on its own thread."""
+    ``submit(path, content, write, then)`` returns at once. The thread calls ``content()`` (what
+    to write: e.g. a copy of live state into host memory), then ``write(value, partial)`` through
+    ``write_file_atomic``, then ``then()`` (e.g. removing the files the new one replaces).
+
+    Live state is *held* from ``submit`` until ``content()`` returned, or, with
+    ``holds_live=True`` (``content()`` returns the live state itself, uncopied), until the file
+    is written. The caller must not change that state while it is held: ``wait_released()``
+    blocks until nothing is (a trainer calls it before its optimizer updates the weights).
+    ``wait()`` blocks until every write is on disk and raises the first write's error;
+    ``done()`` lists the paths written since the last call, so the caller can record them on
+    its own thread."""
 
     def __init__(self, name: str = "voicebook-writer"):
         self._jobs: queue.Queue = queue.Queue()
         self._finished: list[Path] = []
         self._error: BaseException | None = None
-        self._lock = threading.Lock()
+        self._held = 0
+        self._released = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, path: str | os.PathLike, write: Callable[[Path], object], then=None) -> None:
+    def submit(self, path, content: Callable[[], Any], write, then=None, holds_live=False) -> None:
         self._raise()
-        self._jobs.put((Path(path), write, then))
+        with self._released:
+            self._held += 1
+        self._jobs.put((Path(path), content, write, then, holds_live))
 
     def busy(self) -> bool:
         return self._jobs.unfinished_tasks > 0
 
+    def wait_released(self) -> None:
+        with self._released:
+            self._released.wait_for(lambda: self._held == 0)
+
     def wait(self) -> list[Path]:
-        """Every submitted write on disk; the paths finished since the last ``done``."""
+        """Every submitted write on disk; the paths written since the last ``done``."""
         self._jobs.join()
         self._raise()
         return self.done()
 
     def done(self) -> list[Path]:
-        with self._lock:
+        with self._released:
             finished, self._finished = self._finished, []
         return finished
 
@@ -129,17 +141,34 @@ class BackgroundWriter:
             error, self._error = self._error, None
             raise RuntimeError(f"a background write failed: {error}") from error
 
+    def _release(self) -> None:
+        with self._released:
+            self._held -= 1
+            self._released.notify_all()
+
     def _run(self) -> None:
         _lower_this_threads_priority()
         while True:
-            path, write, then = self._jobs.get()
+            job = self._jobs.get()
             try:
-                write_file_atomic(path, write)
-                if then is not None:
-                    then()
-                with self._lock:
-                    self._finished.append(path)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by wait/submit
+                self._write(*job)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait/submit
                 self._error = self._error or exc
             finally:
                 self._jobs.task_done()
+
+    def _write(self, path: Path, content, write, then, holds_live: bool) -> None:
+        held = True
+        try:
+            value = content()
+            if not holds_live:  # copied: the live state is free again while the copy is written
+                self._release()
+                held = False
+            write_file_atomic(path, lambda partial: write(value, partial))
+        finally:
+            if held:
+                self._release()
+        if then is not None:
+            then()
+        with self._released:
+            self._finished.append(path)

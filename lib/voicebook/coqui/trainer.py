@@ -7,12 +7,17 @@ raise ends ``fit``: the stage's stop), writes the best model slim (weights only:
 state is 2x the GPT and only resume needs it) and resumes only from the periodic
 ``checkpoint_<step>.pth`` files, which keep it; the stage says which one (``restore``).
 
-The step path never waits on the disk: a best model (and, with ``background_checkpoints``, a
-periodic checkpoint) is copied to host memory on the training thread and written by a
-``voicebook.fileio.BackgroundWriter``, atomically (a kill mid-write leaves the previous best). The
-best model's host buffers are kept and reused: a copy into pages already mapped costs a memory
-copy, not page faults. ``hooks.on_best`` runs on the training thread once the file is on disk,
-so the status never names a file that is not there yet.
+The step path never waits on the disk (``BackgroundSaves``): a best model or a periodic checkpoint
+is handed to a ``voicebook.fileio.BackgroundWriter`` thread and written atomically (a kill
+mid-write leaves the previous file). The weights change only at the optimizer's next update, so
+a hook before each update waits until the writer no longer reads them; the write overlaps the
+next forward and backward. Beside a GPU the writer first copies the weights to host memory
+(page-locked buffers kept from one best to the next) and lets go of them at once; on a CPU, where
+they already are in host memory, it writes them as they are: a copy would cost as much CPU time
+as the write and as much RAM as the model, to let the update start sooner than the forward and
+backward that come first anyway. ``hooks.on_best`` runs on the training thread once the file is
+on disk, so the status never names a file that is not there yet. ``save_seconds`` is what saves
+cost the training thread (handing over, and waits before updates).
 
 This module imports coqui's trainer at the top (the class subclasses it): import it lazily.
 """
@@ -51,7 +56,6 @@ def new_trainer(
     restore: Path | None = None,
     best_eval_loss: float | None = None,
     lora: Any = None,
-    background_checkpoints: bool = False,
 ) -> PhaseTrainer:
     """A PhaseTrainer for a new run in ``output_path``, or continuing the run in ``run_dir`` from
     its checkpoint ``restore`` (whose recorded best eval loss is ``best_eval_loss``). ``slim``
@@ -69,17 +73,16 @@ def new_trainer(
         train_samples=samples[0],
         eval_samples=samples[1],
         parse_command_line_args=False,
-        setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss, background_checkpoints),
+        setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss),
     )
 
 
 class PhaseSetup:
     """What the stage gives the trainer beside coqui's arguments (see ``new_trainer``)."""
 
-    def __init__(self, hooks, device, slim, restore, best_eval_loss, background_checkpoints):
+    def __init__(self, hooks, device, slim, restore, best_eval_loss):
         self.hooks, self.device, self.slim = hooks, torch.device(device), slim
         self.restore, self.best_eval_loss = restore, best_eval_loss
-        self.background_checkpoints = background_checkpoints
 
 
 def _as_list(value: Any) -> list:
@@ -131,18 +134,65 @@ def _replace_older(out: Path, path: Path) -> Callable[[], None]:
     return replace
 
 
+def _torch_save(value: Any, partial: Path) -> None:
+    torch.save(value, partial)
+
+
+class BackgroundSaves:
+    """The trainer's background writes (see the module doc); ``copy``: best models from a host
+    copy (weights on a GPU) rather than the live weights; ``blocked_seconds`` is how long the
+    optimizer's updates waited for the writer."""
+
+    def __init__(self, copy: bool = False) -> None:
+        self.writer = BackgroundWriter()
+        self.copy = copy
+        self.buffers: Weights | None = None  # the last best's host copy, reused by the next
+        self.blocked_seconds = 0.0
+
+    def guard(self, optimizers: list) -> None:
+        """Before each update, wait until no write still reads the live weights."""
+        for optimizer in optimizers:
+            optimizer.register_step_pre_hook(self._before_update)
+
+    def _before_update(self, *_: Any) -> None:
+        start = time.perf_counter()
+        self.writer.wait_released()
+        self.blocked_seconds += time.perf_counter() - start
+
+    def best(self, path: Path, weights: Weights, info: dict, then: Callable[[], None]) -> None:
+        """``{"model": weights, **info}`` to ``path``; with ``copy``, the weights copied to host
+        memory on the writer thread first."""
+        if not self.copy:
+            content = {"model": weights, **info}
+            self.writer.submit(path, lambda: content, _torch_save, then, holds_live=True)
+            return
+
+        def copied() -> dict[str, Any]:
+            self.buffers = host_copy(weights, self.buffers)
+            return {"model": self.buffers, **info}
+
+        self.writer.submit(path, copied, _torch_save, then)
+
+    def checkpoint(self, path: Path, content: dict, then: Callable[[], None], copy: bool) -> None:
+        """``content`` (live state) to ``path``: from a host copy, or from the state itself."""
+        if copy:
+            self.writer.submit(path, lambda: host_copy(content), _torch_save, then)
+        else:
+            self.writer.submit(path, lambda: content, _torch_save, then, holds_live=True)
+
+
 class PhaseTrainer(Trainer):
     """coqui's Trainer that reports to the stage's hooks, keeps the best at every eval and
     writes in the background (see the module doc)."""
 
     def __init__(self, *args: Any, setup: PhaseSetup, **kw: Any):
         self.setup, self.hooks, self.device = setup, setup.hooks, setup.device
-        self.writer = BackgroundWriter()
+        self.saves = BackgroundSaves(copy=setup.device.type == "cuda")
         self.pending_best: dict[Path, tuple[int, float, float]] = {}
-        self.best_buffers: Weights | None = None
         self.last_eval_step: int | None = None
-        self.save_seconds = 0.0  # time the training thread spent on saves (copies, waits)
+        self.submit_seconds = 0.0  # the training thread's time handing saves over
         super().__init__(*args, **kw)
+        self.saves.guard(_as_list(self.optimizer))
 
     # --- what voicebook's phase runner calls (public names for private members) ------------
 
@@ -189,9 +239,14 @@ class PhaseTrainer(Trainer):
     def weights_finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.model.parameters())
 
+    @property
+    def save_seconds(self) -> float:
+        """What background saves cost the training thread: handing them over, and waits."""
+        return self.submit_seconds + self.saves.blocked_seconds
+
     def finish_writes(self) -> None:
         """Every background write on disk, and reported."""
-        self._report_written(self.writer.wait())
+        self._report_written(self.saves.writer.wait())
 
     def close(self) -> None:
         self.finish_writes()
@@ -229,7 +284,7 @@ class PhaseTrainer(Trainer):
     def train_step(self, batch, batch_n_steps, step, loader_start_time):
         index = self.total_steps_done
         outputs, losses = super().train_step(batch, batch_n_steps, step, loader_start_time)
-        self._report_written(self.writer.done())
+        self._report_written(self.saves.writer.done())
         if outputs is None:
             return outputs, losses
         stepped = (step + 1) % self.grad_accum_steps == 0 or step + 1 == batch_n_steps
@@ -253,46 +308,36 @@ class PhaseTrainer(Trainer):
         self.hooks.on_eval(step, mel, text, self.optimizer[0].param_groups[0]["lr"], seconds)
 
     def save_best_model(self) -> None:
-        """The trainer's rule (lower eval target loss wins), written slim and in the background
-        (see the module doc)."""
+        """The trainer's rule (lower eval target loss wins), written slim and in the background;
+        once on disk, older best models go and ``best_model.pth`` links to it."""
         eval_loss = self._pick_target_avg_loss(self.keep_avg_eval)
         if eval_loss is None or eval_loss >= self.best_loss["eval_loss"]:
             return
         start, step = time.perf_counter(), self.total_steps_done
         train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
         self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
-        if self.writer.busy():  # the last best still being written reads the buffers
-            self._report_written(self.writer.wait())
         model = self._get_model()
-        weights = host_copy(self.setup.slim(model.state_dict()), self.best_buffers)
-        self.best_buffers = weights
-        content = {"model": weights, "step": step, "model_loss": dict(self.best_loss)}
-        content.update(_info(model))
+        info = {"step": step, "model_loss": dict(self.best_loss), **_info(model)}
         path = self.run_dir / f"best_model_{step}.pth"
         avg = self.keep_avg_eval.avg_values
         self.pending_best[path] = (step, avg["avg_loss_mel_ce"], avg["avg_loss_text_ce"])
-        self.writer.submit(
-            path, lambda partial: torch.save(content, partial), _replace_older(self.run_dir, path)
-        )
-        self.save_seconds += time.perf_counter() - start
+        weights = self.setup.slim(model.state_dict())
+        self.saves.best(path, weights, info, _replace_older(self.run_dir, path))
+        self.submit_seconds += time.perf_counter() - start
 
     def save_checkpoint(self) -> None:
         """coqui's periodic checkpoint (what its ``save_checkpoint`` writes, plus what the model
-        says every checkpoint carries), atomically, then the oldest beyond
-        ``save_n_checkpoints`` removed; in the background when the setup says so."""
-        if not self.setup.background_checkpoints:
-            self._save_checkpoint_now(self.total_steps_done)
-            return
+        says every checkpoint carries), in the background and atomically, then the oldest beyond
+        ``save_n_checkpoints`` removed."""
         start = time.perf_counter()
         path, content = self._checkpoint(self.total_steps_done)
-        content = host_copy(content)
-        self.writer.submit(path, lambda partial: torch.save(content, partial), self._rotate)
-        self.save_seconds += time.perf_counter() - start
+        self.saves.checkpoint(path, content, self._rotate, copy=self.use_cuda)
+        self.submit_seconds += time.perf_counter() - start
 
     def _save_checkpoint_now(self, step: int) -> Path:
-        self.finish_writes()
+        """A checkpoint written before this returns (the run ends, or stops)."""
         path, content = self._checkpoint(step)
-        self.writer.submit(path, lambda partial: torch.save(content, partial), self._rotate)
+        self.saves.checkpoint(path, content, self._rotate, copy=False)
         self.finish_writes()
         return path
 

@@ -284,9 +284,6 @@ def _new_trainer(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples)
         restore=plan.resume[0] if plan.resume else None,
         best_eval_loss=recorder.status.get("best_mel_ce"),
         lora=p.lora_spec(),
-        # a checkpoint's host copy is 3x the weights: worth it beside a GPU, whose copy to the
-        # host is needed anyway; on a CPU it would add that much RAM to save a memory copy
-        background_checkpoints=plan.device.type == "cuda",
     )
 
 
