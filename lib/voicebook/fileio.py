@@ -17,6 +17,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ class BackgroundWriter:
         self._error: BaseException | None = None
         self._held = 0
         self._released = threading.Condition()
+        self.cpu_seconds = 0.0  # the writer thread's CPU time: what it may take from others
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -150,11 +152,13 @@ class BackgroundWriter:
         _lower_this_threads_priority()
         while True:
             job = self._jobs.get()
+            start = time.thread_time()
             try:
                 self._write(*job)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait/submit
                 self._error = self._error or exc
             finally:
+                self.cpu_seconds += time.thread_time() - start
                 self._jobs.task_done()
 
     def _write(self, path: Path, content, write, then, holds_live: bool) -> None:

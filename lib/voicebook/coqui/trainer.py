@@ -135,7 +135,19 @@ def _replace_older(out: Path, path: Path) -> Callable[[], None]:
 
 
 def _torch_save(value: Any, partial: Path) -> None:
-    torch.save(value, partial)
+    """``torch.save`` without the zip records' CRC32: for a full-size best model (1.8 GB) that
+    checksum took most of the writer's CPU time (2.3-4.5 s with it, 0.4-1.3 s without, on 2
+    busy cores), which the training threads lose; the atomic rename already guarantees a whole
+    file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
+    while a phase trains.)"""
+    from torch.utils.serialization import config
+
+    checksum = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        torch.save(value, partial)
+    finally:
+        config.save.compute_crc32 = checksum
 
 
 class BackgroundSaves:

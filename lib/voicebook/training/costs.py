@@ -61,3 +61,17 @@ class CostClock:
         )
         self.saves = self.trainer.save_seconds
         self.start = time.monotonic()
+
+
+class Stopwatch:
+    """How long each part of an attempt's start took (``startup_seconds`` in the status: plan,
+    preflight, trainer, first_eval), to see where start-up goes."""
+
+    def __init__(self) -> None:
+        self.last, self.parts = time.perf_counter(), {}
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = time.perf_counter()
+        self.parts[name] = round(now - self.last, 3)
+        self.last = now
+        return self.parts

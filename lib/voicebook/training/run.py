@@ -46,7 +46,7 @@ from voicebook.health import (
 from voicebook.paths import experiment_dir
 from voicebook.stages import DATA_PREP as DATA_PREP_STAGE
 from voicebook.stages import PHASE1, PHASE2
-from voicebook.training.costs import CostClock
+from voicebook.training.costs import CostClock, Stopwatch
 from voicebook.training.files import (
     CURVE_COLUMNS,
     archive_previous_run,
@@ -97,6 +97,7 @@ def run_phase(
     params: PhaseParams, on_row: Callable[[dict[str, Any]], None] | None = None
 ) -> PhaseResult:
     """Train one phase (or continue it, or return it when already finished); see module doc."""
+    watch = Stopwatch()
     plan = plan_phase(params)
     if plan.finished:
         print(
@@ -105,10 +106,12 @@ def run_phase(
         )
         return _result(params, plan.phase_dir)
     plan_attempt(plan)
+    watch.lap("plan")
     recorder = _recorder(plan, on_row)
     try:
         config, samples = _preflight(plan, recorder)
-        _train(plan, config, recorder, samples)
+        watch.lap("preflight")
+        _train(plan, config, recorder, samples, watch)
     finally:
         recorder.close()
     return _result(params, plan.phase_dir)
@@ -287,9 +290,10 @@ def _new_trainer(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples)
     )
 
 
-def _train(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples) -> None:
+def _train(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples, watch) -> None:
     """Build the trainer (new run or continued), fit, and finish cleanly whatever happens."""
     trainer = _new_trainer(plan, config, recorder, samples)
+    watch.lap("trainer")
     _note_resumed(plan, trainer, recorder)
     recorder.save_status(
         state="running", run_dir=str(trainer.run_dir), attempt=plan.attempt, stop_reason=""
@@ -299,6 +303,7 @@ def _train(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples) -> No
     try:
         if not trainer.resumed_from:
             trainer.eval_epoch()  # the starting point's eval loss: step 0 of the curves
+        recorder.save_status(startup_seconds=watch.lap("first_eval"))
         trainer.fit_steps()
     except TrainingStopped as exc:
         stop = exc.event
