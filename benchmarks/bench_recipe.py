@@ -60,14 +60,12 @@ CORES = os.cpu_count() or 1
 REPO = Path(__file__).resolve().parents[1]
 
 
-def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
-    """The recipe's GPTTrainerConfig, pointed at ``base`` and ``dataset``."""
-    from TTS.config.shared_configs import BaseDatasetConfig
-    from TTS.tts.configs.xtts_config import XttsAudioConfig
-    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs, GPTTrainerConfig
+def recipe_model_args(base: Path):
+    """The recipe's GPTArgs, with the base's files and its size fields."""
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs
 
     size = json.loads((base / "config.json").read_text())["model_args"]
-    model_args = GPTArgs(
+    return GPTArgs(
         max_conditioning_length=132300,
         min_conditioning_length=66150,
         debug_loading_failures=False,
@@ -88,6 +86,14 @@ def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
         decoder_input_dim=size["decoder_input_dim"],
         gpt_number_text_tokens=size["gpt_number_text_tokens"],
     )
+
+
+def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
+    """The recipe's GPTTrainerConfig, pointed at ``base`` and ``dataset``."""
+    from TTS.config.shared_configs import BaseDatasetConfig
+    from TTS.tts.configs.xtts_config import XttsAudioConfig
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainerConfig
+
     dataset_config = BaseDatasetConfig(
         formatter="coqui",
         dataset_name="voicebook",
@@ -99,7 +105,7 @@ def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
     return GPTTrainerConfig(
         epochs=epochs,
         output_path=str(out),
-        model_args=model_args,
+        model_args=recipe_model_args(base),
         run_name="GPT_XTTS_v2.0_recipe",
         project_name="XTTS_trainer",
         dashboard_logger="tensorboard",
