@@ -34,7 +34,7 @@ coqui's data path and for the cached one, on the same batches.
 
     .venv/bin/python benchmarks/bench_recipe.py [--rounds 3] [--epochs 4] [--eval-every 8]
     .venv/bin/python benchmarks/bench_recipe.py --base <full-size folder> --eval-every 4 --epochs 3 --rounds 1
-    .venv/bin/python benchmarks/bench_recipe.py --whole [--steps 200]
+    .venv/bin/python benchmarks/bench_recipe.py --whole [--steps 200] [--lib other/checkout/lib]
     .venv/bin/python benchmarks/bench_recipe.py --profile [--steps 12]
 """
 
@@ -318,7 +318,7 @@ def recipe_process(argv: list[str]) -> None:
     print(f"recipe: {step:.3f} s/step steady, {with_pauses:.3f} with pauses")
 
 
-def whole(base: Path, steps: int, eval_every: int, rounds: int) -> None:
+def whole(base: Path, steps: int, eval_every: int, rounds: int, lib: Path) -> None:
     """Whole processes: the phase notebook under papermill against the recipe as a script."""
     sys.path.insert(0, str(REPO / "tests"))
     import fullsize  # run_measured: a subprocess's wall time and its train rows' times
@@ -327,15 +327,16 @@ def whole(base: Path, steps: int, eval_every: int, rounds: int) -> None:
 
     epochs = -(-steps // eval_every)  # an epoch of eval_every steps (see the module doc)
     print(f"whole processes, {steps} steps, eval (and best) every {eval_every}; base {base}")
+    print(f"lib {lib.resolve()} (the notebook's kernel and the recipe script import it)")
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_demo_dataset(Path(tmp) / "dataset", eval_every * BATCH, n_eval=6)
         seconds: dict[str, list[float]] = {"recipe script": [], "phase notebook": []}
         for i in range(rounds):
             out = Path(tmp) / str(i)
             args = [str(base), str(dataset), str(out / "recipe"), str(epochs + 1)]  # +1: eval
-            recipe = fullsize.run_measured("code", _RECIPE, args, REPO / "lib")
+            recipe = fullsize.run_measured("code", _RECIPE, args, lib)
             assert recipe.returncode == 0, recipe.output[-3000:]
-            phase = _notebook_run(fullsize, base, dataset, out, steps, epochs, eval_every)
+            phase = _notebook_run(fullsize, (base, dataset, out, lib), steps, epochs, eval_every)
             seconds["recipe script"].append(recipe.seconds)
             seconds["phase notebook"].append(phase.seconds)
             print(f"round {i + 1}: recipe {recipe.seconds:.1f} s, phase {phase.seconds:.1f} s")
@@ -351,7 +352,8 @@ _RECIPE = f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import
 _RECIPE += "bench_recipe.recipe_process(sys.argv[1:])"
 
 
-def _notebook_run(fullsize, base, dataset, out, steps, epochs, eval_every):
+def _notebook_run(fullsize, where, steps, epochs, eval_every):
+    base, dataset, out, lib = where
     values = {
         "experiment": "whole",
         "outputs_dir": str(out),
@@ -370,9 +372,7 @@ def _notebook_run(fullsize, base, dataset, out, steps, epochs, eval_every):
     args += [str(NOTEBOOK.parent)]
     for name, value in values.items():
         args += ["-p", name, str(value)]
-    run = fullsize.run_measured(
-        "module", "papermill", args, REPO / "lib", watch=out / "whole" / "phase1"
-    )
+    run = fullsize.run_measured("module", "papermill", args, lib, watch=out / "whole" / "phase1")
     assert run.returncode == 0, run.output[-3000:]
     return run
 
@@ -419,6 +419,9 @@ def main() -> None:
         "--eval-every", type=int, default=8, help="steps between evals (and best saves)"
     )
     parser.add_argument("--whole", action="store_true", help="whole processes, tiny base")
+    parser.add_argument(
+        "--lib", type=Path, default=REPO / "lib", help="--whole: the checkout's lib to run"
+    )
     parser.add_argument("--base", default="tiny", help="tiny, or a base folder (e.g. full size)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
@@ -432,7 +435,7 @@ def main() -> None:
     if args.profile:
         profile(base, args.steps or 12, args.train_clips, args.device)
     elif args.whole:
-        whole(base, args.steps or 200, args.eval_every, args.rounds)
+        whole(base, args.steps or 200, args.eval_every, args.rounds, args.lib)
     else:
         compare(base, args.rounds, args.epochs, args.eval_every)
 
