@@ -290,7 +290,7 @@ def half_then_hang(value, partial):  # a write the kill catches half-way
         time.sleep(600)
 
 coqui_trainer._torch_save = half_then_hang
-saves = coqui_trainer.BackgroundSaves(copy=True)
+saves = coqui_trainer.BackgroundSaves()
 path = run / "best_model_8.pth"
 weights = {"w": torch.full((1000,), 8.0)}
 torch.save(weights, run / "new.bin")
@@ -333,12 +333,13 @@ def test_a_kill_mid_write_leaves_the_previous_best_intact(tmp_path):
     assert 0 < partial.stat().st_size < (tmp_path / "new.bin").stat().st_size
 
 
-@pytest.mark.parametrize("copy", [True, False], ids=["host copy (GPU)", "live weights (CPU)"])
+@pytest.mark.parametrize("copy", [True, False], ids=["host copy", "live weights"])
 def test_the_update_after_a_best_save_waits_until_the_weights_are_let_go(
     tmp_path, monkeypatch, copy
 ):
-    """The optimizer's next update waits until the writer has copied the weights (beside a GPU)
-    or written them (on a CPU), so a best model holds the weights of its evaluation."""
+    """The optimizer's next update waits until the writer has copied the weights (a best model)
+    or written them (from the live state: a CPU's periodic checkpoint), so a file holds the
+    weights of its step."""
     import time
 
     import torch
@@ -355,7 +356,7 @@ def test_the_update_after_a_best_save_waits_until_the_weights_are_let_go(
     monkeypatch.setattr(coqui_trainer, slowed, slow)
     weight = torch.nn.Parameter(torch.ones(4))
     optimizer = torch.optim.SGD([weight], lr=1.0)
-    saves = coqui_trainer.BackgroundSaves(copy=copy)
+    saves = coqui_trainer.BackgroundSaves(copy=copy)  # copy=False: written from live weights
     saves.guard([optimizer])
     path = tmp_path / "best_model_1.pth"
     saves.best(path, {"w": weight.data}, {"step": 1}, coqui_trainer._replace_older(tmp_path, path))
