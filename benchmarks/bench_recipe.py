@@ -1,4 +1,5 @@
-"""The phase stage against coqui's own recipe, per training step, in one process.
+"""The phase stage against coqui's own recipe: per training step in one process, and as whole
+processes.
 
 The anchor follows ``recipes/ljspeech/xtts_v2/train_gpt_xtts.py`` of coqui-tts: its GPTArgs,
 audio config and GPTTrainerConfig settings (8 loader workers, batch 3, AdamW, lr 5e-6,
@@ -8,18 +9,32 @@ and Trainer as it builds them. For equal work it runs with grad accumulation 1 a
 sentences, on the same base and dataset as the phase stage; the base's own size fields (layers,
 channels, heads) go into GPTArgs, since the recipe's defaults are the full-size model's.
 
+**Equal cadence.** The recipe evaluates, and saves a best model when the eval loss improved,
+only at an epoch's end (coqui's Trainer saves no best model after its step evaluations), and
+writes no periodic checkpoint before its ``save_step`` 10000. So its cadence is set by the epoch
+length: ``--eval-every N`` gives it N x 3 training clips (an epoch of N steps). The phase stage
+gets ``eval_every=N`` (a best model at each improving evaluation, written in the background)
+and ``save_every`` 10000 too. Both start with an evaluation (the recipe's ``start_with_eval``
+spends its first epoch on it).
+
 Rounds alternate: "recipe" (as written: coqui's dataset module sets torch to one thread),
 "recipe, all cores" (the same with the machine's cores), and the phase stage
-(``voicebook.training.run_phase``, same epochs, eval at each epoch's end). Each figure is the
-median time between consecutive training steps' ends (a step in the steady state; see
-``per_step``), with the mean over the loop including evaluation pauses beside it; start-up does
-not count. The median over rounds is reported with the ratio to each recipe variant.
-Targets (issue 11): phase <= 0.6x the recipe on the tiny base, <= 0.8x at full size on CPU.
+(``voicebook.training.run_phase``). **Headline: the mean time per step with the pauses**
+(evaluations, best-model saves: first to last step's end, divided by the steps between); the
+median step (the steady state) is beside it. Start-up does not count here; ``--whole`` counts it.
+Targets (issue 25): with pauses <= 0.8x the recipe at full size on CPU with an eval every 4 steps.
+
+``--whole`` times whole processes on the tiny base: ``papermill 01_phase1.ipynb`` (kernel start,
+imports, model build, cache checks, first eval, training, export, scraps) against a script that
+follows the recipe, both for ``--steps`` steps at the same cadence; it prints where the phase
+notebook's time goes. Target (issue 25): <= 0.5x at 200 steps.
 
 ``--profile`` splits a step into loading / mel + codes / forward / backward / optimizer, for
 coqui's data path and for the cached one, on the same batches.
 
-    .venv/bin/python benchmarks/bench_recipe.py [--rounds 3] [--epochs 4] [--base tiny|<folder>]
+    .venv/bin/python benchmarks/bench_recipe.py [--rounds 3] [--epochs 4] [--eval-every 8]
+    .venv/bin/python benchmarks/bench_recipe.py --base <full-size folder> --eval-every 4 --epochs 3 --rounds 1
+    .venv/bin/python benchmarks/bench_recipe.py --whole [--steps 200] [--lib other/checkout/lib]
     .venv/bin/python benchmarks/bench_recipe.py --profile [--steps 12]
 """
 
@@ -27,31 +42,30 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from voicebook import training
-from voicebook.coqui.base import resolve_base
-from voicebook.coqui.models import load_config
-from voicebook.dataprep.demo import write_demo_dataset
+# voicebook is imported where it is used: ``--recipe-process`` (the recipe as a script of its
+# own, for --whole) imports what such a script imports, and nothing of voicebook.
 
 BATCH = 3
 CORES = os.cpu_count() or 1
+REPO = Path(__file__).resolve().parents[1]
 
 
-def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
-    """The recipe's GPTTrainerConfig, pointed at ``base`` and ``dataset``."""
-    from TTS.config.shared_configs import BaseDatasetConfig
-    from TTS.tts.configs.xtts_config import XttsAudioConfig
-    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs, GPTTrainerConfig
+def recipe_model_args(base: Path):
+    """The recipe's GPTArgs, with the base's files and its size fields."""
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs
 
-    size = load_config(base).model_args
-    model_args = GPTArgs(
+    size = json.loads((base / "config.json").read_text())["model_args"]
+    return GPTArgs(
         max_conditioning_length=132300,
         min_conditioning_length=66150,
         debug_loading_failures=False,
@@ -66,12 +80,20 @@ def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
         gpt_stop_audio_token=1025,
         gpt_use_masking_gt_prompt_approach=True,
         gpt_use_perceiver_resampler=True,
-        gpt_layers=size.gpt_layers,
-        gpt_n_model_channels=size.gpt_n_model_channels,
-        gpt_n_heads=size.gpt_n_heads,
-        decoder_input_dim=size.decoder_input_dim,
-        gpt_number_text_tokens=size.gpt_number_text_tokens,
+        gpt_layers=size["gpt_layers"],
+        gpt_n_model_channels=size["gpt_n_model_channels"],
+        gpt_n_heads=size["gpt_n_heads"],
+        decoder_input_dim=size["decoder_input_dim"],
+        gpt_number_text_tokens=size["gpt_number_text_tokens"],
     )
+
+
+def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
+    """The recipe's GPTTrainerConfig, pointed at ``base`` and ``dataset``."""
+    from TTS.config.shared_configs import BaseDatasetConfig
+    from TTS.tts.configs.xtts_config import XttsAudioConfig
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainerConfig
+
     dataset_config = BaseDatasetConfig(
         formatter="coqui",
         dataset_name="voicebook",
@@ -83,7 +105,7 @@ def recipe_config(base: Path, dataset: Path, out: Path, epochs: int):
     return GPTTrainerConfig(
         epochs=epochs,
         output_path=str(out),
-        model_args=model_args,
+        model_args=recipe_model_args(base),
         run_name="GPT_XTTS_v2.0_recipe",
         project_name="XTTS_trainer",
         dashboard_logger="tensorboard",
@@ -163,6 +185,8 @@ def recipe_run(
 def phase_run(
     base: Path, dataset: Path, out: Path, epochs: int, n_train: int
 ) -> tuple[float, float]:
+    from voicebook import training
+
     stamps: list[float] = []
 
     def on_row(row: dict) -> None:
@@ -186,39 +210,51 @@ def phase_run(
     return per_step(stamps), mean_step(stamps)
 
 
-def compare(base: Path, rounds: int, epochs: int, n_train: int) -> None:
+def compare(base: Path, rounds: int, epochs: int, eval_every: int) -> None:
+    from voicebook.dataprep.demo import write_demo_dataset
+
+    n_train = eval_every * BATCH  # an epoch of eval_every steps: the recipe's eval and save cadence
     variants = {"recipe (as written, 1 thread)": 1, f"recipe on all {CORES} cores": CORES}
     names = [*variants, "phase stage"]
     steady: dict[str, list[float]] = {name: [] for name in names}
     mean: dict[str, list[float]] = {name: [] for name in names}
+    print(f"base {base}; {n_train} train clips, batch {BATCH}: eval (and best) every {eval_every}")
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=n_train, n_eval=6)
         for i in range(rounds):
             for name in names:
-                out = Path(tmp) / f"{i}-{len(steady[name])}-{names.index(name)}"
+                out = Path(tmp) / f"{i}-{names.index(name)}"
                 if name in variants:
                     step, with_pauses = recipe_run(base, dataset, out, epochs, variants[name])
                 else:
                     step, with_pauses = phase_run(base, dataset, out, epochs, n_train)
                 steady[name].append(step)
                 mean[name].append(with_pauses)
-            line = ", ".join(f"{n} {steady[n][-1]:.3f} ({mean[n][-1]:.3f})" for n in names)
-            print(f"round {i + 1}: {line} s/step, steady (mean with evals)", flush=True)
-    phase = statistics.median(steady["phase stage"])
+            line = ", ".join(f"{n} {mean[n][-1]:.3f} ({steady[n][-1]:.3f})" for n in names)
+            print(f"round {i + 1}: {line} s/step with pauses (steady)", flush=True)
+    report(names, variants, mean, steady, rounds)
+
+
+def report(names, variants, mean, steady, rounds) -> None:
+    med = {n: statistics.median(mean[n]) for n in names}
+    med_steady = {n: statistics.median(steady[n]) for n in names}
     for name in names:
         print(
-            f"{name:32s}: {statistics.median(steady[name]):.3f} s/step steady, "
-            f"{statistics.median(mean[name]):.3f} with evals (median of {rounds})"
+            f"{name:32s}: {med[name]:.3f} s/step with pauses, {med_steady[name]:.3f} steady "
+            f"(median of {rounds})"
         )
     for name in variants:
-        ratio = phase / statistics.median(steady[name])
-        ratio_mean = statistics.median(mean["phase stage"]) / statistics.median(mean[name])
-        print(f"ratio phase / {name}: {ratio:.2f} steady, {ratio_mean:.2f} with evals")
+        ratio, ratio_steady = (
+            med["phase stage"] / med[name],
+            med_steady["phase stage"] / med_steady[name],
+        )
+        print(f"HEADLINE ratio phase / {name}: {ratio:.2f} with pauses ({ratio_steady:.2f} steady)")
 
 
 def profile(base: Path, steps: int, n_train: int, device: str = "cpu") -> None:
     """Where a step goes, coqui's data path against the cached one, same batches."""
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
+    from voicebook.dataprep.demo import write_demo_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=n_train, n_eval=6)
@@ -272,21 +308,136 @@ def sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
+NOTEBOOK = REPO / "notebooks" / "01_phase1.ipynb"
+
+
+def recipe_process(argv: list[str]) -> None:
+    """``--recipe-process BASE DATASET OUT EPOCHS``: the recipe as its own script (for --whole)."""
+    base, dataset, out, epochs = argv
+    step, with_pauses = recipe_run(Path(base), Path(dataset), Path(out), int(epochs), threads=1)
+    print(f"recipe: {step:.3f} s/step steady, {with_pauses:.3f} with pauses")
+
+
+def whole(base: Path, steps: int, eval_every: int, rounds: int, lib: Path) -> None:
+    """Whole processes: the phase notebook under papermill against the recipe as a script."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import fullsize  # run_measured: a subprocess's wall time and its train rows' times
+
+    from voicebook.dataprep.demo import write_demo_dataset
+
+    epochs = -(-steps // eval_every)  # an epoch of eval_every steps (see the module doc)
+    print(f"whole processes, {steps} steps, eval (and best) every {eval_every}; base {base}")
+    print(f"lib {lib.resolve()} (the notebook's kernel and the recipe script import it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = write_demo_dataset(Path(tmp) / "dataset", eval_every * BATCH, n_eval=6)
+        seconds: dict[str, list[float]] = {"recipe script": [], "phase notebook": []}
+        for i in range(rounds):
+            out = Path(tmp) / str(i)
+            args = [str(base), str(dataset), str(out / "recipe"), str(epochs + 1)]  # +1: eval
+            recipe = fullsize.run_measured("code", _RECIPE, args, lib)
+            assert recipe.returncode == 0, recipe.output[-3000:]
+            phase = _notebook_run(fullsize, (base, dataset, out, lib), steps, epochs, eval_every)
+            seconds["recipe script"].append(recipe.seconds)
+            seconds["phase notebook"].append(phase.seconds)
+            print(f"round {i + 1}: recipe {recipe.seconds:.1f} s, phase {phase.seconds:.1f} s")
+            _breakdown(phase, out)
+    recipe_s, phase_s = (statistics.median(v) for v in seconds.values())
+    print(
+        f"HEADLINE whole process, {steps} steps: phase notebook {phase_s:.1f} s, recipe script "
+        f"{recipe_s:.1f} s: {phase_s / recipe_s:.2f}x (median of {rounds})"
+    )
+
+
+_RECIPE = f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench_recipe; "
+_RECIPE += "bench_recipe.recipe_process(sys.argv[1:])"
+
+
+def _notebook_run(fullsize, where, steps, epochs, eval_every):
+    base, dataset, out, lib = where
+    values = {
+        "experiment": "whole",
+        "outputs_dir": str(out),
+        "base_model": str(base),
+        "dataset_dir": str(dataset),
+        "lr": 5e-6,
+        "epochs": epochs,
+        "max_steps": steps,
+        "batch_size": BATCH,
+        "eval_every": eval_every,
+        "save_every": 10000,  # the recipe's save_step: no periodic checkpoint inside the run
+        "keep_checkpoints": 1,
+        "device": "cpu",
+    }
+    args = [str(NOTEBOOK), str(out / "phase1.ipynb"), "-k", "voicebook", "--cwd"]
+    args += [str(NOTEBOOK.parent)]
+    for name, value in values.items():
+        args += ["-p", name, str(value)]
+    run = fullsize.run_measured("module", "papermill", args, lib, watch=out / "whole" / "phase1")
+    assert run.returncode == 0, run.output[-3000:]
+    return run
+
+
+def _breakdown(run, out: Path) -> None:
+    """Where the phase notebook's process spends its time, from papermill's cell times, the
+    phase's ``startup_seconds`` and the time its first train row appeared."""
+    import datetime
+
+    import nbformat
+
+    nb = nbformat.read(out / "phase1.ipynb", as_version=4)
+    when = datetime.datetime.fromisoformat
+    start = when(nb.metadata.papermill.start_time)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    first_cell = when(cells[0].metadata.papermill.start_time)
+    end = when(nb.metadata.papermill.end_time)
+    status = json.loads((out / "whole" / "phase1" / "status.json").read_text())
+    startup = status.get("startup_seconds", {})
+    parts = {"python + papermill start": run.seconds - (end - start).total_seconds()}
+    parts["kernel start"] = (first_cell - start).total_seconds()
+    for index, cell in enumerate(cells):
+        duration = cell.metadata.papermill.duration or 0.0
+        if "run_phase" in cell.source:
+            parts.update({f"  run_phase: {k}": v for k, v in startup.items()})
+            parts["  run_phase: training + final eval"] = duration - sum(startup.values())
+        else:
+            parts[f"cell {index + 1}: {cell.source.splitlines()[0][:40]}"] = duration
+    first_row = run.train_row_times[0] if run.train_row_times else float("nan")
+    for name, value in parts.items():
+        print(f"    {name:52s} {value:7.2f} s")
+    print(f"    first train row at {first_row:.1f} s of {run.seconds:.1f} s (0.2 s polling)")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--recipe-process"]:
+        recipe_process(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--train-clips", type=int, default=24)
+    parser.add_argument("--train-clips", type=int, default=24, help="--profile's clips")
+    parser.add_argument(
+        "--eval-every", type=int, default=8, help="steps between evals (and best saves)"
+    )
+    parser.add_argument("--whole", action="store_true", help="whole processes, tiny base")
+    parser.add_argument(
+        "--lib", type=Path, default=REPO / "lib", help="--whole: the checkout's lib to run"
+    )
     parser.add_argument("--base", default="tiny", help="tiny, or a base folder (e.g. full size)")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--steps", type=int, default=12, help="profiled steps per data path")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="--profile: steps per data path (12); --whole: 200"
+    )
     parser.add_argument("--device", default="cpu", help="--profile on cpu or cuda")
     args = parser.parse_args()
+    from voicebook.coqui.base import resolve_base
+
     base = resolve_base(args.base)  # built/cached outside the timings
     if args.profile:
-        profile(base, args.steps, args.train_clips, args.device)
+        profile(base, args.steps or 12, args.train_clips, args.device)
+    elif args.whole:
+        whole(base, args.steps or 200, args.eval_every, args.rounds, args.lib)
     else:
-        compare(base, args.rounds, args.epochs, args.train_clips)
+        compare(base, args.rounds, args.epochs, args.eval_every)
 
 
 if __name__ == "__main__":

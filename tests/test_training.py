@@ -272,3 +272,102 @@ view.close()
     for split in ("train", "eval"):  # Text CE (x2) drawn in the legend's colour (x)
         assert colour[("x2", split)] == colour[("x", split)]
     assert len({colour[("x", "train")], colour[("x", "eval")]}) == 2
+
+
+_KILLED_MID_WRITE = """
+import sys, time
+from pathlib import Path
+import torch
+import voicebook.coqui.trainer as coqui_trainer
+
+run = Path(sys.argv[1])
+
+def half_then_hang(value, partial):  # a write the kill catches half-way
+    data = open(run / "new.bin", "rb").read()
+    with open(partial, "wb") as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        print("half written", flush=True)
+        time.sleep(600)
+
+coqui_trainer._torch_save = half_then_hang
+saves = coqui_trainer.BackgroundSaves()
+path = run / "best_model_8.pth"
+weights = {"w": torch.full((1000,), 8.0)}
+torch.save(weights, run / "new.bin")
+saves.best(path, weights, {"step": 8}, coqui_trainer._replace_older(run, path))
+saves.writer.wait()
+"""
+
+
+def test_a_kill_mid_write_leaves_the_previous_best_intact(tmp_path):
+    """SIGKILL while a best model is half-written: the previous best, its shortcut and the
+    file names a resume or export reads are as they were; only a hidden partial is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from voicebook.training.checkpoints import run_checkpoints
+
+    torch.save({"model": {"w": torch.full((1000,), 4.0)}, "step": 4}, tmp_path / "best_model_4.pth")
+    os.link(tmp_path / "best_model_4.pth", tmp_path / "best_model.pth")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "half written"
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert run_checkpoints(tmp_path) == [tmp_path / "best_model_4.pth"]
+    for name in ("best_model_4.pth", "best_model.pth"):
+        state = torch.load(tmp_path / name, weights_only=True)
+        assert state["step"] == 4 and (state["model"]["w"] == 4.0).all()
+    (partial,) = tmp_path.glob(".best_model_8.pth.*.partial")
+    assert 0 < partial.stat().st_size < (tmp_path / "new.bin").stat().st_size
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["host copy", "live weights"])
+def test_the_update_after_a_best_save_waits_until_the_weights_are_let_go(
+    tmp_path, monkeypatch, copy
+):
+    """The optimizer's next update waits until the writer has copied the weights (a best model)
+    or written them (from the live state: a CPU's periodic checkpoint), so a file holds the
+    weights of its step."""
+    import time
+
+    import torch
+
+    import voicebook.coqui.trainer as coqui_trainer
+
+    slowed = "host_copy" if copy else "_torch_save"
+    real = getattr(coqui_trainer, slowed)
+
+    def slow(*args):
+        time.sleep(0.5)
+        return real(*args)
+
+    monkeypatch.setattr(coqui_trainer, slowed, slow)
+    weight = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    saves = coqui_trainer.BackgroundSaves(copy=copy)  # copy=False: written from live weights
+    saves.guard([optimizer])
+    path = tmp_path / "best_model_1.pth"
+    saves.best(path, {"w": weight.data}, {"step": 1}, coqui_trainer._replace_older(tmp_path, path))
+    weight.grad = torch.ones(4)
+    optimizer.step()  # waits for the copy, or the write
+    blocked = saves.blocked_seconds
+    assert blocked > 0.3
+    assert saves.writer.wait() == [path]
+    assert (weight.data == 0).all()
+    assert (torch.load(path, weights_only=True)["model"]["w"] == 1).all()
+    assert (torch.load(tmp_path / "best_model.pth", weights_only=True)["model"]["w"] == 1).all()
+    optimizer.step()  # nothing held: no wait
+    assert saves.blocked_seconds - blocked < 0.05

@@ -267,7 +267,8 @@ def test_ctrl_c_inside_an_eval_leaves_an_interrupted_phase_that_resumes(
     def train_step(self, batch, *args):
         if not self.xtts.gpt.training:
             evals.append(1)
-            if len(evals) == 3:  # the step-4 evaluation (after step 0's), its first batch
+            # the step-4 evaluation, after step 0's: the 3 held-out clips are one eval batch
+            if len(evals) == 2:
                 raise KeyboardInterrupt
         return original(self, batch, *args)
 

@@ -9,6 +9,7 @@ d-vector settings differ from XTTS v2's trains with its own.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from pathlib import Path
@@ -100,6 +101,39 @@ def model_args(base_dir: str | os.PathLike) -> Any:
     return args
 
 
+# What every phase's trainer config holds whatever the parameters: coqui's recipe where it has
+# one, tensorboard logging, no test synthesis while training (the evaluation stage does that),
+# the best judged on the eval Mel CE at every evaluation.
+FIXED_SETTINGS = {
+    "project_name": "voicebook",
+    "dashboard_logger": "tensorboard",
+    "logger_uri": None,
+    "batch_group_size": BATCH_GROUP_SIZE,
+    "run_eval": True,
+    "plot_step": 100,
+    "log_model_step": 1000,
+    "save_checkpoints": True,
+    "save_best_after": 0,
+    "target_loss": "loss_mel_ce",
+    "print_eval": False,
+    "optimizer": "AdamW",
+    "optimizer_wd_only_on_weights": True,
+    "lr_scheduler": "MultiStepLR",
+    "test_sentences": [],
+    "test_delay_epochs": 10**9,
+}
+# An eval forward keeps no activations for a backward and no gradients: a batch of 4 clips of
+# it takes less memory than one clip of a training step, and fewer, larger batches keep the
+# cores (or the GPU) busier. Evaluation batches are up to this many times the training batch.
+EVAL_BATCH_PER_TRAIN_CLIP = 4
+
+
+def eval_batch_size(batch_size: int, n_eval: int) -> int:
+    """The largest evaluation batch that fits where a training batch of ``batch_size`` fits,
+    never more than the ``n_eval`` held-out clips (one batch when they all fit)."""
+    return max(1, min(n_eval, EVAL_BATCH_PER_TRAIN_CLIP * batch_size))
+
+
 def gpt_trainer_config(
     base_dir: str | os.PathLike,
     dataset_dir: str | os.PathLike,
@@ -123,19 +157,12 @@ def gpt_trainer_config(
     ``dataset_dir`` is the data-prep stage's output (``metadata_train.csv``/``metadata_eval.csv``
     in coqui's ``coqui`` format, paths relative to the folder). ``precision`` "bf16" or "fp16"
     turns on the trainer's mixed precision (a GPU only: ``voicebook.core.device.check_precision``).
+    The evaluation batch is the training batch until the stage sets it (``eval_batch_size``).
     """
-    from TTS.config.shared_configs import BaseDatasetConfig
-
     from voicebook.coqui.base import validate_base_dir
     from voicebook.coqui.models import load_config
 
     base = validate_base_dir(base_dir)
-    dataset = Path(dataset_dir)
-    for meta in (TRAIN_META, EVAL_META):
-        if not (dataset / meta).is_file():
-            raise FileNotFoundError(
-                f"No {meta} in {dataset}: run the data-prep stage (00_data_prep) first."
-            )
     recorded = load_config(base)
     return gpt_trainer_module().GPTTrainerConfig(
         output_path=str(output_path),
@@ -143,47 +170,43 @@ def gpt_trainer_config(
         audio=recorded.audio,
         languages=list(recorded.languages),
         run_name=run_name,
-        project_name="voicebook",
-        dashboard_logger="tensorboard",
-        logger_uri=None,
-        datasets=[
-            BaseDatasetConfig(
-                formatter="coqui",
-                dataset_name="voicebook",
-                path=str(dataset),
-                meta_file_train=TRAIN_META,
-                meta_file_val=EVAL_META,
-                language=language,
-            )
-        ],
+        datasets=[dataset_config(dataset_dir, language)],
         batch_size=batch_size,
-        batch_group_size=BATCH_GROUP_SIZE,
         eval_batch_size=batch_size,
         num_loader_workers=num_loader_workers,
         num_eval_loader_workers=num_loader_workers,
         epochs=epochs,
-        run_eval=True,
         run_eval_steps=eval_every,
         print_step=print_step,
-        plot_step=100,
-        log_model_step=1000,
         save_step=save_every,
         save_n_checkpoints=keep_checkpoints,
-        save_checkpoints=True,
-        save_best_after=0,
-        target_loss="loss_mel_ce",
-        print_eval=False,
         mixed_precision=precision != "fp32",
         precision=precision if precision != "fp32" else "fp16",  # unused when not mixed
-        optimizer="AdamW",
-        optimizer_wd_only_on_weights=True,
         optimizer_params=dict(OPTIMIZER_PARAMS),
         lr=lr,
-        lr_scheduler="MultiStepLR",
         lr_scheduler_params={"milestones": list(LR_MILESTONES), "gamma": 0.5},
         training_seed=seed,
-        test_sentences=[],
-        test_delay_epochs=10**9,  # no test synthesis during training: evaluation does that
+        **copy.deepcopy(FIXED_SETTINGS),
+    )
+
+
+def dataset_config(dataset_dir: str | os.PathLike, language: str) -> Any:
+    """coqui's dataset config of a data-prep stage's output folder."""
+    from TTS.config.shared_configs import BaseDatasetConfig
+
+    dataset = Path(dataset_dir)
+    for meta in (TRAIN_META, EVAL_META):
+        if not (dataset / meta).is_file():
+            raise FileNotFoundError(
+                f"No {meta} in {dataset}: run the data-prep stage (00_data_prep) first."
+            )
+    return BaseDatasetConfig(
+        formatter="coqui",
+        dataset_name="voicebook",
+        path=str(dataset),
+        meta_file_train=TRAIN_META,
+        meta_file_val=EVAL_META,
+        language=language,
     )
 
 

@@ -1,68 +1,90 @@
-"""coqui's Trainer with voicebook's recording and guards: every use of its private members.
+"""coqui's Trainer with a phase's recording, guards and saves: every use of its private members.
 
 ``new_trainer`` builds a ``PhaseTrainer`` (a subclass of coqui-trainer's ``Trainer`` around
-coqui-tts's ``GPTTrainer`` model) that records every step and evaluation into a recorder
-(``voicebook.training.recorder.PhaseRecorder``), checks health at each of them, writes the best
-model slim (weights only, like the export: the optimizer state is 2x the GPT and only resume
-needs it) and resumes only from the periodic ``checkpoint_<step>.pth`` files, which keep it.
+coqui-tts's ``GPTTrainer`` model). It reports every loss, step and evaluation to ``hooks`` (the
+stage's recorder, duck-typed: ``on_loss``, ``on_train``, ``on_eval``, ``on_best``; whatever they
+raise ends ``fit``: the stage's stop), writes the best model slim (weights only: the optimizer
+state is 2x the GPT and only resume needs it) and resumes only from the periodic
+``checkpoint_<step>.pth`` files, which keep it; the stage says which one (``restore``).
 
-The recorder is duck-typed: ``row``, ``events``, ``save_status``, ``status``, ``monitor`` and
-``last_eval_step``. ``TrainingStopped`` raised from it ends ``fit`` cleanly.
+The step path never waits on the disk (``BackgroundSaves``): a best model or a periodic checkpoint
+is handed to a ``voicebook.core.fileio.BackgroundWriter`` and written atomically (a kill mid-write
+leaves the previous file). The weights change only at the optimizer's next update, so a hook
+before each update waits until the writer has let go of them. A best model's weights are copied
+to host memory first, on the writer's thread while the next forward and backward run, into
+buffers kept from one best to the next (page-locked beside a GPU; on a CPU pages already mapped:
+0.3-0.5 s for 1.8 GB on 2 busy cores here, against 1.4-5.8 s into fresh memory); the write then runs at
+niceness 19, in the training threads' gaps. A periodic checkpoint (3x the weights) is copied
+the same way beside a GPU; on a CPU it is written from the live state, which the update waits
+for (a copy would add 3x the weights to the RAM), overlapping the next forward and backward.
+``hooks.on_best`` runs on the training thread once the file is on disk, so the status never
+names a file that is not there yet. ``save_seconds`` is what saves cost the training thread
+(handing over, and waits before updates).
+
+This module imports coqui's trainer at the top (the class subclasses it): import it lazily.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from trainer import Trainer, TrainerArgs
+from trainer.generic_utils import KeepAverage
+from trainer.io import keep_n_checkpoints
 
-from voicebook.training.checkpoints import run_checkpoints
-from voicebook.training.health import HealthEvent, TrainingStopped
+from voicebook.core.fileio import BackgroundWriter
 
-
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The periodic checkpoint with the highest step (what a continued run resumes from)."""
-    found = run_checkpoints(run_dir, "checkpoint")
-    return found[0] if found else None
+Weights = dict[str, torch.Tensor]
 
 
 def new_trainer(
     config: Any,
-    recorder: Any,
+    hooks: Any,
     *,
-    run_dir: Path | None,
     output_path: Path,
-    train_samples: list[dict],
-    eval_samples: list[dict],
+    samples: tuple[list[dict], list[dict]],
     grad_accum: int,
-    max_steps: int,
     device: torch.device,
+    slim: Callable[[Weights], Weights],
+    run_dir: Path | None = None,
+    restore: Path | None = None,
+    best_eval_loss: float | None = None,
     lora: Any = None,
-):
-    """A PhaseTrainer for a new run in ``output_path``, or continuing the run in ``run_dir``;
-    ``lora`` (a ``coqui.lora.LoraSpec``) trains LoRA adapters instead of every GPT weight."""
-    from trainer import TrainerArgs
-
+) -> PhaseTrainer:
+    """A PhaseTrainer for a new run in ``output_path``, or continuing the run in ``run_dir`` from
+    its checkpoint ``restore`` (whose recorded best eval loss is ``best_eval_loss``). ``slim``
+    picks a best model's weights from the model's state, without copying them; ``lora`` (a
+    ``coqui.lora.LoraSpec``) trains LoRA adapters instead of every GPT weight."""
     from voicebook.coqui.config import gpt_trainer_model
 
     model = gpt_trainer_model(config, lora=lora)
     args = TrainerArgs(continue_path=str(run_dir or ""), grad_accum_steps=grad_accum)
-    return make_trainer_class()(
+    return PhaseTrainer(
         args,
         config,
         output_path=run_dir or output_path,
         model=model,
-        train_samples=train_samples,
-        eval_samples=eval_samples,
+        train_samples=samples[0],
+        eval_samples=samples[1],
         parse_command_line_args=False,
-        recorder=recorder,
-        max_steps=max_steps,
-        device=device,
+        setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss),
     )
+
+
+class PhaseSetup:
+    """What the stage gives the trainer beside coqui's arguments (see ``new_trainer``)."""
+
+    def __init__(self, hooks, device, slim, restore, best_eval_loss):
+        self.hooks, self.device, self.slim = hooks, torch.device(device), slim
+        self.restore, self.best_eval_loss = restore, best_eval_loss
 
 
 def _as_list(value: Any) -> list:
@@ -74,202 +96,306 @@ def _info(model: Any) -> dict[str, Any]:
     return model.checkpoint_info() if hasattr(model, "checkpoint_info") else {}
 
 
-def make_trainer_class():
-    """The coqui Trainer with voicebook's recording and guards (built lazily: coqui is heavy)."""
-    from trainer import Trainer
-    from trainer.generic_utils import KeepAverage
+def host_copy(value: Any, into: Weights | None = None) -> Any:
+    """``value`` (a state: tensors in dicts and lists) with every tensor copied to host memory;
+    ``into`` (a flat dict like ``value``) gives buffers to copy into where the shapes match."""
+    if torch.is_tensor(value):
+        if value.is_cuda:  # page-locked: the copy runs at the bus's speed
+            return torch.empty_like(value, device="cpu", pin_memory=True).copy_(value.detach())
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        into = into or {}
+        return {k: _copy_into(v, into.get(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(host_copy(v) for v in value)
+    return value
 
-    from voicebook.training.bundle import write_slim
 
-    class PhaseTrainer(Trainer):
-        """Records every step and evaluation, evaluates/keeps the best at every eval, guards."""
+def _copy_into(value: Any, buffer: torch.Tensor | None) -> Any:
+    fits = buffer is not None and torch.is_tensor(value) and buffer.shape == value.shape
+    if fits and buffer.dtype == value.dtype:
+        return buffer.copy_(value.detach())
+    return host_copy(value)
 
-        def __init__(self, *args: Any, recorder: Any, max_steps: int, device: torch.device, **kw):
-            self.recorder, self.max_steps, self.device = recorder, max_steps, torch.device(device)
-            super().__init__(*args, **kw)
 
-        # --- what voicebook's phase runner calls (public names for private members) ---------
+def _replace_older(out: Path, path: Path) -> Callable[[], None]:
+    """Once ``path`` (a new best) is on disk: older best models removed, ``best_model.pth`` a
+    hard link to it (a copy on file systems without them)."""
 
-        @property
-        def steps_done(self) -> int:
-            return self.total_steps_done
+    def replace() -> None:
+        for older in out.glob("best_model_*.pth"):
+            if older != path:
+                older.unlink(missing_ok=True)
+        shortcut = out / "best_model.pth"
+        shortcut.unlink(missing_ok=True)
+        try:
+            os.link(path, shortcut)
+        except OSError:
+            shutil.copy2(path, shortcut)
 
-        @property
-        def run_dir(self) -> Path:
-            return Path(self.output_path)
+    return replace
 
-        @property
-        def resumed_from(self) -> Path | None:
-            """The checkpoint a continued run restored, None for a new run."""
-            return Path(self.args.restore_path) if self.args.continue_path else None
 
-        def fit_steps(self) -> None:
-            """Train to the end (epochs, max_steps or a stop); ``fit()`` would also delete the
-            run folder and ``sys.exit`` on an early failure, losing its logs."""
-            self._fit()
+def _torch_save(value: Any, partial: Path) -> None:
+    """``torch.save`` without the zip records' CRC32: for a full-size best model (1.8 GB) that
+    checksum took most of the writer's CPU time (2.3-4.5 s with it, 0.4-1.3 s without, on 2
+    busy cores), which the training threads lose; the atomic rename already guarantees a whole
+    file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
+    while a phase trains.)"""
+    from torch.utils.serialization import config
 
-        @property
-        def trained_weights(self) -> int:
-            """Weights the optimizer updates (the GPT's, or a LoRA phase's adapters)."""
-            groups = [g for opt in _as_list(self.optimizer) for g in opt.param_groups]
-            return sum(p.numel() for g in groups for p in g["params"])
+    checksum = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        torch.save(value, partial)
+    finally:
+        config.save.compute_crc32 = checksum
 
-        @property
-        def gpt_weights(self) -> int:
-            return sum(p.numel() for p in self._get_model().xtts.gpt.parameters())
 
-        def save_resume_point(self) -> None:
-            """A checkpoint to resume from after an interruption, named as coqui names its
-            periodic ones: ``checkpoint_<n>`` is written inside step n and holds n + 1 updates,
-            and restoring continues at step n + 1. Saving ``checkpoint_<steps done>`` would skip
-            a step number on resume."""
-            if self.total_steps_done == 0:  # nothing trained: a re-run starts afresh
-                return
-            self.total_steps_done -= 1
-            try:
-                self.save_checkpoint()
-            finally:
-                self.total_steps_done += 1
+class BackgroundSaves:
+    """The trainer's background writes (see the module doc); ``copy``: best models from a host
+    copy (the default) rather than the live weights; ``blocked_seconds`` is how long the
+    optimizer's updates waited for the writer."""
 
-        def last_checkpoint(self) -> Path:
-            self.save_checkpoint()
-            return self.run_dir / f"checkpoint_{self.total_steps_done}.pth"
+    def __init__(self, copy: bool = True) -> None:
+        self.writer = BackgroundWriter()
+        self.copy = copy
+        self.buffers: Weights | None = None  # the last best's host copy, reused by the next
+        self.blocked_seconds = 0.0
 
-        def weights_finite(self) -> bool:
-            return all(torch.isfinite(p).all() for p in self.model.parameters())
+    def guard(self, optimizers: list) -> None:
+        """Before each update, wait until no write still reads the live weights."""
+        for optimizer in optimizers:
+            optimizer.register_step_pre_hook(self._before_update)
 
-        def close(self) -> None:
-            self.dashboard_logger.finish()
+    def _before_update(self, *_: Any) -> None:
+        start = time.perf_counter()
+        self.writer.wait_released()
+        self.blocked_seconds += time.perf_counter() - start
 
-        # --- coqui's hooks ------------------------------------------------------------------
+    def best(self, path: Path, weights: Weights, info: dict, then: Callable[[], None]) -> None:
+        """``{"model": weights, **info}`` to ``path``; with ``copy``, the weights copied to host
+        memory on the writer thread first."""
+        if not self.copy:
+            content = {"model": weights, **info}
+            self.writer.submit(path, lambda: content, _torch_save, then, holds_live=True)
+            return
 
-        def setup_training_environment(self, args, config, gpu):
-            # coqui uses every GPU torch sees; device="cpu" keeps the run (and its batches) off it
-            use_cuda, num_gpus = Trainer.setup_training_environment(args, config, gpu)
-            return use_cuda and self.device.type == "cuda", num_gpus
+        def copied() -> dict[str, Any]:
+            self.buffers = host_copy(weights, self.buffers)
+            return {"model": self.buffers, **info}
 
-        def format_batch(self, batch):
-            if self.use_cuda:
-                return super().format_batch(batch)
-            # coqui's to_cuda moves every batch to any GPU torch sees: keep a CPU run on the CPU
-            model = self._get_model()
-            return model.format_batch_on_device(model.format_batch(batch))
+        self.writer.submit(path, copied, _torch_save, then)
 
-        @staticmethod
-        def init_training(args, coqpit_overrides, config=None):
-            config, new_fields = Trainer.init_training(args, coqpit_overrides, config)
-            if args.continue_path:
-                # Resume from the newest periodic checkpoint: best models are slim (no
-                # optimizer state), so coqui's pick of the newest of both would lose it.
-                newest = newest_checkpoint(Path(args.continue_path))
-                args.restore_path = str(newest) if newest else args.restore_path
-                new_fields["restore_path"] = args.restore_path
-            return config, new_fields
+    def checkpoint(self, path: Path, content: dict, then: Callable[[], None], copy: bool) -> None:
+        """``content`` (live state) to ``path``: from a host copy, or from the state itself."""
+        if copy:
+            self.writer.submit(path, lambda: host_copy(content), _torch_save, then)
+        else:
+            self.writer.submit(path, lambda: content, _torch_save, then, holds_live=True)
 
-        def _compute_loss(self, batch, criterion, optimizer_idx):
-            outputs, loss_dict = super()._compute_loss(batch, criterion, optimizer_idx)
-            if loss_dict:  # before backward: a NaN never reaches the weights
-                losses = {k: float(loss_dict[k].detach()) for k in ("loss_mel_ce", "loss_text_ce")}
-                self.recorder.events(
-                    self.recorder.monitor.check_loss(self.total_steps_done, losses)
-                )
-            return outputs, loss_dict
 
-        def train_step(self, batch, batch_n_steps, step, loader_start_time):
-            index = self.total_steps_done
-            outputs, losses = super().train_step(batch, batch_n_steps, step, loader_start_time)
-            if outputs is None:
-                return outputs, losses
-            stepped = (step + 1) % self.grad_accum_steps == 0 or step + 1 == batch_n_steps
-            norm = float(losses.get("grad_norm", 0.0)) if stepped else None
-            mel, text, lr = losses["loss_mel_ce"], losses["loss_text_ce"], losses["current_lr"]
-            self.recorder.row(index, "train", mel, text, lr, norm)
-            self.recorder.events(self.recorder.monitor.on_train(index, mel, lr, norm))
-            if self.max_steps and self.total_steps_done >= self.max_steps:
-                raise TrainingStopped(
-                    HealthEvent(index, "max_steps", "info", f"reached max_steps={self.max_steps}")
-                )
+class PhaseTrainer(Trainer):
+    """coqui's Trainer that reports to the stage's hooks, keeps the best at every eval and
+    writes in the background (see the module doc)."""
+
+    def __init__(self, *args: Any, setup: PhaseSetup, **kw: Any):
+        self.setup, self.hooks, self.device = setup, setup.hooks, setup.device
+        self.saves = BackgroundSaves()
+        self.pending_best: dict[Path, tuple[int, float, float]] = {}
+        self.last_eval_step: int | None = None
+        self.submit_seconds = 0.0  # the training thread's time handing saves over
+        super().__init__(*args, **kw)
+        self.saves.guard(_as_list(self.optimizer))
+
+    # --- what voicebook's phase runner calls (public names for private members) ------------
+
+    @property
+    def steps_done(self) -> int:
+        return self.total_steps_done
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_path)
+
+    @property
+    def resumed_from(self) -> Path | None:
+        """The checkpoint a continued run restored, None for a new run."""
+        return Path(self.args.restore_path) if self.args.continue_path else None
+
+    def fit_steps(self) -> None:
+        """Train to the end (epochs or a stop raised by a hook); ``fit()`` would also delete
+        the run folder and ``sys.exit`` on an early failure, losing its logs."""
+        self._fit()
+
+    @property
+    def trained_weights(self) -> int:
+        """Weights the optimizer updates (the GPT's, or a LoRA phase's adapters)."""
+        groups = [g for opt in _as_list(self.optimizer) for g in opt.param_groups]
+        return sum(p.numel() for g in groups for p in g["params"])
+
+    @property
+    def gpt_weights(self) -> int:
+        return sum(p.numel() for p in self._get_model().xtts.gpt.parameters())
+
+    def save_resume_point(self) -> None:
+        """A checkpoint to resume from after an interruption, named as coqui names its
+        periodic ones: ``checkpoint_<n>`` is written inside step n and holds n + 1 updates,
+        and restoring continues at step n + 1. Saving ``checkpoint_<steps done>`` would skip
+        a step number on resume."""
+        if self.total_steps_done == 0:  # nothing trained: a re-run starts afresh
+            return
+        self._save_checkpoint_now(self.total_steps_done - 1)
+
+    def last_checkpoint(self) -> Path:
+        return self._save_checkpoint_now(self.total_steps_done)
+
+    def weights_finite(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.model.parameters())
+
+    @property
+    def save_seconds(self) -> float:
+        """What background saves cost the training thread: handing them over, and waits."""
+        return self.submit_seconds + self.saves.blocked_seconds
+
+    def finish_writes(self) -> None:
+        """Every background write on disk, and reported."""
+        self._report_written(self.saves.writer.wait())
+
+    def close(self) -> None:
+        self.finish_writes()
+        self.dashboard_logger.finish()
+
+    # --- coqui's hooks ----------------------------------------------------------------------
+
+    def setup_training_environment(self, args, config, gpu):
+        # coqui uses every GPU torch sees; device="cpu" keeps the run (and its batches) off it
+        use_cuda, num_gpus = Trainer.setup_training_environment(args, config, gpu)
+        return use_cuda and self.device.type == "cuda", num_gpus
+
+    def format_batch(self, batch):
+        if self.use_cuda:
+            return super().format_batch(batch)
+        # coqui's to_cuda moves every batch to any GPU torch sees: keep a CPU run on the CPU
+        model = self._get_model()
+        return model.format_batch_on_device(model.format_batch(batch))
+
+    def init_training(self, args, coqpit_overrides, config=None):
+        config, new_fields = Trainer.init_training(args, coqpit_overrides, config)
+        if args.continue_path and self.setup.restore:
+            # the stage's pick (the newest periodic checkpoint that opens): best models are
+            # slim (no optimizer state), so coqui's pick of the newest of both would lose it
+            args.restore_path = new_fields["restore_path"] = str(self.setup.restore)
+        return config, new_fields
+
+    def _compute_loss(self, batch, criterion, optimizer_idx):
+        outputs, loss_dict = super()._compute_loss(batch, criterion, optimizer_idx)
+        if loss_dict:  # before backward: a NaN never reaches the weights
+            losses = {k: float(loss_dict[k].detach()) for k in ("loss_mel_ce", "loss_text_ce")}
+            self.hooks.on_loss(self.total_steps_done, losses)
+        return outputs, loss_dict
+
+    def train_step(self, batch, batch_n_steps, step, loader_start_time):
+        index = self.total_steps_done
+        outputs, losses = super().train_step(batch, batch_n_steps, step, loader_start_time)
+        self._report_written(self.saves.writer.done())
+        if outputs is None:
             return outputs, losses
+        stepped = (step + 1) % self.grad_accum_steps == 0 or step + 1 == batch_n_steps
+        norm = float(losses.get("grad_norm", 0.0)) if stepped else None
+        mel, text, lr = losses["loss_mel_ce"], losses["loss_text_ce"], losses["current_lr"]
+        self.hooks.on_train(index, mel, text, lr, norm)
+        return outputs, losses
 
-        def eval_epoch(self) -> None:
-            step = self.total_steps_done
-            if self.recorder.last_eval_step == step:  # the epoch-end eval right after a step eval
-                return
-            self.keep_avg_eval = KeepAverage()  # a fresh average per evaluation, not per epoch
-            super().eval_epoch()
-            self.recorder.last_eval_step = step
-            avg = self.keep_avg_eval.avg_values
-            mel, text = avg["avg_loss_mel_ce"], avg["avg_loss_text_ce"]
-            self.recorder.row(
-                step, "eval", mel, text, self.optimizer[0].param_groups[0]["lr"], None
-            )
-            self.save_best_model()
-            best = self.run_dir / f"best_model_{step}.pth"
-            if best.is_file():
-                self.recorder.save_status(
-                    best_step=step, best_mel_ce=mel, best_text_ce=text, best_checkpoint=str(best)
-                )
-            self.recorder.events(self.recorder.monitor.on_eval(step, mel, text))
+    def eval_epoch(self) -> None:
+        step = self.total_steps_done
+        if self.last_eval_step == step:  # the epoch-end eval right after a step eval
+            return
+        start = time.perf_counter()
+        self.keep_avg_eval = KeepAverage()  # a fresh average per evaluation, not per epoch
+        super().eval_epoch()
+        self.last_eval_step = step
+        avg = self.keep_avg_eval.avg_values
+        mel, text = avg["avg_loss_mel_ce"], avg["avg_loss_text_ce"]
+        self.save_best_model()
+        seconds = time.perf_counter() - start
+        self.hooks.on_eval(step, mel, text, self.optimizer[0].param_groups[0]["lr"], seconds)
 
-        def save_best_model(self) -> None:
-            """The trainer's rule (lower eval target loss wins), written slim: weights only,
-            atomically, ``best_model.pth`` a hard link, older ``best_model_<step>.pth`` removed."""
-            eval_loss = self._pick_target_avg_loss(self.keep_avg_eval)
-            if eval_loss is None or eval_loss >= self.best_loss["eval_loss"]:
-                return
-            step, out = self.total_steps_done, self.run_dir
-            train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
-            self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
-            path = out / f"best_model_{step}.pth"
-            model = self._get_model()
-            write_slim(
-                model.state_dict(), path, step=step, model_loss=self.best_loss, **_info(model)
-            )
-            for older in out.glob("best_model_*.pth"):
-                if older != path:
-                    older.unlink()
-            shortcut = out / "best_model.pth"
-            shortcut.unlink(missing_ok=True)
-            try:
-                os.link(path, shortcut)
-            except OSError:  # file systems without hard links
-                shutil.copy2(path, shortcut)
+    def save_best_model(self) -> None:
+        """The trainer's rule (lower eval target loss wins), written slim and in the background;
+        once on disk, older best models go and ``best_model.pth`` links to it."""
+        eval_loss = self._pick_target_avg_loss(self.keep_avg_eval)
+        if eval_loss is None or eval_loss >= self.best_loss["eval_loss"]:
+            return
+        start, step = time.perf_counter(), self.total_steps_done
+        train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
+        self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
+        model = self._get_model()
+        info = {"step": step, "model_loss": dict(self.best_loss), **_info(model)}
+        path = self.run_dir / f"best_model_{step}.pth"
+        avg = self.keep_avg_eval.avg_values
+        self.pending_best[path] = (step, avg["avg_loss_mel_ce"], avg["avg_loss_text_ce"])
+        weights = self.setup.slim(model.state_dict())
+        self.saves.best(path, weights, info, _replace_older(self.run_dir, path))
+        self.submit_seconds += time.perf_counter() - start
 
-        def save_checkpoint(self) -> None:
-            """coqui's periodic checkpoint, plus what the model says every checkpoint carries
-            (a LoRA model: the spec and the weights its adapters sit on)."""
-            from trainer.io import save_checkpoint
+    def save_checkpoint(self) -> None:
+        """coqui's periodic checkpoint (what its ``save_checkpoint`` writes, plus what the model
+        says every checkpoint carries), in the background and atomically, then the oldest beyond
+        ``save_n_checkpoints`` removed."""
+        start = time.perf_counter()
+        path, content = self._checkpoint(self.total_steps_done)
+        self.saves.checkpoint(path, content, self._rotate, copy=self.use_cuda)
+        self.submit_seconds += time.perf_counter() - start
 
-            save_checkpoint(
-                self.config,
-                self._get_model(),
-                self.output_path,
-                current_step=self.total_steps_done,
-                epoch=self.epochs_done,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                scaler=self.scaler if self.use_amp_scaler else None,
-                model_loss={
-                    "train_loss": self._target_loss_so_far(self.keep_avg_train),
-                    "eval_loss": self._target_loss_so_far(self.keep_avg_eval),
-                },
-                save_n_checkpoints=self.config.save_n_checkpoints,
-                **_info(self._get_model()),
-            )
+    def _save_checkpoint_now(self, step: int) -> Path:
+        """A checkpoint written before this returns (the run ends, or stops)."""
+        path, content = self._checkpoint(step)
+        self.saves.checkpoint(path, content, self._rotate, copy=False)
+        self.finish_writes()
+        return path
 
-        def _target_loss_so_far(self, keep_avg) -> float | None:
-            """The target loss, or None where an interrupt came before the batch computed it
-            (coqui raises then; a resume point must still be written)."""
-            try:
-                return self._pick_target_avg_loss(keep_avg)
-            except ValueError:
-                return None
+    def _checkpoint(self, step: int) -> tuple[Path, dict[str, Any]]:
+        """The path and content of ``checkpoint_<step>.pth``, as ``trainer.io.save_model``
+        builds it (live tensors: copy them before training goes on)."""
+        model = self._get_model()
+        content = {
+            "config": self.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": [o.state_dict() for o in _as_list(self.optimizer)],
+            "scheduler": [s.state_dict() for s in _as_list(self.scheduler) if s is not None],
+            "scaler": self.scaler.state_dict() if self.use_amp_scaler else None,
+            "step": step,
+            "epoch": self.epochs_done,
+            "date": datetime.date.today().strftime("%B %d, %Y"),
+            "model_loss": {
+                "train_loss": self._target_loss_so_far(self.keep_avg_train),
+                "eval_loss": self._target_loss_so_far(self.keep_avg_eval),
+            },
+            **_info(model),
+        }
+        return self.run_dir / f"checkpoint_{step}.pth", content
 
-        def _restore_best_loss(self) -> None:
-            super()._restore_best_loss()
-            # The trainer restores the *last* eval loss as the best; use the recorded best.
-            best = self.recorder.status.get("best_mel_ce")
-            if self.continue_run and best is not None:
-                self.best_loss = {"train_loss": math.inf, "eval_loss": best}
+    def _rotate(self) -> None:
+        keep_n_checkpoints(str(self.output_path), self.config.save_n_checkpoints)
 
-    return PhaseTrainer
+    def _report_written(self, paths: list[Path]) -> None:
+        for path in paths:
+            if path in self.pending_best:
+                step, mel, text = self.pending_best.pop(path)
+                self.hooks.on_best(step, mel, text, path)
+
+    def _target_loss_so_far(self, keep_avg) -> float | None:
+        """The target loss, or None where an interrupt came before the batch computed it
+        (coqui raises then; a resume point must still be written)."""
+        try:
+            return self._pick_target_avg_loss(keep_avg)
+        except ValueError:
+            return None
+
+    def _restore_best_loss(self) -> None:
+        super()._restore_best_loss()
+        # The trainer restores the *last* eval loss as the best; use the recorded best.
+        best = self.setup.best_eval_loss
+        if self.continue_run and best is not None:
+            self.best_loss = {"train_loss": math.inf, "eval_loss": best}

@@ -309,6 +309,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         _provenance_html(result.provenance),
         "<h2>Training curves</h2>",
         figure_html[0],
+        *_eval_cost_html(result),
     ]
     if others:
         sections += [
@@ -384,6 +385,26 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
             "reads general text worse than the model it started from.</p>"
         ),
     ]
+
+
+def _eval_cost_html(result: ExperimentResult) -> list[str]:
+    """Each phase's ``eval_every`` beside what its evaluations cost, as a share of its time."""
+    from voicebook.decision.finetune_compare import phase_status
+
+    lines = []
+    for stage in contract.TRAINING:
+        scraps = result.scraps.get(stage.stem) or {}
+        status = phase_status(scraps["best_checkpoint"]) if scraps.get("best_checkpoint") else None
+        if not status or not status.get("train_seconds") or "eval_seconds" not in status:
+            continue
+        every = (status.get("params") or {}).get("eval_every")
+        share = status["eval_seconds"] / status["train_seconds"]
+        lines.append(
+            f"<p>{html.escape(stage.short)}: eval_every {every} steps: {status.get('evals', 0)} "
+            f"evaluations took {status['eval_seconds']:.0f} s, {share:.0%} of the phase's "
+            f"{status['train_seconds']:.0f} s.</p>"
+        )
+    return lines
 
 
 _DEPTH_NOTE = (

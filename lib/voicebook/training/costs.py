@@ -2,7 +2,8 @@
 
 Recorded in the phase's ``status.json`` (``finetune``, ``trained_weights``, ``gpt_weights`` when
 the trainer is built; ``train_seconds``, ``peak_memory_mb``, ``memory``, ``disk_mb`` and
-``checkpoint_mb`` whenever an attempt ends), so the report can put LoRA beside full fine-tuning
+``checkpoint_mb`` and ``save_seconds``, what saves cost the training thread, whenever an
+attempt ends), so the report can put LoRA beside full fine-tuning
 (``voicebook.decision.finetune_compare``). ``train_seconds`` adds up the attempts of a resumed run; the
 peak memory is the largest of them (the process's peak RSS on a CPU, torch's peak allocation
 on a GPU).
@@ -37,6 +38,7 @@ class CostClock:
     def __init__(self, recorder: Any, trainer: Any, finetune: str, device: torch.device):
         self.recorder, self.trainer, self.device = recorder, trainer, torch.device(device)
         self.start = time.monotonic()
+        self.saves = trainer.save_seconds
         recorder.save_status(
             finetune=finetune,
             trained_weights=trainer.trained_weights,
@@ -55,5 +57,21 @@ class CostClock:
             memory=what,
             disk_mb=folder_mb(run_dir),
             checkpoint_mb=newest.stat().st_size / MB if newest else None,
+            save_seconds=status.get("save_seconds", 0.0) + self.trainer.save_seconds - self.saves,
         )
+        self.saves = self.trainer.save_seconds
         self.start = time.monotonic()
+
+
+class Stopwatch:
+    """How long each part of an attempt's start took (``startup_seconds`` in the status: plan,
+    preflight, trainer, first_eval), to see where start-up goes."""
+
+    def __init__(self) -> None:
+        self.last, self.parts = time.perf_counter(), {}
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = time.perf_counter()
+        self.parts[name] = round(now - self.last, 3)
+        self.last = now
+        return self.parts

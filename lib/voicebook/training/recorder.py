@@ -1,4 +1,8 @@
-"""Recording a phase as it trains: curve rows, health events and status, on disk at once."""
+"""Recording a phase as it trains: curve rows, health events and status, on disk at once.
+
+``PhaseRecorder`` is also the trainer's hooks (``voicebook.coqui.trainer``): each loss, step,
+evaluation and best model comes here, goes through the health monitor and lands on disk; a
+``TrainingStopped`` raised here ends the trainer's ``fit``."""
 
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ class PhaseRecorder:
         monitor: HealthMonitor,
         status: dict[str, Any],
         on_row: Callable[[dict[str, Any]], None] | None = None,
+        max_steps: int = 0,
     ):
         self.phase_dir, self.monitor, self.status, self.on_row = phase_dir, monitor, status, on_row
+        self.max_steps = max_steps
         self.health: list[dict[str, Any]] = read_json(phase_dir / "health.json", [])
         path = phase_dir / "curves.csv"
         new = not path.is_file()
@@ -30,7 +36,6 @@ class PhaseRecorder:
         self.writer = csv.writer(self.curves_file)
         if new:
             self.writer.writerow(CURVE_COLUMNS)
-        self.last_eval_step: int | None = None
 
     def close(self) -> None:
         self.curves_file.close()
@@ -57,3 +62,33 @@ class PhaseRecorder:
     def save_status(self, **changes: Any) -> None:
         self.status.update(changes, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json(self.phase_dir / "status.json", self.status)
+
+    # --- the trainer's hooks -------------------------------------------------------------------
+
+    def on_loss(self, step: int, losses: dict[str, float]) -> None:
+        """A batch's losses before backward: a NaN stops the run before it reaches the weights."""
+        self.events(self.monitor.check_loss(step, losses))
+
+    def on_train(self, index: int, mel: float, text: float, lr: float, norm: Any) -> None:
+        """Step ``index`` (0-based) done; stops at ``max_steps``."""
+        self.row(index, "train", mel, text, lr, norm)
+        self.events(self.monitor.on_train(index, mel, lr, norm))
+        if self.max_steps and index + 1 >= self.max_steps:
+            message = f"reached max_steps={self.max_steps}"
+            raise TrainingStopped(HealthEvent(index, "max_steps", "info", message))
+
+    def on_eval(self, step: int, mel: float, text: float, lr: float, seconds: float) -> None:
+        """An evaluation after ``step`` steps, which took ``seconds`` (the best model's copy
+        included): its row, its share of the phase's time in the status, its health."""
+        self.row(step, "eval", mel, text, lr, None)
+        self.save_status(
+            eval_seconds=self.status.get("eval_seconds", 0.0) + seconds,
+            evals=self.status.get("evals", 0) + 1,
+        )
+        self.events(self.monitor.on_eval(step, mel, text))
+
+    def on_best(self, step: int, mel: float, text: float, path: Path) -> None:
+        """A best model on disk (written in the background, reported once it is there)."""
+        self.save_status(
+            best_step=step, best_mel_ce=mel, best_text_ce=text, best_checkpoint=str(path)
+        )

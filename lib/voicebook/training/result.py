@@ -53,9 +53,22 @@ class PhaseResult:
             "best checkpoint": s.get("best_checkpoint"),
             "started from": s.get("parent") or "base model",
             "device": s.get("device") or "",
+            "evaluations": _eval_cost(s),
             "run folder": s.get("run_dir"),
         }
         for event in self.health:
             if event["severity"] != "info" or event["kind"] == "early_stop":
                 rows[f"{event['severity']} at step {event['step']}"] = event["message"]
         return pd.DataFrame({"value": rows})
+
+
+def _eval_cost(status: dict[str, Any]) -> str:
+    """``eval_every`` beside what the evaluations cost, as a share of the phase's time."""
+    every = (status.get("params") or {}).get("eval_every")
+    seconds, total = status.get("eval_seconds"), status.get("train_seconds")
+    if seconds is None or not total:
+        return f"every {every} steps"
+    return (
+        f"every {every} steps: {status.get('evals', 0)} took {seconds:.1f} s, "
+        f"{seconds / total:.0%} of the phase's {total:.0f} s"
+    )

@@ -26,8 +26,10 @@ TensorBoard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from voicebook.core import runs
 from voicebook.core.paths import experiment_dir
 from voicebook.core.stages import DATA_PREP as DATA_PREP_STAGE
 from voicebook.core.stages import PHASE1, PHASE2
-from voicebook.training.costs import CostClock
+from voicebook.training.bundle import TRAINING_ONLY
+from voicebook.training.costs import CostClock, Stopwatch
 from voicebook.training.files import (
     CURVE_COLUMNS,
     archive_previous_run,
@@ -65,6 +68,174 @@ from voicebook.training.result import PhaseResult
 # without changing the update. With grad_clip 0 it logs 0 for every step.
 NORM_ONLY_GRAD_CLIP = 1e9
 FINISHED_STATES = ("finished", "stopped")
+
+
+@dataclass
+class PhasePlan:
+    """What a phase run starts from: its folders, device, parent, and the attempt it is."""
+
+    params: PhaseParams
+    phase_dir: Path
+    device: Any
+    parent: Path | None
+    status: dict[str, Any] | None
+    attempt: int = 1
+    run_dir: Path | None = None  # the run folder to continue, None for a new run
+    resume: list[Path] = field(default_factory=list)  # its checkpoints that open, newest first
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.status) and self.status.get("state") in FINISHED_STATES
+
+    @property
+    def dataset(self) -> Path:
+        p = self.params
+        return Path(p.dataset_dir) if p.dataset_dir else self.phase_dir.parent / "dataset"
+
+
+def run_phase(
+    params: PhaseParams, on_row: Callable[[dict[str, Any]], None] | None = None
+) -> PhaseResult:
+    """Train one phase (or continue it, or return it when already finished); see module doc."""
+    watch = Stopwatch()
+    plan = plan_phase(params)
+    if plan.finished:
+        print(
+            f"{params.stage} already {plan.status['state']} with these parameters: results "
+            f"from {plan.phase_dir}."
+        )
+        return _result(params, plan.phase_dir)
+    plan_attempt(plan)
+    watch.lap("plan")
+    recorder = _recorder(plan, on_row)
+    try:
+        config, samples = _preflight(plan, recorder)
+        watch.lap("preflight")
+        _train(plan, config, recorder, samples, watch)
+    finally:
+        recorder.close()
+    return _result(params, plan.phase_dir)
+
+
+def plan_phase(params: PhaseParams) -> PhasePlan:
+    """The phase's folder, device and parent; the recorded status if it is this same run (an
+    earlier run with other parameters moves to ``history/``)."""
+    from voicebook.core.device import check_precision, resolve_device  # imports torch
+
+    phase_dir = experiment_dir(params.experiment, params.outputs_dir) / params.stage
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(params.device)
+    check_precision(params.precision, device)
+    parent = resolvable_parent(phase_dir.parent, params)
+    _note_inputs(params, phase_dir.parent, parent)
+    status = read_json(phase_dir / "status.json")
+    if status is not None and not _same_run(status, params, parent):
+        moved = archive_previous_run(phase_dir)
+        print(f"Parameters differ from the earlier {params.stage} run: its files moved to {moved}.")
+        status = None
+    return PhasePlan(params, phase_dir, device, parent, status)
+
+
+def plan_attempt(plan: PhasePlan) -> None:
+    """The attempt/resume bookkeeping, all of it: which attempt this is, and whether it continues
+    the recorded run folder (from a checkpoint that opens) or starts a fresh one. A run cut off
+    before its first checkpoint, or a failed attempt, leaves its files in ``attempts/<n>/``."""
+    phase_dir, status = plan.phase_dir, plan.status
+    plan.attempt = next_number(phase_dir / "attempts")
+    run_dir = Path(status["run_dir"]) if status and status.get("run_dir") else None
+    quarantine = phase_dir / "attempts" / str(plan.attempt)
+    plan.resume = resumable_checkpoints(run_dir, quarantine) if run_dir else []
+    if run_dir and not plan.resume:  # cut off before its first checkpoint: a fresh run folder
+        copy_attempt_files(phase_dir, run_dir, plan.attempt, "stopped before its first checkpoint")
+        run_dir = None
+    if run_dir is None and status is not None:  # a failed attempt's curves and health: aside
+        set_attempt_aside(phase_dir, plan.attempt)
+        plan.attempt, plan.status = plan.attempt + 1, None
+    plan.run_dir = run_dir
+
+
+def _recorder(plan: PhasePlan, on_row) -> PhaseRecorder:
+    p = plan.params
+    status = plan.status or {
+        "stage": p.stage,
+        "params": p.to_dict(),
+        "parent": str(plan.parent or ""),
+    }
+    status["device"] = str(plan.device)
+    best = status.get("best_step")
+    monitor = HealthMonitor(
+        p.patience_steps, p.lr_floor, (best, status["best_mel_ce"]) if best is not None else None
+    )
+    return PhaseRecorder(plan.phase_dir, monitor, status, on_row, max_steps=p.max_steps)
+
+
+def _preflight(plan: PhasePlan, recorder: PhaseRecorder) -> tuple[Any, tuple[list, list]]:
+    """The trainer's config and samples, once every check before training passed; a failed
+    check is recorded (status "failed", a health event) and raised."""
+    from voicebook.coqui.base import resolve_base
+    from voicebook.coqui.config import eval_batch_size, load_samples  # imports coqui-tts
+
+    p, dataset = plan.params, plan.dataset
+    try:
+        base = resolve_base(p.base_model)
+        config = _config(plan, base)  # a missing dataset: FileNotFoundError, run data prep
+        check_metadata(dataset)
+        train, evals = load_samples(config)
+        config.eval_batch_size = eval_batch_size(p.batch_size, len(evals))
+        checks = preflight(
+            base,
+            train,
+            evals,
+            dataset,
+            plan.phase_dir,
+            p.keep_checkpoints,
+            p.batch_size,
+            device=plan.device,
+            workers=config.num_loader_workers,
+            lora=p.lora_spec(),
+        )
+        recorder.events(checks)
+    except PreflightError as exc:
+        recorder.save_status(state="failed", stop_reason=str(exc))
+        recorder.health.append(HealthEvent(0, "preflight", "stop", str(exc)).to_dict())
+        write_json(plan.phase_dir / "health.json", recorder.health)
+        raise
+    return config, (train, evals)
+
+
+def _config(plan: PhasePlan, base: Path) -> Any:
+    from voicebook.coqui.config import gpt_trainer_config  # imports coqui-tts
+    from voicebook.core.device import loader_workers
+
+    p, stage = plan.params, plan.params.stage
+    n_runs = len([d for d in plan.phase_dir.glob(f"{stage}-run*") if d.is_dir()])
+    config = gpt_trainer_config(
+        base,
+        plan.dataset,
+        plan.phase_dir,
+        language=p.language,
+        lr=p.lr,
+        batch_size=p.batch_size,
+        epochs=p.epochs,
+        eval_every=p.eval_every,
+        save_every=p.save_every,
+        keep_checkpoints=p.keep_checkpoints,
+        seed=p.seed,
+        run_name=f"{stage}-run{n_runs + 1}",
+        num_loader_workers=loader_workers(plan.device),
+        precision=p.precision,
+    )
+    config.grad_clip = NORM_ONLY_GRAD_CLIP
+    if plan.parent:
+        config.model_args.xtts_checkpoint = str(plan.parent)
+    return config
+
+
+def best_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """A best model's weights in a trainer model's state: the slim file's (as ``export``
+    writes), keys without the ``xtts.`` prefix, not copied (the trainer copies them)."""
+    keys = ((k, k.removeprefix("xtts.")) for k in state)
+    return {slim: state[k] for k, slim in keys if not slim.startswith(TRAINING_ONLY)}
 
 
 def _result(params: PhaseParams, phase_dir: Path) -> PhaseResult:
@@ -100,148 +271,74 @@ def _note_inputs(params: PhaseParams, exp: Path, parent: Path | None) -> None:
     runs.read_input(params.stage, "parent", parent, producer)
 
 
-def run_phase(
-    params: PhaseParams, on_row: Callable[[dict[str, Any]], None] | None = None
-) -> PhaseResult:
-    """Train one phase (or continue it, or return it when already finished); see module doc."""
-    from voicebook.coqui.base import resolve_base
-    from voicebook.coqui.config import gpt_trainer_config, load_samples
-    from voicebook.core.device import check_precision, loader_workers, resolve_device
+def _new_trainer(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples) -> Any:
+    from voicebook.coqui.trainer import new_trainer  # imports coqui's trainer
 
-    stage = params.stage
-    exp = experiment_dir(params.experiment, params.outputs_dir)
-    phase_dir = exp / stage
-    phase_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(params.device)
-    check_precision(params.precision, device)
-    parent = resolvable_parent(exp, params)
-    _note_inputs(params, exp, parent)
-    status = read_json(phase_dir / "status.json")
-    same = _same_run(status, params, parent)
-    if same and status.get("state") in FINISHED_STATES:
-        print(f"{stage} already {status['state']} with these parameters: results from {phase_dir}.")
-        return _result(params, phase_dir)
-    if status is not None and not same:
-        moved = archive_previous_run(phase_dir)
-        print(f"Parameters differ from the earlier {stage} run: its files moved to {moved}.")
-        status = None
-
-    base = resolve_base(params.base_model)
-    dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
-    attempt = next_number(phase_dir / "attempts")
-    run_dir = Path(status["run_dir"]) if status and status.get("run_dir") else None
-    quarantine = phase_dir / "attempts" / str(attempt)
-    resume = resumable_checkpoints(run_dir, quarantine) if run_dir else []
-    if run_dir and not resume:  # cut off before its first checkpoint: start a fresh run folder
-        copy_attempt_files(phase_dir, run_dir, attempt, "stopped before its first checkpoint")
-        run_dir = None
-    if run_dir is None and status is not None:  # a failed attempt's curves and health: set aside
-        set_attempt_aside(phase_dir, attempt)
-        attempt, status = attempt + 1, None
-
-    workers = loader_workers(device)
-    n_runs = len([p for p in phase_dir.glob(f"{stage}-run*") if p.is_dir()])
-    config = gpt_trainer_config(
-        base,
-        dataset,
-        phase_dir,
-        language=params.language,
-        lr=params.lr,
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        eval_every=params.eval_every,
-        save_every=params.save_every,
-        keep_checkpoints=params.keep_checkpoints,
-        seed=params.seed,
-        run_name=f"{stage}-run{n_runs + 1}",
-        num_loader_workers=workers,
-        precision=params.precision,
-    )
-    config.grad_clip = NORM_ONLY_GRAD_CLIP
-    if parent:
-        config.model_args.xtts_checkpoint = str(parent)
-    status = status or {"stage": stage, "params": params.to_dict(), "parent": str(parent or "")}
-    status["device"] = str(device)
-    best = status.get("best_step")
-    monitor = HealthMonitor(
-        params.patience_steps,
-        params.lr_floor,
-        (best, status["best_mel_ce"]) if best is not None else None,
-    )
-    recorder = PhaseRecorder(phase_dir, monitor, status, on_row)
-    try:
-        try:
-            check_metadata(dataset)
-            train_samples, eval_samples = load_samples(config)
-            checks = preflight(
-                base,
-                train_samples,
-                eval_samples,
-                dataset,
-                phase_dir,
-                params.keep_checkpoints,
-                params.batch_size,
-                device=device,
-                workers=workers,
-                lora=params.lora_spec(),
-            )
-            recorder.events(checks)
-        except PreflightError as exc:
-            recorder.save_status(state="failed", stop_reason=str(exc))
-            recorder.health.append(HealthEvent(0, "preflight", "stop", str(exc)).to_dict())
-            write_json(phase_dir / "health.json", recorder.health)
-            raise
-        _train(params, config, recorder, run_dir, train_samples, eval_samples, attempt, device)
-    finally:
-        recorder.close()
-    return _result(params, phase_dir)
-
-
-def _train(params, config, recorder, run_dir, train, evals, attempt, device) -> None:
-    """Build the trainer (new run or continued), fit, and finish cleanly whatever happens."""
-    from voicebook.coqui.trainer import new_trainer
-
-    phase_dir = recorder.phase_dir
-    trainer = new_trainer(
+    p = plan.params
+    return new_trainer(
         config,
         recorder,
-        run_dir=run_dir,
-        output_path=phase_dir,
-        train_samples=train,
-        eval_samples=evals,
-        grad_accum=params.grad_accum,
-        max_steps=params.max_steps,
-        device=device,
-        lora=params.lora_spec(),
+        output_path=plan.phase_dir,
+        samples=samples,
+        grad_accum=p.grad_accum,
+        device=plan.device,
+        slim=best_weights,
+        run_dir=plan.run_dir,
+        restore=plan.resume[0] if plan.resume else None,
+        best_eval_loss=recorder.status.get("best_mel_ce"),
+        lora=p.lora_spec(),
     )
-    run_dir = trainer.run_dir
-    resumed = trainer.steps_done if trainer.resumed_from else 0
-    if resumed:
-        trim_curves(phase_dir, resumed - 1, attempt)
-        copy_attempt_files(phase_dir, run_dir, attempt, f"cut off; continued from step {resumed}")
-        recorder.save_status(resumed_from=str(trainer.resumed_from))
-        print(f"Continuing {run_dir.name} from {trainer.resumed_from.name}.")
-    recorder.save_status(state="running", run_dir=str(run_dir), attempt=attempt, stop_reason="")
-    clock = CostClock(recorder, trainer, params.finetune, device)
+
+
+def _train(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples, watch) -> None:
+    """Build the trainer (new run or continued), fit, and finish cleanly whatever happens."""
+    trainer = _new_trainer(plan, config, recorder, samples)
+    watch.lap("trainer")
+    _note_resumed(plan, trainer, recorder)
+    recorder.save_status(
+        state="running", run_dir=str(trainer.run_dir), attempt=plan.attempt, stop_reason=""
+    )
+    clock = CostClock(recorder, trainer, plan.params.finetune, plan.device)
     stop: HealthEvent | None = None
     try:
-        if not resumed:
+        if not trainer.resumed_from:
             trainer.eval_epoch()  # the starting point's eval loss: step 0 of the curves
+        recorder.save_status(startup_seconds=watch.lap("first_eval"))
         trainer.fit_steps()
     except TrainingStopped as exc:
         stop = exc.event
     except KeyboardInterrupt:
-        _interrupted(trainer, recorder, clock, attempt)
+        _interrupted(trainer, recorder, clock, plan.attempt)
         raise
     except BaseException as exc:
-        recorder.save_status(state="failed", stop_reason=f"{type(exc).__name__}: {exc}")
-        copy_attempt_files(phase_dir, run_dir, attempt, f"failed: {type(exc).__name__}: {exc}")
+        _failed(trainer, recorder, plan.attempt, exc)
         raise
     try:
         _finish(trainer, recorder, stop, clock)
     except KeyboardInterrupt:  # e.g. a sweep's scheduler stopping the trial in the final eval
-        _interrupted(trainer, recorder, clock, attempt)
+        _interrupted(trainer, recorder, clock, plan.attempt)
         raise
+
+
+def _note_resumed(plan: PhasePlan, trainer: Any, recorder: PhaseRecorder) -> None:
+    """A continued run: curves cut back to its checkpoint, the cut-off attempt's files kept."""
+    resumed = trainer.steps_done if trainer.resumed_from else 0
+    if not resumed:
+        return
+    trim_curves(plan.phase_dir, resumed - 1, plan.attempt)
+    copy_attempt_files(
+        plan.phase_dir, trainer.run_dir, plan.attempt, f"cut off; continued from step {resumed}"
+    )
+    recorder.save_status(resumed_from=str(trainer.resumed_from))
+    print(f"Continuing {trainer.run_dir.name} from {trainer.resumed_from.name}.")
+
+
+def _failed(trainer: Any, recorder: PhaseRecorder, attempt: int, exc: BaseException) -> None:
+    with contextlib.suppress(Exception):  # a best model being written still lands, if it can
+        trainer.finish_writes()
+    reason = f"{type(exc).__name__}: {exc}"
+    recorder.save_status(state="failed", stop_reason=reason)
+    copy_attempt_files(recorder.phase_dir, trainer.run_dir, attempt, f"failed: {reason}")
 
 
 def _interrupted(trainer: Any, recorder: PhaseRecorder, clock, attempt: int) -> None:
