@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from voicebook import runs
+from voicebook import voice_search_voices as voices
 from voicebook.checkpoints import resolve_checkpoint
 from voicebook.paths import EVAL_META
 from voicebook.training.result import PhaseResult
@@ -27,6 +28,8 @@ def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
         _reference_clip(dataset),
         device=device,
     )
+    # the voices searched on this checkpoint stay in its export (a re-export rebuilt the file)
+    voices.add_to_export(folder, voices.voices_on(exp, path))
     runs.wrote(result.stage, "export", folder)
     return folder
 
