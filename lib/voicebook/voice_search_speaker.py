@@ -98,6 +98,22 @@ def minibatch_of(n: int, minibatch: int, seed: int, generation: int) -> list[int
     return torch.randperm(n, generator=generator)[: min(minibatch, n)].tolist()
 
 
+def decoded_similarity(decode, rate: int, encoder: TorchSpeakerEncoder, embeddings: torch.Tensor, windows: torch.Tensor, voice: torch.Tensor, max_rows: int = 8) -> torch.Tensor:  # fmt: skip
+    """Mean resemblyzer similarity to ``voice`` of the audio ``decode`` makes of ``windows``
+    (n, T, d) with each candidate embedding (p, 512, 1): (p,). ``max_rows`` candidates x windows
+    are decoded at once (memory bound)."""
+    import torchaudio.functional as AF  # heavy: only where a speaker half runs
+
+    p, n = len(embeddings), len(windows)
+    latents = windows.repeat(p, 1, 1)  # candidate-major rows: p blocks of n windows
+    speakers = embeddings.repeat_interleave(n, dim=0)
+    scores = []
+    for rows in torch.arange(p * n).split(max_rows):
+        wav16 = AF.resample(decode(latents[rows], speakers[rows]), rate, RESEMBLYZER_RATE)
+        scores.append(encoder.embed(wav16) @ voice.to(wav16.device))
+    return torch.cat(scores).view(p, n).mean(1)
+
+
 class SpeakerObjective:
     """1 - speaker similarity of audio the decoder makes with candidate embeddings.
 
@@ -113,21 +129,10 @@ class SpeakerObjective:
         self.train_voice = torch.as_tensor(data["train_voice"]).float()
         self.eval_voice = torch.as_tensor(data["eval_voice"]).float()
         self.minibatch, self.seed, self.dim = minibatch, seed, space.dim
-        self.max_rows = 8  # candidates x windows decoded at once (memory bound)
 
     def similarity(self, embeddings: torch.Tensor, windows: torch.Tensor, voice: torch.Tensor):
         """Mean similarity over ``windows`` per candidate embedding (p, 512, 1): (p,)."""
-        import torchaudio.functional as AF  # heavy: only where a speaker half runs
-
-        p, n = len(embeddings), len(windows)
-        latents = windows.repeat(p, 1, 1)  # candidate-major rows: p blocks of n windows
-        speakers = embeddings.repeat_interleave(n, dim=0)
-        scores = []
-        for rows in torch.arange(p * n).split(self.max_rows):
-            wav = self.decode(latents[rows], speakers[rows])
-            wav16 = AF.resample(wav, self.rate, RESEMBLYZER_RATE)
-            scores.append(self.encoder.embed(wav16) @ voice.to(wav16.device))
-        return torch.cat(scores).view(p, n).mean(1)
+        return decoded_similarity(self.decode, self.rate, self.encoder, embeddings, windows, voice)
 
     def train(self, x: torch.Tensor, generation: int) -> torch.Tensor:
         pick = minibatch_of(len(self.train_windows), self.minibatch, self.seed, generation)
