@@ -313,7 +313,7 @@ def search(
         else:
             since_best += 1
         if patience and since_best >= patience:
-            stop_reason = f"held-out Mel CE not better for {patience} generations"
+            stop_reason = f"validation loss not better for {patience} generations"
             break
     return SearchOutcome(
         best_x=best[1],
