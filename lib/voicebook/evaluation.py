@@ -208,7 +208,8 @@ def resolve_candidates(
     found: list[Candidate] = []
     notes: list[str] = []
     for spec in specs or [*DEFAULT_CANDIDATES, *([VOICE] if searched else [])]:
-        if spec == VOICE or (isinstance(spec, str) and safe_name(spec) in searched):
+        named = isinstance(spec, str) and spec not in (BASE, *PHASES) and safe_name(spec) in searched  # fmt: skip
+        if spec == VOICE or named:
             chosen = searched.values() if spec == VOICE else [searched[safe_name(spec)]]
             voiced = [voice_candidate(experiment_path, v) for v in chosen]
             found += [c for c, _ in voiced if c]
