@@ -3,6 +3,10 @@ from a corrupted start, time per generation; and the gain from scoring a populat
 
 Run (after ``voicebook run --experiment demo --stages 00_data_prep 01_phase1 02_phase2``):
 ``.venv/bin/python benchmarks/bench_voice_search.py --experiment demo --init-from base phase2``.
+The demo's phases hardly listen to the voice latent (noise of 2x its RMS moves their Mel CE by
+~1e-3), so the recovery is also measured on a phase 1 that does (a high lr):
+``voicebook run --experiment vsrec --stages 00_data_prep 01_phase1 -p max_steps 8 -p lr 5e-4``,
+then ``... bench_voice_search.py --experiment vsrec --init-from phase1 --recovery-only``.
 
 Per model (``--init-from``) the frozen model, clips and start voice are loaded once
 (``voice_search.prepare``); per method the two halves run as the stage runs them, with the stage
@@ -54,6 +58,27 @@ def start_similarity(setup: vs.Setup, params: vs.SearchParams) -> float:
             setup.start[1].reshape(1, -1, 1), data["eval_windows"], data["eval_voice"],
         )  # fmt: skip
     return float(score[0])
+
+
+def bench_recovery(args: argparse.Namespace) -> None:
+    """Only the corrupted-start recovery, per model and method (cheap: no decoding)."""
+    exp = experiment_dir(args.experiment)
+    print(f"{'init_from':<9} {'method':<9} {'reference':>9} {'corrupt':>8} {'gap':>7} "
+          f"{'recov':>8} {'closed':>7} {'gens':>4} {'s/gen':>6}")  # fmt: skip
+    for init_from in args.init_from:
+        params = vs.SearchParams(experiment=args.experiment, init_from=init_from,
+                                 population=args.population, search_speaker=False)  # fmt: skip
+        setup = vs.prepare(params, exp, Path(tempfile.mkdtemp()))
+        for method in args.methods:
+            p = dataclasses.replace(params, method=method, patience=0,
+                                    generations=args.recovery_generations)  # fmt: skip
+            r = recover(p, setup, args.noise)
+            print(
+                f"{init_from:<9} {method:<9} {r.reference_mel_ce:>9.4f} {r.corrupted_mel_ce:>8.4f} "
+                f"{r.corrupted_mel_ce - r.reference_mel_ce:>7.4f} {r.recovered_mel_ce:>8.4f} "
+                f"{r.closed:>7.0%} {r.generations:>4} {r.seconds_per_generation:>6.2f}",
+                flush=True,
+            )
 
 
 def bench_methods(args: argparse.Namespace) -> None:
@@ -127,7 +152,10 @@ def main() -> None:
     parser.add_argument("--recovery-generations", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-batching", action="store_true")
+    parser.add_argument("--recovery-only", action="store_true", help="only bench_recovery")
     args = parser.parse_args()
+    if args.recovery_only:
+        return bench_recovery(args)
     bench_methods(args)
     if not args.no_batching:
         bench_batching(args)
