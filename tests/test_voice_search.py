@@ -1,10 +1,14 @@
 """Voice search: every method improves a known objective, the held-out check stops at the sweet
-spot, the Mel CE of candidate latents is coqui's own loss, and on the tiny base the search lowers
-held-out Mel CE below the reference clips' voice and writes a voice file XTTS can use."""
+spot, the Mel CE of candidate latents is coqui's own loss, the speaker embedding's objective is
+resemblyzer's own embedding, and on the tiny base (through coqui's code) both halves of the
+voice are searched, selected on validation, started from the evaluation's reference clips,
+kept side by side as named voices, evaluated on test, kept in the phase exports, and a
+corrupted voice is recovered by CMA-ES and the gradient method."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from voicebook.coqui.tiny import build_tiny_base
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.voice_search import search as vs
 
-N_TRAIN, N_EVAL = 12, 3
+N_TRAIN, N_EVAL, N_TEST = 12, 3, 3
 
 
 class Quadratic:
@@ -53,7 +57,7 @@ def test_every_method_improves_a_quadratic(method, step_size):
     assert outcome.best_heldout < 0.1 * outcome.start_heldout
     assert float(((outcome.best_x - target) ** 2).sum()) == pytest.approx(outcome.best_heldout)
     assert outcome.generations_done == 40 and len(outcome.curves) == 41
-    assert outcome.curves["heldout_mel_ce"].min() == pytest.approx(outcome.best_heldout)
+    assert outcome.curves["heldout_loss"].min() == pytest.approx(outcome.best_heldout)
     # every generation is scored on its own minibatch (ES: the whole population at once)
     assert sorted(set(objective.train_calls)) == list(range(1, 41))
 
@@ -65,7 +69,7 @@ def test_search_keeps_the_held_out_best_and_stops_after_patience():
     assert outcome.generations_done < 200 and "not better for 3" in outcome.stop_reason
     assert outcome.generations_done == outcome.best_generation + 3
     assert outcome.best_x == pytest.approx(torch.full((4,), 0.3), abs=0.05)
-    final = outcome.curves["heldout_mel_ce"].iloc[-1]
+    final = outcome.curves["heldout_loss"].iloc[-1]
     assert final > outcome.best_heldout  # the last point is overcooked, the kept one is not
 
 
@@ -73,22 +77,48 @@ def test_unknown_method_and_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="pick one of cmaes, snes, xnes, cem, gradient"):
         vs.search(Quadratic(torch.ones(2)), "adam")
     with pytest.raises(ValueError, match="step_size"):
-        vs.SearchParams(step_size=0).check()
+        vs.SearchParams(step_size=0)
+    with pytest.raises(ValueError, match="pick one of"):
+        vs.SearchParams(method="adam")
 
 
-def test_mix_space_starts_at_the_reference_and_spans_clips_and_bias():
+def test_mix_space_starts_at_the_reference_and_spans_clips_pull_and_bias():
     start = torch.randn(1, 32, 16)
     clips = torch.randn(5, 32, 16)
     space = vs.MixSpace(start, clips, bias_dims=3, seed=0)
-    assert space.dim == 8
-    x = torch.zeros(2, 8)
+    assert space.dim == 5 + 1 + 3
+    x = torch.zeros(2, 9)
     assert torch.equal(space.latents(x)[0], start[0])
     x[1, 0] = 1.0  # all of clip 0's deviation from the clips' mean
     assert torch.allclose(space.latents(x)[1], start[0] + clips[0] - clips.mean(0), atol=1e-5)
-    x = torch.zeros(1, 8)
-    x[0, 5] = 0.1  # a bias coefficient of 0.1 moves the latent by 10 % of its norm
+    x = torch.zeros(1, 9)
+    x[0, 5] = 1.0  # the pull: all the way to the clips' mean voice
+    assert torch.allclose(space.latents(x)[0], clips.mean(0), atol=1e-5)
+    x = torch.zeros(1, 9)
+    x[0, 6] = 0.1  # a bias coefficient of 0.1 moves the latent by 10 % of its norm
     moved = (space.latents(x) - start).norm() / start.norm()
     assert float(moved) == pytest.approx(0.1, rel=1e-4)
+
+
+def test_torch_speaker_encoder_is_resemblyzers_embedding():
+    """The differentiable embedding the speaker half uses is resemblyzer's, number for number
+    (on a loudness-normalised wave: the one step it leaves out is voice-activity trimming)."""
+    from resemblyzer import audio, hparams
+
+    from voicebook.speaker import SpeakerSimilarity
+    from voicebook.voice_search.speaker import TorchSpeakerEncoder
+
+    scorer = SpeakerSimilarity.without_reference()
+    wave = SpeakerSimilarity.load(DEMO_DATA_DIR / "interview" / "interview_003.flac")[:40_000]
+    quiet = 0.1 * wave  # the encoder raises it to resemblyzer's loudness, as resemblyzer does
+    expected = scorer.embed_waves(
+        [audio.normalize_volume(quiet, hparams.audio_norm_target_dBFS, increase_only=True)]
+    )[0]
+    wave_t = torch.from_numpy(quiet).float()[None].requires_grad_(True)
+    got = TorchSpeakerEncoder(scorer).embed(wave_t)
+    assert got[0].detach().numpy() == pytest.approx(expected, abs=1e-4)
+    got[0, 0].backward()  # differentiable down to the waveform
+    assert float(wave_t.grad.abs().sum()) > 0
 
 
 # --- on the tiny base ------------------------------------------------------------------------
@@ -101,20 +131,47 @@ def base() -> Path:
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
-    """An experiment folder whose dataset is 12 train + 3 eval demo clips (data-prep format)."""
+    """An experiment folder whose dataset is 12 train + 3 validation + 3 test demo clips
+    (data-prep format)."""
     exp = tmp_path_factory.mktemp("out") / "vs"
     folder = exp / "dataset"
     (folder / "wavs").mkdir(parents=True)
     rows = (DEMO_DATA_DIR / "interview" / "metadata.csv").read_text(encoding="utf-8").splitlines()
-    rows = [r.split("|") for r in rows[1 : 1 + N_TRAIN + N_EVAL]]
+    rows = [r.split("|") for r in rows[1 : 1 + N_TRAIN + N_EVAL + N_TEST]]
     for flac, _ in rows:
         audio, rate = sf.read(DEMO_DATA_DIR / "interview" / flac)
         sf.write(folder / "wavs" / flac.replace(".flac", ".wav"), audio, rate)
     lines = [f"wavs/{flac.replace('.flac', '.wav')}|{text}|demo" for flac, text in rows]
     header = "audio_file|text|speaker_name"
-    (folder / "metadata_train.csv").write_text("\n".join([header, *lines[:N_TRAIN]]) + "\n")
-    (folder / "metadata_eval.csv").write_text("\n".join([header, *lines[N_TRAIN:]]) + "\n")
+    splits = {"train": lines[:N_TRAIN], "eval": lines[N_TRAIN : N_TRAIN + N_EVAL],
+              "test": lines[N_TRAIN + N_EVAL :]}  # fmt: skip
+    for split, chosen in splits.items():
+        (folder / f"metadata_{split}.csv").write_text("\n".join([header, *chosen]) + "\n")
     return exp
+
+
+@pytest.fixture(scope="module")
+def phase1(experiment):
+    """Phase 1 really trained (8 steps at a high lr: ~30 s), so that its GPT listens to the
+    voice latent: the tiny base's random GPT hardly does (noise of 5x the latent's RMS moves
+    its Mel CE by 2e-4)."""
+    from voicebook import training
+
+    p = training.params_for(
+        "phase1", experiment=experiment.name, outputs_dir=str(experiment.parent),
+        batch_size=2, epochs=50, eval_every=8, save_every=100, keep_checkpoints=1, lr=5e-4,
+        max_steps=8, device="cpu",
+    )  # fmt: skip
+    return training.run_phase(p)
+
+
+def params(experiment: Path, **over) -> vs.SearchParams:
+    """Cheap search settings on the module's experiment."""
+    cheap = {"generations": 2, "speaker_generations": 2, "minibatch": 2, "speaker_minibatch": 1,
+             "speaker_window_s": 0.8, "n_mix_clips": 3, "population": 4, "device": "cpu"}  # fmt: skip
+    return vs.SearchParams(
+        experiment=experiment.name, outputs_dir=str(experiment.parent), **{**cheap, **over}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -168,54 +225,76 @@ def test_voice_file_is_xtts_speakers_format_and_drives_inference(base, frozen, t
 
 
 @pytest.mark.parametrize("method, step_size, population", [("cmaes", 0.3, 6), ("gradient", 0.5, 2)])
-def test_search_on_the_tiny_base_beats_the_reference_voice(
-    experiment, method, step_size, population
+def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
+    base, experiment, method, step_size, population
 ):
-    params = vs.SearchParams(
-        experiment=experiment.name,
-        outputs_dir=str(experiment.parent),
-        method=method,
-        population=population,
-        generations=6,
-        step_size=step_size,
-        minibatch=3,
-        n_mix_clips=4,
-        device="cpu",
-    )
-    result = vs.run_search(params)
+    """The speaker half off: the voice's embedding stays the reference clips' exactly."""
+    p = params(experiment, method=method, population=population, generations=6, minibatch=3,
+               n_mix_clips=4, step_size=step_size, search_speaker=False)  # fmt: skip
+    result = vs.run_search(p)
     s = result.summary
+    assert s["voice_name"] == f"base-{method}" and s["split"] == "validation"
     assert s["best_mel_ce"] < s["start_mel_ce"] - 1e-4
-    assert s["start_mel_ce"] == pytest.approx(result.curves["heldout_mel_ce"].iloc[0])
-    assert s["best_mel_ce"] == pytest.approx(result.curves["heldout_mel_ce"].min())
-    assert s["method"] == method and s["init_from"] == "base" and s["generations"] == 6
+    assert s["start_mel_ce"] == pytest.approx(result.curves["heldout_loss"].iloc[0])
+    assert s["best_mel_ce"] == pytest.approx(result.curves["heldout_loss"].min())
+    assert set(result.curves["half"]) == {"latent"} and math.isnan(s["best_speaker_similarity"])
+    assert s["init_from"] == "base" and s["generations"] == 6
     assert s["n_eval_clips"] == N_EVAL and s["n_train_clips"] == N_TRAIN
     assert s["minutes"] > s["search_minutes"] > 0
-    latent, speaker = coqui.load_voice(s["voice_file"], params.voice_name)
+    latent, speaker = coqui.load_voice(s["voice_file"], p.name)
     assert latent.shape == (1, 32, 128) and speaker.shape == (1, 512, 1)
-    folder = experiment / "voice_search"
-    assert json.loads((folder / "search.json").read_text())["state"] == "finished"
-    # the same parameters again: the finished search, not a new one
-    again = vs.run_search(params)
-    assert again.summary == {**s, "params": json.loads(json.dumps(params.to_dict()))}
+    reference = coqui.load_voice(Path(s["voice_file"]).with_name("reference_voice.pth"))
+    assert torch.equal(speaker, reference[1]) and not torch.equal(latent, reference[0])
+    # the start is the evaluation's voice: its reference clips, chosen on the split it scores
+    from voicebook.dataprep import splits
+    from voicebook.evaluation import depth as eval_depth
 
-
-def test_a_new_search_moves_the_earlier_one_to_history(experiment):
-    folder = experiment / "voice_search"
-    assert (folder / "search.json").is_file()  # from the tests above
-    earlier = json.loads((folder / "search.json").read_text())
-    params = vs.SearchParams(
-        experiment=experiment.name,
-        outputs_dir=str(experiment.parent),
-        method="snes",
-        generations=1,
-        minibatch=2,
-        n_mix_clips=2,
-        device="cpu",
+    view = splits.test_view(experiment / "dataset", experiment / "_view")
+    chosen = eval_depth.choose_reference_clips("first", view, p.n_reference_clips)
+    assert [Path(c).name for c in s["reference_clips"]] == [c.name for c in chosen]
+    test_clips = (experiment / "dataset" / "metadata_test.csv").read_text()
+    assert all(Path(c).name in test_clips for c in s["reference_clips"])
+    assert (
+        json.loads((experiment / "voice_search" / "search.json").read_text())["voice_name"]
+        == p.name
     )
-    vs.run_search(params)
-    histories = sorted((folder / "history").iterdir())
+    # the same parameters again: the finished search, not a new one
+    again = vs.run_search(p)
+    same = [json.dumps({k: v for k, v in r.items() if k != "params"}, sort_keys=True)
+            for r in (again.summary, s)]  # fmt: skip
+    assert same[0] == same[1]  # (NaN, the speaker half's figures, is not == itself)
+
+
+def test_speaker_half_raises_similarity_and_keeps_the_reference_latent(experiment):
+    """The latent half off; the embedding by gradient through the decoder and resemblyzer."""
+    p = params(experiment, method="gradient", step_size=0.5, search_latent=False,
+               speaker_generations=3, voice_name="speaker only")  # fmt: skip
+    result = vs.run_search(p)
+    s = result.summary
+    assert set(result.curves["half"]) == {"speaker"} and math.isnan(s["best_mel_ce"])
+    assert s["best_speaker_similarity"] > s["start_speaker_similarity"] + 0.005
+    assert s["best_speaker_similarity"] == pytest.approx(1 - result.curves["heldout_loss"].min())
+    assert s["speaker_generations"] == 3 and s["speaker_seconds_per_generation"] > 0
+    latent, speaker = coqui.load_voice(s["voice_file"], "speaker only")
+    reference = coqui.load_voice(Path(s["voice_file"]).with_name("reference_voice.pth"))
+    assert torch.equal(latent, reference[0]) and not torch.equal(speaker, reference[1])
+
+
+def test_voices_are_kept_side_by_side_and_a_renewed_one_moves_to_its_history(experiment):
+    voices_dir = experiment / "voice_search" / "voices"
+    before = {p.name for p in voices_dir.iterdir()}
+    assert {"base-cmaes", "base-gradient", "speaker_only"} <= before  # from the tests above
+    earlier = json.loads((voices_dir / "base-cmaes" / "search.json").read_text())
+    vs.run_search(params(experiment, method="cmaes", generations=1, search_speaker=False))
+    assert {p.name for p in voices_dir.iterdir()} == before  # the others untouched
+    histories = sorted((voices_dir / "base-cmaes" / "history").iterdir())
     kept = json.loads((histories[-1] / "search.json").read_text())
     assert kept == earlier and (histories[-1] / "speakers_xtts.pth").is_file()
+    from voicebook.voice_search.voices import current_voices
+
+    assert {v["voice_name"] for v in current_voices(experiment)} == {
+        "base-cmaes", "base-gradient", "speaker only"
+    }  # fmt: skip
 
 
 def test_init_from_names_what_is_missing(experiment):
@@ -224,6 +303,7 @@ def test_init_from_names_what_is_missing(experiment):
     with pytest.raises(FileNotFoundError, match="no checkpoint there"):
         vs.resolve_checkpoint(experiment, "/nowhere/model.pth")
     assert vs.resolve_checkpoint(experiment, "base") is None
+    assert vs.SearchParams(init_from="/x/phase1/export", method="cem").name == "phase1-export-cem"
 
 
 def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, frozen, tmp_path):
@@ -244,63 +324,92 @@ def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, froz
     assert json.loads((folder / "export.json").read_text())["voice"] == EXPORT_VOICE
 
 
-def test_search_from_a_phase_adds_its_voice_to_that_phase_export(base, experiment, frozen):
+def test_phase_export_keeps_every_voice_searched_on_its_checkpoint(base, experiment, phase1):
+    from voicebook import training
     from voicebook.training.bundle import EXPORT_VOICE, export_folder
 
-    _, _, evals = frozen
-    phase = experiment / "phase1"
-    phase.mkdir()
-    (phase / "status.json").write_text(json.dumps({"best_checkpoint": str(base / "model.pth")}))
-    export_folder(base / "model.pth", base, phase / "export", evals[0]["audio_file"])
-    params = vs.SearchParams(
-        experiment=experiment.name,
-        outputs_dir=str(experiment.parent),
-        init_from="phase1",
-        method="xnes",
-        generations=2,
-        minibatch=2,
-        n_mix_clips=2,
-        device="cpu",
-    )
-    s = vs.run_search(params).summary
-    assert s["checkpoint"] == str(base / "model.pth")
-    assert s["export_voice_file"] == str(phase / "export" / "speakers_xtts.pth")
-    in_export = coqui.load_voice(s["export_voice_file"], params.voice_name)
-    searched = coqui.load_voice(s["voice_file"], params.voice_name)
+    export = training.export_phase(phase1, "best")
+    speakers = export / "speakers_xtts.pth"
+    xnes = params(experiment, init_from="phase1", method="xnes", search_speaker=False)
+    s = vs.run_search(xnes).summary
+    vs.run_search(params(experiment, init_from="phase1", method="gradient", search_speaker=False))
+    assert s["checkpoint"] == phase1.best_checkpoint and s["export_voice_file"] == str(speakers)
+    # a phase-notebook re-run re-exports: the voices built on its checkpoint stay, by name
+    training.export_phase(phase1, "best")
+    held = set(torch.load(speakers, weights_only=True))
+    assert {EXPORT_VOICE, "phase1-xnes", "phase1-gradient"} <= held and "base-cmaes" not in held
+    assert json.loads((export / "export.json").read_text())["searched_voices"] == [
+        "phase1-gradient", "phase1-xnes"
+    ]  # fmt: skip
+    searched = coqui.load_voice(s["voice_file"], "phase1-xnes")
+    in_export = coqui.load_voice(speakers, "phase1-xnes")
     assert all(torch.equal(a, b) for a, b in zip(in_export, searched, strict=True))
-    coqui.load_voice(s["export_voice_file"], EXPORT_VOICE)  # the export's own voice stays
+    # an export made without it, then the same search again: the cached search lands there too
+    export_folder(phase1.best_checkpoint, base, export)
+    assert "phase1-xnes" not in torch.load(speakers, weights_only=True)
+    assert vs.run_search(xnes).summary["export_voice_file"] == str(speakers)
+    assert "phase1-xnes" in torch.load(speakers, weights_only=True)
+    # inference picks a voice by name
+    model = load_xtts(export)
+    assert "phase1-xnes" in model.speaker_manager.speakers
+    model.gpt.max_gen_mel_tokens = 20  # the tiny model never stops by itself
+    wav = coqui.speak(model, "Jó estét!", "hu", speakers, "phase1-xnes")
+    assert len(wav) > 0 and torch.isfinite(torch.as_tensor(wav)).all()
 
 
-def test_evaluation_scores_the_searched_voice_as_a_candidate(base, experiment, tmp_path):
+@pytest.mark.parametrize(
+    "method, population, generations", [("cmaes", 12, 20), ("gradient", 2, 10)]
+)
+def test_search_recovers_most_of_a_corrupted_voice(experiment, phase1, method, population, generations):  # fmt: skip
+    """The reference latent plus noise (2x its RMS per element) raises phase 1's validation Mel
+    CE by a known gap; started there, the latent half closes at least 70 % of it."""
+    from voicebook.voice_search.recovery import recover
+
+    p = params(experiment, init_from="phase1", method=method, population=population,
+               generations=generations, minibatch=3, n_mix_clips=8, patience=0,
+               search_speaker=False)  # fmt: skip
+    setup = vs.prepare(p, experiment, experiment / "_recovery")
+    r = recover(p, setup, noise_scale=2.0)
+    assert r.corrupted_mel_ce - r.reference_mel_ce > 0.01  # a real gap, not rounding
+    assert r.closed >= 0.7, r
+
+
+def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_split(
+    base, experiment, phase1
+):
+    from voicebook.decision import report
     from voicebook.evaluation import scoring as ev
 
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "dataset").symlink_to(experiment / "dataset")
-    params = vs.SearchParams(
-        experiment="exp",
-        outputs_dir=str(tmp_path),
-        method="gradient",
-        generations=3,
-        step_size=0.5,
-        minibatch=2,
-        device="cpu",
+    found, notes = ev.resolve_candidates([], experiment)
+    by_name = {c.name: c for c in found}
+    assert set(by_name) == {"base", "phase1", "base-cmaes", "base-gradient", "speaker_only",
+                            "phase1-xnes", "phase1-gradient"}  # fmt: skip
+    assert (
+        by_name["base-cmaes"].checkpoint is None
+        and by_name["base-cmaes"].voice_name == "base-cmaes"
     )
-    searched = vs.run_search(params).summary
-    found, notes = ev.resolve_candidates([], exp)
-    assert [c.name for c in found] == ["base", "base-voice"] and len(notes) == 2  # no phases
-    assert found[1].checkpoint is None and found[1].voice == Path(searched["voice_file"])
-    config = ev.EvalConfig(test_sentences=["Jó napot!"], max_eval_batches=1)
-    table = ev.evaluate(config, exp, base).table.set_index("candidate")
-    # the reference clips' voice and the searched one, measured as the search measured them
-    assert table.loc["base", "voice_mel_ce"] == pytest.approx(searched["start_mel_ce"], abs=1e-5)
-    assert table.loc["base-voice", "voice_mel_ce"] == pytest.approx(
-        searched["best_mel_ce"], abs=1e-5
-    )
-    # the same GPT: the trainer-style losses agree; the voice changes what is spoken
-    assert table.loc["base", "mel_ce"] == table.loc["base-voice", "mel_ce"]
-    assert (exp / "eval" / "base-voice" / "s01.wav").is_file()
-    assert table.loc["base-voice", "label"] == "base + searched voice (gradient)"
+    assert str(by_name["phase1-xnes"].checkpoint) == phase1.best_checkpoint
+    assert by_name["phase1-xnes"].label == "phase 1 + voice phase1-xnes (xnes: latent)"
+    assert [n.split()[0] for n in notes] == ["phase2"]
+    chosen = ["base", "phase1", "base-cmaes", "phase1-xnes"]
+    config = ev.EvalConfig(candidates=chosen, test_sentences=["Jó napot!"], max_eval_batches=1,
+                           asr_model="", hidden_reference_sentences=0)  # fmt: skip
+    table = ev.evaluate(config, experiment, base).table.set_index("candidate")
+    assert set(table["split"]) == {"test"}
+    # a voice changes what is spoken and its voice_mel_ce, never the checkpoint's trainer losses
+    assert table.loc["base", "mel_ce"] == table.loc["base-cmaes", "mel_ce"]
+    assert table.loc["base", "voice_mel_ce"] != table.loc["base-cmaes", "voice_mel_ce"]
+    assert (experiment / "eval" / "phase1-xnes" / "s01.wav").is_file()
+    versus = vs.versus_finetuning(table.reset_index(), vs.current_voices(experiment), {})
+    versus = versus.set_index("candidate")
+    assert versus.loc["phase1-xnes", "how"] == "fine-tuning + voice search"
+    assert versus.loc["base-cmaes", "voice"] == "base-cmaes" and set(versus["split"]) == {"test"}
+    # the report's table: every voice beside the fine-tuned candidates, numbers from the test
+    from types import SimpleNamespace
+
+    evaluated = {report.dm.EVALUATION: {"eval_table": table.reset_index()}}
+    html = "".join(report._versus_html(SimpleNamespace(path=experiment, scraps=evaluated)))
+    assert html.count("<tr") == 1 + len(chosen) and "phase1-xnes" in html and "test" in html
 
 
 def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
@@ -315,17 +424,22 @@ def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
     assert minutes == {"01_phase1": 4.0, "02_phase2": 2.0, "02b_voice_search": 0.5}
     table = pd.DataFrame(
         {
-            "candidate": ["base", "phase1", "phase2", "base-voice", "phase2-voice"],
+            "candidate": ["base", "phase1", "phase2", "base-cmaes", "phase2_gradient"],
             "label": ["b", "p1", "p2", "bv", "p2v"],
             "mel_ce": [7.0, 5.3, 5.1, 7.0, 5.1],
             "voice_mel_ce": [7.08, 5.33, 5.15, 7.07, 5.14],
             "speaker_similarity": [0.38, 0.44, 0.45, 0.39, 0.46],
         }
     )
-    versus = vs.versus_finetuning(table, {"minutes": 0.25}, minutes).set_index("candidate")
-    assert versus["minutes"].tolist() == [0.0, 4.0, 6.0, 0.25, 6.25]
-    assert versus.loc["phase2-voice", "how"] == "fine-tuning + voice search"
-    assert versus.loc["base-voice", "how"] == "voice search"
-    assert versus.loc["base", "how"] == "neither (base)"
-    assert versus.loc["base-voice", "voice_mel_ce"] == 7.07
+    searched = [
+        {"voice_name": "base-cmaes", "init_from": "base", "minutes": 0.25},
+        {"voice_name": "phase2 gradient", "init_from": "phase2", "minutes": 0.5},
+    ]
+    versus = vs.versus_finetuning(table, searched, minutes).set_index("candidate")
+    assert versus["minutes"].tolist() == [0.0, 4.0, 6.0, 0.25, 6.5]
+    assert versus.loc["phase2_gradient", "how"] == "fine-tuning + voice search"
+    assert versus.loc["phase2_gradient", "voice"] == "phase2 gradient"
+    assert versus.loc["base-cmaes", "how"] == "voice search"
+    assert versus.loc["base", "how"] == "neither (base)" and versus.loc["base", "voice"] == ""
+    assert versus.loc["base-cmaes", "voice_mel_ce"] == 7.07
     assert vs.versus_finetuning(None, None, {}).empty

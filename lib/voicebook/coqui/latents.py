@@ -221,6 +221,52 @@ def heldout_mel_ce(
     return float(LatentObjective(model.gpt).mel_ce(latent, clips)[0])
 
 
+# --- the decoder's half of a voice ----------------------------------------------------------
+
+
+@torch.no_grad()
+def teacher_forced_latents(gpt: Any, latent: torch.Tensor, clips: ClipBatch) -> list[torch.Tensor]:
+    """What XTTS's HiFi-GAN decoder turns into speech, for each clip's own audio codes given the
+    voice ``latent`` (1, 32, d): one (T, d) tensor per clip. ``Xtts.inference`` calls coqui's
+    ``GPT.forward(..., return_latent=True)`` after generating codes; here the codes are the clip's
+    real ones (teacher forcing), so nothing is generated."""
+    device = next(gpt.parameters()).device
+    latent = latent.reshape(1, *latent.shape[-2:]).to(device)
+    out = []
+    for i in range(len(clips)):
+        one = clips.select([i]).to(device)
+        n_codes = int(one.codes_per_clip[0])
+        latents = gpt(
+            one.text,
+            one.text_lengths,
+            one.codes[:, :n_codes],
+            torch.tensor([n_codes * gpt.code_stride_len], device=device),  # as inference passes
+            cond_latents=latent,
+            return_latent=True,
+        )
+        out.append(latents[0].cpu())
+    return out
+
+
+def decoder_frames_per_second(model: Any) -> float:
+    """GPT latents per second of audio, as the HiFi-GAN decoder reads them."""
+    decoder = model.hifigan_decoder
+    return decoder.input_sample_rate / decoder.ar_mel_length_compression
+
+
+def decoder_sample_rate(model: Any) -> int:
+    """The sample rate of the audio XTTS's HiFi-GAN decoder writes."""
+    return int(model.hifigan_decoder.output_sample_rate)
+
+
+def decode(model: Any, gpt_latents: torch.Tensor, speaker_embeddings: torch.Tensor) -> torch.Tensor:
+    """XTTS's HiFi-GAN decoder: (b, T, d) GPT latents and (b, 512, 1) speaker embeddings to
+    (b, samples) audio at ``decoder_sample_rate``; differentiable in both."""
+    device = next(model.hifigan_decoder.parameters()).device
+    wav = model.hifigan_decoder(gpt_latents.to(device), g=speaker_embeddings.to(device))
+    return wav.reshape(len(gpt_latents), -1)
+
+
 # --- voice files in XTTS's speakers_xtts.pth format ----------------------------------------------
 
 

@@ -644,27 +644,31 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
 
     for stage, s in stages.items():
         if not by_stage.get(stage):  # trained but not evaluated: its own best eval losses
-            overfitting, alarms = _health_flags(s.get("health"))
-            mean, n = _listening_overall(listening, stage)
-            by_stage[stage] = [
-                CandidateEvidence(
-                    name=stage,
-                    label=stage.replace("phase", "phase "),
-                    mel_ce=_float(s.get("best_mel_ce")),
-                    text_ce=_float(s.get("best_text_ce")),
-                    source="training" if _float(s.get("best_mel_ce")) is not None else "none",
-                    split="validation" if _float(s.get("best_mel_ce")) is not None else "",
-                    best_step=s.get("best_step"),
-                    checkpoint=s.get("best_checkpoint"),
-                    listening_mean=mean,
-                    listening_n=n,
-                    overfitting=overfitting,
-                    alarms=alarms,
-                )
-            ]
+            by_stage[stage] = [_training_evidence(stage, s, listening)]
     base = by_stage.get(BASE) or [CandidateEvidence(BASE, label="base model (no fine-tune)")]
     ordered = base + [c for stage in known for c in by_stage.get(stage, [])]
     return ordered + by_stage.get(None, [])
+
+
+def _training_evidence(stage: str, s: dict[str, Any], listening: Any) -> CandidateEvidence:
+    """A phase that was trained but not evaluated: its own best eval (validation) losses."""
+    overfitting, alarms = _health_flags(s.get("health"))
+    mean, n = _listening_overall(listening, stage)
+    measured = _float(s.get("best_mel_ce")) is not None
+    return CandidateEvidence(
+        name=stage,
+        label=stage.replace("phase", "phase "),
+        mel_ce=_float(s.get("best_mel_ce")),
+        text_ce=_float(s.get("best_text_ce")),
+        source="training" if measured else "none",
+        split="validation" if measured else "",
+        best_step=s.get("best_step"),
+        checkpoint=s.get("best_checkpoint"),
+        listening_mean=mean,
+        listening_n=n,
+        overfitting=overfitting,
+        alarms=alarms,
+    )
 
 
 def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:

@@ -343,24 +343,28 @@ def split_label(result: ExperimentResult) -> str:
 
 
 def _versus_html(result: ExperimentResult) -> list[str]:
-    """Training-free voice search against fine-tuning, when a search ran (with what each cost)."""
+    """Training-free voice search against fine-tuning, when a search ran: every current voice
+    beside the fine-tuned candidates, with what each cost."""
     from voicebook.voice_search import search as voice_search
 
-    search = result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search")
-    if not search:
+    searched = voice_search.current_voices(result.path) if result.path.is_dir() else []
+    if not searched and not result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search"):
         return []
     table = result.scraps.get(dm.EVALUATION, {}).get("eval_table")
     minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
-    versus = voice_search.versus_finetuning(table, search, minutes)
+    versus = voice_search.versus_finetuning(table, searched, minutes)
     if versus.empty:
         return ["<h2>Voice search against fine-tuning</h2>", "<p>Not evaluated yet: run 03.</p>"]
     return [
         "<h2>Voice search against fine-tuning</h2>",
         _table_html(versus),
         (
-            "<p>voice_mel_ce = held-out Mel CE given the one voice each candidate speaks with (what "
-            "the search lowers); minutes = what making the candidate cost (phase 2 includes phase "
-            "1; a searched voice adds its search).</p>"
+            "<p>Every searched voice (voice) beside the fine-tuned candidates. The searches "
+            "selected each voice on the validation split; every number here is the evaluation's "
+            "(split). voice_mel_ce = Mel CE given the one voice each candidate speaks with (what "
+            "a search's latent half lowers); speaker_similarity = of its synthesised sentences "
+            "(what the speaker half raises); minutes = what making the candidate cost (phase 2 "
+            "includes phase 1; a searched voice adds its search).</p>"
         ),
     ]
 

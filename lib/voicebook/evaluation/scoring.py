@@ -8,8 +8,9 @@ same reference clips, and scores the audio: speaker similarity to the held-out c
 transcript (``voicebook.asr``, Whisper base offline by default).
 
 A candidate may carry a voice file (``speakers_xtts.pth`` layout) instead of the reference clips:
-``"voice"`` is the voice-search stage's voice on the model it was searched with ("base + searched
-voice", "phase 1 + searched voice"). ``voice_mel_ce`` is, for every candidate, the held-out Mel
+every current voice of the voice search (``voicebook.voice_search.voices``) is a candidate by
+default, named by the voice, on the model it was searched with ("base + voice base-cmaes",
+"phase 2 + voice phase2-gradient"). ``voice_mel_ce`` is, for every candidate, the held-out Mel
 CE of its GPT given the one voice it speaks with (the reference clips' latent, or the voice
 file's), the measure the voice search optimises; ``mel_ce`` conditions each clip on itself as
 the trainer does, so a voice does not change it.
@@ -21,7 +22,6 @@ Every model here (the losses' GPTTrainer, synthesis, speaker similarity, ASR) ru
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
@@ -46,10 +46,11 @@ from voicebook.core.paths import EVAL_META, TRAIN_META
 from voicebook.evaluation.listening.session import REFERENCE
 from voicebook.speaker import SpeakerSimilarity
 from voicebook.training.checkpoints import resolve_checkpoint
+from voicebook.voice_search.voices import current_voices
 
 BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
-VOICE = "voice"  # the voice-search stage's voice, on the model it was searched with
+VOICE = "voice"  # every current voice of the voice search, each on its own checkpoint
 VOICE_SEARCH = Path(stages.VOICE_SEARCH.files[2])  # voice_search/search.json
 # what the stage writes, named by its contract: eval/eval_table.csv, eval/samples.csv, ratings.csv
 EVAL_TABLE_FILE, SAMPLES_FILE, RATINGS_FILE = (Path(f) for f in stages.EVALUATION.files)
@@ -194,57 +195,61 @@ def resolve_candidates(
 ) -> tuple[list[Candidate], list[str]]:
     """Turn the ``candidates`` parameter into candidates and notes on the ones skipped.
 
-    Each spec is "base", "phase1", "phase2", "voice" (the voice search's voice on its model),
-    a checkpoint path, or a dict ``{"label": ..., "checkpoint": <one of those>, "voice": <a voice
-    file>}``; an empty list means the default three, plus "voice" when the voice search ran.
-    Candidates that do not exist yet are skipped with a note, never an error.
+    Each spec is "base", "phase1", "phase2", "voice" (every current voice of the voice search,
+    each on the checkpoint it was searched on), a voice's name, a checkpoint path, or a dict
+    ``{"label": ..., "checkpoint": <one of those>, "voice": <a voice file>}``; an empty list
+    means the default three plus every current voice. Candidates that do not exist yet are
+    skipped with a note, never an error.
     """
     if isinstance(specs, str) and specs.lstrip()[:1] in ("[", "{"):  # papermill -p passes text
         specs = yaml.safe_load(specs)
     specs = [specs] if isinstance(specs, (str, dict)) else list(specs)  # "-p candidates phase1"
-    searched = (Path(experiment_path) / VOICE_SEARCH).is_file()
-    specs = specs or [*DEFAULT_CANDIDATES, *([VOICE] if searched else [])]
+    searched = {safe_name(v["voice_name"]): v for v in current_voices(experiment_path)}
     found: list[Candidate] = []
     notes: list[str] = []
-    for spec in specs:
-        if spec == VOICE:
-            candidate, note = searched_voice_candidate(experiment_path)
-            found += [candidate] if candidate else []
-            notes += [note] if note else []
+    for spec in specs or [*DEFAULT_CANDIDATES, *([VOICE] if searched else [])]:
+        named = isinstance(spec, str) and spec not in (BASE, *PHASES) and safe_name(spec) in searched  # fmt: skip
+        if spec == VOICE or named:
+            chosen = searched.values() if spec == VOICE else [searched[safe_name(spec)]]
+            voiced = [voice_candidate(experiment_path, v) for v in chosen]
+            found += [c for c, _ in voiced if c]
+            notes += [n for _, n in voiced if n]
+            if not searched:
+                notes.append(f"voice skipped: no finished voice search ({VOICE_SEARCH.parent}).")
             continue
-        if isinstance(spec, dict):
-            if "checkpoint" not in spec:
-                raise ValueError(
-                    f"Candidate {spec!r} has no 'checkpoint': use "
-                    "{'label': ..., 'checkpoint': 'base' | 'phase1' | 'phase2' | <path>}."
-                )
-            what, label = str(spec["checkpoint"]), spec.get("label")
-        else:
-            what, label = str(spec), None
-        voice = spec.get("voice") if isinstance(spec, dict) else None
-        if voice and not Path(voice).expanduser().is_file():
-            notes.append(f"{spec} skipped: no voice file {voice}.")
-            continue
-        if what == BASE:
-            found.append(Candidate(BASE, label or "base model (no fine-tune)"))
-            _give_voice(found[-1], voice, label)
-            continue
-        if what in PHASES:
-            checkpoint, note = _phase_checkpoint(experiment_path, what)
-            name = what
-        else:
-            checkpoint, note = Path(what).expanduser(), None
-            if checkpoint.is_dir():
-                checkpoint = checkpoint / "model.pth"  # an export folder
-            if not checkpoint.is_file():
-                checkpoint, note = None, f"{what} skipped: no such checkpoint file."
-            name = safe_name(label or Path(what).stem)
-        if note:
-            notes.append(note)
-            continue
-        found.append(Candidate(name, label or PHASES.get(what, str(what)), checkpoint))
-        _give_voice(found[-1], voice, label)
+        candidate, note = _checkpoint_candidate(spec, experiment_path)
+        found += [candidate] if candidate else []
+        notes += [note] if note else []
     return _unique_names(found), notes
+
+
+def _checkpoint_candidate(spec: Any, experiment_path: Path) -> tuple[Candidate | None, str | None]:
+    """A "base" / "phase1" / "phase2" / checkpoint-path spec (or its dict form, which may give
+    a voice file to speak with) as a candidate, or a note saying why not."""
+    if isinstance(spec, dict) and "checkpoint" not in spec:
+        raise ValueError(
+            f"Candidate {spec!r} has no 'checkpoint': use "
+            "{'label': ..., 'checkpoint': 'base' | 'phase1' | 'phase2' | <path>}."
+        )
+    what, label = (str(spec["checkpoint"]), spec.get("label")) if isinstance(spec, dict) else (str(spec), None)  # fmt: skip
+    voice = spec.get("voice") if isinstance(spec, dict) else None
+    if voice and not Path(voice).expanduser().is_file():
+        return None, f"{spec} skipped: no voice file {voice}."
+    if what == BASE:
+        candidate = Candidate(BASE, label or "base model (no fine-tune)")
+    elif what in PHASES:
+        checkpoint, note = _phase_checkpoint(experiment_path, what)
+        if note:
+            return None, note
+        candidate = Candidate(what, label or PHASES[what], checkpoint)
+    else:
+        checkpoint = Path(what).expanduser()
+        checkpoint = checkpoint / "model.pth" if checkpoint.is_dir() else checkpoint  # an export
+        if not checkpoint.is_file():
+            return None, f"{what} skipped: no such checkpoint file."
+        candidate = Candidate(safe_name(label or Path(what).stem), label or what, checkpoint)
+    _give_voice(candidate, voice, label)
+    return candidate, None
 
 
 def _give_voice(candidate: Candidate, voice: str | None, label: str | None) -> None:
@@ -254,27 +259,18 @@ def _give_voice(candidate: Candidate, voice: str | None, label: str | None) -> N
         candidate.label = label or f"{candidate.label} + voice {candidate.voice.parent.name}"
 
 
-def searched_voice_candidate(experiment_path: Path) -> tuple[Candidate | None, str | None]:
-    """The voice search's voice on the model it was searched with, or a note saying why not."""
-    status_file = Path(experiment_path) / VOICE_SEARCH
-    if not status_file.is_file():
-        return None, f"voice skipped: no {status_file} (02b_voice_search has not run yet)."
-    s = json.loads(status_file.read_text(encoding="utf-8"))
-    voice, checkpoint = Path(s.get("voice_file") or ""), s.get("checkpoint")
-    if s.get("state") != "finished" or not voice.is_file():
-        return None, f"voice skipped: the search in {status_file} did not finish with a voice."
-    init_from = s.get("init_from", BASE)
-    name = init_from if init_from in (BASE, *PHASES) else safe_name(Path(init_from).stem)
-    if init_from != BASE and not (checkpoint and Path(checkpoint).is_file()):
-        return None, f"voice skipped: its model {checkpoint} (from {status_file}) is gone."
-    label = f"{name.replace('phase', 'phase ')} + searched voice ({s.get('method')})"
-    return Candidate(
-        f"{name}-voice",
-        label,
-        None if init_from == BASE else Path(checkpoint),
-        voice,
-        s.get("voice_name"),
-    ), None
+def voice_candidate(experiment_path: Path, s: dict[str, Any]) -> tuple[Candidate | None, str | None]:  # fmt: skip
+    """A searched voice (its ``search.json`` summary) on the model it was searched on, named
+    by the voice, or a note saying why not."""
+    name, init_from = s["voice_name"], s.get("init_from", BASE)
+    checkpoint = None if init_from == BASE else s.get("checkpoint")
+    if checkpoint and not Path(checkpoint).is_file():
+        return None, f"voice {name} skipped: its model {checkpoint} is gone."
+    model = init_from if init_from in (BASE, *PHASES) else Path(init_from).stem
+    halves = [h for h in ("latent", "speaker") if s.get("params", {}).get(f"search_{h}", True)]
+    label = f"{model.replace('phase', 'phase ')} + voice {name} ({s.get('method')}: {' + '.join(halves)})"  # fmt: skip
+    path = Path(checkpoint) if checkpoint else None
+    return Candidate(safe_name(name), label, path, Path(s["voice_file"]), name), None
 
 
 def _unique_names(candidates: list[Candidate]) -> list[Candidate]:

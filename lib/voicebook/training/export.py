@@ -8,6 +8,7 @@ from voicebook.core import runs
 from voicebook.core.paths import EVAL_META
 from voicebook.training.checkpoints import resolve_checkpoint
 from voicebook.training.result import PhaseResult
+from voicebook.voice_search import voices
 
 
 def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
@@ -27,6 +28,8 @@ def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:
         _reference_clip(dataset),
         device=device,
     )
+    # the voices searched on this checkpoint stay in its export (a re-export rebuilt the file)
+    voices.add_to_export(folder, voices.voices_on(exp, path))
     runs.wrote(result.stage, "export", folder)
     return folder
 

@@ -1,25 +1,42 @@
-"""Voice search: fit a voice's conditioning latents to the speaker without fine-tuning.
+"""Voice search: fit both halves of a voice to the speaker without fine-tuning.
 
-The frozen GPT's teacher-forced Mel CE on the training clips, given a voice latent, is the
-objective (``voicebook.coqui.latents``). Two ways to search it:
+An XTTS voice is a ``gpt_cond_latent`` (what the GPT hears) and a ``speaker_embedding`` (what the
+HiFi-GAN decoder hears). The stage searches them one after the other, with the model frozen:
+
+1. **latent half**: ``gpt_cond_latent`` by the frozen GPT's teacher-forced Mel CE
+   (``voicebook.coqui.latents``), on a fresh minibatch of training clips every generation;
+2. **speaker half**: ``speaker_embedding`` by speaker similarity (resemblyzer) between the
+   speaker's clips and audio the decoder makes with the candidate embedding from the clips'
+   teacher-forced GPT latents given the kept latent (``voicebook.voice_search.speaker``).
+
+**The combination and its weights.** The objective is lexicographic, by halves: half 1 minimises
+Mel CE (weight 1) over the latent with the embedding held at the start (weight 0 on
+similarity), half 2 maximises speaker similarity (weight 1) over the embedding with the kept
+latent held (Mel CE's weight 0: the GPT never sees the embedding, so Mel CE cannot change in
+half 2). The latent also moves similarity a little (the decoded latents follow it); that cross
+effect is measured and reported (``latent_speaker_similarity``), not optimised: weighing it
+would cost a decode per latent candidate. ``search_latent=False`` or ``search_speaker=False``
+turns a half off: that half of the voice stays the reference clips'.
+
+Each half can be searched by:
 
 - evolution strategies from evotorch (CMA-ES, SNES, XNES, CEM) over a low-dimensional
-  parametrisation, ``MixSpace``: the reference clips' latent plus a weighted mix of the per-clip
-  latents' deviations plus a bias along a few fixed random directions; every generation's whole
-  population is scored on one minibatch of clips in batched forward passes;
-- ``gradient``: plain gradient descent (Adam) on every element of the latent with the GPT frozen
-  ("prompt tuning"), ``FullSpace``.
+  parametrisation, ``MixSpace``: the start plus a weighted mix of the per-clip latents' (or
+  embeddings') deviations, a pull towards their mean, and a bias along a few fixed random
+  directions; every generation's whole population is scored in batched passes;
+- ``gradient``: plain gradient descent (Adam) on every element ("prompt tuning"), ``FullSpace``.
 
-Both are easy to overcook: after each generation the search point (the distribution's centre, or
-the current latent) is scored on the held-out clips; the best by held-out Mel CE is kept and the
-search stops when it has not improved for ``patience`` generations.
+**Selection apart from the test.** Both halves keep their best on the *validation* split
+(coqui's "eval" table, ``metadata_eval.csv``) and stop after ``patience`` generations without a
+validation improvement; the evaluation reports every voice on the *test* split
+(``voicebook.dataprep.splits``). The starting voice is the evaluation's: its ``reference_clips`` chosen
+by the evaluation's own function (``eval_depth.choose_reference_clips``) on the split it scores.
 
-Everything lands in ``outputs/<experiment>/voice_search/``: ``curves.csv`` (one row per
-generation), ``speakers_xtts.pth`` (the voice, in XTTS's format), ``reference_voice.pth`` (the
-starting voice) and ``search.json`` (parameters and results). A run with other parameters moves
-the earlier files to ``history/<n>/`` first. Searched from phase 1's or phase 2's best
-checkpoint, the voice is also added to that phase's ``export/speakers_xtts.pth`` when the export
-holds that checkpoint.
+Every search is a named voice (``voice_name``, default ``<init_from>-<method>``) in
+``voice_search/voices/<name>/`` (``voicebook.voice_search.voices``); the stage's own files in
+``voice_search/`` are a copy of the latest. A voice searched on a phase's checkpoint joins that
+phase's ``export/speakers_xtts.pth`` (also when the search was already done), and a re-export
+keeps it (``voicebook.training.export``).
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,15 +57,29 @@ import pandas as pd
 import torch
 
 from voicebook.core import stages
+from voicebook.core.fileio import write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
+from voicebook.dataprep import splits
+from voicebook.evaluation import depth as eval_depth
+from voicebook.speaker import SpeakerSimilarity
+from voicebook.voice_search import voices
+from voicebook.voice_search.speaker import (
+    EmbeddingSpace,
+    SpeakerObjective,
+    TorchSpeakerEncoder,
+    minibatch_of,
+    speaker_data,
+)
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
 INIT_FROM = ("base", "phase1", "phase2")  # or a checkpoint path / export folder
-CURVE_COLUMNS = ["generation", "train_mel_ce", "train_best_mel_ce", "heldout_mel_ce", "seconds"]
+HALVES = ("latent", "speaker")  # latent: loss = Mel CE; speaker: loss = 1 - speaker similarity
+CURVE_COLUMNS = ["generation", "train_loss", "train_best_loss", "heldout_loss", "seconds"]
+STAGE_CURVE_COLUMNS = ["half", *CURVE_COLUMNS]
 # the files the stage writes, named by its contract (voicebook.core.stages)
-VOICE_FILE, CURVES_FILE, SEARCH_FILE = (Path(f).name for f in stages.VOICE_SEARCH.files)
+VOICE_FILE, CURVES_FILE, SEARCH_FILE = voices.VOICE_FILE, voices.CURVES_FILE, voices.SEARCH_FILE
 CEM_PARENTS = 0.5  # CEM's parenthood ratio: the best half of a population sets the next one
 
 
@@ -62,18 +94,32 @@ class SearchParams:
     init_from: str = "base"  # "base", "phase1", "phase2" (their best) or a checkpoint / export
     method: str = "cmaes"  # cmaes | snes | xnes | cem | gradient
     population: int = 8  # candidates per generation (ES); ignored by gradient
-    generations: int = 12
-    step_size: float = 0.3  # ES: initial stdev; gradient: Adam lr (both relative to the latent)
+    generations: int = 12  # of the latent half
+    step_size: float = 0.3  # ES: initial stdev; gradient: Adam lr (both relative to the start)
     seed: int = 1
-    minibatch: int = 4  # training clips per generation
-    patience: int = 5  # stop after this many generations without a held-out improvement
-    n_reference_clips: int = 2  # the starting voice: the first held-out clips, as evaluation
-    n_mix_clips: int = 8  # training clips whose latents MixSpace mixes
-    bias_dims: int = 8  # random slot-shared directions of MixSpace's bias
-    max_eval_clips: int = 0  # 0 = every held-out clip
-    voice_name: str = "voicebook_searched"
+    minibatch: int = 4  # training clips per generation (latent half)
+    patience: int = 5  # stop a half after this many generations without a validation gain
+    reference_clips: Any = "first"  # the start voice's clips, as the evaluation chooses them
+    n_reference_clips: int = 2  # as the evaluation's
+    n_mix_clips: int = 8  # training clips whose latents (embeddings) MixSpace mixes
+    bias_dims: int = 8  # random directions of MixSpace's bias
+    max_eval_clips: int = 0  # validation clips scored; 0 = every one
+    search_latent: bool = True  # the latent half (Mel CE); False keeps the reference latent
+    search_speaker: bool = True  # the speaker half (similarity); False keeps the reference one
+    speaker_generations: int = 4  # of the speaker half (each decodes audio: costlier)
+    speaker_minibatch: int = 2  # training clips decoded per candidate and generation
+    speaker_window_s: float = 1.0  # seconds decoded from the middle of each clip
+    voice_name: str = ""  # "" = <init_from>-<method>
     language: str = "hu"
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    @property
+    def name(self) -> str:
+        """The voice's name: ``voice_name``, or ``<init_from>-<method>``."""
+        return self.voice_name or voices.default_voice_name(self.init_from, self.method)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,10 +127,12 @@ class SearchParams:
     def check(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: pick one of {', '.join(METHODS)}.")
-        if self.generations < 1 or self.population < 2 or self.minibatch < 1:
-            raise ValueError("generations >= 1, population >= 2 and minibatch >= 1, please.")
-        if self.step_size <= 0:
-            raise ValueError(f"step_size={self.step_size}: it must be positive.")
+        if min(self.generations, self.speaker_generations, self.minibatch) < 1:
+            raise ValueError("generations, speaker_generations and minibatch >= 1, please.")
+        if self.population < 2 or self.speaker_minibatch < 1:
+            raise ValueError("population >= 2 and speaker_minibatch >= 1, please.")
+        if self.step_size <= 0 or self.speaker_window_s <= 0:
+            raise ValueError(f"step_size={self.step_size}, speaker_window_s: must be positive.")
 
 
 def params_from(namespace: dict[str, Any]) -> SearchParams:
@@ -98,18 +146,22 @@ def params_from(namespace: dict[str, Any]) -> SearchParams:
 
 
 class MixSpace:
-    """latent(x) = start + sum_k x_k (z_k - mean z) + scale * sum_j x_{K+j} v_j.
+    """latent(x) = start + sum_k x_k (z_k - mean z) + x_K (mean z - start)
+    + scale * sum_j x_{K+1+j} v_j.
 
-    ``z_k`` are per-clip latents. Each bias direction ``v_j`` adds one vector to all 32 latent
-    slots alike: on the GPT measured here almost all of the Mel CE's gradient with respect to the
-    latent lies in that slot-shared subspace, so a few random orthonormal directions inside it
-    reach far more of the objective than random directions in the full latent. ``scale`` is the
-    start latent's norm: a bias coefficient of 0.1 moves the latent by 10 %. x = 0 is the start.
+    ``z_k`` are per-clip latents; ``x_K`` pulls the start towards their mean (so a start far off,
+    e.g. a corrupted one, can reach the clips' voice). Each bias direction ``v_j`` adds one vector
+    to all 32 latent slots alike: on the GPT measured here almost all of the Mel CE's gradient
+    with respect to the latent lies in that slot-shared subspace, so a few random orthonormal
+    directions inside it reach far more of the objective than random directions in the full
+    latent. ``scale`` is the start latent's norm: a bias coefficient of 0.1 moves the latent by
+    10 %. x = 0 is the start.
     """
 
     def __init__(self, start: torch.Tensor, clip_latents: torch.Tensor, bias_dims: int, seed: int):
         self.start = start.reshape(1, *start.shape[-2:]).float()
-        self.offsets = (clip_latents - clip_latents.mean(0, keepdim=True)).float()
+        mean = clip_latents.float().mean(0, keepdim=True)
+        self.offsets = torch.cat([clip_latents.float() - mean, mean - self.start])
         slots, width = self.start.shape[1:]
         bias_dims = min(max(bias_dims, 0), width)
         generator = torch.Generator().manual_seed(seed)
@@ -161,14 +213,9 @@ class MelObjective:
         self.minibatch, self.seed = minibatch, seed
         self.dim = space.dim
 
-    def minibatch_of(self, generation: int) -> list[int]:
-        """Generation ``g``'s clips: a seeded draw, the same for every candidate of it."""
-        n = len(self.train_clips)
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + generation)
-        return torch.randperm(n, generator=generator)[: min(self.minibatch, n)].tolist()
-
     def train(self, x: torch.Tensor, generation: int) -> torch.Tensor:
-        clips = self.train_clips.select(self.minibatch_of(generation))
+        pick = minibatch_of(len(self.train_clips), self.minibatch, self.seed, generation)
+        clips = self.train_clips.select(pick)
         return self.objective.mel_ce(self.space.latents(x), clips).to(x.device)
 
     @torch.no_grad()
@@ -268,7 +315,7 @@ def search(
         else:
             since_best += 1
         if patience and since_best >= patience:
-            stop_reason = f"held-out Mel CE not better for {patience} generations"
+            stop_reason = f"validation loss not better for {patience} generations"
             break
     return SearchOutcome(
         best_x=best[1],
@@ -326,6 +373,30 @@ class SearchResult:
         return pd.DataFrame({"value": shown})
 
 
+@dataclass
+class Setup:
+    """What both halves search with, made once per search."""
+
+    model: Any
+    base: Path
+    checkpoint: Path | None
+    references: list[Path]  # the start voice's clips (the evaluation's reference clips)
+    start: tuple[torch.Tensor, torch.Tensor]  # (gpt_cond_latent, speaker_embedding)
+    clips: dict[str, Any]  # "train" and "eval" (validation) ClipBatch
+    mix: tuple[torch.Tensor, torch.Tensor]  # the mix clips' latents and embeddings
+    scorer: SpeakerSimilarity | None  # resemblyzer, when the speaker half runs
+    prepared_at: float  # perf_counter when loading was done
+
+
+@dataclass
+class Half:
+    """One half's result: the kept value and its search (None: the half was turned off)."""
+
+    value: torch.Tensor
+    outcome: SearchOutcome | None = None
+    space_dims: int = 0
+
+
 def _archive(folder: Path) -> Path | None:
     """Move an earlier search's files to ``history/<n>/`` (nothing a run made is overwritten)."""
     present = [p for p in folder.iterdir() if p.name != "history"] if folder.is_dir() else []
@@ -339,111 +410,174 @@ def _archive(folder: Path) -> Path | None:
     return history / str(n)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=2, default=str))
-    partial.replace(path)
-
-
 def run_search(
     params: SearchParams, on_generation: Callable[[dict[str, Any]], None] | None = None
 ) -> SearchResult:
-    """The whole stage: load, precompute, search, write the voice file and results."""
-    from voicebook.coqui import latents as coqui
-    from voicebook.coqui.base import resolve_base
-    from voicebook.core.device import resolve_device
-
-    params.check()
+    """The whole stage: load, search the halves, write the voice, publish it everywhere."""
     started = time.perf_counter()
     exp = experiment_dir(params.experiment, params.outputs_dir)
-    folder = exp / "voice_search"
+    folder = voices.voice_folder(exp, params.name)
     done = _finished(folder, params)
     if done is not None:
-        print(f"Voice search already done with these parameters: results from {folder}.")
-        return _noted(exp, params, done)
+        print(f"Voice {params.name!r} already searched with these parameters: {folder}.")
+        return _published(exp, params, done)
     moved = _archive(folder)
     if moved:
-        print(f"An earlier voice search's files moved to {moved}.")
+        print(f"An earlier search of voice {params.name!r} moved to {moved}.")
     folder.mkdir(parents=True, exist_ok=True)
+    setup = prepare(params, exp, folder)
+    latent = latent_half(params, setup, _tagged(on_generation, "latent"))
+    speaker = speaker_half(params, setup, latent.value, _tagged(on_generation, "speaker"))
+    result = _write_results(params, folder, setup, latent, speaker, started)
+    return _published(exp, params, result)
+
+
+def _tagged(on_generation, half: str):
+    """``on_generation`` given each row with its half."""
+    return (lambda row: on_generation({"half": half, **row})) if on_generation else None
+
+
+def prepare(params: SearchParams, exp: Path, folder: Path) -> Setup:
+    """Load the frozen model, the clips of both splits and the starting voice."""
+    from voicebook.coqui import latents as coqui  # heavy (coqui-tts): only when a search runs
+    from voicebook.coqui.base import resolve_base
+    from voicebook.core.device import resolve_device
 
     base = resolve_base(params.base_model)
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     checkpoint = resolve_checkpoint(exp, params.init_from)
     device = resolve_device(params.device)
-    train_samples, eval_samples = coqui.clip_samples(base, dataset, folder / "_trainer")
-    if not train_samples or not eval_samples:
-        raise ValueError(
-            f"The dataset in {dataset} has no usable train or eval clip: re-run data prep."
-        )
-    eval_samples = eval_samples[: params.max_eval_clips or None]
+    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer")
+    if not train or not evals:
+        raise ValueError(f"The dataset in {dataset} has no usable train or eval clip: re-run data prep.")  # fmt: skip
+    evals = evals[: params.max_eval_clips or None]
     model = coqui.load_frozen_xtts(base, checkpoint, device)
-    references = [s["audio_file"] for s in eval_samples[: params.n_reference_clips]]
-    start_latent, speaker = coqui.reference_voice(model, references)
-    coqui.save_voice(folder / "reference_voice.pth", "reference", start_latent, speaker)
-    train_clips = coqui.precompute_clips(model, base, train_samples, device)
-    eval_clips = coqui.precompute_clips(model, base, eval_samples, device)
+    scorer = SpeakerSimilarity.without_reference(device=device) if params.search_speaker else None
+    references = start_clips(params, dataset, folder)
+    start = coqui.reference_voice(model, references)
+    coqui.save_voice(folder / "reference_voice.pth", "reference", *start)
+    clips = {split: coqui.precompute_clips(model, base, samples, device)
+             for split, samples in (("train", train), ("eval", evals))}  # fmt: skip
+    mix = coqui.clip_latents(model, [s["audio_file"] for s in train[: params.n_mix_clips]])
+    return Setup(
+        model, base, checkpoint, references, start, clips, mix, scorer, time.perf_counter()
+    )
+
+
+def start_clips(params: SearchParams, dataset: Path, folder: Path) -> list[Path]:
+    """The evaluation's reference clips: its ``reference_clips`` rule on the split it scores
+    (the test split's view; the validation split for a dataset made before there was one)."""
+    view, _, _ = splits.scoring_dataset(dataset, folder / "_views")
+    return eval_depth.choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
+
+
+def latent_half(params: SearchParams, setup: Setup, on_generation=None) -> Half:
+    """``gpt_cond_latent`` by validation Mel CE (the start latent when the half is off)."""
+    from voicebook.coqui.latents import LatentObjective  # heavy (coqui-tts)
+
+    start = setup.start[0]
+    if not params.search_latent:
+        return Half(start)
     if params.method == "gradient":
-        space = FullSpace(start_latent)
+        space = FullSpace(start)
     else:
-        mix_paths = [s["audio_file"] for s in train_samples[: params.n_mix_clips]]
-        space = MixSpace(
-            start_latent, coqui.clip_latents(model, mix_paths)[0], params.bias_dims, params.seed
-        )
-    objective = MelObjective(
-        space,
-        coqui.LatentObjective(model.gpt),
-        train_clips,
-        eval_clips,
-        params.minibatch,
-        params.seed,
-    )
-    prepared = time.perf_counter()
+        space = MixSpace(start, setup.mix[0], params.bias_dims, params.seed)
+    objective = MelObjective(space, LatentObjective(setup.model.gpt), setup.clips["train"],
+                             setup.clips["eval"], params.minibatch, params.seed)  # fmt: skip
     outcome = search(
-        objective,
-        params.method,
-        population=params.population,
-        generations=params.generations,
-        step_size=params.step_size,
-        seed=params.seed,
-        patience=params.patience,
+        objective, params.method, population=params.population, generations=params.generations,
+        step_size=params.step_size, seed=params.seed, patience=params.patience,
         on_generation=on_generation,
-    )
-    best_latent = space.latents(outcome.best_x.reshape(1, -1))
-    voice_file = coqui.save_voice(folder / VOICE_FILE, params.voice_name, best_latent, speaker)
-    in_export = _add_to_export(exp, params, checkpoint, best_latent, speaker)
-    outcome.curves.to_csv(folder / CURVES_FILE, index=False)
-    finished = time.perf_counter()
-    searched = outcome.curves["seconds"].iloc[1:]
+    )  # fmt: skip
+    return Half(space.latents(outcome.best_x.reshape(1, -1)), outcome, space.dim)
+
+
+def speaker_half(params: SearchParams, setup: Setup, latent: torch.Tensor, on_generation=None) -> Half:  # fmt: skip
+    """``speaker_embedding`` by validation speaker similarity, the kept ``latent`` held (the
+    start embedding when the half is off)."""
+    from voicebook.coqui import latents as coqui  # heavy (coqui-tts)
+
+    start = setup.start[1]
+    if not params.search_speaker:
+        return Half(start)
+    data = speaker_data(setup.model, coqui, latent, setup.clips, params.speaker_window_s, setup.scorer)  # fmt: skip
+    rows = EmbeddingSpace.rows
+    if params.method == "gradient":
+        space = EmbeddingSpace(FullSpace(rows(start)))
+    else:
+        space = EmbeddingSpace(
+            MixSpace(rows(start), rows(setup.mix[1]), params.bias_dims, params.seed)
+        )
+    decode = lambda latents, embeddings: coqui.decode(setup.model, latents, embeddings)
+    objective = SpeakerObjective(space, decode, coqui.decoder_sample_rate(setup.model),
+                                 TorchSpeakerEncoder(setup.scorer), data, params.speaker_minibatch,
+                                 params.seed)  # fmt: skip
+    outcome = search(
+        objective, params.method, population=params.population,
+        generations=params.speaker_generations, step_size=params.step_size, seed=params.seed,
+        patience=params.patience, on_generation=on_generation,
+    )  # fmt: skip
+    return Half(space.latents(outcome.best_x.reshape(1, -1)), outcome, space.dim)
+
+
+def _write_results(params, folder: Path, setup: Setup, latent: Half, speaker: Half, started: float) -> SearchResult:  # fmt: skip
+    """The voice file, curves.csv and search.json of a finished search."""
+    from voicebook.coqui.latents import save_voice  # heavy (coqui-tts)
+
+    voice_file = save_voice(folder / VOICE_FILE, params.name, latent.value, speaker.value)
+    curves = pd.concat(
+        [o.curves.assign(half=h) for h, o in zip(HALVES, (latent.outcome, speaker.outcome)) if o],
+        ignore_index=True,
+    ).reindex(columns=STAGE_CURVE_COLUMNS)
+    curves.to_csv(folder / CURVES_FILE, index=False)
     summary = {
+        "voice_name": params.name,
         "method": params.method,
         "init_from": params.init_from,
-        "checkpoint": str(checkpoint or base / "model.pth"),
-        "start_mel_ce": outcome.start_heldout,
-        "best_mel_ce": outcome.best_heldout,
-        "best_generation": outcome.best_generation,
-        "generations": outcome.generations_done,
-        "stop_reason": outcome.stop_reason,
-        "minutes": (finished - started) / 60,
-        "search_minutes": (finished - prepared) / 60,
-        "seconds_per_generation": float(searched.mean()) if len(searched) else math.nan,
+        "checkpoint": str(setup.checkpoint or setup.base / "model.pth"),
+        "split": splits.VALIDATION,  # what the search's numbers are on (selection)
+        **_half_summary("latent", latent, "mel_ce"),
+        **_half_summary("speaker", speaker, "speaker_similarity"),
+        "minutes": (time.perf_counter() - started) / 60,
+        "search_minutes": (time.perf_counter() - setup.prepared_at) / 60,
         "voice_file": str(voice_file),
-        "voice_name": params.voice_name,
-        "export_voice_file": str(in_export or ""),
-        "reference_clips": references,
-        "n_train_clips": len(train_clips),
-        "n_eval_clips": len(eval_clips),
-        "search_dims": space.dim,
+        "reference_clips": [str(p) for p in setup.references],
+        "n_train_clips": len(setup.clips["train"]),
+        "n_eval_clips": len(setup.clips["eval"]),
         "params": params.to_dict(),
     }
-    _write_json(folder / SEARCH_FILE, {**summary, "state": "finished"})
-    return _noted(exp, params, SearchResult(params.to_dict(), summary, outcome.curves, folder))
+    write_json_atomic(folder / SEARCH_FILE, {**summary, "state": "finished"})
+    return SearchResult(params.to_dict(), summary, curves, folder)
 
 
-def _noted(exp: Path, params: SearchParams, result: SearchResult) -> SearchResult:
-    """Note what the search rests on (``voicebook.core.runs``): its dataset, the checkpoint it was
-    searched with (made by the phase it names), and the voice it wrote."""
+def _half_summary(half: str, result: Half, measure: str) -> dict[str, Any]:
+    """A half's figures on the validation split: the start's and the kept voice's ``measure``
+    (Mel CE; similarity = 1 - the speaker half's loss), generations and time."""
+    o = result.outcome
+    to_measure = (lambda loss: loss) if half == "latent" else (lambda loss: 1 - loss)
+    seconds = o.curves["seconds"].iloc[1:] if o else pd.Series(dtype=float)
+    prefix = "" if half == "latent" else "speaker_"
+    return {
+        f"start_{measure}": to_measure(o.start_heldout) if o else math.nan,
+        f"best_{measure}": to_measure(o.best_heldout) if o else math.nan,
+        f"{prefix}best_generation": o.best_generation if o else 0,
+        f"{prefix}generations": o.generations_done if o else 0,
+        f"{prefix}stop_reason": o.stop_reason if o else f"the {half} half is turned off",
+        f"{prefix}seconds_per_generation": float(seconds.mean()) if len(seconds) else math.nan,
+        f"{prefix}search_dims": result.space_dims,
+    }
+
+
+def _published(exp: Path, params: SearchParams, result: SearchResult) -> SearchResult:
+    """Make the voice current everywhere: the stage's latest files, the export of the phase
+    whose checkpoint it was searched on (also for a search already done: the export may be
+    newer), and what the search rests on (``voicebook.core.runs``)."""
     from voicebook.core import runs
 
+    for name in (VOICE_FILE, CURVES_FILE, SEARCH_FILE):
+        _copy_atomic(result.folder / name, exp / voices.SEARCH_DIR / name)
+    in_export = add_to_export(exp, result.summary)
+    result.summary["export_voice_file"] = str(in_export or "")
     stage = SEARCH_STAGE
     runs.read_input(stage, "dataset", Path(params.dataset_dir) if params.dataset_dir
                     else exp / "dataset", None if params.dataset_dir else "00_data_prep")  # fmt: skip
@@ -454,17 +588,22 @@ def _noted(exp: Path, params: SearchParams, result: SearchResult) -> SearchResul
     return result
 
 
-def _add_to_export(exp: Path, params: SearchParams, checkpoint, latent, speaker) -> Path | None:
-    """Searched from a phase's checkpoint that its export holds: that export gets the voice too."""
-    from voicebook.coqui.latents import add_voice
+def _copy_atomic(src: Path, dst: Path) -> None:
+    partial = dst.with_name(dst.name + ".partial")
+    shutil.copyfile(src, partial)
+    partial.replace(dst)
 
-    if params.init_from not in ("phase1", "phase2"):
-        return None
-    export = exp / params.init_from / "export"
-    info = export / "export.json"
-    if not info.is_file() or json.loads(info.read_text()).get("checkpoint") != str(checkpoint):
-        return None  # that export holds another checkpoint: the latent was fit to this one
-    return add_voice(export / VOICE_FILE, params.voice_name, latent, speaker)
+
+def add_to_export(exp: Path, summary: dict[str, Any]) -> Path | None:
+    """A voice searched on the checkpoint a phase's export holds joins that export's
+    ``speakers_xtts.pth`` under its name; returns that file (None: no such export)."""
+    for stage in stages.TRAINING:
+        export = exp / stage.short / "export"
+        info = export / "export.json"
+        held = json.loads(info.read_text()).get("checkpoint") if info.is_file() else None
+        if voices.same_file(held, summary["checkpoint"]):
+            return voices.add_to_export(export, [summary])
+    return None
 
 
 def _finished(folder: Path, params: SearchParams) -> SearchResult | None:
@@ -481,62 +620,57 @@ def _finished(folder: Path, params: SearchParams) -> SearchResult | None:
 
 # --- live view -------------------------------------------------------------------------------
 
+HALF_TITLES = {"latent": "latent half: Mel CE", "speaker": "speaker half: 1 - similarity"}
+
 
 def curves_figure(curves: pd.DataFrame, title: str = "Voice search"):
-    """Mel CE by generation: the minibatch (population mean and best) and the held-out clips."""
-    import plotly.graph_objects as go
+    """Each half's loss by generation: the training minibatch (population mean and best) and the
+    validation clips, whose lowest point (the star) is what the half keeps."""
+    from plotly.subplots import make_subplots
 
-    fig = go.Figure()
-    later = curves[curves["generation"] > 0]
-    fig.add_scatter(
-        x=later["generation"].tolist(),
-        y=later["train_mel_ce"].tolist(),
-        name="train minibatch (mean)",
-        mode="lines",
-    )
-    fig.add_scatter(
-        x=later["generation"].tolist(),
-        y=later["train_best_mel_ce"].tolist(),
-        name="train minibatch (best)",
-        mode="lines",
-        line={"dash": "dot"},
-    )
-    fig.add_scatter(
-        x=curves["generation"].tolist(),
-        y=curves["heldout_mel_ce"].tolist(),
-        name="held-out",
-        mode="lines+markers",
-    )
-    if len(curves):
-        best = curves.loc[curves["heldout_mel_ce"].idxmin()]
-        fig.add_scatter(
-            x=[best["generation"]],
-            y=[best["heldout_mel_ce"]],
-            name="kept (best)",
-            mode="markers",
-            marker={"size": 12, "symbol": "star"},
-        )
-    fig.update_layout(title=title, xaxis_title="generation", yaxis_title="Mel CE", height=380)
-    return fig
+    if "half" not in curves:
+        curves = curves.assign(half="latent")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[HALF_TITLES[h] for h in HALVES])
+    for col, half in enumerate(HALVES, start=1):
+        rows = curves[curves["half"] == half]
+        later = rows[rows["generation"] > 0]
+        lines = (("train minibatch (mean)", later, "train_loss", {}),
+                 ("train minibatch (best)", later, "train_best_loss", {"dash": "dot"}),
+                 ("validation", rows, "heldout_loss", {}))  # fmt: skip
+        for name, frame, column, line in lines:
+            fig.add_scatter(x=frame["generation"].tolist(), y=frame[column].tolist(), name=name,
+                            mode="lines+markers" if column == "heldout_loss" else "lines",
+                            line=line, legendgroup=name, showlegend=col == 1, row=1, col=col)  # fmt: skip
+        if len(rows):
+            best = rows.loc[rows["heldout_loss"].idxmin()]
+            fig.add_scatter(x=[best["generation"]], y=[best["heldout_loss"]], name="kept (best)",
+                            mode="markers", marker={"size": 12, "symbol": "star"},
+                            legendgroup="kept", showlegend=col == 1, row=1, col=col)  # fmt: skip
+    fig.update_xaxes(title_text="generation")
+    return fig.update_layout(title=title, height=380)
 
 
 class SearchView(LiveChart):
-    """The curve of the search, redrawn each generation, under a progress bar."""
+    """The curves of the search, redrawn each generation, under a progress bar."""
 
     def __init__(self, params: SearchParams):
-        title = f"Voice search ({params.method}, from {params.init_from})"
-        super().__init__(title, curves_figure, CURVE_COLUMNS, params.generations, unit="gen")
+        title = f"Voice search {params.name!r} ({params.method}, from {params.init_from})"
+        total = params.generations * params.search_latent
+        total += params.speaker_generations * params.search_speaker
+        super().__init__(title, curves_figure, STAGE_CURVE_COLUMNS, total, unit="gen")
 
     def on_generation(self, row: dict[str, Any]) -> None:
         started = row["generation"] > 0  # generation 0 is the starting voice
-        self.add(row, started, True, heldout=f"{row['heldout_mel_ce']:.4f}")
+        self.add(row, started, True, **{row["half"]: f"{row['heldout_loss']:.4f}"})
 
 
 # --- search against fine-tuning ---------------------------------------------------------------
 
 VERSUS_COLUMNS = [
-    "candidate", "label", "how", "voice_mel_ce", "mel_ce", "speaker_similarity", "minutes",
+    "candidate", "label", "how", "voice", "split", "voice_mel_ce", "mel_ce",
+    "speaker_similarity", "minutes",
 ]  # fmt: skip
+current_voices = voices.current_voices  # every voice searched, by name (the report's rows)
 SEARCH_STAGE = stages.VOICE_SEARCH.stem
 PHASE_STAGES = {s.short: s.stem for s in stages.TRAINING}
 
@@ -564,39 +698,37 @@ def stage_minutes(experiment_path: str | Path) -> dict[str, float]:
 
 def versus_finetuning(
     eval_table: pd.DataFrame | None,
-    search: dict[str, Any] | None,
+    searched: list[dict[str, Any]] | None,
     minutes: dict[str, float],
 ) -> pd.DataFrame:
     """Training-free voice search against fine-tuning, one row per evaluated candidate.
 
-    ``voice_mel_ce`` is the held-out Mel CE given the one voice each candidate speaks with (the
-    measure the search optimises), ``mel_ce`` the trainer-style one. ``minutes`` is what the
-    candidate cost to make: phase 2 counts phase 1 too (it continues it), a searched voice its
-    search plus the phases under it; NaN where a stage's time was not recorded.
+    ``searched`` are the current voices (``current_voices``): the evaluation names each voice's
+    candidate by the voice. ``voice_mel_ce`` is the held-out Mel CE given the one voice each
+    candidate speaks with (what the latent half lowers), ``mel_ce`` the trainer-style one,
+    ``speaker_similarity`` the synthesised sentences' (what the speaker half raises); all on the
+    evaluation's split (``split``: test), while the searches selected on validation.
+    ``minutes`` is what the candidate cost to make: phase 2 counts phase 1 too (it continues
+    it), a searched voice its search plus the phases under it; NaN where a time was not
+    recorded.
     """
     if eval_table is None or eval_table.empty:
         return pd.DataFrame(columns=VERSUS_COLUMNS)
-    search_minutes = (search or {}).get("minutes", math.nan)
+    by_candidate = {voices.voice_file_name(v["voice_name"]): v for v in searched or []}
     rows = []
     for row in eval_table.to_dict("records"):
         name = str(row["candidate"])
-        searched = name.endswith("-voice")
-        model = name.removesuffix("-voice")
+        voice = by_candidate.get(name)
+        model = voice.get("init_from", "") if voice else name.removesuffix("-voice")
         phases = {"phase1": ["phase1"], "phase2": ["phase1", "phase2"]}.get(model, [])
         cost = sum(minutes.get(PHASE_STAGES[p], math.nan) for p in phases)
-        cost += search_minutes if searched else 0.0
-        how = " + ".join(
-            [*(["fine-tuning"] if phases else []), *(["voice search"] if searched else [])]
-        )
-        rows.append(
-            {
-                "candidate": name,
-                "label": row.get("label", name),
-                "how": how or "neither (base)",
-                "voice_mel_ce": row.get("voice_mel_ce", math.nan),
-                "mel_ce": row.get("mel_ce", math.nan),
-                "speaker_similarity": row.get("speaker_similarity", math.nan),
-                "minutes": cost,
-            }
-        )
+        is_voice = voice is not None or name.endswith("-voice")
+        cost += (voice or {}).get("minutes", math.nan) if is_voice else 0.0
+        how = " + ".join(["fine-tuning"] * bool(phases) + ["voice search"] * is_voice)
+        rows.append({
+            "candidate": name, "label": row.get("label", name), "how": how or "neither (base)",
+            "voice": (voice or {}).get("voice_name", ""), "split": row.get("split", ""),
+            **{k: row.get(k, math.nan) for k in ("voice_mel_ce", "mel_ce", "speaker_similarity")},
+            "minutes": cost,
+        })  # fmt: skip
     return pd.DataFrame(rows, columns=VERSUS_COLUMNS)
