@@ -19,6 +19,7 @@ from voicebook.coqui.base import resolve_base
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.evaluation import codebook as cb
 from voicebook.evaluation import depth as ed
+from voicebook.evaluation import measures
 from voicebook.evaluation import scoring as ev
 from voicebook.evaluation.listening import session as ls
 
@@ -228,14 +229,14 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
 
     model = load_xtts(base)
     default_cap = model.gpt.max_gen_mel_tokens
-    refs = ev.reference_clips(dataset, 1)
+    refs = measures.reference_clips(dataset, 1)
     short, longer = "Jó napot!", "Jó napot kívánok mindenkinek, kezdjük is a mai adást!"
     out = ev.synthesize(model, [short, longer], refs, tmp_path / "c", tokens_per_char=1.0)
     assert model.gpt.max_gen_mel_tokens == default_cap  # restored
     assert out["sentence_id"].tolist() == ["s01", "s02"]
     assert all((tmp_path / "c" / f"{s}.wav").is_file() for s in out["sentence_id"])
     seconds_per_token = 1024 / 22050  # one GPT audio token = one 1024-sample DVAE frame
-    caps = [ev.token_cap(t, 1.0) for t in (short, longer)]
+    caps = [measures.token_cap(t, 1.0) for t in (short, longer)]
     assert caps == [30, len(longer)]
     for audio_s, cap in zip(out["audio_s"], caps):
         assert 0 < audio_s <= (cap + 1) * seconds_per_token
@@ -253,7 +254,7 @@ def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_
     inference = model.inference
     model.inference = lambda *a, **kw: seen.append(kw) or inference(*a, **kw)
     settings = {"temperature": 0.55, "repetition_penalty": 5.0, "top_p": 0.8, "top_k": 20}
-    refs = ev.reference_clips(dataset, 1)
+    refs = measures.reference_clips(dataset, 1)
     ev.synthesize(model, ["Jó napot!"], refs, tmp_path, tokens_per_char=1.0, sampling=settings)
     assert seen == [settings]
 

@@ -6,7 +6,7 @@
 - **the tokenizer's reconstruction**: the DVAE encodes each held-out clip's mel to codes and
   decodes it; mel MSE, MAE and peak error per source (the DVAE is the base's, frozen in
   fine-tuning: one set of numbers for every candidate);
-- **cap hits**: how many test sentences ran into the token cap (``evaluation.token_cap``)
+- **cap hits**: how many test sentences ran into the token cap (``measures.token_cap``)
   without the GPT stopping by itself; a short sentence is always among them (runaway
   generation on short text is a known XTTS failure);
 - **reference clips**: the voice is taken from the first held-out clips, the ones nearest the
@@ -29,7 +29,8 @@ import pandas as pd
 import yaml
 
 from voicebook.evaluation import codebook
-from voicebook.evaluation import scoring as ev
+from voicebook.evaluation import measures as ev
+from voicebook.speaker import SpeakerSimilarity
 
 FIRST, AUTO = "first", "auto"  # the reference_clips modes besides a list of files
 ALL = codebook.ALL  # the row of every clip together
@@ -70,7 +71,7 @@ def sweep_temperatures(config: Any) -> list[float]:
 
 
 def choose_reference_clips(
-    spec: Any, dataset_dir: Path, n: int, scorer: ev.SpeakerSimilarity | None = None
+    spec: Any, dataset_dir: Path, n: int, scorer: SpeakerSimilarity | None = None
 ) -> list[Path]:
     """The clips every candidate's voice is made from: ``"first"`` the first ``n`` held-out
     clips, ``"auto"`` the ``n`` held-out clips nearest their mean speaker embedding (``scorer``
@@ -80,7 +81,7 @@ def choose_reference_clips(
         return ev.reference_clips(dataset_dir, n)
     if spec == AUTO:
         held_out = ev.eval_clips(dataset_dir)
-        scorer = scorer or ev.SpeakerSimilarity(held_out)
+        scorer = scorer or SpeakerSimilarity(held_out)
         return nearest_clips(scorer.clip_embeddings, held_out, n)
     files = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec or [])
     if not files:
@@ -245,7 +246,7 @@ def temperature_sweep(
     config: Any,
     voice: tuple[Any, Any],
     out_dir: Path,
-    scorer: ev.SpeakerSimilarity,
+    scorer: SpeakerSimilarity,
     transcribe: Callable[[Path], str] | None = None,
 ) -> pd.DataFrame:
     """The test sentences at each temperature of ``config.temperature_sweep`` (other settings as

@@ -24,31 +24,40 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
 from tqdm.auto import tqdm
 
-from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
-from voicebook.coqui.losses import eval_losses, seed_everything
-from voicebook.coqui.probes import SAMPLING_KEYS, count_generated_codes, generation_cap
+from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
+from voicebook.coqui.losses import eval_losses
+from voicebook.coqui.probes import SAMPLING_KEYS
 from voicebook.core import stages
 from voicebook.core.device import resolve_device
 from voicebook.core.paths import EVAL_META, TRAIN_META
+from voicebook.evaluation import depth as eval_depth
 from voicebook.evaluation.listening.session import REFERENCE
+from voicebook.evaluation.measures import (
+    BASE,
+    SHORT_SENTENCE_WORDS,
+    character_error_rate,
+    eval_clips,
+    is_short,
+    load_asr,
+    normalise_for_cer,
+    real_time_factor,
+    synthesize,
+)
 from voicebook.speaker import SpeakerSimilarity
 from voicebook.training.checkpoints import resolve_checkpoint
 from voicebook.voice_search.voices import current_voices
 
-BASE = "base"
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
 VOICE = "voice"  # every current voice of the voice search, each on its own checkpoint
 VOICE_SEARCH = Path(stages.VOICE_SEARCH.files[2])  # voice_search/search.json
@@ -91,7 +100,6 @@ DEFAULT_TEST_SENTENCES = {
 # One short line per language: runaway generation on short text is a known XTTS failure, so a
 # test sentence of at most SHORT_SENTENCE_WORDS words is always among the test sentences.
 DEFAULT_SHORT_SENTENCES = {"hu": "Igen, pontosan.", "en": "Yes, exactly."}
-SHORT_SENTENCE_WORDS = 3
 
 
 @dataclass
@@ -153,10 +161,6 @@ def default_test_sentences(language: str) -> list[str]:
             f"(defaults exist for {', '.join(DEFAULT_TEST_SENTENCES)})."
         )
     return list(DEFAULT_TEST_SENTENCES[language])
-
-
-def is_short(sentence: str) -> bool:
-    return len(sentence.split()) <= SHORT_SENTENCE_WORDS
 
 
 def default_short_sentence(language: str) -> str:
@@ -285,12 +289,6 @@ def _unique_names(candidates: list[Candidate]) -> list[Candidate]:
 # --- synthesis -----------------------------------------------------------------------------
 
 
-def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
-    """The first ``n`` held-out clips (deterministic), used as the voice reference for all."""
-    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    return [Path(dataset_dir) / p for p in meta["audio_file"].head(max(n, 1))]
-
-
 def hidden_references(
     dataset_dir: Path, n: int, n_reference_clips: int, exclude: list[Path] | None = None
 ) -> pd.DataFrame:
@@ -324,92 +322,7 @@ def _reference_samples(hidden: pd.DataFrame, first_id: int, eval_dir: Path) -> p
     return pd.DataFrame(rows)
 
 
-def eval_clips(dataset_dir: Path) -> list[Path]:
-    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    return [Path(dataset_dir) / p for p in meta["audio_file"]]
-
-
-def token_cap(text: str, tokens_per_char: float = AUDIO_TOKENS_PER_CHAR) -> int:
-    """The most audio tokens the GPT may generate for ``text``."""
-    return max(MIN_AUDIO_TOKENS, math.ceil(tokens_per_char * len(text)))
-
-
-def synthesize(
-    model: Any,
-    sentences: list[str],
-    references: list[Path],
-    out_dir: Path,
-    *,
-    language: str = "hu",
-    seed: int = 1,
-    tokens_per_char: float = AUDIO_TOKENS_PER_CHAR,
-    voice: tuple[torch.Tensor, torch.Tensor] | None = None,
-    sampling: dict[str, float] | None = None,
-) -> pd.DataFrame:
-    """Speak every sentence with ``model`` in the voice of ``references`` (or in ``voice``,
-    a (gpt_cond_latent, speaker_embedding) pair); write ``sNN.wav``.
-
-    Generation is capped at ``token_cap(sentence)`` audio tokens; ``sampling`` goes to
-    ``Xtts.inference`` (temperature, repetition_penalty, top_p, top_k). Returns one row per
-    sentence: sentence_id, text, wav, audio_s, synth_s (inference time, conditioning excluded),
-    codes (audio tokens generated before the stop token) and cap.
-    """
-    import soundfile as sf
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rate = model.config.audio.output_sample_rate
-    if voice is None:
-        voice = model.get_conditioning_latents(audio_path=[str(p) for p in references])
-    latent, speaker = (t.to(model.device) for t in voice)
-    rows = []
-    with count_generated_codes(model) as generated:
-        for i, text in enumerate(sentences, start=1):
-            with generation_cap(model, token_cap(text, tokens_per_char)) as cap:
-                seed_everything(seed + i)
-                start = time.perf_counter()
-                out = model.inference(text, language, latent, speaker, **(sampling or {}))
-                elapsed = time.perf_counter() - start
-            wav = np.asarray(out["wav"], np.float32)
-            path = out_dir / f"s{i:02d}.wav"
-            sf.write(path, wav, rate)
-            rows.append({"sentence_id": f"s{i:02d}", "text": text, "wav": str(path),
-                         "audio_s": len(wav) / rate, "synth_s": elapsed,
-                         "codes": generated[-1]["codes"], "cap": cap})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def real_time_factor(samples: pd.DataFrame) -> float:
-    """Synthesis seconds per second of audio over all sentences (< 1 is faster than real time)."""
-    audio = samples["audio_s"].sum()
-    return float(samples["synth_s"].sum() / audio) if audio > 0 else math.nan
-
-
 # --- speaker similarity and CER ------------------------------------------------------------
-
-
-def normalise_for_cer(text: str) -> str:
-    text = unicodedata.normalize("NFC", text).lower()
-    text = re.sub(r"[^\w\s]", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def character_error_rate(reference: str, hypothesis: str) -> float:
-    """Character edit distance over the reference length, after lower-casing and dropping
-    punctuation (so 1.0 can be exceeded by a long wrong hypothesis)."""
-    from torchaudio.functional import edit_distance
-
-    ref, hyp = normalise_for_cer(reference), normalise_for_cer(hypothesis)
-    if not ref:
-        raise ValueError("Cannot compute a CER against an empty reference text.")
-    return edit_distance(list(ref), list(hyp)) / len(ref)
-
-
-def load_asr(asr_model: str, language: str, device: str = "auto") -> Callable[[Path], str] | None:
-    """The transcriber for CER (``voicebook.asr``, the one data prep uses) on ``device``, or
-    None when ``asr_model`` is ``""``."""
-    from voicebook.asr import load_recognizer
-
-    return load_recognizer(asr_model, language, device)
 
 
 def _seen_in_training(sentences: list[str], dataset: Path) -> list[str]:
@@ -458,7 +371,6 @@ def evaluate(
     Without a dataset, the table lists the candidates with empty metrics and the notes say why.
     """
     from voicebook.dataprep import splits
-    from voicebook.evaluation import depth as eval_depth
 
     experiment_path = Path(experiment_path)
     eval_dir = experiment_path / "eval"
@@ -565,8 +477,6 @@ def _voice_and_sentences(
 ) -> tuple[EvalConfig, list[Path], pd.DataFrame]:
     """The reference clips, the hidden real clips (others), and the config whose test sentences
     end with the hidden clips' transcripts."""
-    from voicebook.evaluation import depth as eval_depth
-
     references = eval_depth.choose_reference_clips(
         config.reference_clips, dataset, config.n_reference_clips, scorer
     )
@@ -597,7 +507,6 @@ def _evaluate_one(
 ) -> dict[str, Any]:
     from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
     from voicebook.coqui.models import load_xtts
-    from voicebook.evaluation import depth as eval_depth
 
     losses, per_source, general_ce = _checkpoint_losses(
         c, config, dataset, eval_dir, base_dir, depth, device
@@ -648,8 +557,6 @@ def _checkpoint_losses(
 ) -> tuple[dict[str, float], Any, float]:
     """Mel CE / Text CE, per source, and general Text CE of ``c``'s checkpoint: computed once
     per checkpoint (a voice does not change them) and kept in ``depth``."""
-    from voicebook.evaluation import depth as eval_depth
-
     key = str(c.checkpoint or "")
     if key not in depth["losses"]:
         depth["losses"][key] = eval_losses(
