@@ -46,7 +46,7 @@ HEADER = (
 )
 
 
-def start_similarity(setup: vs.Setup, params: vs.SearchParams) -> float:
+def start_similarity(setup: vs.Setup, params: vs.SearchConfig) -> float:
     """Validation similarity of the start voice (its latent's decoded windows, its embedding)."""
     data = speaker_data(
         setup.model, coqui, setup.start[0], setup.clips, params.speaker_window_s, setup.scorer
@@ -66,7 +66,7 @@ def bench_recovery(args: argparse.Namespace) -> None:
     print(f"{'init_from':<9} {'method':<9} {'reference':>9} {'corrupt':>8} {'gap':>7} "
           f"{'recov':>8} {'closed':>7} {'gens':>4} {'s/gen':>6}")  # fmt: skip
     for init_from in args.init_from:
-        params = vs.SearchParams(experiment=args.experiment, init_from=init_from,
+        params = vs.SearchConfig(experiment=args.experiment, init_from=init_from,
                                  population=args.population, search_speaker=False)  # fmt: skip
         setup = vs.prepare(params, exp, Path(tempfile.mkdtemp()))
         for method in args.methods:
@@ -86,7 +86,7 @@ def bench_methods(args: argparse.Namespace) -> None:
     print(HEADER)
     for init_from in args.init_from:
         work = Path(tempfile.mkdtemp())
-        params = vs.SearchParams(
+        params = vs.SearchConfig(
             experiment=args.experiment, init_from=init_from, population=args.population,
             generations=args.generations, speaker_generations=args.speaker_generations,
         )  # fmt: skip
@@ -145,9 +145,9 @@ def main() -> None:
     parser.add_argument("--experiment", default="demo")
     parser.add_argument("--init-from", nargs="+", default=["base"])
     parser.add_argument("--methods", nargs="+", default=list(vs.METHODS))
-    parser.add_argument("--generations", type=int, default=vs.SearchParams.generations)
-    parser.add_argument("--speaker-generations", type=int, default=vs.SearchParams.speaker_generations)  # fmt: skip
-    parser.add_argument("--population", type=int, default=vs.SearchParams.population)
+    parser.add_argument("--generations", type=int, default=vs.SearchConfig.generations)
+    parser.add_argument("--speaker-generations", type=int, default=vs.SearchConfig.speaker_generations)  # fmt: skip
+    parser.add_argument("--population", type=int, default=vs.SearchConfig.population)
     parser.add_argument("--noise", type=float, default=2.0)
     parser.add_argument("--recovery-generations", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)

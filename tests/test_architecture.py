@@ -173,3 +173,30 @@ def test_training_and_decision_share_the_text_ce_alarm_edge(value, alarming):
     tuned = CandidateEvidence("phase1", "phase 1", mel_ce=2.4, text_ce=value, source="evaluation")
     disqualified = decide([base, tuned]).verdicts[1].status == "disqualified"
     assert raised == disqualified == alarming
+
+
+def _stage_configs():
+    from voicebook import dataprep, training
+    from voicebook.evaluation.scoring import EvalConfig
+    from voicebook.voice_search.search import SearchConfig
+
+    return [
+        (dataprep.DataPrepConfig, {"min_seconds": 0.1}),
+        (training.Phase1Config, {"finetune": "everything"}),
+        (training.Phase2Config, {"finetune": "everything"}),
+        (SearchConfig, {"method": "guess"}),
+        (EvalConfig, {"eval_batch_size": 0}),
+    ]
+
+
+def test_every_stage_config_follows_one_convention():
+    """One convention: a dataclass named ``…Config`` that validates in ``__post_init__`` (a bad
+    value fails when the notebook builds it) and serialises with ``to_dict``."""
+    import dataclasses
+    import json
+
+    for cls, bad in _stage_configs():
+        assert dataclasses.is_dataclass(cls) and cls.__name__.endswith("Config")
+        assert json.loads(json.dumps(cls().to_dict()))  # plain JSON values
+        with pytest.raises(ValueError):
+            cls(**bad)

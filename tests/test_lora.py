@@ -23,7 +23,7 @@ STEPS, INTERRUPT_AT = 8, 5  # a periodic checkpoint at 4, the interruption's at 
 SHORT = {"max_steps": 1, "eval_every": 100}  # one step: evaluated at its start and end
 
 
-def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseParams:
+def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseConfig:
     values = {**RUN, "outputs_dir": str(out), "dataset_dir": str(dataset), **over}
     return training.params_for(stage, **values)
 
@@ -213,15 +213,15 @@ def test_a_changed_base_is_refused_by_name(lora1, tmp_path):
 
 def test_lora_parameters_are_checked_and_only_count_for_lora_runs():
     with pytest.raises(ValueError, match="finetune='qlora'"):
-        training.Phase1Params(finetune="qlora")
+        training.Phase1Config(finetune="qlora")
     with pytest.raises(ValueError, match="lora_rank=0"):
-        training.Phase1Params(finetune="lora", lora_rank=0)
-    full = training.Phase1Params()
-    assert full.training_identity() == training.Phase1Params(lora_rank=32).training_identity()
-    lora = training.Phase1Params(finetune="lora")
+        training.Phase1Config(finetune="lora", lora_rank=0)
+    full = training.Phase1Config()
+    assert full.training_identity() == training.Phase1Config(lora_rank=32).training_identity()
+    lora = training.Phase1Config(finetune="lora")
     assert (
         lora.training_identity()
-        != training.Phase1Params(finetune="lora", lora_rank=32).training_identity()
+        != training.Phase1Config(finetune="lora", lora_rank=32).training_identity()
     )
     assert lora.lora_spec().targets == ("c_attn", "c_proj", "c_fc")
 
@@ -233,7 +233,7 @@ def test_both_phase_notebooks_declare_every_lora_parameter(stem):
     from voicebook.core.paths import NOTEBOOKS_DIR
 
     declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{stem}.ipynb"))
-    assert {"finetune", *training.PhaseParams.LORA} <= set(declared)  # papermill parses them
+    assert {"finetune", *training.PhaseConfig.LORA} <= set(declared)  # papermill parses them
 
 
 def test_preflight_sizes_a_lora_phase_by_its_adapters(lora1):

@@ -23,9 +23,9 @@ from voicebook.voice_search import search as voice_search
 
 CONFIGS = {
     "00_data_prep": dataprep.DataPrepConfig,
-    "01_phase1": training.Phase1Params,
-    "02_phase2": training.Phase2Params,
-    "02b_voice_search": voice_search.SearchParams,
+    "01_phase1": training.Phase1Config,
+    "02_phase2": training.Phase2Config,
+    "02b_voice_search": voice_search.SearchConfig,
     "03_evaluation": evaluation.EvalConfig,
 }
 
@@ -47,7 +47,7 @@ def test_parameters_cell_and_config_agree_on_names_and_values(stem):
 
 
 def test_save_every_is_one_value_everywhere():
-    assert _notebook_defaults("01_phase1")["save_every"] == training.PhaseParams().save_every == 45
+    assert _notebook_defaults("01_phase1")["save_every"] == training.PhaseConfig().save_every == 45
 
 
 def test_the_runner_and_the_decision_take_their_stages_from_the_contract():

@@ -53,8 +53,8 @@ def test_low_lr_is_flagged_once():
 
 def test_lr_floor_defaults_to_1e6_and_flags_only_below_it():
     """1e-6 is the documented phase-2 lr (README): at the floor is fine, 1e-7 is the symptom."""
-    floor = training.PhaseParams().lr_floor
-    assert floor == training.Phase2Params().lr_floor == 1e-6
+    floor = training.PhaseConfig().lr_floor
+    assert floor == training.Phase2Config().lr_floor == 1e-6
     assert HealthMonitor(0, floor, None).on_train(0, 6.0, 1e-6, 1.0) == []
     assert kinds(HealthMonitor(0, floor, None).on_train(0, 6.0, 1e-7, 1.0)) == [
         ("low_lr", "warning")

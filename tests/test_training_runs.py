@@ -38,12 +38,12 @@ def dataset(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("dataset"), N_TRAIN, N_EVAL)
 
 
-def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseParams:
+def params(stage: str, out: Path, dataset: Path, **over) -> training.PhaseConfig:
     values = {**RUN, "outputs_dir": str(out), "dataset_dir": str(dataset), **over}
     return training.params_for(stage, **values)
 
 
-def cli_args(p: training.PhaseParams) -> list[str]:
+def cli_args(p: training.PhaseConfig) -> list[str]:
     args = [sys.executable, "-m", "voicebook.training", p.stage]
     for name, value in p.to_dict().items():
         args += [f"--{name.replace('_', '-')}", str(value)]

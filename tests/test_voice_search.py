@@ -77,9 +77,9 @@ def test_unknown_method_and_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="pick one of cmaes, snes, xnes, cem, gradient"):
         vs.search(Quadratic(torch.ones(2)), "adam")
     with pytest.raises(ValueError, match="step_size"):
-        vs.SearchParams(step_size=0)
+        vs.SearchConfig(step_size=0)
     with pytest.raises(ValueError, match="pick one of"):
-        vs.SearchParams(method="adam")
+        vs.SearchConfig(method="adam")
 
 
 def test_mix_space_starts_at_the_reference_and_spans_clips_pull_and_bias():
@@ -165,11 +165,11 @@ def phase1(experiment):
     return training.run_phase(p)
 
 
-def params(experiment: Path, **over) -> vs.SearchParams:
+def params(experiment: Path, **over) -> vs.SearchConfig:
     """Cheap search settings on the module's experiment."""
     cheap = {"generations": 2, "speaker_generations": 2, "minibatch": 2, "speaker_minibatch": 1,
              "speaker_window_s": 0.8, "n_mix_clips": 3, "population": 4, "device": "cpu"}  # fmt: skip
-    return vs.SearchParams(
+    return vs.SearchConfig(
         experiment=experiment.name, outputs_dir=str(experiment.parent), **{**cheap, **over}
     )
 
@@ -303,7 +303,7 @@ def test_init_from_names_what_is_missing(experiment):
     with pytest.raises(FileNotFoundError, match="no checkpoint there"):
         vs.resolve_checkpoint(experiment, "/nowhere/model.pth")
     assert vs.resolve_checkpoint(experiment, "base") is None
-    assert vs.SearchParams(init_from="/x/phase1/export", method="cem").name == "phase1-export-cem"
+    assert vs.SearchConfig(init_from="/x/phase1/export", method="cem").name == "phase1-export-cem"
 
 
 def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, frozen, tmp_path):

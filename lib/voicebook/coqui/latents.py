@@ -23,6 +23,7 @@ from voicebook.coqui.config import gpt_trainer_config, load_samples, usable_samp
 from voicebook.coqui.features import ClipCoder
 from voicebook.coqui.limits import SAMPLE_RATE
 from voicebook.coqui.models import load_xtts
+from voicebook.core.fileio import write_file_atomic
 
 IGNORE = -1  # coqui's ignore_index for padded targets
 
@@ -279,12 +280,8 @@ def voice_entry(gpt_cond_latent: torch.Tensor, speaker_embedding: torch.Tensor) 
 
 
 def _write_voices(path: Path, voices: dict[str, dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(voices, partial)
-    path.unlink(missing_ok=True)  # a symlink (exports link the base's file): never write through
-    partial.replace(path)
-    return path
+    # A symbolic link there (an export linking the base's file) is replaced, never written through.
+    return write_file_atomic(path, lambda partial: torch.save(voices, partial))
 
 
 def save_voice(

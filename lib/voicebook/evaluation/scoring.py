@@ -132,6 +132,26 @@ class EvalConfig:
     top_k: int = 50
     temperature_sweep: list[float] = field(default_factory=list)  # extra temperatures to try
 
+    def __post_init__(self) -> None:
+        counts = {
+            "n_reference_clips": self.n_reference_clips,
+            "eval_batch_size": self.eval_batch_size,
+        }
+        for name, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{name}={value}: at least 1, please.")
+        if min(self.max_eval_batches, self.codebook_clips_per_source) < 0:
+            raise ValueError("max_eval_batches and codebook_clips_per_source: 0 (all) or more.")
+        if self.hidden_reference_sentences < 0 or self.audio_tokens_per_char <= 0:
+            raise ValueError(
+                "hidden_reference_sentences must be 0 or more and audio_tokens_per_char positive."
+            )
+        if not 0 < self.top_p <= 1 or min([self.temperature, *self.temperature_sweep]) <= 0:
+            raise ValueError("top_p in (0, 1] and every temperature above 0, please.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
     def sentences(self) -> list[str]:
         given = list(self.test_sentences) or default_test_sentences(self.language)
         if any(is_short(s) for s in given):

@@ -21,11 +21,10 @@ from voicebook.training.files import (
 )
 from voicebook.training.params import (
     STAGES,
-    Phase1Params,
-    Phase2Params,
-    PhaseParams,
+    Phase1Config,
+    Phase2Config,
+    PhaseConfig,
     params_for,
-    params_from,
 )
 from voicebook.training.recorder import PhaseRecorder
 from voicebook.training.result import PhaseResult
@@ -38,9 +37,9 @@ __all__ = [
     "NORM_ONLY_GRAD_CLIP",
     "STAGES",
     "LiveView",
-    "Phase1Params",
-    "Phase2Params",
-    "PhaseParams",
+    "Phase1Config",
+    "Phase2Config",
+    "PhaseConfig",
     "PhaseRecorder",
     "PhaseResult",
     "archive_previous_run",
@@ -49,7 +48,6 @@ __all__ = [
     "live_view",
     "main",
     "params_for",
-    "params_from",
     "planned_steps",
     "read_curves",
     "read_json",

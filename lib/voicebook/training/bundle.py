@@ -47,12 +47,8 @@ def write_slim(state: dict[str, torch.Tensor], dest: str | os.PathLike, **info: 
     """Write ``{"model": slim weights, **info}`` to ``dest`` atomically (a kill never leaves
     half a file under the real name); returns ``dest``. Loadable wherever a trainer checkpoint
     is: ``Xtts.load_checkpoint``, GPTTrainer's ``xtts_checkpoint``, ``slim_state_dict``."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    torch.save({"model": slim_weights(state), **info}, partial)
-    partial.replace(dest)
-    return dest
+    content = {"model": slim_weights(state), **info}
+    return write_file_atomic(dest, lambda partial: torch.save(content, partial))
 
 
 def slim_checkpoint(
@@ -61,7 +57,8 @@ def slim_checkpoint(
     """Write ``dest`` with only the inference weights of ``checkpoint``; returns ``dest``. A
     LoRA checkpoint (adapters only) is merged into the full weights it sits on first, so
     ``dest`` is always a standard XTTS ``model.pth``; that needs the base folder ``base_dir``."""
-    from voicebook.coqui.lora import lora_info
+    from voicebook.core.fileio import write_file_atomic
+from voicebook.coqui.lora import lora_info
 
     if lora_info(checkpoint) is not None:
         from voicebook.coqui.models import merged_weights

@@ -14,7 +14,7 @@ FINETUNE = ("full", "lora")
 
 
 @dataclass
-class PhaseParams:
+class PhaseConfig:
     """Parameters shared by both phases (the notebooks' parameters cells mirror them)."""
 
     experiment: str = "demo"
@@ -88,12 +88,12 @@ class PhaseParams:
 
 
 @dataclass
-class Phase1Params(PhaseParams):
+class Phase1Config(PhaseConfig):
     init_from: str = ""  # "" = the base's weights; else a checkpoint (.pth) or export folder
 
 
 @dataclass
-class Phase2Params(PhaseParams):
+class Phase2Config(PhaseConfig):
     resume_from: str | int = "best"  # phase 1's "best" or "final" checkpoint, a step, or a path
     lr: float = 2e-4
     epochs: int = 4
@@ -101,10 +101,10 @@ class Phase2Params(PhaseParams):
     stage = "phase2"
 
 
-PARAMS = {"phase1": Phase1Params, "phase2": Phase2Params}
+PARAMS = {"phase1": Phase1Config, "phase2": Phase2Config}
 
 
-def params_for(stage: str, **values: Any) -> PhaseParams:
+def params_for(stage: str, **values: Any) -> PhaseConfig:
     """The params dataclass of ``stage`` filled with ``values`` (unknown names are an error)."""
     cls = PARAMS[stage]
     names = {f.name for f in dataclasses.fields(cls)}
@@ -112,10 +112,3 @@ def params_for(stage: str, **values: Any) -> PhaseParams:
     if unknown:
         raise TypeError(f"Unknown {stage} parameter(s) {unknown}; known: {sorted(names)}.")
     return cls(**values)
-
-
-def params_from(stage: str, namespace: dict[str, Any]) -> PhaseParams:
-    """The params of ``stage`` taken from a notebook's variables (its parameters cell)."""
-    from voicebook.core.config import from_params
-
-    return from_params(PARAMS[stage], namespace)

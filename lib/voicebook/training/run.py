@@ -60,7 +60,7 @@ from voicebook.training.health import (
     check_metadata,
     preflight,
 )
-from voicebook.training.params import PhaseParams
+from voicebook.training.params import PhaseConfig
 from voicebook.training.recorder import PhaseRecorder
 from voicebook.training.result import PhaseResult
 
@@ -74,7 +74,7 @@ FINISHED_STATES = ("finished", "stopped")
 class PhasePlan:
     """What a phase run starts from: its folders, device, parent, and the attempt it is."""
 
-    params: PhaseParams
+    params: PhaseConfig
     phase_dir: Path
     device: Any
     parent: Path | None
@@ -94,7 +94,7 @@ class PhasePlan:
 
 
 def run_phase(
-    params: PhaseParams, on_row: Callable[[dict[str, Any]], None] | None = None
+    params: PhaseConfig, on_row: Callable[[dict[str, Any]], None] | None = None
 ) -> PhaseResult:
     """Train one phase (or continue it, or return it when already finished); see module doc."""
     watch = Stopwatch()
@@ -117,7 +117,7 @@ def run_phase(
     return _result(params, plan.phase_dir)
 
 
-def plan_phase(params: PhaseParams) -> PhasePlan:
+def plan_phase(params: PhaseConfig) -> PhasePlan:
     """The phase's folder, device and parent; the recorded status if it is this same run (an
     earlier run with other parameters moves to ``history/``)."""
     from voicebook.core.device import check_precision, resolve_device  # imports torch
@@ -238,7 +238,7 @@ def best_weights(state: dict[str, Any]) -> dict[str, Any]:
     return {slim: state[k] for k, slim in keys if not slim.startswith(TRAINING_ONLY)}
 
 
-def _result(params: PhaseParams, phase_dir: Path) -> PhaseResult:
+def _result(params: PhaseConfig, phase_dir: Path) -> PhaseResult:
     curves = read_curves(phase_dir)
     status = read_json(phase_dir / "status.json", {})
     runs.wrote(params.stage, "best_checkpoint", status.get("best_checkpoint"))
@@ -252,7 +252,7 @@ def _result(params: PhaseParams, phase_dir: Path) -> PhaseResult:
     )
 
 
-def _same_run(status: dict | None, params: PhaseParams, parent: Path | None) -> bool:
+def _same_run(status: dict | None, params: PhaseConfig, parent: Path | None) -> bool:
     """Whether the recorded run was made with these parameters and this starting point."""
     if status is None:
         return False
@@ -261,7 +261,7 @@ def _same_run(status: dict | None, params: PhaseParams, parent: Path | None) -> 
     return (recorded, status.get("parent")) == (identity, str(parent or ""))
 
 
-def _note_inputs(params: PhaseParams, exp: Path, parent: Path | None) -> None:
+def _note_inputs(params: PhaseConfig, exp: Path, parent: Path | None) -> None:
     """What this run rests on (``voicebook.core.runs``): the dataset, and where it starts from."""
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     runs.read_input(

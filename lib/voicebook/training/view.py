@@ -11,7 +11,7 @@ import pandas as pd
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import TRAIN_META, experiment_dir
 from voicebook.training.files import CURVE_COLUMNS, read_curves
-from voicebook.training.params import PhaseParams
+from voicebook.training.params import PhaseConfig
 
 
 class LiveView(LiveChart):
@@ -54,7 +54,7 @@ def curves_figure(curves: pd.DataFrame, title: str = ""):
     return fig
 
 
-def live_view(params: PhaseParams) -> LiveView:
+def live_view(params: PhaseConfig) -> LiveView:
     """A LiveView sized for ``params``: planned steps from the dataset, start from past curves."""
     exp = experiment_dir(params.experiment, params.outputs_dir)
     meta = Path(params.dataset_dir or exp / "dataset") / TRAIN_META
@@ -64,7 +64,7 @@ def live_view(params: PhaseParams) -> LiveView:
     return LiveView(params.stage.replace("phase", "Phase "), planned_steps(params, n_train), done)
 
 
-def planned_steps(params: PhaseParams, n_train: int) -> int:
+def planned_steps(params: PhaseConfig, n_train: int) -> int:
     """Steps the run will take (epochs x batches, capped by max_steps), for the progress bar."""
     steps = params.epochs * math.ceil(n_train / params.batch_size)
     return min(steps, params.max_steps) if params.max_steps else steps

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from voicebook.voice_search.search import SearchParams, Setup, latent_half
+from voicebook.voice_search.search import SearchConfig, Setup, latent_half
 
 NOISE_SCALE = 1.0  # noise per element, in units of the reference latent's RMS
 
@@ -38,7 +38,7 @@ def corrupt(latent: torch.Tensor, noise_scale: float, seed: int) -> torch.Tensor
     return latent + noise_scale * latent.pow(2).mean().sqrt() * noise
 
 
-def recover(params: SearchParams, setup: Setup, noise_scale: float = NOISE_SCALE) -> Recovery:
+def recover(params: SearchConfig, setup: Setup, noise_scale: float = NOISE_SCALE) -> Recovery:
     """The latent half of ``params.method`` started from the corrupted reference latent."""
     from voicebook.coqui.latents import LatentObjective  # heavy (coqui-tts)
 

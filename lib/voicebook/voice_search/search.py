@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from voicebook.core import stages
-from voicebook.core.fileio import write_json_atomic
+from voicebook.core.fileio import archive_run, atomic_path, write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
 from voicebook.dataprep import splits
@@ -84,7 +84,7 @@ CEM_PARENTS = 0.5  # CEM's parenthood ratio: the best half of a population sets 
 
 
 @dataclass
-class SearchParams:
+class SearchConfig:
     """The voice-search stage's settings; mirrors the parameters cell of 02b_voice_search."""
 
     experiment: str = "demo"
@@ -114,17 +114,6 @@ class SearchParams:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        self.check()
-
-    @property
-    def name(self) -> str:
-        """The voice's name: ``voice_name``, or ``<init_from>-<method>``."""
-        return self.voice_name or voices.default_voice_name(self.init_from, self.method)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def check(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: pick one of {', '.join(METHODS)}.")
         if min(self.generations, self.speaker_generations, self.minibatch) < 1:
@@ -134,12 +123,13 @@ class SearchParams:
         if self.step_size <= 0 or self.speaker_window_s <= 0:
             raise ValueError(f"step_size={self.step_size}, speaker_window_s: must be positive.")
 
+    @property
+    def name(self) -> str:
+        """The voice's name: ``voice_name``, or ``<init_from>-<method>``."""
+        return self.voice_name or voices.default_voice_name(self.init_from, self.method)
 
-def params_from(namespace: dict[str, Any]) -> SearchParams:
-    """The stage's params from a notebook's variables (its parameters cell)."""
-    from voicebook.core.config import from_params
-
-    return from_params(SearchParams, namespace)
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 # --- parametrisations ------------------------------------------------------------------------
@@ -400,18 +390,11 @@ class Half:
 def _archive(folder: Path) -> Path | None:
     """Move an earlier search's files to ``history/<n>/`` (nothing a run made is overwritten)."""
     present = [p for p in folder.iterdir() if p.name != "history"] if folder.is_dir() else []
-    if not present:
-        return None
-    history = folder / "history"
-    n = 1 + max((int(p.name) for p in history.glob("*") if p.name.isdigit()), default=0)
-    (history / str(n)).mkdir(parents=True)
-    for item in present:
-        item.replace(history / str(n) / item.name)
-    return history / str(n)
+    return archive_run(present, folder / "history")
 
 
 def run_search(
-    params: SearchParams, on_generation: Callable[[dict[str, Any]], None] | None = None
+    params: SearchConfig, on_generation: Callable[[dict[str, Any]], None] | None = None
 ) -> SearchResult:
     """The whole stage: load, search the halves, write the voice, publish it everywhere."""
     started = time.perf_counter()
@@ -437,7 +420,7 @@ def _tagged(on_generation, half: str):
     return (lambda row: on_generation({"half": half, **row})) if on_generation else None
 
 
-def prepare(params: SearchParams, exp: Path, folder: Path) -> Setup:
+def prepare(params: SearchConfig, exp: Path, folder: Path) -> Setup:
     """Load the frozen model, the clips of both splits and the starting voice."""
     from voicebook.coqui import latents as coqui  # heavy (coqui-tts): only when a search runs
     from voicebook.coqui.base import resolve_base
@@ -464,14 +447,14 @@ def prepare(params: SearchParams, exp: Path, folder: Path) -> Setup:
     )
 
 
-def start_clips(params: SearchParams, dataset: Path, folder: Path) -> list[Path]:
+def start_clips(params: SearchConfig, dataset: Path, folder: Path) -> list[Path]:
     """The evaluation's reference clips: its ``reference_clips`` rule on the split it scores
     (the test split's view; the validation split for a dataset made before there was one)."""
     view, _, _ = splits.scoring_dataset(dataset, folder / "_views")
     return eval_depth.choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
 
 
-def latent_half(params: SearchParams, setup: Setup, on_generation=None) -> Half:
+def latent_half(params: SearchConfig, setup: Setup, on_generation=None) -> Half:
     """``gpt_cond_latent`` by validation Mel CE (the start latent when the half is off)."""
     from voicebook.coqui.latents import LatentObjective  # heavy (coqui-tts)
 
@@ -492,7 +475,7 @@ def latent_half(params: SearchParams, setup: Setup, on_generation=None) -> Half:
     return Half(space.latents(outcome.best_x.reshape(1, -1)), outcome, space.dim)
 
 
-def speaker_half(params: SearchParams, setup: Setup, latent: torch.Tensor, on_generation=None) -> Half:  # fmt: skip
+def speaker_half(params: SearchConfig, setup: Setup, latent: torch.Tensor, on_generation=None) -> Half:  # fmt: skip
     """``speaker_embedding`` by validation speaker similarity, the kept ``latent`` held (the
     start embedding when the half is off)."""
     from voicebook.coqui import latents as coqui  # heavy (coqui-tts)
@@ -568,7 +551,7 @@ def _half_summary(half: str, result: Half, measure: str) -> dict[str, Any]:
     }
 
 
-def _published(exp: Path, params: SearchParams, result: SearchResult) -> SearchResult:
+def _published(exp: Path, params: SearchConfig, result: SearchResult) -> SearchResult:
     """Make the voice current everywhere: the stage's latest files, the export of the phase
     whose checkpoint it was searched on (also for a search already done: the export may be
     newer), and what the search rests on (``voicebook.core.runs``)."""
@@ -589,9 +572,8 @@ def _published(exp: Path, params: SearchParams, result: SearchResult) -> SearchR
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    partial = dst.with_name(dst.name + ".partial")
-    shutil.copyfile(src, partial)
-    partial.replace(dst)
+    with atomic_path(dst) as partial:
+        shutil.copyfile(src, partial)
 
 
 def add_to_export(exp: Path, summary: dict[str, Any]) -> Path | None:
@@ -606,7 +588,7 @@ def add_to_export(exp: Path, summary: dict[str, Any]) -> Path | None:
     return None
 
 
-def _finished(folder: Path, params: SearchParams) -> SearchResult | None:
+def _finished(folder: Path, params: SearchConfig) -> SearchResult | None:
     status_file = folder / SEARCH_FILE
     if not status_file.is_file():
         return None
@@ -653,7 +635,7 @@ def curves_figure(curves: pd.DataFrame, title: str = "Voice search"):
 class SearchView(LiveChart):
     """The curves of the search, redrawn each generation, under a progress bar."""
 
-    def __init__(self, params: SearchParams):
+    def __init__(self, params: SearchConfig):
         title = f"Voice search {params.name!r} ({params.method}, from {params.init_from})"
         total = params.generations * params.search_latent
         total += params.speaker_generations * params.search_speaker
