@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from voicebook.core.fileio import write_file_atomic
+
 TRAINING_ONLY = ("dvae.", "torch_mel_spectrogram_dvae.", "torch_mel_spectrogram_style_encoder.")
 EXPORT_VOICE = "voicebook_reference"  # the exported voice's name in speakers_xtts.pth
 
@@ -57,8 +59,7 @@ def slim_checkpoint(
     """Write ``dest`` with only the inference weights of ``checkpoint``; returns ``dest``. A
     LoRA checkpoint (adapters only) is merged into the full weights it sits on first, so
     ``dest`` is always a standard XTTS ``model.pth``; that needs the base folder ``base_dir``."""
-    from voicebook.core.fileio import write_file_atomic
-from voicebook.coqui.lora import lora_info
+    from voicebook.coqui.lora import lora_info
 
     if lora_info(checkpoint) is not None:
         from voicebook.coqui.models import merged_weights
