@@ -1,8 +1,11 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh, idempotent).
 .PHONY: demo test setup lock lab lint bench docs
 
+# The demo searches two voices, on the base and on phase 2, so the report shows both beside
+# fine-tuning: every stage once, then the voice search again from phase 2 and what follows it.
 demo: setup
 	.venv/bin/voicebook run --experiment demo
+	.venv/bin/voicebook run --experiment demo --stages voice_search evaluation decision -p init_from phase2
 
 test: setup
 	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \

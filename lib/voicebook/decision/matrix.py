@@ -546,7 +546,8 @@ def _conclusion(
 # --- evidence from the stages' scraps --------------------------------------------------------
 
 
-def _float(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
+    """``x`` as a float, or None when it is no number, NaN or infinite (a missing measure)."""
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -589,7 +590,7 @@ def _listening_overall(summary: pd.DataFrame | None, candidate: str) -> tuple[fl
         return None, 0
     overall = rows[rows["scale"].astype(str) == "overall"]
     rows = overall if not overall.empty else rows
-    return _float(rows["mean"].mean()), int(rows["n"].min())
+    return finite_or_none(rows["mean"].mean()), int(rows["n"].min())
 
 
 def training_stages(scraps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -627,14 +628,14 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
         c = CandidateEvidence(
             name=name,
             label=str(row.get("label") or name),
-            mel_ce=_float(row.get("mel_ce")),
-            text_ce=_float(row.get("text_ce")),
+            mel_ce=finite_or_none(row.get("mel_ce")),
+            text_ce=finite_or_none(row.get("text_ce")),
             source="evaluation",
             split=str(row.get("split") or "validation"),
             best_step=stage_scraps.get("best_step") if is_best else _step_of(checkpoint),
             checkpoint=checkpoint,
-            speaker_similarity=_float(row.get("speaker_similarity")),
-            cer=_float(row.get("cer")),
+            speaker_similarity=finite_or_none(row.get("speaker_similarity")),
+            cer=finite_or_none(row.get("cer")),
             listening_mean=mean,
             listening_n=n,
             overfitting=overfitting,
@@ -654,12 +655,12 @@ def _training_evidence(stage: str, s: dict[str, Any], listening: Any) -> Candida
     """A phase that was trained but not evaluated: its own best eval (validation) losses."""
     overfitting, alarms = _health_flags(s.get("health"))
     mean, n = _listening_overall(listening, stage)
-    measured = _float(s.get("best_mel_ce")) is not None
+    measured = finite_or_none(s.get("best_mel_ce")) is not None
     return CandidateEvidence(
         name=stage,
         label=stage.replace("phase", "phase "),
-        mel_ce=_float(s.get("best_mel_ce")),
-        text_ce=_float(s.get("best_text_ce")),
+        mel_ce=finite_or_none(s.get("best_mel_ce")),
+        text_ce=finite_or_none(s.get("best_text_ce")),
         source="training" if measured else "none",
         split="validation" if measured else "",
         best_step=s.get("best_step"),

@@ -146,7 +146,8 @@ class EvalConfig:
             raise ValueError(
                 "hidden_reference_sentences must be 0 or more and audio_tokens_per_char positive."
             )
-        if not 0 < self.top_p <= 1 or min([self.temperature, *self.temperature_sweep]) <= 0:
+        temperatures = [self.temperature, *eval_depth.sweep_temperatures(self)]
+        if not 0 < self.top_p <= 1 or min(temperatures) <= 0:
             raise ValueError("top_p in (0, 1] and every temperature above 0, please.")
 
     def to_dict(self) -> dict[str, Any]:

@@ -58,14 +58,6 @@ def result_grid(folder: Path, storage: str | None = None):
         return None
 
 
-def _num(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
-
-
 def result_row(result: Any, sweep: str, folder: Path) -> dict[str, Any]:
     """A trial's line from its Tune ``Result``: values, status, last eval loss, time."""
     values = values_of(result.config or {})  # None for a trial whose actor never ran
@@ -91,7 +83,7 @@ def result_row(result: Any, sweep: str, folder: Path) -> dict[str, Any]:
         **values,
         "status": status,
         "step": m.get(tr.TIME_ATTR),
-        "eval_mel_ce": _num(m.get(tr.METRIC)),
+        "eval_mel_ce": dm.finite_or_none(m.get(tr.METRIC)),
         "minutes": minutes,
         "error": error,
     }
@@ -109,13 +101,13 @@ def decision_columns(row: dict[str, Any], exp: Path, thresholds: dm.Thresholds |
         return
     d = result.decision
     by_name = {c.name: c for c in result.candidates}
-    tuned = [_num(c.mel_ce) for c in result.candidates if c.name != dm.BASE]
+    tuned = [dm.finite_or_none(c.mel_ce) for c in result.candidates if c.name != dm.BASE]
     row.update(
         ships=d.winner_label,
         ready=d.ready,
         tier=d.tier,
-        mel_ce=_num(by_name[d.winner].mel_ce) if d.winner in by_name else None,
-        text_ce=_num(by_name[d.winner].text_ce) if d.winner in by_name else None,
+        mel_ce=dm.finite_or_none(by_name[d.winner].mel_ce) if d.winner in by_name else None,
+        text_ce=dm.finite_or_none(by_name[d.winner].text_ce) if d.winner in by_name else None,
         best_tuned_mel_ce=min((m for m in tuned if m is not None), default=None),
     )
 
@@ -173,7 +165,7 @@ def favoured(table: pd.DataFrame) -> tuple[str | None, str]:
         return None, "No trial has finished with a decision yet."
 
     def key(row: dict[str, Any]) -> tuple:
-        mel, tuned = _num(row["mel_ce"]), _num(row["best_tuned_mel_ce"])
+        mel, tuned = dm.finite_or_none(row["mel_ce"]), dm.finite_or_none(row["best_tuned_mel_ce"])
         return (
             not bool(row["ready"]),
             _TIER_RANK.get(row["tier"], len(dm.TIERS)),
@@ -182,7 +174,7 @@ def favoured(table: pd.DataFrame) -> tuple[str | None, str]:
         )
 
     best = min(done.to_dict("records"), key=key)
-    mel, tuned = _num(best["mel_ce"]), _num(best["best_tuned_mel_ce"])
+    mel, tuned = dm.finite_or_none(best["mel_ce"]), dm.finite_or_none(best["best_tuned_mel_ce"])
     state = f"{'ready' if best['ready'] else 'not ready'}, tier {best['tier'] or 'unknown'}"
     why = (
         f"{best['trial']} would ship {best['ships']} ({state}, eval Mel CE {_fmt(mel)}): "
