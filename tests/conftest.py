@@ -13,12 +13,18 @@ pipeline, in order, in one outputs folder. The groups that take minutes go first
 workers end together (figures: ``--durations`` of a serial run).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
-os.environ.setdefault("VOICEBOOK_OUTPUTS", tempfile.mkdtemp(prefix="voicebook-test-outputs-"))
+if "VOICEBOOK_OUTPUTS" not in os.environ:
+    # One folder per run (xdist's workers inherit it), removed when the run ends: each run's
+    # experiments take ~1.7 GB, and leftover folders once filled the disk.
+    os.environ["VOICEBOOK_OUTPUTS"] = tempfile.mkdtemp(prefix="voicebook-test-outputs-")
+    atexit.register(shutil.rmtree, os.environ["VOICEBOOK_OUTPUTS"], ignore_errors=True)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One thread per worker (its kernels and subprocesses inherit it): two workers with two
     # torch threads each on two cores ran phase 1 ten times slower (OpenMP threads spin).
