@@ -443,3 +443,49 @@ def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
     assert versus.loc["base", "how"] == "neither (base)" and versus.loc["base", "voice"] == ""
     assert versus.loc["base-cmaes", "voice_mel_ce"] == 7.07
     assert vs.versus_finetuning(None, None, {}).empty
+
+
+def _fake_voice(experiment: Path, name: str, init_from: str = "base") -> Path:
+    folder = experiment / "voice_search" / "voices" / name
+    folder.mkdir(parents=True)
+    voice = folder / "speakers_xtts.pth"
+    voice.write_bytes(name.encode())
+    summary = {"voice_name": name, "init_from": init_from, "checkpoint": None,
+               "voice_file": str(voice), "state": "finished"}  # fmt: skip
+    (folder / "search.json").write_text(json.dumps(summary))
+    return voice
+
+
+@pytest.mark.parametrize("carried", [True, False])
+def test_a_later_search_keeps_the_earlier_voices_current_for_lineage(tmp_path, carried):
+    """Two voices searched one after the other (the demo: on the base, then on phase 2) are
+    both current: the evaluation that scores both is not stale because the second search ran.
+    Without carrying the first voice forward, lineage would call it stale (the control)."""
+    from voicebook.core import lineage, runs, scraps
+
+    experiment = tmp_path / "exp"
+    where = {"experiment": "exp", "outputs_dir": str(tmp_path)}
+    first = _fake_voice(experiment, "base-cmaes")
+    runs.start_run("02b_voice_search", where)
+    runs.wrote("02b_voice_search", "voice", first)
+    scraps.publish(experiment, "02b_voice_search", {"voice_search": {}})
+    second = _fake_voice(experiment, "phase2-cmaes", "phase2")
+    runs.start_run("02b_voice_search", where)
+    runs.wrote("02b_voice_search", "voice", second)
+    if carried:
+        vs._carry_other_voices(experiment, {"voice_name": "phase2-cmaes"})
+    scraps.publish(experiment, "02b_voice_search", {"voice_search": {}})
+    runs.start_run("03_evaluation", where)
+    for voice in (first, second):
+        runs.read_input("03_evaluation", f"voice {voice.parent.name}", voice, "02b_voice_search")
+    scraps.publish(experiment, "03_evaluation", {"eval_notes": []})
+    for stage in ("02b_voice_search", "03_evaluation"):
+        runs.forget(stage)
+    stale = lineage.assess(experiment).stale
+    if carried:
+        assert stale == {}
+    else:
+        assert (
+            "base-cmaes" in stale["03_evaluation"][0]
+            and "not from the latest run" in (stale["03_evaluation"][0])
+        )

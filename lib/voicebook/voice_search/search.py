@@ -56,7 +56,7 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from voicebook.core import stages
+from voicebook.core import runs, stages
 from voicebook.core.fileio import archive_run, atomic_path, write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
@@ -555,7 +555,6 @@ def _published(exp: Path, params: SearchConfig, result: SearchResult) -> SearchR
     """Make the voice current everywhere: the stage's latest files, the export of the phase
     whose checkpoint it was searched on (also for a search already done: the export may be
     newer), and what the search rests on (``voicebook.core.runs``)."""
-    from voicebook.core import runs
 
     for name in (VOICE_FILE, CURVES_FILE, SEARCH_FILE):
         _copy_atomic(result.folder / name, exp / voices.SEARCH_DIR / name)
@@ -568,7 +567,25 @@ def _published(exp: Path, params: SearchConfig, result: SearchResult) -> SearchR
     checkpoint = result.summary.get("checkpoint")
     runs.read_input(stage, "checkpoint", checkpoint, producer if checkpoint else None)
     runs.wrote(stage, "voice", result.summary.get("voice_file"))
+    _carry_other_voices(exp, result.summary)
     return result
+
+
+def _carry_other_voices(exp: Path, summary: dict[str, Any]) -> None:
+    """The other current voices stay current beside this one: this run's record lists each as
+    an output, and the checkpoint each rests on as an input, so lineage judges every voice by
+    its own checkpoint and not by which search ran last (``voicebook.core.lineage``)."""
+
+    for other in voices.current_voices(exp):
+        name = other.get("voice_name") or ""
+        if not name or name == summary.get("voice_name") or not other.get("voice_file"):
+            continue
+        runs.wrote(SEARCH_STAGE, f"voice {name}", other["voice_file"])
+        source = other.get("init_from")
+        producer = source if source in ("phase1", "phase2") else None
+        checkpoint = other.get("checkpoint")
+        runs.read_input(SEARCH_STAGE, f"checkpoint of {name}", checkpoint,
+                        producer if checkpoint else None)  # fmt: skip
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
