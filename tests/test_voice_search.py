@@ -471,9 +471,10 @@ def test_a_later_search_keeps_the_earlier_voices_current_for_lineage(tmp_path, c
     scraps.publish(experiment, "02b_voice_search", {"voice_search": {}})
     second = _fake_voice(experiment, "phase2-cmaes", "phase2")
     runs.start_run("02b_voice_search", where)
-    runs.wrote("02b_voice_search", "voice", second)
-    if carried:
-        vs._carry_other_voices(experiment, {"voice_name": "phase2-cmaes"})
+    if carried:  # what the search notes when it publishes its voice
+        vs._note_voices(experiment, json.loads((second.parent / "search.json").read_text()))
+    else:
+        runs.wrote("02b_voice_search", "voice", second)
     scraps.publish(experiment, "02b_voice_search", {"voice_search": {}})
     runs.start_run("03_evaluation", where)
     for voice in (first, second):

@@ -483,11 +483,9 @@ def _scored_split(
 
 def _producer(experiment_path: Path, path: Path | None) -> str | None:
     """The stage of this experiment whose folder holds ``path`` (None: none of them)."""
-    from voicebook.core.stages import STAGES
-
     if path is None:
         return None
-    for stage in STAGES:
+    for stage in stages.STAGES:
         if Path(path).resolve().is_relative_to((experiment_path / stage.short).resolve()):
             return stage.stem
     return None

@@ -560,32 +560,28 @@ def _published(exp: Path, params: SearchConfig, result: SearchResult) -> SearchR
         _copy_atomic(result.folder / name, exp / voices.SEARCH_DIR / name)
     in_export = add_to_export(exp, result.summary)
     result.summary["export_voice_file"] = str(in_export or "")
-    stage = SEARCH_STAGE
-    runs.read_input(stage, "dataset", Path(params.dataset_dir) if params.dataset_dir
+    runs.read_input(SEARCH_STAGE, "dataset", Path(params.dataset_dir) if params.dataset_dir
                     else exp / "dataset", None if params.dataset_dir else "00_data_prep")  # fmt: skip
-    producer = params.init_from if params.init_from in ("phase1", "phase2") else None
-    checkpoint = result.summary.get("checkpoint")
-    runs.read_input(stage, "checkpoint", checkpoint, producer if checkpoint else None)
-    runs.wrote(stage, "voice", result.summary.get("voice_file"))
-    _carry_other_voices(exp, result.summary)
+    _note_voices(exp, result.summary)
     return result
 
 
-def _carry_other_voices(exp: Path, summary: dict[str, Any]) -> None:
-    """The other current voices stay current beside this one: this run's record lists each as
-    an output, and the checkpoint each rests on as an input, so lineage judges every voice by
-    its own checkpoint and not by which search ran last (``voicebook.core.lineage``)."""
-
+def _note_voices(exp: Path, summary: dict[str, Any]) -> None:
+    """This run's voice, and every other current voice: they stay current beside it, so lineage
+    judges each voice by its own checkpoint, not by which search ran last."""
+    _note_voice(summary)
     for other in voices.current_voices(exp):
-        name = other.get("voice_name") or ""
-        if not name or name == summary.get("voice_name") or not other.get("voice_file"):
-            continue
-        runs.wrote(SEARCH_STAGE, f"voice {name}", other["voice_file"])
-        source = other.get("init_from")
-        producer = source if source in ("phase1", "phase2") else None
-        checkpoint = other.get("checkpoint")
-        runs.read_input(SEARCH_STAGE, f"checkpoint of {name}", checkpoint,
-                        producer if checkpoint else None)  # fmt: skip
+        if other.get("voice_name") not in ("", None, summary.get("voice_name")):
+            _note_voice(other, f" of {other['voice_name']}")
+
+
+def _note_voice(summary: dict[str, Any], suffix: str = "") -> None:
+    """A voice (its search summary) as an output of this run, and the checkpoint it rests on as
+    an input; ``suffix`` names another voice than the run's own."""
+    source, checkpoint = summary.get("init_from"), summary.get("checkpoint")
+    producer = source if source in ("phase1", "phase2") and checkpoint else None
+    runs.read_input(SEARCH_STAGE, f"checkpoint{suffix}", checkpoint, producer)
+    runs.wrote(SEARCH_STAGE, f"voice{suffix}", summary.get("voice_file"))
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
