@@ -74,7 +74,6 @@ from voicebook.voice_search.speaker import (
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
-INIT_FROM = ("base", "phase1", "phase2")  # or a checkpoint path / export folder
 HALVES = ("latent", "speaker")  # latent: loss = Mel CE; speaker: loss = 1 - speaker similarity
 CURVE_COLUMNS = ["generation", "train_loss", "train_best_loss", "heldout_loss", "seconds"]
 STAGE_CURVE_COLUMNS = ["half", *CURVE_COLUMNS]
@@ -346,7 +345,7 @@ def resolve_checkpoint(experiment_path: Path, init_from: str) -> Path | None:
     what = f"init_from={spec!r}"
     if spec == "base":
         return None
-    if spec in ("phase1", "phase2"):
+    if spec in voices.PHASES:
         return phase_checkpoint(experiment_path, spec, "best", what)
     return checkpoint_file(spec, what)
 
@@ -579,7 +578,7 @@ def _note_voice(summary: dict[str, Any], suffix: str = "") -> None:
     """A voice (its search summary) as an output of this run, and the checkpoint it rests on as
     an input; ``suffix`` names another voice than the run's own."""
     source, checkpoint = summary.get("init_from"), summary.get("checkpoint")
-    producer = source if source in ("phase1", "phase2") and checkpoint else None
+    producer = source if source in voices.PHASES and checkpoint else None
     runs.read_input(SEARCH_STAGE, f"checkpoint{suffix}", checkpoint, producer)
     runs.wrote(SEARCH_STAGE, f"voice{suffix}", summary.get("voice_file"))
 

@@ -26,6 +26,7 @@ from voicebook.core.fileio import write_json_atomic
 SEARCH_DIR = Path(stages.VOICE_SEARCH.files[0]).parent  # voice_search/
 VOICE_FILE, CURVES_FILE, SEARCH_FILE = (Path(f).name for f in stages.VOICE_SEARCH.files)
 VOICES_DIR = "voices"
+PHASES = tuple(s.short for s in stages.TRAINING)  # "phase1", "phase2": a search may start there
 
 
 def voice_file_name(name: str) -> str:
@@ -38,7 +39,7 @@ def default_voice_name(init_from: str, method: str) -> str:
     """``<init_from>-<method>``; a checkpoint path or export folder is named by its file stem
     (an export's folder by its phase: ``phase1/export`` is ``phase1-export``)."""
     spec = str(init_from).strip() or "base"
-    if spec not in ("base", "phase1", "phase2"):
+    if spec not in ("base", *PHASES):
         path = Path(spec)
         spec = f"{path.parent.name}-{path.name}" if path.name == "export" else path.stem
     return voice_file_name(f"{spec}-{method}")
