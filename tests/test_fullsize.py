@@ -159,14 +159,11 @@ def test_export_and_evaluation_run_at_full_size(run):
 
 
 def test_a_best_model_write_does_not_block_the_step(tmp_path):
-    """At full size on the CPU a best-model write (1.82 GB) costs the training thread at most
-    0.3 s: handing it over, and any wait of the next update for the copy. Steps alternate
-    without and with a write, on the same batch; their times are printed beside it.
-
-    Not asserted: the issue's "step time with a write within 0.3 s of without". On the 2 cores
-    here the write's own CPU and memory traffic (0.4-3.7 s of CPU per write, most of it the
-    kernel's page-cache copy) slows the concurrent step by 1.4-2 s although nothing waits for
-    it (see /work/notes/helper_25_report.md)."""
+    """At full size on the CPU, a step during which a best model (1.82 GB) is written takes at
+    most 0.3 s longer than one without a write (the issue's bar), counting the copy to host
+    memory on the training thread. Steps alternate without and with a write, on the same batch,
+    three times; a write's steps are every step until it is on disk. Medians are compared: a
+    step here varies by up to 0.4 s with nothing else running."""
     import statistics
     import time
 
@@ -202,23 +199,27 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
 
     best(0)
     step()  # warm-up: AdamW's state, the best's host buffers
-    times: dict[str, list[float]] = {"without": [], "with": []}
-    handing_over, waited = [], saves.blocked_seconds
-    for n in (1, 2):
-        saves.writer.wait()
-        times["without"].append(step())
-        handing_over.append(best(n))
-        times["with"].append(handing_over[-1] + step())
     saves.writer.wait()
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    copies, waited = [], saves.blocked_seconds
+    for n in (1, 2, 3):
+        times["without"].append(step())
+        copies.append(best(n))
+        times["with"].append(copies[-1] + step())
+        while saves.writer.busy():  # a write that outlasts a step slows the next one too
+            times["with"].append(step())
+        saves.writer.wait()
     waited = saves.blocked_seconds - waited
     with_write, without = statistics.median(times["with"]), statistics.median(times["without"])
     print(
-        f"\nfull-size step: {without:.2f} s without a write, {with_write:.2f} s with one {times}; "
-        f"updates waited {waited:.2f} s, handing over took {max(handing_over):.3f} s, the writer used "
-        f"{saves.writer.cpu_seconds:.2f} s of CPU for 3 writes"
+        f"\nfull-size step: {without:.2f} s without a write, {with_write:.2f} s with one "
+        f"(median; {times}); copying to host memory took {max(copies):.3f} s at most, updates "
+        f"waited {waited:.2f} s, the writer used {saves.writer.cpu_seconds / 4:.2f} s of CPU "
+        f"per write"
     )
-    assert max(handing_over) + waited / 2 <= 0.3
+    assert with_write - without <= 0.3
+    assert waited < 0.05  # a copy frees the weights at once
     assert sorted(p.name for p in tmp_path.glob("best_model*.pth")) == [
         "best_model.pth",
-        "best_model_2.pth",
+        "best_model_3.pth",
     ]

@@ -8,25 +8,32 @@ or a run's files, moved under ``history/``, never overwritten. ``exclusive`` kee
 one process per folder with a lock file created with ``O_EXCL``, which holds on NFS where
 ``fcntl`` locks may not. ``write_file_atomic`` does the same for any writer (``torch.save``), and
 ``BackgroundWriter`` runs such writes on a thread of their own, so a training step never waits
-for the disk.
+for the disk, and ``DirectFile`` writes a large file past the page cache, so that the kernel's
+copying and writeback do not slow the threads that train.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
 import hashlib
 import json
+import mmap
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 WRITER_NICENESS = 19  # a background write nothing waits for: the training threads come first
+DIRECT_BLOCK = 4096  # O_DIRECT writes whole blocks from block-aligned memory
+DIRECT_STAGE_BYTES = 16 << 20  # per direct write: large enough for full speed (1.3 GB/s here)
 
 
 @contextlib.contextmanager
@@ -164,13 +171,104 @@ def _lower_this_threads_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
 
 
+class DirectFile:
+    """A file opened for writing that bypasses the page cache (``O_DIRECT``), for large files
+    nothing reads soon (a best model): the bytes go from a page-aligned staging buffer straight
+    to the disk. A buffered write of a 1.8 GB model costs the concurrent training step most of a
+    second on 2 cores, in the kernel's page-cache copy and its writeback threads, which run at
+    the training threads' priority; written directly, its cost is one copy into the staging
+    buffer, made on the writer's thread. Where the file system refuses direct writes (tmpfs,
+    some network file systems, a platform without ``O_DIRECT``) it writes through the page
+    cache instead. ``write`` and ``flush`` are what ``torch.save`` needs of a file object."""
+
+    def __init__(self, path: str | os.PathLike, stage_bytes: int = DIRECT_STAGE_BYTES):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        self.direct = hasattr(os, "O_DIRECT")
+        try:
+            self._fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+        except OSError:  # EINVAL: this file system has no direct I/O
+            self._fd, self.direct = os.open(path, flags, 0o644), False
+        self._stage = mmap.mmap(-1, stage_bytes)  # anonymous: page-aligned, as O_DIRECT needs
+        self._filled = 0
+        self._written = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        while view:
+            take = min(len(self._stage) - self._filled, len(view))
+            self._stage[self._filled : self._filled + take] = view[:take]
+            self._filled, view = self._filled + take, view[take:]
+            if self._filled == len(self._stage):
+                self._write_stage(self._filled)
+        return size
+
+    def flush(self) -> None:
+        """Nothing to do: the staging buffer goes to the disk when full, and at ``close``."""
+
+    def close(self) -> None:
+        """The tail written (padded to a whole block, then cut back to the file's size)."""
+        if self._fd < 0:
+            return
+        try:
+            size = self._written + self._filled
+            if self._filled:
+                self._write_stage(-(-self._filled // DIRECT_BLOCK) * DIRECT_BLOCK)
+            os.ftruncate(self._fd, size)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            self._stage.close()
+
+    def __enter__(self) -> DirectFile:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _write_stage(self, length: int) -> None:
+        chunk = memoryview(self._stage)[:length]
+        try:
+            written = os.write(self._fd, chunk)
+        except OSError as exc:
+            if not self.direct or exc.errno != errno.EINVAL:
+                raise
+            self._buffered()  # the file system opened it direct but refuses such writes
+            written = os.write(self._fd, chunk)
+        finally:
+            chunk.release()
+        if written != length:
+            raise OSError(errno.ENOSPC, f"short write ({written} of {length} bytes)")
+        self._written += self._filled
+        self._filled = 0
+
+    def _buffered(self) -> None:
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        self.direct = False
+
+
+@dataclass(eq=False)
+class WriteJob:
+    """One file for a ``BackgroundWriter`` to write (see ``submit``); ``key``: what a newer job
+    under the same key replaces while this one waits its turn."""
+
+    path: Path
+    content: Callable[[], Any]
+    write: Callable[[Any, Path], object]
+    then: Callable[[], None] | None = None
+    holds_live: bool = False
+    key: str | None = None
+
+
 class BackgroundWriter:
     """Writes files atomically in the background, one at a time, in the order submitted.
 
     ``submit(path, content, write, then)`` returns at once. A thread of the job's own (started
     when the previous job's ended) calls ``content()`` (what to write: e.g. a copy of live state
     into host memory), then ``write(value, partial)`` through ``write_file_atomic``, then
-    ``then()`` (e.g. removing the files the new one replaces).
+    ``then()`` (e.g. removing the files the new one replaces). ``withdraw(key)`` takes back a
+    job that has not started yet, so a newer one can take its place (a best model that a better
+    one replaced before its turn need not reach the disk).
 
     Live state is *held* from ``submit`` until ``content()`` returned, or, with
     ``holds_live=True`` (``content()`` returns the live state itself, uncopied), until the file
@@ -185,19 +283,34 @@ class BackgroundWriter:
     def __init__(self, name: str = "voicebook-writer"):
         self.name = name
         self._last: threading.Thread | None = None
+        self._waiting: list[WriteJob] = []  # submitted, not started: what withdraw may take
         self._finished: list[Path] = []
         self._error: BaseException | None = None
         self._held = 0
         self._released = threading.Condition()
         self.cpu_seconds = 0.0  # the jobs' CPU time: what they may take from other threads
 
-    def submit(self, path, content: Callable[[], Any], write, then=None, holds_live=False) -> None:
+    def submit(self, path, content: Callable[[], Any], write, then=None, holds_live=False,
+               key: str | None = None) -> None:
         self._raise()
+        job = WriteJob(Path(path), content, write, then, holds_live, key)
         with self._released:
             self._held += 1
-        job = (self._last, Path(path), content, write, then, holds_live)
-        self._last = threading.Thread(target=self._run, args=job, name=self.name, daemon=True)
-        self._last.start()
+            self._waiting.append(job)
+        thread = threading.Thread(target=self._run, args=(self._last, job), name=self.name)
+        thread.daemon, self._last = True, thread
+        thread.start()
+
+    def withdraw(self, key: str) -> WriteJob | None:
+        """The waiting job under ``key``, taken back before it started (its thread ends without
+        writing); None when there is none."""
+        with self._released:
+            job = next((j for j in self._waiting if j.key == key), None)
+            if job is not None:
+                self._waiting.remove(job)
+                self._held -= 1
+                self._released.notify_all()
+        return job
 
     def busy(self) -> bool:
         return self._last is not None and self._last.is_alive()
@@ -228,30 +341,34 @@ class BackgroundWriter:
             self._held -= 1
             self._released.notify_all()
 
-    def _run(self, previous: threading.Thread | None, *job: Any) -> None:
+    def _run(self, previous: threading.Thread | None, job: WriteJob) -> None:
         if previous is not None:
             previous.join()
+        with self._released:
+            if job not in self._waiting:  # withdrawn
+                return
+            self._waiting.remove(job)
         start = time.thread_time()
         try:
-            self._write(*job)
+            self._write(job)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait/submit
             self._error = self._error or exc
         finally:
             self.cpu_seconds += time.thread_time() - start
 
-    def _write(self, path: Path, content, write, then, holds_live: bool) -> None:
+    def _write(self, job: WriteJob) -> None:
         held = True
         try:
-            value = content()
-            if not holds_live:  # copied: the live state is free again while the copy is written
+            value = job.content()
+            if not job.holds_live:  # copied: the live state is free again while the copy is written
                 self._release()
                 held = False
                 _lower_this_threads_priority()
-            write_file_atomic(path, lambda partial: write(value, partial))
+            write_file_atomic(job.path, lambda partial: job.write(value, partial))
         finally:
             if held:
                 self._release()
-        if then is not None:
-            then()
+        if job.then is not None:
+            job.then()
         with self._released:
-            self._finished.append(path)
+            self._finished.append(job.path)
