@@ -397,7 +397,11 @@ def test_a_best_waiting_for_its_turn_is_replaced_by_a_better_one(tmp_path, monke
     for step in (1, 2, 3):
         weight.fill_(step)
         path = tmp_path / f"best_model_{step}.pth"
-        replaced.append(saves.best(path, {"w": weight}, {"step": step}, coqui_trainer._replace_older(tmp_path, path)))
+        replaced.append(
+            saves.best(
+                path, {"w": weight}, {"step": step}, coqui_trainer._replace_older(tmp_path, path)
+            )
+        )
         assert first_started.wait(10)
     go_on.set()
     assert saves.writer.wait() == [tmp_path / "best_model_1.pth", tmp_path / "best_model_3.pth"]

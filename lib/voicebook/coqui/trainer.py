@@ -192,7 +192,9 @@ class BackgroundSaves:
         self.writer.wait_released()
         self.blocked_seconds += time.perf_counter() - start
 
-    def best(self, path: Path, weights: Weights, info: dict, then: Callable[[], None]) -> Path | None:
+    def best(
+        self, path: Path, weights: Weights, info: dict, then: Callable[[], None]
+    ) -> Path | None:
         """``{"model": weights, **info}`` to ``path``. With ``copy``, the weights are copied to
         host memory here, on the caller's thread (0.2 s for 1.8 GB on a CPU, less from a GPU),
         and written from the copy in the background, past the page cache. A best still waiting

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 WRITER_NICENESS = 19  # a background write nothing waits for: the training threads come first
 DIRECT_BLOCK = 4096  # O_DIRECT writes whole blocks from block-aligned memory
@@ -220,10 +220,10 @@ class DirectFile:
             self._fd = -1
             self._stage.close()
 
-    def __enter__(self) -> DirectFile:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def _write_stage(self, length: int) -> None:
@@ -290,8 +290,15 @@ class BackgroundWriter:
         self._released = threading.Condition()
         self.cpu_seconds = 0.0  # the jobs' CPU time: what they may take from other threads
 
-    def submit(self, path, content: Callable[[], Any], write, then=None, holds_live=False,
-               key: str | None = None) -> None:
+    def submit(
+        self,
+        path,
+        content: Callable[[], Any],
+        write,
+        then=None,
+        holds_live=False,
+        key: str | None = None,
+    ) -> None:
         self._raise()
         job = WriteJob(Path(path), content, write, then, holds_live, key)
         with self._released:
