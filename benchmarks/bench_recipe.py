@@ -36,6 +36,8 @@ coqui's data path and for the cached one, on the same batches.
     .venv/bin/python benchmarks/bench_recipe.py --base <full-size folder> --eval-every 4 --epochs 3 \
         --rounds 1 --all-cores-only
     .venv/bin/python benchmarks/bench_recipe.py --whole [--steps 200] [--lib other/checkout/lib]
+    (--lib: the phase stage from another checkout, for before/after; each side runs in a process
+    of its own)
     .venv/bin/python benchmarks/bench_recipe.py --profile [--steps 12]
 """
 
@@ -211,7 +213,11 @@ def phase_run(
     return per_step(stamps), mean_step(stamps)
 
 
-def compare(base: Path, rounds: int, epochs: int, eval_every: int, all_cores_only: bool) -> None:
+def compare(
+    base: Path, rounds: int, epochs: int, eval_every: int, all_cores_only: bool, lib: Path
+) -> None:
+    """Per step, each side in a process of its own (at full size one side's leftover memory
+    would crowd the other's), the phase stage importing ``lib``."""
     from voicebook.dataprep.demo import write_demo_dataset
 
     n_train = eval_every * BATCH  # an epoch of eval_every steps: the recipe's eval and save cadence
@@ -222,20 +228,49 @@ def compare(base: Path, rounds: int, epochs: int, eval_every: int, all_cores_onl
     steady: dict[str, list[float]] = {name: [] for name in names}
     mean: dict[str, list[float]] = {name: [] for name in names}
     print(f"base {base}; {n_train} train clips, batch {BATCH}: eval (and best) every {eval_every}")
+    print(f"phase stage from {lib.resolve()}")
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=n_train, n_eval=6)
         for i in range(rounds):
             for name in names:
                 out = Path(tmp) / f"{i}-{names.index(name)}"
-                if name in variants:
-                    step, with_pauses = recipe_run(base, dataset, out, epochs, variants[name])
-                else:
-                    step, with_pauses = phase_run(base, dataset, out, epochs, n_train)
-                steady[name].append(step)
+                threads = variants.get(name, 0)  # 0: the phase stage
+                side = [str(base), str(dataset), str(out), str(epochs), str(n_train), str(threads)]
+                steady[name].append(0.0)
+                steady[name][-1], with_pauses = _side_process(side, lib)
                 mean[name].append(with_pauses)
             line = ", ".join(f"{n} {mean[n][-1]:.3f} ({steady[n][-1]:.3f})" for n in names)
             print(f"round {i + 1}: {line} s/step with pauses (steady)", flush=True)
     report(names, variants, mean, steady, rounds)
+
+
+def _side_process(side: list[str], lib: Path) -> tuple[float, float]:
+    """Run one side (``--side``) in its own process; its steady and with-pauses s/step."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--side", *side]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    result = json.loads(lines[-1])
+    return result["steady"], result["with_pauses"]
+
+
+def side_process(argv: list[str]) -> None:
+    """``--side BASE DATASET OUT EPOCHS N_TRAIN THREADS``: one side of ``compare`` (THREADS 0:
+    the phase stage), printing its figures as JSON on the last line."""
+    base, dataset, out, epochs, n_train, threads = argv
+    paths = (Path(base), Path(dataset), Path(out), int(epochs))
+    if int(threads):
+        step, with_pauses = recipe_run(*paths, int(threads))
+    else:
+        step, with_pauses = phase_run(*paths, int(n_train))
+    print(json.dumps({"steady": step, "with_pauses": with_pauses}))
 
 
 def report(names, variants, mean, steady, rounds) -> None:
@@ -414,6 +449,9 @@ def main() -> None:
     if sys.argv[1:2] == ["--recipe-process"]:
         recipe_process(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["--side"]:
+        side_process(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
@@ -423,7 +461,7 @@ def main() -> None:
     )
     parser.add_argument("--whole", action="store_true", help="whole processes, tiny base")
     parser.add_argument(
-        "--lib", type=Path, default=REPO / "lib", help="--whole: the checkout's lib to run"
+        "--lib", type=Path, default=REPO / "lib", help="the checkout's lib the phase stage runs"
     )
     parser.add_argument("--base", default="tiny", help="tiny, or a base folder (e.g. full size)")
     parser.add_argument("--profile", action="store_true")
@@ -443,7 +481,7 @@ def main() -> None:
     elif args.whole:
         whole(base, args.steps or 200, args.eval_every, args.rounds, args.lib)
     else:
-        compare(base, args.rounds, args.epochs, args.eval_every, args.all_cores_only)
+        compare(base, args.rounds, args.epochs, args.eval_every, args.all_cores_only, args.lib)
 
 
 if __name__ == "__main__":

@@ -76,13 +76,15 @@ class ModelSize:
         return FP32 * (self.n_params + self.n_dvae) + trained + self.activation_bytes(batch_size)
 
     def host_bytes(self, batch_size: int, on_gpu: bool, workers: int = 0) -> float:
-        """Peak host RAM of a phase: on a CPU everything of training plus the starting
-        weights loaded beside the model; on a GPU the model as built on the CPU before it
-        moves, the loaded weights, and the loader workers."""
+        """Peak host RAM of a phase: on a CPU everything of training plus, at the start, the
+        starting weights loaded beside the model, later the best models' host copies (one
+        being written, one waiting: ``BackgroundSaves``); on a GPU the model as built on the
+        CPU before it moves, the loaded weights, and the loader workers (the host copies are
+        less than the model that moved)."""
         loaded = FP32 * self.n_params  # the checkpoint's state dict, read while the model exists
         if on_gpu:
             return RUNTIME_BYTES + 2 * FP32 * self.n_params + loaded + workers * LOADER_WORKER_BYTES
-        return RUNTIME_BYTES + self.training_bytes(batch_size) + loaded
+        return RUNTIME_BYTES + self.training_bytes(batch_size) + max(loaded, 2 * self.best_bytes)
 
     def disk_bytes(self, keep_checkpoints: int) -> int:
         """Peak disk of a phase: ``keep_checkpoints`` periodic checkpoints and the next one
