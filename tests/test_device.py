@@ -120,6 +120,26 @@ def test_ram_too_small_says_what_the_batch_needs(monkeypatch):
     assert health.check_memory(FULL_SIZE, 2, "cpu", 0) == []
 
 
+def test_the_gpu_preflight_honours_a_per_process_memory_fraction(monkeypatch):
+    """An H200 with 139 GB free, this process capped at 5% by
+    ``torch.cuda.set_per_process_memory_fraction``: the driver's free memory alone would pass the
+    full-size batch, the cap does not (faked: no GPU here; on a GPU host
+    ``benchmarks/gpu_checks.py`` runs the real preflight under the cap)."""
+    total, fraction = 150e9, [1.0]
+    monkeypatch.setattr(health, "available_ram", lambda: 500e9)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (139e9, total))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda d: fraction[0])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 1e9)
+    assert dev.gpu_memory_free("cuda") == (139e9, 1.0)
+    assert health.check_memory(FULL_SIZE, 2, "cuda", 0) == []
+    fraction[0] = 0.05  # 7.5 GB, of which the allocator holds 1 GB
+    assert dev.gpu_memory_free("cuda") == (6.5e9, 0.05)
+    (problem,) = health.check_memory(FULL_SIZE, 2, "cuda", 0)
+    need = resources.gb(FULL_SIZE.training_bytes(2))
+    assert problem.startswith("GPU: 6.5 GB free to this process (memory fraction 0.05)")
+    assert f"needs about {need}" in problem and "lower batch_size" in problem
+
+
 def test_a_full_size_gpt_on_the_cpu_is_a_loud_warning_with_an_estimate():
     (event,) = health.cpu_warning(FULL_SIZE, 2, "cpu")
     assert event.severity == "warning" and event.message.startswith("FULL-SIZE MODEL ON THE CPU")

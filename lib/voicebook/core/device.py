@@ -93,3 +93,15 @@ def describe(device: torch.device | str) -> str:
         props = torch.cuda.get_device_properties(device)
         return f"GPU {props.name} ({props.total_memory / 1e9:.0f} GB)"
     return f"CPU ({cpu_cores()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def gpu_memory_free(device: torch.device | str) -> tuple[int, float]:
+    """Bytes this process may still allocate on the GPU ``device``, and its memory fraction:
+    the driver's free memory, capped by ``torch.cuda.set_per_process_memory_fraction`` (which
+    the driver knows nothing of: a preflight reading the driver alone passes, and training then
+    runs out of memory at its first batch) less what torch's allocator already holds."""
+    device = torch.device(device)
+    free, total = torch.cuda.mem_get_info(device)
+    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    allowed = int(fraction * total) - torch.cuda.memory_reserved(device)
+    return max(0, min(free, allowed)), fraction

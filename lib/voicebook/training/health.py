@@ -177,12 +177,14 @@ def check_memory(size: ModelSize, batch_size: int, device: Any, workers: int) ->
             "to keep the effective batch), or use a larger machine."
         )
     if on_gpu:
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        need = size.training_bytes(batch_size)
+        from voicebook.core.device import gpu_memory_free
+
+        (free, fraction), need = gpu_memory_free(device), size.training_bytes(batch_size)
+        capped = f" to this process (memory fraction {fraction:g})" if fraction < 1 else ""
         if free < need:
             problems.append(
-                f"GPU: {gb(free)} free, batch_size {batch_size} needs about {gb(need)}; lower "
-                "batch_size (and raise grad_accum to keep the effective batch)."
+                f"GPU: {gb(free)} free{capped}, batch_size {batch_size} needs about {gb(need)};"
+                " lower batch_size (and raise grad_accum to keep the effective batch)."
             )
     return problems
 
