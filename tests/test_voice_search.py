@@ -391,14 +391,22 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     assert str(by_name["phase1-xnes"].checkpoint) == phase1.best_checkpoint
     assert by_name["phase1-xnes"].label == "phase 1 + voice phase1-xnes (xnes: latent)"
     assert [n.split()[0] for n in notes] == ["phase2"]
-    chosen = ["base", "phase1", "base-cmaes", "phase1-xnes"]
+    chosen = ["base", "phase1", "base-cmaes", "base-gradient", "phase1-xnes"]
     config = ev.EvalConfig(candidates=chosen, test_sentences=["Jó napot!"], max_eval_batches=1,
                            asr_model="", hidden_reference_sentences=0)  # fmt: skip
     table = ev.evaluate(config, experiment, base).table.set_index("candidate")
     assert set(table["split"]) == {"test"}
     # a voice changes what is spoken and its voice_mel_ce, never the checkpoint's trainer losses
     assert table.loc["base", "mel_ce"] == table.loc["base-cmaes", "mel_ce"]
-    assert table.loc["base", "voice_mel_ce"] != table.loc["base-cmaes", "voice_mel_ce"]
+    # ... exactly when its latent is not the reference's: the cheap searches above (base-cmaes
+    # renewed with one generation, phase1-xnes with two) may find nothing better than their start
+    # and keep it; base-gradient's six generations move it
+    voices = (("base-cmaes", "base"), ("base-gradient", "base"), ("phase1-xnes", "phase1"))
+    for voice, checkpoint in voices:
+        moved = _latent_moved(experiment, voice)
+        changed = table.loc[voice, "voice_mel_ce"] != table.loc[checkpoint, "voice_mel_ce"]
+        assert changed == moved, (voice, moved)
+    assert _latent_moved(experiment, "base-gradient")
     assert (experiment / "eval" / "phase1-xnes" / "s01.wav").is_file()
     versus = vs.versus_finetuning(table.reset_index(), vs.current_voices(experiment), {})
     versus = versus.set_index("candidate")
@@ -410,6 +418,16 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     evaluated = {report.dm.EVALUATION: {"eval_table": table.reset_index()}}
     html = "".join(report._versus_html(SimpleNamespace(path=experiment, scraps=evaluated)))
     assert html.count("<tr") == 1 + len(chosen) and "phase1-xnes" in html and "test" in html
+
+
+def _latent_moved(experiment: Path, voice: str) -> bool:
+    """Whether the current voice ``voice``'s latent differs from its reference voice's."""
+    search = json.loads(
+        (experiment / "voice_search" / "voices" / voice / "search.json").read_text()
+    )
+    latent, _ = coqui.load_voice(search["voice_file"], voice)
+    reference, _ = coqui.load_voice(Path(search["voice_file"]).with_name("reference_voice.pth"))
+    return not torch.equal(latent, reference)
 
 
 def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):

@@ -140,13 +140,13 @@ def _replace_older(out: Path, path: Path) -> Callable[[], None]:
     return replace
 
 
-def _torch_save(value: Any, partial: Path, direct: bool = False) -> None:
+def _torch_save(value: Any, partial: Path, direct: bool = False) -> bool:
     """``torch.save`` without the zip records' CRC32: for a full-size best model (1.8 GB) that
     checksum took most of the writer's CPU time (2.3-4.5 s with it, 0.4-1.3 s without, on 2
     busy cores), which the training threads lose; the atomic rename already guarantees a whole
     file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
     while a phase trains.) ``direct``: past the page cache (``DirectFile``), for a host copy
-    whose write nothing waits for."""
+    whose write nothing waits for; returns whether it went past it."""
     from torch.utils.serialization import config
 
     checksum = config.save.compute_crc32
@@ -155,14 +155,15 @@ def _torch_save(value: Any, partial: Path, direct: bool = False) -> None:
         if direct:
             with DirectFile(partial) as file:
                 torch.save(value, file)
-        else:
-            torch.save(value, partial)
+            return file.direct
+        torch.save(value, partial)
+        return False
     finally:
         config.save.compute_crc32 = checksum
 
 
-def _torch_save_direct(value: Any, partial: Path) -> None:
-    _torch_save(value, partial, direct=True)
+def _torch_save_direct(value: Any, partial: Path) -> bool:
+    return _torch_save(value, partial, direct=True)
 
 
 class BackgroundSaves:
@@ -181,6 +182,7 @@ class BackgroundSaves:
         self._slots = threading.Lock()  # _slot_of: the writer's thread frees a slot
         self.blocked_seconds = 0.0
         self.replaced = 0
+        self.written_direct = 0  # best models written past the page cache
 
     def guard(self, optimizers: list) -> None:
         """Before each update, wait until no write still reads the live weights."""
@@ -221,7 +223,7 @@ class BackgroundSaves:
     def _written_from(self, path: Path) -> Callable[[Any, Path], None]:
         def write(value: Any, partial: Path) -> None:
             try:
-                _torch_save_direct(value, partial)
+                self.written_direct += bool(_torch_save_direct(value, partial))
             finally:  # the buffer is free for the next best, written or not
                 with self._slots:
                     self._slot_of.pop(path, None)
