@@ -374,8 +374,8 @@ def test_a_file_holds_the_weights_of_its_step_while_training_goes_on(tmp_path, m
 
 def test_a_best_waiting_for_its_turn_is_replaced_by_a_better_one(tmp_path, monkeypatch):
     """Bests come faster than the disk takes them: the first is written, the second (still
-    waiting) is replaced by the third and never written, two host buffers serve all three,
-    and the files and the shortcut end at the last best."""
+    waiting) is replaced by the third and never written, two host buffers serve all three, an
+    update meanwhile waits for neither, and the files and the shortcut end at the last best."""
     import threading
 
     import torch
@@ -403,6 +403,13 @@ def test_a_best_waiting_for_its_turn_is_replaced_by_a_better_one(tmp_path, monke
             )
         )
         assert first_started.wait(10)
+    # the first still being written and the third waiting: an update does not wait for either
+    weight_param = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.SGD([weight_param], lr=1.0)
+    saves.guard([optimizer])
+    weight_param.grad = torch.ones(4)
+    optimizer.step()
+    assert saves.blocked_seconds < 0.1 and saves.writer.busy()
     go_on.set()
     assert saves.writer.wait() == [tmp_path / "best_model_1.pth", tmp_path / "best_model_3.pth"]
     assert replaced == [None, None, tmp_path / "best_model_2.pth"] and saves.replaced == 1

@@ -203,7 +203,7 @@ class BackgroundSaves:
         its turn is replaced by this one: its path is returned (it is never written)."""
         if not self.copy:
             content = {"model": weights, **info}
-            self.writer.submit(path, lambda: content, _torch_save, then, holds_live=True)
+            self.writer.submit(path, lambda: content, _torch_save, then, holds="until_written")
             return None
         waiting = self.writer.withdraw("best")
         with self._slots:
@@ -212,7 +212,8 @@ class BackgroundSaves:
         self.replaced += waiting is not None
         self.buffers[slot] = host_copy(weights, self.buffers[slot])
         content = {"model": self.buffers[slot], **info}
-        self.writer.submit(path, lambda: content, self._written_from(path), then, key="best")
+        write = self._written_from(path)  # the copy is made: the live weights are free
+        self.writer.submit(path, lambda: content, write, then, holds="nothing", key="best")
         return waiting.path if waiting else None
 
     def _free_slot(self) -> int:
@@ -237,7 +238,7 @@ class BackgroundSaves:
         if copy:
             self.writer.submit(path, lambda: host_copy(content), _torch_save_direct, then)
         else:
-            self.writer.submit(path, lambda: content, _torch_save, then, holds_live=True)
+            self.writer.submit(path, lambda: content, _torch_save, then, holds="until_written")
 
 
 class PhaseTrainer(Trainer):

@@ -247,6 +247,9 @@ class DirectFile:
         self.direct = False
 
 
+HOLDS = ("until_copied", "until_written", "nothing")  # how long a job holds live state
+
+
 @dataclass(eq=False)
 class WriteJob:
     """One file for a ``BackgroundWriter`` to write (see ``submit``); ``key``: what a newer job
@@ -256,8 +259,17 @@ class WriteJob:
     content: Callable[[], Any]
     write: Callable[[Any, Path], object]
     then: Callable[[], None] | None = None
-    holds_live: bool = False
+    holds: str = "until_copied"
     key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.holds not in HOLDS:
+            raise ValueError(f"holds={self.holds!r}: use one of {', '.join(HOLDS)}")
+
+    @property
+    def held(self) -> bool:
+        """Whether the job counts as holding live state until it lets go of it."""
+        return self.holds != "nothing"
 
 
 class BackgroundWriter:
@@ -270,11 +282,12 @@ class BackgroundWriter:
     job that has not started yet, so a newer one can take its place (a best model that a better
     one replaced before its turn need not reach the disk).
 
-    Live state is *held* from ``submit`` until ``content()`` returned, or, with
-    ``holds_live=True`` (``content()`` returns the live state itself, uncopied), until the file
-    is written. The caller must not change that state while it is held: ``wait_released()``
-    blocks until nothing is (a trainer calls it before its optimizer updates the weights). Once
-    a copy has let go of the live state, its thread drops to niceness 19 for the write, which
+    Live state is *held* from ``submit`` until ``content()`` returned (``holds="until_copied"``:
+    ``content()`` copies it), until the file is written (``"until_written"``: ``content()``
+    returns the live state itself, uncopied), or not at all (``"nothing"``: the caller copied it
+    before submitting). The caller must not change that state while it is held:
+    ``wait_released()`` blocks until nothing is (a trainer calls it before its optimizer updates
+    the weights). Once a job holds nothing, its thread drops to niceness 19 for the write, which
     nothing waits for but the next job; a write that holds live state keeps the caller's
     priority. ``wait()`` blocks until every write is on disk and raises the first write's error;
     ``done()`` lists the paths written since the last call, so the caller can record them on
@@ -296,13 +309,13 @@ class BackgroundWriter:
         content: Callable[[], Any],
         write,
         then=None,
-        holds_live=False,
+        holds: str = "until_copied",
         key: str | None = None,
     ) -> None:
         self._raise()
-        job = WriteJob(Path(path), content, write, then, holds_live, key)
+        job = WriteJob(Path(path), content, write, then, holds, key)
         with self._released:
-            self._held += 1
+            self._held += job.held
             self._waiting.append(job)
         thread = threading.Thread(target=self._run, args=(self._last, job), name=self.name)
         thread.daemon, self._last = True, thread
@@ -315,7 +328,7 @@ class BackgroundWriter:
             job = next((j for j in self._waiting if j.key == key), None)
             if job is not None:
                 self._waiting.remove(job)
-                self._held -= 1
+                self._held -= job.held
                 self._released.notify_all()
         return job
 
@@ -364,11 +377,12 @@ class BackgroundWriter:
             self.cpu_seconds += time.thread_time() - start
 
     def _write(self, job: WriteJob) -> None:
-        held = True
+        held = job.held
         try:
             value = job.content()
-            if not job.holds_live:  # copied: the live state is free again while the copy is written
-                self._release()
+            if job.holds != "until_written":  # a copy: the live state is free while it is written
+                if held:
+                    self._release()
                 held = False
                 _lower_this_threads_priority()
             write_file_atomic(job.path, lambda partial: job.write(value, partial))
