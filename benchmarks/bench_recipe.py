@@ -236,8 +236,8 @@ def compare(
                 out = Path(tmp) / f"{i}-{names.index(name)}"
                 threads = variants.get(name, 0)  # 0: the phase stage
                 side = [str(base), str(dataset), str(out), str(epochs), str(n_train), str(threads)]
-                steady[name].append(0.0)
-                steady[name][-1], with_pauses = _side_process(side, lib)
+                step, with_pauses = _side_process(side, lib)
+                steady[name].append(step)
                 mean[name].append(with_pauses)
             line = ", ".join(f"{n} {mean[n][-1]:.3f} ({steady[n][-1]:.3f})" for n in names)
             print(f"round {i + 1}: {line} s/step with pauses (steady)", flush=True)
@@ -245,25 +245,28 @@ def compare(
 
 
 def _side_process(side: list[str], lib: Path) -> tuple[float, float]:
-    """Run one side (``--side``) in its own process; its steady and with-pauses s/step."""
-    import subprocess
+    """Run one side (``side_process``) in its own process, ``lib`` first on its path; its
+    steady and with-pauses s/step."""
+    run = _measuring().run_measured("code", _SIDE, side, lib)
+    result = next((line for line in reversed(run.output.splitlines()) if line.startswith("{")), "")
+    if run.returncode != 0 or not result:
+        raise SystemExit(f"a side of the comparison failed ({side}):\n{run.output[-3000:]}")
+    figures = json.loads(result)
+    return figures["steady"], figures["with_pauses"]
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]),
-    }
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--side", *side]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    result = json.loads(lines[-1])
-    return result["steady"], result["with_pauses"]
+
+def _measuring():
+    """``tests/fullsize.py``: runs a snippet in a subprocess with another lib first on its path
+    (``run_measured``) and measures it."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import fullsize
+
+    return fullsize
 
 
 def side_process(argv: list[str]) -> None:
-    """``--side BASE DATASET OUT EPOCHS N_TRAIN THREADS``: one side of ``compare`` (THREADS 0:
-    the phase stage), printing its figures as JSON on the last line."""
+    """``BASE DATASET OUT EPOCHS N_TRAIN THREADS``: one side of ``compare`` (THREADS 0: the
+    phase stage), printing its figures as JSON."""
     base, dataset, out, epochs, n_train, threads = argv
     paths = (Path(base), Path(dataset), Path(out), int(epochs))
     if int(threads):
@@ -361,8 +364,7 @@ def recipe_process(argv: list[str]) -> None:
 
 def whole(base: Path, steps: int, eval_every: int, rounds: int, lib: Path) -> None:
     """Whole processes: the phase notebook under papermill against the recipe as a script."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import fullsize  # run_measured: a subprocess's wall time and its train rows' times
+    fullsize = _measuring()  # run_measured: a subprocess's wall time and its train rows' times
 
     from voicebook.dataprep.demo import write_demo_dataset
 
@@ -391,6 +393,7 @@ def whole(base: Path, steps: int, eval_every: int, rounds: int, lib: Path) -> No
 
 _RECIPE = f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench_recipe; "
 _RECIPE += "bench_recipe.recipe_process(sys.argv[1:])"
+_SIDE = _RECIPE.replace("recipe_process", "side_process")
 
 
 def _notebook_run(fullsize, where, steps, epochs, eval_every):
@@ -451,9 +454,6 @@ def _breakdown(run, out: Path) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["--recipe-process"]:
         recipe_process(sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["--side"]:
-        side_process(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
