@@ -68,8 +68,17 @@ def test_torch_and_torchaudio_are_pinned_as_a_pair():
     assert pins["torch"] == "==2.11.0" and pins["torchaudio"] == "==2.11.0"
     locked = _lock_packages()
     assert (locked["torch"], locked["torchaudio"]) == ("2.11.0", "2.11.0")
-    for name in ("coqui-tts", "torchcodec", "six", "papermill", "scrapbook", "nbmake", "plotly"):
+    for name in ("coqui-tts", "torchcodec", "six", "papermill", "scrapbook", "plotly", "voila"):
         assert name in pins, name
+
+
+def test_test_tools_are_a_dev_group_not_runtime():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    runtime = {canonicalize_name(r.name) for r in _project_requirements()}
+    dev = {canonicalize_name(Requirement(r).name) for r in project["dependency-groups"]["dev"]}
+    tools = {"pytest", "pytest-xdist", "nbmake", "ruff", "playwright"}
+    assert tools <= dev and not tools & runtime
+    assert tools <= set(_lock_packages())  # set-up installs the group for make test
 
 
 def test_installed_environment_is_exactly_the_lock():
