@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import soundfile as sf
@@ -428,6 +429,55 @@ def _latent_moved(experiment: Path, voice: str) -> bool:
     latent, _ = coqui.load_voice(search["voice_file"], voice)
     reference, _ = coqui.load_voice(Path(search["voice_file"]).with_name("reference_voice.pth"))
     return not torch.equal(latent, reference)
+
+
+class _RecordedView:
+    """A stand-in for ``SearchView`` that keeps what each search showed."""
+
+    made: ClassVar[list[_RecordedView]] = []
+
+    def __init__(self, params: vs.SearchConfig):
+        self.init_from, self.rows, self.closed = params.init_from, [], None
+        _RecordedView.made.append(self)
+
+    def on_generation(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def close(self, curves) -> None:
+        self.closed = curves
+
+
+def test_a_list_of_models_is_one_search_each_in_one_stage_run(experiment, phase1):
+    """``init_from: [base, phase1]`` (the demo searches the base and phase 2 before its one
+    evaluation): one search per model, in order, each its own voice with its own view; the
+    stage's latest files are the last one's."""
+    p = params(experiment, init_from=["base", "phase1"], method="snes", generations=1,
+               search_speaker=False)  # fmt: skip
+    assert [one.name for one in p.searches()] == ["base-snes", "phase1-snes"]
+    assert p.name == "base-snes, phase1-snes"
+    with pytest.raises(ValueError, match="use run_searches"):
+        vs.run_search(p)
+    results = vs.run_searches(p, view=_RecordedView)
+    summaries = [r.summary for r in results]
+    assert [s["voice_name"] for s in summaries] == ["base-snes", "phase1-snes"]
+    assert [s["init_from"] for s in summaries] == ["base", "phase1"]
+    assert summaries[0]["checkpoint"].endswith("model.pth")
+    assert summaries[1]["checkpoint"] == phase1.best_checkpoint
+    views = _RecordedView.made
+    assert [v.init_from for v in views] == ["base", "phase1"]
+    assert all([r["generation"] for r in v.rows] == [0, 1] for v in views)
+    assert all(v.closed is r.curves for v, r in zip(views, results, strict=True))
+    latest = json.loads((experiment / "voice_search" / "search.json").read_text())
+    assert latest["voice_name"] == "phase1-snes"
+    assert {"base-snes", "phase1-snes"} <= {v["voice_name"] for v in vs.current_voices(experiment)}
+    table = vs.summary_table(results)
+    assert list(table.columns) == ["base-snes", "phase1-snes"]
+    assert table.loc["init_from"].tolist() == ["base", "phase1"]
+    with pytest.raises(ValueError, match="one name cannot hold several voices"):
+        vs.SearchConfig(init_from=["base", "phase2"], voice_name="anna")
+    with pytest.raises(ValueError, match=r"init_from=\[\]"):
+        vs.SearchConfig(init_from=[])
+    assert vs.SearchConfig(init_from=["phase2"], voice_name="anna").searches()[0].name == "anna"
 
 
 def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
