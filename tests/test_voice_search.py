@@ -225,6 +225,7 @@ def test_voice_file_is_xtts_speakers_format_and_drives_inference(base, frozen, t
         coqui.load_voice(voice, "bob")
 
 
+@pytest.mark.slow  # whole searches on the tiny base
 @pytest.mark.parametrize("method, step_size, population", [("cmaes", 0.3, 6), ("gradient", 0.5, 2)])
 def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     base, experiment, method, step_size, population
@@ -266,6 +267,7 @@ def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     assert same[0] == same[1]  # (NaN, the speaker half's figures, is not == itself)
 
 
+@pytest.mark.slow  # a whole search, decoding audio
 def test_speaker_half_raises_similarity_and_keeps_the_reference_latent(experiment):
     """The latent half off; the embedding by gradient through the decoder and resemblyzer."""
     p = params(experiment, method="gradient", step_size=0.5, search_latent=False,
@@ -281,6 +283,7 @@ def test_speaker_half_raises_similarity_and_keeps_the_reference_latent(experimen
     assert torch.equal(latent, reference[0]) and not torch.equal(speaker, reference[1])
 
 
+@pytest.mark.slow  # rests on the searches above
 def test_voices_are_kept_side_by_side_and_a_renewed_one_moves_to_its_history(experiment):
     voices_dir = experiment / "voice_search" / "voices"
     before = {p.name for p in voices_dir.iterdir()}
@@ -325,6 +328,7 @@ def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, froz
     assert json.loads((folder / "export.json").read_text())["voice"] == EXPORT_VOICE
 
 
+@pytest.mark.slow  # trains phase 1 (the fixture)
 def test_phase_export_keeps_every_voice_searched_on_its_checkpoint(base, experiment, phase1):
     from voicebook import training
     from voicebook.training.bundle import EXPORT_VOICE, export_folder
@@ -361,6 +365,7 @@ def test_phase_export_keeps_every_voice_searched_on_its_checkpoint(base, experim
 @pytest.mark.parametrize(
     "method, population, generations", [("cmaes", 12, 20), ("gradient", 2, 10)]
 )
+@pytest.mark.slow  # trains phase 1 (the fixture)
 def test_search_recovers_most_of_a_corrupted_voice(experiment, phase1, method, population, generations):  # fmt: skip
     """The reference latent plus noise (2x its RMS per element) raises phase 1's validation Mel
     CE by a known gap; started there, the latent half closes at least 70 % of it."""
@@ -375,6 +380,7 @@ def test_search_recovers_most_of_a_corrupted_voice(experiment, phase1, method, p
     assert r.closed >= 0.7, r
 
 
+@pytest.mark.slow  # the whole evaluation
 def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_split(
     base, experiment, phase1
 ):
@@ -447,6 +453,7 @@ class _RecordedView:
         self.closed = curves
 
 
+@pytest.mark.slow  # trains phase 1 (the fixture)
 def test_a_list_of_models_is_one_search_each_in_one_stage_run(experiment, phase1):
     """``init_from: [base, phase1]`` (the demo searches the base and phase 2 before its one
     evaluation): one search per model, in order, each its own voice with its own view; the
