@@ -25,12 +25,18 @@ from voicebook.sweep.spec import SweepError, SweepSpec
 # --- what a sweep is -------------------------------------------------------------------------
 
 
+def sweep_args(argv):
+    from voicebook.cli import parser
+
+    return parser().parse_args(["sweep", *argv])
+
+
 def test_command_line_one_value_is_fixed_several_are_an_axis_listed_sets_cross_them(tmp_path):
     base, listed = tmp_path / "base.yaml", tmp_path / "trials.yaml"
     base.write_text("max_steps: 10\nepochs: 2\nseed: 5\n")
     listed.write_text("- {seed: 1}\n- {seed: 2, phase2.lr: 5.0e-7}\n")
     argv = ["--name", "g", "-p", "phase1.lr", "1e-6", "2e-6", "-p", "epochs", "1", "-f", str(base)]
-    s = cli.spec_from_args(cli.parse_args([*argv, "--trials", str(listed)]))
+    s = cli.spec_from_args(sweep_args([*argv, "--trials", str(listed)]))
     assert s.fixed == {"max_steps": 10, "epochs": 1}  # -p wins over the file; swept keys leave
     assert s.axes == {"phase1.lr": [1e-6, 2e-6]} and len(s.listed) == 2
     space = s.param_space()
@@ -44,7 +50,7 @@ def test_command_line_one_value_is_fixed_several_are_an_axis_listed_sets_cross_t
     with pytest.raises(SweepError, match="hold a YAML list of mappings"):
         cli.load_trials(listed)
     with pytest.raises(SweepError, match="each -p KEY once"):
-        cli.spec_from_args(cli.parse_args(["--name", "g", "-p", "lr", "1", "2", "-p", "lr", "3"]))
+        cli.spec_from_args(sweep_args(["--name", "g", "-p", "lr", "1", "2", "-p", "lr", "3"]))
 
 
 def test_trial_names_are_readable_safe_and_distinct():

@@ -28,6 +28,7 @@ import pandas as pd
 
 from voicebook.core import stages as contract
 from voicebook.core.thresholds import TEXT_CE_ALARM, text_ce_alarming
+from voicebook.core.values import like
 from voicebook.evaluation.listening.session import MIN_RATINGS
 
 # The stages whose results the decision reads (voicebook.core.stages: the one stage contract).
@@ -96,8 +97,8 @@ class Thresholds:
                 f"valid keys are: {', '.join(valid)}."
             )
         try:
-            typed = {k: type(getattr(cls, k))(v) for k, v in overrides.items()}
-        except (TypeError, ValueError) as err:
+            typed = {k: like(getattr(cls, k), v, k) for k, v in overrides.items()}
+        except ValueError as err:
             raise ValueError(f"Thresholds must be numbers; got {overrides}: {err}") from err
         return cls(**typed)
 

@@ -20,7 +20,6 @@ import torch
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR, MIN_AUDIO_TOKENS
 from voicebook.coqui.losses import seed_everything
 from voicebook.coqui.probes import count_generated_codes, generation_cap
-from voicebook.core.paths import EVAL_META
 
 BASE = "base"
 SHORT_SENTENCE_WORDS = 3
@@ -28,17 +27,6 @@ SHORT_SENTENCE_WORDS = 3
 
 def is_short(sentence: str) -> bool:
     return len(sentence.split()) <= SHORT_SENTENCE_WORDS
-
-
-def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
-    """The first ``n`` held-out clips (deterministic), used as the voice reference for all."""
-    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    return [Path(dataset_dir) / p for p in meta["audio_file"].head(max(n, 1))]
-
-
-def eval_clips(dataset_dir: Path) -> list[Path]:
-    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    return [Path(dataset_dir) / p for p in meta["audio_file"]]
 
 
 def token_cap(text: str, tokens_per_char: float = AUDIO_TOKENS_PER_CHAR) -> int:
