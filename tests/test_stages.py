@@ -284,6 +284,41 @@ def test_papermill_rerun_after_voicebook_run_is_not_shadowed(tmp_path):
     assert stale["params"]["lr"] != 7e-4
 
 
+@pytest.mark.slow
+def test_voicebook_run_then_plain_papermill_with_the_same_parameters_reuses_the_phase(tmp_path):
+    """Two runners on one experiment (issue 36): the runner gives outputs_dir as a folder, a user
+    runs papermill from notebooks/ with $VOICEBOOK_OUTPUTS and a YAML file that spells the lr as
+    text. The finished phase 2 is reused: nothing archived, the searched voice stays exported."""
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOICEBOOK_OUTPUTS": str(outputs)}
+    search = ["-p", "voice_search.init_from", "phase2", "-p", "generations", "1", "-p",
+              "speaker_generations", "1", "-p", "population", "2", "-p", "minibatch", "2", "-p",
+              "speaker_minibatch", "1", "-p", "voice_name", "twin"]  # fmt: skip
+    run = [sys.executable, "-m", "voicebook.cli", "run", "--experiment", "v2", "--outputs-dir",
+           str(outputs), "--stages", "data", "phase1", "phase2", "voice_search", *CHEAP,
+           "-p", "phase2.lr", "1e-6", *search]  # fmt: skip
+    subprocess.run(run, check=True, capture_output=True, env=env, cwd=REPO_ROOT)
+    phase2 = outputs / "v2" / "phase2"
+    status = json.loads((phase2 / "status.json").read_text())
+    assert status["params"]["outputs_dir"] == str(outputs)  # the runner's spelling
+    export = json.loads((phase2 / "export" / "export.json").read_text())
+    assert export["searched_voices"] == ["twin"]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 1e-6\nmax_steps: 2\nepochs: 1\neval_every: 2\n")  # "1e-6": text
+    cmd = [sys.executable, "-m", "papermill", "02_phase2.ipynb", str(tmp_path / "p2.ipynb"),
+           "-k", "voicebook", "-p", "experiment", "v2", "-f", str(recipe)]  # fmt: skip
+    done = subprocess.run(cmd, check=False, cwd=NOTEBOOKS_DIR, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    notebook = (tmp_path / "p2.ipynb").read_text()
+    assert "already finished with these parameters" in notebook
+    assert "Parameters differ" not in notebook and not (phase2 / "history").exists()
+    again = json.loads((phase2 / "status.json").read_text())
+    assert again["run_dir"] == status["run_dir"] and again["params"]["outputs_dir"] == str(outputs)
+    export = json.loads((phase2 / "export" / "export.json").read_text())
+    assert export["searched_voices"] == ["twin"]
+
+
 def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():
     from voicebook.decision.report import stale_evaluation
 

@@ -5,6 +5,10 @@ notebook's parameters cell mirrors them; ``tests/test_stages.py`` compares the v
 notebook builds its config with ``from_params(Config, globals())``: every field the notebook
 defines is taken, the rest keep their defaults. Names a notebook declares besides the config's
 fields are only where results go (``LOCATION_PARAMS``).
+
+A value spelt otherwise than its default's type takes that type (``normalise``): ``lr: 1e-6`` in a
+YAML file is the string "1e-6" (YAML wants a dot), papermill's ``-p lr 1e-6`` the float 1e-06,
+and a run that reuses another's work compares meanings, not spellings.
 """
 
 from __future__ import annotations
@@ -21,7 +25,40 @@ def from_params(cls: type[T], values: dict[str, Any]) -> T:
     """``cls`` filled with the entries of ``values`` (a notebook's ``globals()``) that name one
     of its fields."""
     names = [f.name for f in dataclasses.fields(cls)]
-    return cls(**{n: values[n] for n in names if n in values})
+    return normalise(cls(**{n: values[n] for n in names if n in values}))
+
+
+def typed_value(name: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of ``default`` when it is a number or text spelt otherwise."""
+    if value is None and isinstance(default, str):
+        return default  # None and "" both mean "not given"
+    if isinstance(value, bool) or isinstance(default, bool) or value is None:
+        return value
+    try:
+        if isinstance(default, float) and isinstance(value, (str, int)):
+            return float(value)
+        if isinstance(default, int) and isinstance(value, str):
+            return int(value)
+        if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            return int(value)
+    except ValueError:
+        raise ValueError(
+            f"Parameter {name}={value!r} is not a {type(default).__name__}: fix its value."
+        ) from None
+    return value
+
+
+def normalise(config: T) -> T:
+    """``config`` with each field whose value is spelt in another type than its default's
+    converted (module doc); fields whose default allows several types are left as given."""
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        if f.default is dataclasses.MISSING:
+            continue
+        value = getattr(config, f.name)
+        typed = typed_value(f.name, value, f.default)
+        if typed is not value:
+            object.__setattr__(config, f.name, typed)
+    return config
 
 
 def defaults(cls: type) -> dict[str, Any]:

@@ -80,6 +80,12 @@ def _changed_params(experiment: Path, stem: str, now: dict[str, Any], old_id: st
     return f" with {', '.join(differ)}" if differ else ""
 
 
+def _records_of(experiment: Path) -> dict[str, dict[str, Any]]:
+    from voicebook.core.scraps import read_records
+
+    return read_records(experiment)
+
+
 class _Digests:
     def __init__(self) -> None:
         self.known: dict[str, str | None] = {}
@@ -102,6 +108,9 @@ def _reason(
     path, producer = entry.get("path"), entry.get("stage")
     if path and entry.get("digest") and not Path(path).exists():
         return f"{path}, which {_label(stem)} read, no longer exists"
+    if entry.get("experiment"):  # made in another experiment folder (a sweep's shared data prep)
+        experiment = Path(entry["experiment"])
+        records = _records_of(experiment)
     now = records.get(producer or "", {})
     if producer and "not_latest" in entry:
         return (
@@ -110,7 +119,9 @@ def _reason(
         )
     if producer and entry.get("run_id") and now.get("run_id") not in (None, entry["run_id"]):
         kept = any(
-            o.get("path") == path and o.get("digest") == entry.get("digest")
+            o.get("path")
+            and Path(o["path"]).resolve() == Path(path).resolve()
+            and o.get("digest") == entry.get("digest")
             for o in (now.get("outputs") or {}).values()
         )
         if not kept:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from voicebook.core import stages as contract
 from voicebook.core.thresholds import TEXT_CE_ALARM, text_ce_alarming
+from voicebook.core.values import like
 from voicebook.evaluation.listening.session import MIN_RATINGS
 
 # The stages whose results the decision reads (voicebook.core.stages: the one stage contract).
@@ -96,8 +97,8 @@ class Thresholds:
                 f"valid keys are: {', '.join(valid)}."
             )
         try:
-            typed = {k: type(getattr(cls, k))(v) for k, v in overrides.items()}
-        except (TypeError, ValueError) as err:
+            typed = {k: like(getattr(cls, k), v, k) for k, v in overrides.items()}
+        except ValueError as err:
             raise ValueError(f"Thresholds must be numbers; got {overrides}: {err}") from err
         return cls(**typed)
 
@@ -402,8 +403,12 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
             status, kept = _weigh(c, kept, candidates, band, t, notes, reasons)
         verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
 
-    ready = not text_ce_alarming(kept.text_ce, t.text_ce_alarm)
-    if not ready:
+    ready = kept.mel_ce is not None and not text_ce_alarming(kept.text_ce, t.text_ce_alarm)
+    if kept.mel_ce is None:  # nothing unmeasured ships: not even the fallback
+        reasons.append(_unmeasured(kept, candidates))
+        kept, why = least_bad(candidates)
+        reasons.append(why)
+    elif not ready:
         reasons.append(
             f"Even {kept.title}, kept as the fallback, has Text CE {_num(kept.text_ce)} at or "
             f"above the alarm {t.text_ce_alarm}: nothing here is ready to ship. Check the base "
@@ -418,6 +423,20 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     reasons.append(_conclusion(kept, winner_tier, t, ready))
     return Decision(
         kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready
+    )
+
+
+def _unmeasured(kept: CandidateEvidence, candidates: list[CandidateEvidence]) -> str:
+    """Why the candidate kept so far cannot ship: nothing measured it."""
+    if kept.name == BASE and any(c.source == "evaluation" for c in candidates):
+        return (
+            f"{kept.title} is the fallback, but the base was not evaluated; add it to "
+            "`candidates` in 03_evaluation: nothing unmeasured ships, so nothing here is "
+            "ready to ship."
+        )
+    return (
+        f"{kept.title} is the fallback, but it has no measured Mel CE: nothing unmeasured "
+        "ships, so nothing here is ready to ship."
     )
 
 

@@ -159,6 +159,14 @@ def headline(d: Any) -> str:
     return f"Ship: {html.escape(d.winner_label)}"
 
 
+def verdict_box(d: Any) -> str:
+    """The verdict box's classes: green only for a ready recommendation, red for stale
+    evidence, amber when nothing is ready to ship."""
+    if getattr(d, "stale", None):
+        return "box alarm"
+    return "box" if d.ready else "box warn"
+
+
 def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
     """Where the report of ``experiment`` is (or will be) written; for the runner to print."""
     return outputs_root(outputs_dir) / experiment / REPORT_NAME
@@ -293,7 +301,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="box{" alarm" if d.stale else ""}"><h2>{headline(d)}</h2>',
+        f'<div class="{verdict_box(d)}"><h2>{headline(d)}</h2>',
         f"<p>Tier: <b>{tier}</b></p>",
         f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",

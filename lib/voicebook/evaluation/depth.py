@@ -9,8 +9,8 @@
 - **cap hits**: how many test sentences ran into the token cap (``voicebook.measures.takes.token_cap``)
   without the GPT stopping by itself; a short sentence is always among them (runaway
   generation on short text is a known XTTS failure);
-- **reference clips**: the voice is taken from the first held-out clips, the ones nearest the
-  voice's mean speaker embedding (``"auto"``), or the files given;
+- **reference clips**: which ones the voice was taken from (``voicebook.voices.references``
+  chooses them);
 - **temperature sweep**: the test sentences at each temperature, per candidate.
 
 The model work is in ``voicebook.coqui.probes``; this module chooses, aggregates and words.
@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
 from voicebook.measures.text import character_error_rate
 from voicebook.speaker import SpeakerSimilarity
+from voicebook.voices.references import AUTO, FIRST, as_spec
 
-FIRST, AUTO = "first", "auto"  # the reference_clips modes besides a list of files
 ALL = codebook.ALL  # the row of every clip together
 LOSSES = ("mel_ce", "text_ce")
 SWEEP_COLUMNS = ["candidate", "temperature", "n_sentences", "cap_hits", "speaker_similarity",
@@ -45,63 +44,10 @@ def column(metric: str, source: str) -> str:
     return f"{metric}[{source}]"
 
 
-# --- reference clips -----------------------------------------------------------------------
-
-
-def nearest_clips(embeddings: np.ndarray, clips: list[Any], n: int) -> list[Any]:
-    """The ``n`` clips whose embeddings are nearest (cosine) the mean embedding, nearest first."""
-    if len(clips) != len(embeddings):
-        raise ValueError(f"{len(clips)} clips but {len(embeddings)} embeddings.")
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    mean = unit.mean(axis=0)
-    closeness = unit @ (mean / np.linalg.norm(mean))
-    order = np.argsort(-closeness, kind="stable")
-    return [clips[i] for i in order[: max(n, 1)]]
-
-
-def _as_spec(spec: Any) -> Any:
-    if isinstance(spec, str) and spec.lstrip()[:1] == "[":  # papermill -p passes text
-        spec = yaml.safe_load(spec)
-    return spec
-
-
 def sweep_temperatures(config: Any) -> list[float]:
     """``config.temperature_sweep`` as numbers (a list, or its text from papermill -p)."""
-    spec = _as_spec(config.temperature_sweep)
+    spec = as_spec(config.temperature_sweep)
     return [float(t) for t in ([spec] if isinstance(spec, (int, float)) else spec or [])]
-
-
-def choose_reference_clips(
-    spec: Any, dataset_dir: Path, n: int, scorer: SpeakerSimilarity | None = None
-) -> list[Path]:
-    """The clips every candidate's voice is made from: ``"first"`` the first ``n`` held-out
-    clips, ``"auto"`` the ``n`` held-out clips nearest their mean speaker embedding (``scorer``
-    has embedded them), else a file or a list of files (relative to the dataset folder, or not)."""
-    spec = _as_spec(spec)
-    if spec == FIRST:
-        return ev.reference_clips(dataset_dir, n)
-    if spec == AUTO:
-        held_out = ev.eval_clips(dataset_dir)
-        scorer = scorer or SpeakerSimilarity(held_out)
-        return nearest_clips(scorer.clip_embeddings, held_out, n)
-    files = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec or [])
-    if not files:
-        raise ValueError("reference_clips is empty: use 'first', 'auto' or a list of wav files.")
-    found = [_existing(Path(dataset_dir), f) for f in files]
-    missing = [str(f) for f, p in zip(files, found) if p is None]
-    if missing:
-        raise FileNotFoundError(
-            f"reference_clips names {', '.join(missing)}, which do(es) not exist (neither as "
-            f"given nor under {dataset_dir}): fix the list, or use 'first' or 'auto'."
-        )
-    return found
-
-
-def _existing(dataset_dir: Path, file: str | os.PathLike) -> Path | None:
-    for path in (Path(file).expanduser(), dataset_dir / file):
-        if path.is_file():
-            return path
-    return None
 
 
 # --- per source ----------------------------------------------------------------------------
@@ -292,7 +238,7 @@ def gathered(depth: dict[str, Any], candidates: list[Any]) -> tuple[pd.DataFrame
 
 def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> dict[str, Any]:
     """What the synthesis ran with (the ``eval_settings`` scrap)."""
-    spec = _as_spec(config.reference_clips)
+    spec = as_spec(config.reference_clips)
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),

@@ -14,7 +14,6 @@ import pandas as pd
 import torch
 
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
-from voicebook.core.paths import EVAL_META
 from voicebook.measures import takes
 
 BASE = "base"
@@ -23,17 +22,6 @@ SHORT_SENTENCE_WORDS = 3
 
 def is_short(sentence: str) -> bool:
     return len(sentence.split()) <= SHORT_SENTENCE_WORDS
-
-
-def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
-    """The first ``n`` held-out clips (deterministic), used as the voice reference for all."""
-    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    return [Path(dataset_dir) / p for p in meta["audio_file"].head(max(n, 1))]
-
-
-def eval_clips(dataset_dir: Path) -> list[Path]:
-    meta = pd.read_csv(Path(dataset_dir) / EVAL_META, sep="|")
-    return [Path(dataset_dir) / p for p in meta["audio_file"]]
 
 
 def synthesize(
