@@ -18,7 +18,9 @@ MAX_FUNCTION_LINES = 60
 # Layers, bottom up. A module may import its own layer's modules and any layer below it.
 CORE = {"core"}
 ADAPTERS = {"coqui", "asr", "speaker"}  # third-party seams: coqui-tts, faster-whisper, resemblyzer
-SHARED = {"voices"}  # what several stages read alike (voices, reference clips), under them all
+# What several stages share, under them all: voices and reference clips (``voices``), and how a
+# model is judged (``measures``: takes, CER, Distill-MOS, failure flags, intervals, verdicts).
+SHARED = {"voices", "measures"}
 STAGES = {"dataprep", "training", "voice_search", "evaluation", "decision"}
 ENTRY = {"cli", "runner", "kernel", "sweep"}
 LAYERS = [CORE, ADAPTERS, SHARED, STAGES, ENTRY]
@@ -147,8 +149,8 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_imports_point_down_the_layers():
     """core imports nothing above it; the adapters (coqui-tts behind ``coqui``) import only core;
-    the shared layer (``voices``) core and the adapters; the stages those and each other
-    (acyclic, as packages too); the entry points import all."""
+    the shared layer (``voices``, ``measures``) core and the adapters; the stages those and
+    each other (acyclic, as packages too); the entry points import all."""
     wrong = [
         f"{m} -> {t}"
         for m, targets in import_graph().items()

@@ -19,9 +19,9 @@ from voicebook.coqui.base import resolve_base
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.evaluation import codebook as cb
 from voicebook.evaluation import depth as ed
-from voicebook.evaluation import measures
 from voicebook.evaluation import scoring as ev
 from voicebook.evaluation.listening import session as ls
+from voicebook.measures import takes
 from voicebook.voices import references as vr
 
 
@@ -237,7 +237,7 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     assert out["sentence_id"].tolist() == ["s01", "s02"]
     assert all((tmp_path / "c" / f"{s}.wav").is_file() for s in out["sentence_id"])
     seconds_per_token = 1024 / 22050  # one GPT audio token = one 1024-sample DVAE frame
-    caps = [measures.token_cap(t, 1.0) for t in (short, longer)]
+    caps = [takes.token_cap(t, 1.0) for t in (short, longer)]
     assert caps == [30, len(longer)]
     for audio_s, cap in zip(out["audio_s"], caps):
         assert 0 < audio_s <= (cap + 1) * seconds_per_token
@@ -257,7 +257,8 @@ def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_
     settings = {"temperature": 0.55, "repetition_penalty": 5.0, "top_p": 0.8, "top_k": 20}
     refs = vr.reference_clips(dataset, 1)
     ev.synthesize(model, ["Jó napot!"], refs, tmp_path, tokens_per_char=1.0, sampling=settings)
-    assert seen == [settings]
+    assert seen == [takes.Sampler(**settings).kwargs()]  # every setting given, none defaulted
+    assert seen[0]["length_penalty"] == 1.0 and seen[0]["do_sample"] is True
 
 
 def test_the_temperature_sweep_takes_a_list_or_its_text():

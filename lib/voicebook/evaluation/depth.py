@@ -6,7 +6,7 @@
 - **the tokenizer's reconstruction**: the DVAE encodes each held-out clip's mel to codes and
   decodes it; mel MSE, MAE and peak error per source (the DVAE is the base's, frozen in
   fine-tuning: one set of numbers for every candidate);
-- **cap hits**: how many test sentences ran into the token cap (``measures.token_cap``)
+- **cap hits**: how many test sentences ran into the token cap (``voicebook.measures.takes.token_cap``)
   without the GPT stopping by itself; a short sentence is always among them (runaway
   generation on short text is a known XTTS failure);
 - **reference clips**: which ones the voice was taken from (``voicebook.voices.references``
@@ -30,6 +30,7 @@ import pandas as pd
 from voicebook.core.stages import EvaluationScraps
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
+from voicebook.measures.text import character_error_rate
 from voicebook.speaker import SpeakerSimilarity
 from voicebook.voices.references import AUTO, FIRST, as_spec
 
@@ -209,7 +210,7 @@ def temperature_sweep(
         )  # fmt: skip
         cer = math.nan
         if transcribe is not None:
-            cer = float(np.mean([ev.character_error_rate(t, transcribe(Path(w)))
+            cer = float(np.mean([character_error_rate(t, transcribe(Path(w)))
                                  for t, w in zip(samples.text, samples.wav)]))  # fmt: skip
         rows.append({
             "candidate": candidate, "temperature": temperature,

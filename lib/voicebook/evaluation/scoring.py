@@ -46,13 +46,13 @@ from voicebook.evaluation.listening.session import REFERENCE
 from voicebook.evaluation.measures import (
     BASE,
     SHORT_SENTENCE_WORDS,
-    character_error_rate,
     is_short,
     load_asr,
-    normalise_for_cer,
     real_time_factor,
     synthesize,
 )
+from voicebook.measures.stats import BOOTSTRAP_SEED
+from voicebook.measures.text import character_error_rate, normalise_for_cer
 from voicebook.speaker import SpeakerSimilarity
 from voicebook.training.checkpoints import resolve_checkpoint
 from voicebook.voices.references import choose_reference_clips, eval_clips
@@ -130,12 +130,19 @@ class EvalConfig:
     repetition_penalty: float = 10.0
     top_p: float = 0.85
     top_k: int = 50
+    length_penalty: float = 1.0
     temperature_sweep: list[float] = field(default_factory=list)  # extra temperatures to try
+    takes: int = 3  # takes of every sentence per candidate: the same seeds for every candidate
+    stress_set: bool = True  # also speak the language's stress set (failure rates)
+    stress_sentences: list[str] = field(default_factory=list)  # empty: the language's stress set
+    mos: bool = True  # Distill-MOS per take (loaded once)
+    bootstrap_seed: int = BOOTSTRAP_SEED  # the paired bootstrap's seed: same data, same interval
 
     def __post_init__(self) -> None:
         counts = {
             "n_reference_clips": self.n_reference_clips,
             "eval_batch_size": self.eval_batch_size,
+            "takes": self.takes,
         }
         for name, value in counts.items():
             if value < 1:
