@@ -181,6 +181,37 @@ def test_params_reject_unknown_names_and_differ_by_stage():
         training.params_for("phase1", learning_rate=1e-6)
 
 
+def test_a_run_is_the_same_however_its_parameters_are_spelt(tmp_path, monkeypatch):
+    """``voicebook run`` gives outputs_dir as an absolute folder, papermill with
+    $VOICEBOOK_OUTPUTS as ""; a YAML file spells 1e-6 as text: one run all the same (issue 36)."""
+    from voicebook.core.config import from_params
+    from voicebook.training import run as phase_run
+
+    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "e" / "dataset").mkdir(parents=True)
+    runner = training.params_for("phase2", experiment="e", outputs_dir=str(tmp_path), lr=1e-06,
+                                 max_steps=8, dataset_dir=str(tmp_path / "e" / "dataset"))  # fmt: skip
+    yaml_file = from_params(training.Phase2Config, {"experiment": "e", "outputs_dir": None,
+                            "lr": "1e-6", "max_steps": "8", "dataset_dir": "e/dataset"})  # fmt: skip
+    assert (yaml_file.lr, yaml_file.max_steps, yaml_file.outputs_dir) == (1e-6, 8, "")
+    assert runner.training_identity() == yaml_file.training_identity()
+    recorded = {"params": runner.to_dict(), "parent": "", "dataset": ""}
+    plan = phase_run.PhasePlan(yaml_file, tmp_path / "e" / "phase2", "cpu", None, recorded)
+    recorded["dataset"] = str(tmp_path / "e" / "dataset")
+    assert phase_run._same_run(recorded, plan)  # "e/dataset" from here is that folder
+    del recorded["dataset"]  # recorded before status named it: its dataset_dir resolved
+    assert phase_run._same_run(recorded, plan)
+    recorded["dataset"] = str(tmp_path / "other")
+    assert not phase_run._same_run(recorded, plan)
+    for differs in ({"lr": 2e-6}, {"max_steps": 9}):
+        assert training.params_for("phase2", **differs).training_identity() != (
+            training.params_for("phase2").training_identity()
+        )
+    with pytest.raises(ValueError, match=r"lr='fast' is not a float"):
+        training.params_for("phase1", lr="fast")
+
+
 def write_dataset(folder, rows_train, rows_eval, seconds):
     (folder / "wavs").mkdir(parents=True)
     t = np.linspace(0, seconds, int(22050 * seconds), endpoint=False)

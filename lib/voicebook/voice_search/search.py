@@ -6,7 +6,7 @@ Mel CE (``voicebook.coqui.latents``), then the embedding by the speaker similari
 audio (``voicebook.voice_search.speaker``), by an evolution strategy (evotorch) over ``MixSpace``
 or by gradient descent over ``FullSpace``. Each half selects on the validation split, so that
 the evaluation's test split stays unseen; each search is a named voice
-(``voicebook.voice_search.voices``). Why the halves are searched in this order and weighed so:
+(``voicebook.voices.store``). Why the halves are searched in this order and weighed so:
 ``docs/voice-search.md``.
 """
 
@@ -32,9 +32,7 @@ from voicebook.core.fileio import archive_run, atomic_path, write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
 from voicebook.dataprep import splits
-from voicebook.evaluation import depth as eval_depth
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.voice_search import voices
 from voicebook.voice_search.speaker import (
     EmbeddingSpace,
     SpeakerObjective,
@@ -42,6 +40,8 @@ from voicebook.voice_search.speaker import (
     minibatch_of,
     speaker_data,
 )
+from voicebook.voices import store as voices
+from voicebook.voices.references import choose_reference_clips
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
@@ -463,7 +463,7 @@ def start_clips(params: SearchConfig, dataset: Path, folder: Path) -> list[Path]
     """The evaluation's reference clips: its ``reference_clips`` rule on the split it scores
     (the test split's view; the validation split for a dataset made before there was one)."""
     view, _, _ = splits.scoring_dataset(dataset, folder / "_views")
-    return eval_depth.choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
+    return choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
 
 
 def latent_half(params: SearchConfig, setup: Setup, on_generation=None) -> Half:
