@@ -1,5 +1,5 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh, idempotent).
-.PHONY: demo test setup lock lab lint bench docs
+.PHONY: demo test setup lock lab listen lint bench docs
 
 # The demo searches two voices, on the base and on phase 2, so the report shows both beside
 # fine-tuning: every stage once, then the voice search again from phase 2 and what follows it.
@@ -24,6 +24,15 @@ lock:
 
 lab: setup
 	.venv/bin/jupyter lab notebooks
+
+# The blind listening test as web pages, one link per rater (docs/listening.md):
+#   make listen EXPERIMENT=demo RATERS="ann bob" [HOST=127.0.0.1] [PORT=8866]
+EXPERIMENT ?= demo
+HOST ?= 127.0.0.1
+PORT ?= 8866
+listen: setup
+	.venv/bin/voicebook listen --experiment $(EXPERIMENT) --host $(HOST) --port $(PORT) \
+		$(if $(RATERS),--raters $(RATERS))
 
 lint: setup
 	.venv/bin/ruff check lib tests benchmarks scripts && .venv/bin/ruff format --check lib tests benchmarks scripts

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "       voicebook base [tiny|xtts_v2|FOLDER]   build/check a base model, print its folder"
         )
+        print("       voicebook listen --experiment NAME --raters ann bob [--host H] [--port P]")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "run":
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from voicebook.sweep.cli import main as sweep_main
 
         return sweep_main(rest)
+    if command == "listen":
+        from voicebook.evaluation.listening.serve import main as listen_main
+
+        return listen_main(rest)
     if command == "base":
         from voicebook.coqui.base import BaseModelError, resolve_base
 

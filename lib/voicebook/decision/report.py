@@ -102,9 +102,13 @@ def analyse_experiment(
     """Read every stage's latest results, assess their lineage (``voicebook.core.lineage``) and
     apply the decision matrix."""
     path = Path(experiment_path)
-    result = analyse_scraps(path.name, read_experiment(path), thresholds, path, assess(path))
+    scraps, evaluated = read_experiment(path), read_records(path).get(dm.EVALUATION) or {}
+    if dm.EVALUATION in scraps:  # every rating on disk counts, not those of 03's last summary
+        params = evaluated.get("scraps", {}).get("params") or evaluated.get("params") or {}
+        scraps[dm.EVALUATION] = lr.with_ratings_on_disk(scraps[dm.EVALUATION], path, params)
+    result = analyse_scraps(path.name, scraps, thresholds, path, assess(path))
     result.provenance = provenance(path)
-    if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
+    if not evaluated.get("inputs"):
         result.missing += stale_evaluation(result.provenance)  # recorded before lineage
     return result
 
