@@ -480,3 +480,60 @@ def test_the_dead_panel_is_disabled_keeps_keys_from_jupyterlab_and_says_what_to_
     style = lp.PANEL_STYLE
     assert ".vb-listening .vb-shield { display: none; }" in style
     assert "disconnected > :not(.vb-shield-view) {\n  opacity: .35; pointer-events: none" in style
+
+
+# --- many raters, served pages: names, scales, tokens ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../eve", "a/b", "c\\d", "<b>x</b>", "-x", " ", "x" * 41])
+def test_a_rater_name_that_could_be_a_path_or_markup_is_refused(ratings, samples, name):
+    with pytest.raises(ValueError, match="rater name"):
+        ls.ListeningSession(ratings, name, samples)
+    assert not ratings.exists()
+
+
+def test_a_rater_name_in_any_script_is_accepted(ratings, samples):
+    for name in ("Éva Kovács", "O'Neil", "li_wei.2"):
+        assert ls.ListeningSession(ratings, name, samples).rater == name
+
+
+@pytest.mark.parametrize("value", [0, 11, 5.5, True, "7", None, -3])
+def test_a_rating_off_the_scale_is_refused_where_it_is_saved(ratings, samples, value):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    trial, code = session.next()
+    with pytest.raises(ValueError, match="out of range"):
+        session.record_scores(trial, code, GOOD | {"overall": value})
+    assert not ratings.exists()
+    session.record_scores(trial, code, GOOD | {"overall": np.int64(10)})  # numpy ints are fine
+    assert rows(ratings)[0]["overall"] == "10"
+
+
+def test_appends_from_many_threads_are_whole_rows_none_lost(ratings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def append(i: int) -> None:
+        ls.append_rating(ratings, _scores(f"r{i % 4}", f"a long sentence, {i}", "phase1", 5))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(append, range(40)))
+    written = rows(ratings)
+    assert len(written) == 40 and {r["sentence"] for r in written} == {
+        f"a long sentence, {i}" for i in range(40)
+    }
+    assert ratings.with_name("ratings.csv.lock").exists()  # every writer took the lock
+
+
+def test_the_report_reads_the_ratings_on_disk_and_escapes_rater_names(ratings):
+    from voicebook.core import html as page_html
+
+    evaluation = {"eval_table": pd.DataFrame(), "listening_summary": pd.DataFrame()}  # stale
+    assert lr.with_ratings_on_disk(evaluation, ratings.parent, {}) is evaluation  # no file yet
+    for sentence in ("s1", "s2", "s3"):
+        ls.append_rating(ratings, _scores("<b>eve</b>", sentence, "reference", 9))
+        ls.append_rating(ratings, _scores("<b>eve</b>", sentence, "phase1", 4))
+    fresh = lr.with_ratings_on_disk(evaluation, ratings.parent, {"exclude_flagged_raters": True})
+    overall = lr.overall_by_candidate(fresh, ["phase1"]).set_index("candidate")
+    assert overall.loc["phase1", "n"] == 3 and overall.loc["phase1", "overall_mean"] == 4
+    shown = page_html.table(fresh["hidden_reference"])
+    assert "&lt;b&gt;eve&lt;/" in shown and "<b>eve" not in shown
+    assert lr.listening_results(ratings).headline().startswith("6 ratings from 1 rater on disk")

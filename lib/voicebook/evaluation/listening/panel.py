@@ -73,10 +73,21 @@ PANEL_STYLE = f"""<style>
 }}
 .{PANEL_CLASS} .widget-toggle-buttons {{ display: flex; align-items: center; }}
 </style>"""
-SHIELD = (
-    '<div class="vb-shield" tabindex="0" data-lm-suppress-shortcuts="true">'
-    f'<div role="alert">{KERNEL_GONE}</div></div>'
+PAGE_GONE = (  # the same on a served page (voicebook listen), where a reload is all it takes
+    "The connection to the server is gone: this page saves nothing any more. Reload the page "
+    "to go on rating: your saved ratings are kept, and you resume where you stopped."
 )
+
+
+def shield(message: str) -> str:
+    """The dead panel's cover (see PANEL_STYLE), saying ``message``."""
+    return (
+        '<div class="vb-shield" tabindex="0" data-lm-suppress-shortcuts="true">'
+        f'<div role="alert">{message}</div></div>'
+    )
+
+
+SHIELD = shield(KERNEL_GONE)
 SCALE_HELP = {
     "smoothness": "no clicks, jumps, stutter or sudden changes",
     "naturalness": "sounds like a person speaking, not a machine",
@@ -223,9 +234,9 @@ class ListeningPanel:
             self.status.value = "Enter your name (then Enter) to start or resume."
         named = [] if self.fixed_rater else [self.rater, self.start]
         header = w.HBox([*named[:1], self.mode, *named[1:]])
-        shield = _html(SHIELD)  # shown only when the kernel is gone (PANEL_STYLE)
-        shield.add_class("vb-shield-view")
-        panel = w.VBox([_html(PANEL_STYLE), header, self.status, self.saved, self.stage, shield])
+        cover = _html(shield(PAGE_GONE) if self.fixed_rater else SHIELD)  # once the kernel is gone
+        cover.add_class("vb-shield-view")
+        panel = w.VBox([_html(PANEL_STYLE), header, self.status, self.saved, self.stage, cover])
         panel.add_class(PANEL_CLASS)
         panel.state = self  # for tests and power users: the live session and the sample shown
         return panel
@@ -273,8 +284,13 @@ class ListeningPanel:
         back = self._previous_button()
         if position is None:
             self.status.value = (
-                f"{who}: all {total} rated. Thank you! The results are in the summary cell "
-                "below (run it to refresh). <b>Previous</b> goes back to change a rating."
+                f"{who}: all {total} rated. Thank you! "
+                + (
+                    ""
+                    if self.fixed_rater
+                    else "The results are in the summary cell below (run it to refresh). "
+                )
+                + "<b>Previous</b> goes back to change a rating."
             )
             self.stage.children = [back]
             return
