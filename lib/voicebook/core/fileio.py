@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
+import filelock
+
 WRITER_NICENESS = 19  # a background write nothing waits for: the training threads come first
 DIRECT_BLOCK = 4096  # O_DIRECT writes whole blocks from block-aligned memory
 DIRECT_STAGE_BYTES = 16 << 20  # per direct write: large enough for full speed (1.3 GB/s here)
@@ -103,28 +105,28 @@ class FolderBusy(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive(folder: Path, name: str, what: str) -> Iterator[None]:
-    """Hold ``folder/name`` while the block runs. A lock whose process died on this host is
-    taken over; another host's is named in the error, with how to clear it. ``what`` says who
-    holds such a lock, for that message."""
+    """Hold ``folder/name`` while the block runs (``filelock``: an OS lock, so of two processes
+    that ask at once exactly one gets it, and a lock whose process died is free again). The file
+    names its holder (host and process) for the error another ``what`` gets meanwhile."""
     folder.mkdir(parents=True, exist_ok=True)
-    path, host = folder / name, socket.gethostname()
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        owner, pid = path.read_text().split()
-        if owner == host and not Path(f"/proc/{pid}").exists():
-            path.unlink()  # its process is gone
+    path = folder / name
+    lock = filelock.FileLock(path, timeout=0, on_acquired=_name_the_holder)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = path.read_text(errors="replace").strip() or "starting"
         raise FolderBusy(
-            f"Another {what} ({path.read_text()}) is using {folder}: wait for it, or remove "
-            f"{path} if that process is gone."
+            f"Another {what} ({holder}) is using {folder}: wait for it to finish."
         ) from None
-    os.write(fd, f"{host} {os.getpid()}".encode())
-    os.close(fd)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        lock.release()
+
+
+def _name_the_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
 
 
 # --- digests -------------------------------------------------------------------------------
