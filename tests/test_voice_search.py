@@ -176,7 +176,7 @@ def params(experiment: Path, **over) -> vs.SearchConfig:
 
 @pytest.fixture(scope="module")
 def frozen(base, experiment):
-    train, evals = coqui.clip_samples(base, experiment / "dataset", experiment / "_work")
+    train, evals = coqui.clip_samples(base, experiment / "dataset", experiment / "_work", "hu")
     model = coqui.load_frozen_xtts(base, None, "cpu")
     clips = coqui.precompute_clips(model, base, train, "cpu")
     return model, clips, evals
@@ -247,10 +247,10 @@ def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     assert torch.equal(speaker, reference[1]) and not torch.equal(latent, reference[0])
     # the start is the evaluation's voice: its reference clips, chosen on the split it scores
     from voicebook.dataprep import splits
-    from voicebook.evaluation import depth as eval_depth
+    from voicebook.voices.references import choose_reference_clips
 
     view = splits.test_view(experiment / "dataset", experiment / "_view")
-    chosen = eval_depth.choose_reference_clips("first", view, p.n_reference_clips)
+    chosen = choose_reference_clips("first", view, p.n_reference_clips)
     assert [Path(c).name for c in s["reference_clips"]] == [c.name for c in chosen]
     test_clips = (experiment / "dataset" / "metadata_test.csv").read_text()
     assert all(Path(c).name in test_clips for c in s["reference_clips"])
@@ -290,7 +290,7 @@ def test_voices_are_kept_side_by_side_and_a_renewed_one_moves_to_its_history(exp
     histories = sorted((voices_dir / "base-cmaes" / "history").iterdir())
     kept = json.loads((histories[-1] / "search.json").read_text())
     assert kept == earlier and (histories[-1] / "speakers_xtts.pth").is_file()
-    from voicebook.voice_search.voices import current_voices
+    from voicebook.voices.store import current_voices
 
     assert {v["voice_name"] for v in current_voices(experiment)} == {
         "base-cmaes", "base-gradient", "speaker only"

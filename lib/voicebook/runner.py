@@ -7,6 +7,7 @@ given to the stages that declare them; ``phase2.lr`` (or ``02_phase2.lr``) targe
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ import yaml
 from voicebook.core import stages as contract
 from voicebook.core.fileio import to_history
 from voicebook.core.paths import NOTEBOOKS_DIR, experiment_dir
+from voicebook.core.values import parse_value
 
 STAGES = tuple(s.stem for s in contract.STAGES)  # the stage contract's order
 KERNEL = "voicebook"
@@ -56,19 +58,6 @@ def stage_name(token: str) -> str:
     if len(starts) == 1:
         return starts[0]
     raise RunnerError(f"Unknown stage {token!r}. Stages: {', '.join(STAGES)}.")
-
-
-def parse_value(text: str) -> Any:
-    """Type a ``-p KEY VALUE`` value as papermill does: int, float, then YAML, else the string."""
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -195,10 +184,8 @@ def run(
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="voicebook run", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``voicebook run``'s arguments."""
     parser.add_argument("--experiment", required=True, help="outputs/<experiment>/")
     parser.add_argument("--stages", nargs="+", help=f"default all: {' '.join(STAGES)}")
     parser.add_argument(
@@ -217,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="YAML file of parameters (flat, or nested per stage)",
     )
-    parser.add_argument(
-        "--outputs-dir", default=None, help="default $VOICEBOOK_OUTPUTS or outputs/"
-    )
-    args = parser.parse_args(argv)
+    parser.add_argument("--outputs-dir", help="default $VOICEBOOK_OUTPUTS or outputs/")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stages; exit 0, 1 (a stage failed) or 2 (a wrong request)."""
     try:
         params: dict[str, Any] = {}
         for file in args.params_file:

@@ -31,7 +31,7 @@ from voicebook.core import stages as contract
 from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
-from voicebook.core.scraps import provenance, read_experiment, read_records
+from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
 from voicebook.evaluation.listening import results as lr
@@ -102,13 +102,13 @@ def analyse_experiment(
     """Read every stage's latest results, assess their lineage (``voicebook.core.lineage``) and
     apply the decision matrix."""
     path = Path(experiment_path)
-    scraps, evaluated = read_experiment(path), read_records(path).get(dm.EVALUATION) or {}
+    scraps = read_experiment(path)
     if dm.EVALUATION in scraps:  # every rating on disk counts, not those of 03's last summary
-        params = evaluated.get("scraps", {}).get("params") or evaluated.get("params") or {}
+        params = run_params(path, dm.EVALUATION)
         scraps[dm.EVALUATION] = lr.with_ratings_on_disk(scraps[dm.EVALUATION], path, params)
     result = analyse_scraps(path.name, scraps, thresholds, path, assess(path))
     result.provenance = provenance(path)
-    if not evaluated.get("inputs"):
+    if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
         result.missing += stale_evaluation(result.provenance)  # recorded before lineage
     return result
 
@@ -116,7 +116,7 @@ def analyse_experiment(
 def stale_evaluation(rows: list[dict[str, Any]]) -> list[str]:
     """Sentences naming training stages that ran again after the evaluation scored them
     (for records made before runs noted their inputs: ``voicebook.core.lineage`` does it now)."""
-    ran = {r["stage"]: r["ran"] for r in rows}
+    ran = ran_at(rows)
     evaluated = ran.get(dm.EVALUATION)
     return [
         f"{stage} ran again ({ran[stage]}) after the evaluation ({evaluated}): the evaluation's "
@@ -163,6 +163,14 @@ def headline(d: Any) -> str:
     return f"Ship: {html.escape(d.winner_label)}"
 
 
+def verdict_box(d: Any) -> str:
+    """The verdict box's classes: green only for a ready recommendation, red for stale
+    evidence, amber when nothing is ready to ship."""
+    if getattr(d, "stale", None):
+        return "box alarm"
+    return "box" if d.ready else "box warn"
+
+
 def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
     """Where the report of ``experiment`` is (or will be) written; for the runner to print."""
     return outputs_root(outputs_dir) / experiment / REPORT_NAME
@@ -179,11 +187,10 @@ def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[st
     (curves already recorded in the parent's step count are left as they are)."""
     out = {}
     for stage, s in dm.training_stages(scraps).items():
-        curves = s.get("curves")
+        curves = s.curves
         if not isinstance(curves, pd.DataFrame) or curves.empty:
             continue
-        started_from = s.get("parent_checkpoint") if "parent_checkpoint" in s else None  # phase 2
-        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", started_from or "")
+        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", s.parent_checkpoint or "")
         if parent and curves["step"].min() < int(parent.group(1)):  # counted from 0
             curves = curves.assign(step=curves["step"] + int(parent.group(1)))
             stage = f"{stage} (from step {parent.group(1)})"
@@ -241,7 +248,7 @@ def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = [
         {"stage": stage, **event}
         for stage, s in dm.training_stages(scraps).items()
-        for event in s.get("health") or []
+        for event in s.health or []
     ]
     return pd.DataFrame(rows, columns=["stage", "step", "kind", "severity", "message"])
 
@@ -256,7 +263,7 @@ _table_html = page_html.table
 def _dataset_html(result: ExperimentResult) -> list[str]:
     """The dataset card's summary (``dataprep.card.summary_parts``, the same as ``card.html``'s
     top) with a link to the full card beside the report."""
-    card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")
+    card = result.scraps.data_prep.dataset_card
     if not card:
         return ["<h2>Dataset</h2>", "<p>No dataset card: run 00_data_prep.</p>"]
     if "totals" not in card:
@@ -297,7 +304,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="box{" alarm" if d.stale else ""}"><h2>{headline(d)}</h2>',
+        f'<div class="{verdict_box(d)}"><h2>{headline(d)}</h2>',
         f"<p>Tier: <b>{tier}</b></p>",
         f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",
@@ -352,9 +359,9 @@ def _versus_html(result: ExperimentResult) -> list[str]:
     from voicebook.voice_search import search as voice_search
 
     searched = voice_search.current_voices(result.path) if result.path.is_dir() else []
-    if not searched and not result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search"):
+    if not searched and not result.scraps.voice_search.voice_search:
         return []
-    table = result.scraps.get(dm.EVALUATION, {}).get("eval_table")
+    table = result.scraps.evaluation.eval_table
     minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
     versus = voice_search.versus_finetuning(table, searched, minutes)
     if versus.empty:
@@ -377,7 +384,7 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
     """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
     from voicebook.decision.finetune_compare import finetune_table
 
-    table = finetune_table(result.scraps.get(dm.EVALUATION, {}).get("eval_table"))
+    table = finetune_table(result.scraps.evaluation.eval_table)
     if table.empty:
         return []
     return [
@@ -398,14 +405,15 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
 def _eval_cost_html(result: ExperimentResult) -> list[str]:
     """Each phase's ``eval_every`` beside what its evaluations cost, as a share of its time."""
     from voicebook.decision.finetune_compare import phase_status
+    from voicebook.training.result import recorded_param
 
     lines = []
     for stage in contract.TRAINING:
-        scraps = result.scraps.get(stage.stem) or {}
-        status = phase_status(scraps["best_checkpoint"]) if scraps.get("best_checkpoint") else None
+        best = result.scraps.phase(stage.stem).best_checkpoint
+        status = phase_status(best) if best else None
         if not status or not status.get("train_seconds") or "eval_seconds" not in status:
             continue
-        every = (status.get("params") or {}).get("eval_every")
+        every = recorded_param(status, "eval_every")
         share = status["eval_seconds"] / status["train_seconds"]
         lines.append(
             f"<p>{html.escape(stage.short)}: eval_every {every} steps: {status.get('evals', 0)} "
@@ -431,7 +439,7 @@ def _depth_html(result: ExperimentResult) -> list[str]:
     """The evaluation's depth checks: per source, cap hits, temperature sweep, the DVAE."""
     from voicebook.evaluation import depth as eval_depth
 
-    evaluation = result.scraps.get(dm.EVALUATION)
+    evaluation = result.scraps.evaluation
     if not evaluation:
         return []
     tables = eval_depth.depth_tables(evaluation)
@@ -458,7 +466,7 @@ def _candidate_names(result: ExperimentResult) -> list[str]:
 
 def _listening_html(result: ExperimentResult) -> list[str]:
     """What listeners said: scores with n, A/B per pair, the reference check, what was left out."""
-    evaluation = result.scraps.get(dm.EVALUATION)
+    evaluation = result.scraps.evaluation
     if not evaluation:
         return []
     parts = ["<h2>What listeners said</h2>", _LISTENING_NOTE.format(share=lr.MAX_SLIP_SHARE)]
@@ -488,9 +496,7 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "missing": result.missing,
         "provenance": result.provenance,
         "lineage": result.lineage.to_dict(),
-        "listening": lr.listening_facts(
-            result.scraps.get(dm.EVALUATION, {}), _candidate_names(result)
-        ),
+        "listening": lr.listening_facts(result.scraps.evaluation, _candidate_names(result)),
     }
 
 

@@ -175,14 +175,26 @@ def favoured(table: pd.DataFrame) -> tuple[str | None, str]:
 
     best = min(done.to_dict("records"), key=key)
     mel, tuned = dm.finite_or_none(best["mel_ce"]), dm.finite_or_none(best["best_tuned_mel_ce"])
-    state = f"{'ready' if best['ready'] else 'not ready'}, tier {best['tier'] or 'unknown'}"
+    figures = f"tier {best['tier'] or 'unknown'}, eval Mel CE {_fmt(mel)}"
+    verdict = (
+        f"would ship {best['ships']} (ready, {figures})"
+        if best["ready"]
+        else f"has nothing ready to ship: {best['ships']} ({figures})"
+    )
     why = (
-        f"{best['trial']} would ship {best['ships']} ({state}, eval Mel CE {_fmt(mel)}): "
-        f"the best of {len(done)} finished trials by readiness, tier, then eval Mel CE"
+        f"{best['trial']} {verdict}: the best of {len(done)} finished trials by readiness, "
+        "tier, then eval Mel CE"
     )
     if len(done) > 1 and (done["mel_ce"] == best["mel_ce"]).all():
         why += f", then its best fine-tuned model's eval Mel CE ({_fmt(tuned)})"
     return best["trial"], why + "."
+
+
+def _box_class(table: pd.DataFrame, winner: str | None) -> str:
+    """Green only when the favoured trial would ship something ready; amber otherwise."""
+    row = table[table["trial"] == winner]
+    ready = not row.empty and str(row["ready"].iloc[0]) == "True"
+    return "box" if ready else "box warn"
 
 
 def _fmt(x: float | None) -> str:
@@ -236,7 +248,7 @@ def render_sweep_report(
     sections = [
         f"<h1>Sweep report — {esc(folder.name)}</h1>",
         f"<p>Generated {now()}; trials: {esc(counts or 'none')}.</p>",
-        f'<div class="box"><h2>Favoured: {esc(winner or "none yet")}</h2>',
+        f'<div class="{_box_class(table, winner)}"><h2>Favoured: {esc(winner or "none yet")}</h2>',
         f"<p>{esc(why)}</p></div>",
         "<h2>Every trial</h2>",
         page_html.table(table),

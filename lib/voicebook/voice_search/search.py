@@ -30,10 +30,10 @@ Each half can be searched by:
 (coqui's "eval" table, ``metadata_eval.csv``) and stop after ``patience`` generations without a
 validation improvement; the evaluation reports every voice on the *test* split
 (``voicebook.dataprep.splits``). The starting voice is the evaluation's: its ``reference_clips`` chosen
-by the evaluation's own function (``eval_depth.choose_reference_clips``) on the split it scores.
+by the evaluation's own function (``voices.references.choose_reference_clips``) on the split it scores.
 
 Every search is a named voice (``voice_name``, default ``<init_from>-<method>``) in
-``voice_search/voices/<name>/`` (``voicebook.voice_search.voices``); the stage's own files in
+``voice_search/voices/<name>/`` (``voicebook.voices.store``); the stage's own files in
 ``voice_search/`` are a copy of the latest. A voice searched on a phase's checkpoint joins that
 phase's ``export/speakers_xtts.pth`` (also when the search was already done), and a re-export
 keeps it (``voicebook.training.export``).
@@ -61,9 +61,7 @@ from voicebook.core.fileio import archive_run, atomic_path, write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
 from voicebook.dataprep import splits
-from voicebook.evaluation import depth as eval_depth
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.voice_search import voices
 from voicebook.voice_search.speaker import (
     EmbeddingSpace,
     SpeakerObjective,
@@ -71,6 +69,8 @@ from voicebook.voice_search.speaker import (
     minibatch_of,
     speaker_data,
 )
+from voicebook.voices import store as voices
+from voicebook.voices.references import choose_reference_clips
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
@@ -429,7 +429,7 @@ def prepare(params: SearchConfig, exp: Path, folder: Path) -> Setup:
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     checkpoint = resolve_checkpoint(exp, params.init_from)
     device = resolve_device(params.device)
-    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer")
+    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer", params.language)
     if not train or not evals:
         raise ValueError(f"The dataset in {dataset} has no usable train or eval clip: re-run data prep.")  # fmt: skip
     evals = evals[: params.max_eval_clips or None]
@@ -450,7 +450,7 @@ def start_clips(params: SearchConfig, dataset: Path, folder: Path) -> list[Path]
     """The evaluation's reference clips: its ``reference_clips`` rule on the split it scores
     (the test split's view; the validation split for a dataset made before there was one)."""
     view, _, _ = splits.scoring_dataset(dataset, folder / "_views")
-    return eval_depth.choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
+    return choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
 
 
 def latent_half(params: SearchConfig, setup: Setup, on_generation=None) -> Half:

@@ -168,25 +168,21 @@ def serve(experiment: Path, raters: list[str], host: str, port: int) -> None:
         app.start()
 
 
-def parser() -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``voicebook listen``'s arguments."""
-    p = argparse.ArgumentParser(
-        prog="voicebook listen",
-        description="Serve the blind listening test as a web page, one link per rater.",
+    parser.add_argument("--experiment", required=True, help="the experiment whose samples to rate")
+    parser.add_argument("--raters", nargs="+", default=[], metavar="NAME",
+                        help="one link each (default: the raters of earlier links)")  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")  # fmt: skip
+    parser.add_argument("--port", type=int, default=8866, help="port (default 8866)")
+    parser.add_argument(
+        "--outputs-dir", default="", help="folder of experiments (default: outputs)"
     )
-    p.add_argument("--experiment", required=True, help="the experiment whose samples to rate")
-    p.add_argument("--raters", nargs="+", default=[], metavar="NAME",
-                   help="one link each (default: the raters of the links made before)")  # fmt: skip
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")  # fmt: skip
-    p.add_argument("--port", type=int, default=8866, help="port (default 8866)")
-    p.add_argument("--outputs-dir", default="", help="folder of experiments (default: outputs)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``voicebook listen --experiment NAME [--raters ann bob …] [--host H] [--port P]``."""
-    args = parser().parse_args(argv)
+def command(args: argparse.Namespace) -> int:
+    """Serve until interrupted; exit 2 for a wrong request."""
     try:
         experiment = outputs_root(args.outputs_dir or None) / args.experiment
         if not experiment.is_dir():
