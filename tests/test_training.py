@@ -299,7 +299,7 @@ view.close()
         [[s, split, 5.0, 0.04, 5.0, 1e-5, 1.0] for s in (1, 2) for split in ("train", "eval")],
         columns=training.CURVE_COLUMNS,
     )
-    fig = training.curves_figure(curves)
+    fig = training.phase_figure(curves)
     colour = {(t.xaxis, t.legendgroup): t.line.color for t in fig.data}
     for split in ("train", "eval"):  # Text CE (x2) drawn in the legend's colour (x)
         assert colour[("x2", split)] == colour[("x", split)]
