@@ -1,6 +1,6 @@
 # The two commands of the README (and the inner loop, test-fast). Each does its own set-up
 # (scripts/setup.sh, idempotent).
-.PHONY: demo test test-fast setup lock lab lint bench docs
+.PHONY: demo test test-fast setup lock lab listen lint bench docs
 
 # One pass of every stage with the demo's small settings (params/demo.yaml): the voice search
 # searches on the base and on phase 2 before the one evaluation, so the report shows both
@@ -30,6 +30,15 @@ lock:
 
 lab: setup
 	.venv/bin/jupyter lab notebooks
+
+# The blind listening test as web pages, one link per rater (docs/listening.md):
+#   make listen EXPERIMENT=demo RATERS="ann bob" [HOST=127.0.0.1] [PORT=8866]
+EXPERIMENT ?= demo
+HOST ?= 127.0.0.1
+PORT ?= 8866
+listen: setup
+	.venv/bin/voicebook listen --experiment $(EXPERIMENT) --host $(HOST) --port $(PORT) \
+		$(if $(RATERS),--raters $(RATERS))
 
 lint: setup
 	.venv/bin/ruff check lib tests benchmarks scripts && .venv/bin/ruff format --check lib tests benchmarks scripts

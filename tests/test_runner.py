@@ -4,6 +4,7 @@ import pytest
 from stub_notebooks import write_stub_notebook
 
 from voicebook import cli, runner
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.scraps import read_experiment
 from voicebook.core.values import parse_value
 from voicebook.runner import RunnerError, StageFailed, split_params, stage_name
@@ -156,7 +157,7 @@ def test_every_key_of_the_shipped_parameter_files_is_a_stage_parameter():
     assert "my_voice.yaml" in [f.name for f in files]  # the README's example exists
 
     def declared(stage):
-        return runner.declared_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb")
+        return declared_parameters(stage, NOTEBOOKS_DIR)
 
     for file in files:
         raw = runner.load_params_file(file)

@@ -168,6 +168,26 @@ def test_the_typed_views_read_exactly_the_contract():
     assert stages.EvaluationScraps.of({"eval_notes": ["x"]}).eval_notes == ["x"]
 
 
+def test_the_trainer_config_has_no_defaults_of_its_own():
+    """A phase's defaults live once, in its config dataclass: ``gpt_trainer_config`` takes every
+    value from the caller, and a phase passes each one."""
+    import inspect
+
+    from voicebook.coqui import config as coqui_config
+
+    params = inspect.signature(coqui_config.gpt_trainer_config).parameters.values()
+    assert [p.name for p in params if p.default is not inspect.Parameter.empty] == []
+    keywords = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    phase = training.Phase2Config(lr=1e-5, epochs=3, language="en")
+    settings = phase.trainer_settings("phase2-run1", 2)
+    assert (
+        set(settings)
+        == keywords
+        == set(coqui_config.NOT_TRAINING) | {"language", "batch_size", "seed"}
+    )
+    assert (settings["lr"], settings["epochs"], settings["language"]) == (1e-5, 3, "en")
+
+
 def test_every_notebook_publishes_under_its_own_stage_only():
     for stem in STAGES:
         source = json.loads((NOTEBOOKS_DIR / f"{stem}.ipynb").read_text())["cells"]

@@ -563,7 +563,9 @@ def _evaluate_one(
         "rtf": real_time_factor(samples),
         "cer": cer,
         "n_sentences": len(samples),
-        "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
+        "voice_mel_ce": heldout_mel_ce(
+            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language
+        ),
         "general_text_ce": general_ce,
         "general_cer": _general_cer(samples, depth["general_sentences"]),
         **eval_depth.cap_hits(samples, short),

@@ -82,6 +82,14 @@ class PhaseConfig:
             if k not in ignored
         }
 
+    def trainer_settings(self, run_name: str, num_loader_workers: int) -> dict[str, Any]:
+        """What ``voicebook.coqui.config.gpt_trainer_config`` takes from this phase (every
+        value: it has no defaults of its own)."""
+        keys = ("language", "lr", "batch_size", "epochs", "eval_every", "save_every",
+                "keep_checkpoints", "seed", "precision")  # fmt: skip
+        values = {k: getattr(self, k) for k in keys}
+        return {**values, "run_name": run_name, "num_loader_workers": num_loader_workers}
+
     def lora_spec(self) -> Any:
         """The ``voicebook.coqui.lora.LoraSpec`` of a LoRA phase; None for full fine-tuning."""
         if self.finetune != "lora":

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from voicebook.core import runs, stages
+from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.fileio import archive_run, atomic_path, write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
@@ -442,7 +443,7 @@ def prepare(params: SearchConfig, exp: Path, folder: Path) -> Setup:
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     checkpoint = resolve_checkpoint(exp, params.init_from)
     device = resolve_device(params.device)
-    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer")
+    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer", params.language)
     if not train or not evals:
         raise ValueError(f"The dataset in {dataset} has no usable train or eval clip: re-run data prep.")  # fmt: skip
     evals = evals[: params.max_eval_clips or None]
@@ -630,31 +631,26 @@ def _finished(folder: Path, params: SearchConfig) -> SearchResult | None:
 HALF_TITLES = {"latent": "latent half: Mel CE", "speaker": "speaker half: 1 - similarity"}
 
 
-def curves_figure(curves: pd.DataFrame, title: str = "Voice search"):
+def search_figure(curves: pd.DataFrame, title: str = "Voice search"):
     """Each half's loss by generation: the training minibatch (population mean and best) and the
     validation clips, whose lowest point (the star) is what the half keeps."""
-    from plotly.subplots import make_subplots
-
     if "half" not in curves:
         curves = curves.assign(half="latent")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[HALF_TITLES[h] for h in HALVES])
-    for col, half in enumerate(HALVES, start=1):
+    lines = []
+    for panel, half in enumerate(HALVES):
         rows = curves[curves["half"] == half]
         later = rows[rows["generation"] > 0]
-        lines = (("train minibatch (mean)", later, "train_loss", {}),
-                 ("train minibatch (best)", later, "train_best_loss", {"dash": "dot"}),
-                 ("validation", rows, "heldout_loss", {}))  # fmt: skip
-        for name, frame, column, line in lines:
-            fig.add_scatter(x=frame["generation"].tolist(), y=frame[column].tolist(), name=name,
-                            mode="lines+markers" if column == "heldout_loss" else "lines",
-                            line=line, legendgroup=name, showlegend=col == 1, row=1, col=col)  # fmt: skip
+        lines += [Curve("train minibatch (mean)", later["generation"], later["train_loss"], panel),
+                  Curve("train minibatch (best)", later["generation"], later["train_best_loss"],
+                        panel, dash="dot"),
+                  Curve("validation", rows["generation"], rows["heldout_loss"], panel,
+                        mode="lines+markers")]  # fmt: skip
         if len(rows):
             best = rows.loc[rows["heldout_loss"].idxmin()]
-            fig.add_scatter(x=[best["generation"]], y=[best["heldout_loss"]], name="kept (best)",
-                            mode="markers", marker={"size": 12, "symbol": "star"},
-                            legendgroup="kept", showlegend=col == 1, row=1, col=col)  # fmt: skip
-    fig.update_xaxes(title_text="generation")
-    return fig.update_layout(title=title, height=380)
+            lines.append(Curve("kept (best)", [best["generation"]], [best["heldout_loss"]], panel,
+                               mode="markers", marker={"size": 12, "symbol": "star"}))  # fmt: skip
+    panels = [HALF_TITLES[h] for h in HALVES]
+    return curves_figure(lines, panels, x_title="generation", title=title)
 
 
 class SearchView(LiveChart):
@@ -664,7 +660,7 @@ class SearchView(LiveChart):
         title = f"Voice search {params.name!r} ({params.method}, from {params.init_from})"
         total = params.generations * params.search_latent
         total += params.speaker_generations * params.search_speaker
-        super().__init__(title, curves_figure, STAGE_CURVE_COLUMNS, total, unit="gen")
+        super().__init__(title, search_figure, STAGE_CURVE_COLUMNS, total, unit="gen")
 
     @classmethod
     def shown(cls, params: SearchConfig) -> SearchView:
