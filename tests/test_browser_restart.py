@@ -58,7 +58,8 @@ def rated_experiment(outputs: Path) -> Path:
     for i, candidate in enumerate(("base", "phase1")):
         for sid, text in (("s1", "Hol van Budapest?"), ("s2", "Ki volt az.")):
             wav = f"samples/{candidate}_{sid}.wav"
-            sf.write(exp / "eval" / wav, 0.1 * np.sin(np.linspace(0, 900 * (i + 1), 6000)), 24000)
+            frames = 6000 * (i + 1)  # 0.25 s and 0.5 s of "speech": lengths that would tell
+            sf.write(exp / "eval" / wav, 0.1 * np.sin(np.linspace(0, 900, frames)), 24000)
             rows.append([candidate, sid, text, wav])
     pd.DataFrame(rows, columns=["candidate", "sentence_id", "text", "wav"]).to_csv(
         exp / "eval" / "samples.csv", index=False
@@ -133,12 +134,15 @@ def rate(nb: Notebook, panel, rater: str) -> None:
     field = panel.get_by_role("textbox")
     field.fill(rater)
     field.press("Enter")
+    lengths: dict[str, set[str]] = {}
     for i in range(STEPS):
         expect(panel).to_contain_text(f"{i} of 4 rated", timeout=TIMEOUT_MS)
         text = panel.inner_text()
         assert "?." not in text and ".." not in text, text  # "Budapestet?." and "volt.."
-        lengths = set(re.findall(r"\d+\.\d s", text))
-        assert len(lengths) == 1, lengths  # one length per sentence, none per candidate
+        sentence = re.search(r"Sentence: (.*?[.?])", text)[1]
+        lengths.setdefault(sentence, set()).add(re.search(r"\d+\.\d s.*", text)[0])
+        if i == 0:
+            screenshot(panel, "panel_rating")
         for scale in ls.SCALES:
             row = panel.locator(".widget-toggle-buttons").filter(
                 has=nb.page.locator(".widget-label", has_text=re.compile(f"^{scale}$"))
@@ -146,6 +150,7 @@ def rate(nb: Notebook, panel, rater: str) -> None:
             row.get_by_role("button", name=str(4 + i), exact=True).click()
         panel.get_by_role("button", name="Save and next").click()
     expect(panel).to_contain_text(f"{STEPS} of 4 rated", timeout=TIMEOUT_MS)
+    assert all(len(shown) == 1 for shown in lengths.values()), lengths  # one per sentence
 
 
 def dead_panel_swallows_clicks_and_keys(nb: Notebook, panel) -> None:
