@@ -65,6 +65,8 @@ EVALUATION = Stage(
         "eval_settings",
         "temperature_sweep",
         "dvae_reconstruction",
+        "eval_takes",
+        "eval_clip_losses",
         "codebook",
         "listening_summary",
         "ab_summary",
@@ -72,7 +74,7 @@ EVALUATION = Stage(
         "hidden_reference",
         "listening_left_out",
     ),
-    ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv"),
+    ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv", "eval/takes.csv"),
 )
 DECISION = Stage(
     "04_decision_matrix",
