@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from test_decision import fake_scraps
 
+from voicebook.core.stages import checked
 from voicebook.decision import matrix as dm
 from voicebook.decision import report
 from voicebook.decision.confidence import Paired
@@ -113,7 +114,7 @@ def test_when_fine_tuning_does_not_beat_zero_shot_the_base_ships_with_its_best_v
 def test_without_takes_the_old_rules_decide_and_nothing_is_claimed():
     d = report.analyse_scraps("old", fake_scraps()).decision
     assert d.comparisons == [] and d.finetuning_beat_zero_shot is None
-    assert Paired.from_evaluation(fake_scraps()["03_evaluation"]) is None
+    assert Paired.from_evaluation(checked(fake_scraps()).evaluation) is None
 
 
 def test_comparisons_are_against_the_base_and_the_winner():

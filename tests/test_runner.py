@@ -80,7 +80,7 @@ def test_the_phase_command_line_types_every_flag_like_its_default(capsys):
     assert (args.resume_from, args.epochs, args.batch_size) == ("100", 3, 3)  # text; a default
     with pytest.raises(SystemExit):
         parser.parse_args(["phase1", "--lora-train-heads", "maybe"])
-    assert "lora_train_heads='maybe': use true or false" in capsys.readouterr().err
+    assert "lora_train_heads='maybe' is not true or false" in capsys.readouterr().err
 
 
 def test_parameters_go_to_the_stages_that_declare_them():

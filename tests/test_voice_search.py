@@ -176,7 +176,7 @@ def params(experiment: Path, **over) -> vs.SearchConfig:
 
 @pytest.fixture(scope="module")
 def frozen(base, experiment):
-    train, evals = coqui.clip_samples(base, experiment / "dataset", experiment / "_work")
+    train, evals = coqui.clip_samples(base, experiment / "dataset", experiment / "_work", "hu")
     model = coqui.load_frozen_xtts(base, None, "cpu")
     clips = coqui.precompute_clips(model, base, train, "cpu")
     return model, clips, evals

@@ -8,10 +8,9 @@ once per pair; the decision asks it instead of comparing point values against fi
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
+from voicebook.core.stages import EvaluationScraps
 from voicebook.measures import paired as mp
 from voicebook.measures import stats
 
@@ -31,13 +30,13 @@ class Paired:
         self._cache: dict[tuple[str, str], dict[str, mp.Comparison]] = {}
 
     @classmethod
-    def from_evaluation(cls, evaluation: dict[str, Any]) -> Paired | None:
+    def from_evaluation(cls, evaluation: EvaluationScraps) -> Paired | None:
         """From the evaluation stage's scraps; None when it recorded no takes (an older run)."""
-        takes, clips = evaluation.get("eval_takes"), evaluation.get("eval_clip_losses")
+        takes, clips = evaluation.eval_takes, evaluation.eval_clip_losses
         if not isinstance(takes, pd.DataFrame) or takes.empty:
             return None
-        seed = (evaluation.get("eval_settings") or {}).get("bootstrap_seed", stats.BOOTSTRAP_SEED)
-        return cls(takes, clips, int(seed))
+        settings = evaluation.eval_settings or {}
+        return cls(takes, clips, int(settings.get("bootstrap_seed", stats.BOOTSTRAP_SEED)))
 
     def names(self) -> set[str]:
         return set(self.takes["candidate"].astype(str))

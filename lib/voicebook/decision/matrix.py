@@ -480,12 +480,9 @@ def decide(
     paired: Paired | None = None,
 ) -> Decision:
     """Walk the candidates in order (base → phase 1 → phase 2 → others); the first is the
-    fallback, and each later one replaces the one kept so far only when the rules say so.
-
-    With ``paired`` evidence (the evaluation's takes and per-clip losses) a candidate is better
-    than another on a measure only when the interval of their difference says so
-    (``voicebook.measures``); when no fine-tuned candidate beats the base, the base (with its
-    best voice) ships and the reasons say that fine-tuning did not beat zero-shot."""
+    fallback, and each later one replaces the one kept so far only when the rules say so. With
+    ``paired`` evidence a candidate is better on a measure only when its interval says so, and
+    ``zero_shot`` keeps the base (with its best voice) when no fine-tune beats it."""
     if not candidates:
         raise ValueError("decide() needs at least one candidate (the base model is the fallback).")
     names = [c.name for c in candidates]
@@ -728,12 +725,12 @@ def _listening_overall(summary: pd.DataFrame | None, candidate: str) -> tuple[fl
     return finite_or_none(rows["mean"].mean()), int(rows["n"].min())
 
 
-def training_stages(scraps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def training_stages(scraps: dict[str, dict[str, Any]]) -> dict[str, contract.PhaseScraps]:
     """``{stage name: scraps}`` of the training notebooks, in notebook order."""
     return {
-        s.get("stage", TRAINING_STAGES.get(stem, stem)): s
-        for stem, s in sorted(scraps.items())
-        if stem in TRAINING_STAGES or "best_mel_ce" in s
+        s.stage or TRAINING_STAGES.get(stem, stem): s
+        for stem, s in sorted(contract.checked(scraps).items())
+        if isinstance(s, contract.PhaseScraps)
     }
 
 
@@ -745,20 +742,17 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
     """
     stages = training_stages(scraps)
     known = list(stages) + [s for s in TRAINING_STAGES.values() if s not in stages]
-    evaluation = scraps.get(EVALUATION, {})
-    table = evaluation.get("eval_table")
-    listening = evaluation.get("listening_summary")
+    evaluation = contract.checked(scraps).evaluation
+    table, listening = evaluation.eval_table, evaluation.listening_summary
     rows = [] if table is None else table.to_dict("records")
     by_stage: dict[str | None, list[CandidateEvidence]] = {}
     for row in rows:
         name = str(row["candidate"])
         checkpoint = row.get("checkpoint") or None
         stage = None if name == BASE else _stage_of(name, checkpoint, known)
-        stage_scraps = stages.get(stage, {})
-        is_best = name == stage or (
-            checkpoint and checkpoint == stage_scraps.get("best_checkpoint")
-        )
-        overfitting, alarms = _health_flags(stage_scraps.get("health"))
+        stage_scraps = stages.get(stage) or contract.PhaseScraps(str(stage))
+        is_best = name == stage or (checkpoint and checkpoint == stage_scraps.best_checkpoint)
+        overfitting, alarms = _health_flags(stage_scraps.health)
         mean, n = _listening_overall(listening, name)
         c = CandidateEvidence(
             name=name,
@@ -767,7 +761,7 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
             text_ce=finite_or_none(row.get("text_ce")),
             source="evaluation",
             split=str(row.get("split") or "validation"),
-            best_step=stage_scraps.get("best_step") if is_best else _step_of(checkpoint),
+            best_step=stage_scraps.best_step if is_best else _step_of(checkpoint),
             checkpoint=checkpoint,
             speaker_similarity=finite_or_none(row.get("speaker_similarity")),
             cer=finite_or_none(row.get("cer")),
@@ -786,20 +780,20 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
     return ordered + by_stage.get(None, [])
 
 
-def _training_evidence(stage: str, s: dict[str, Any], listening: Any) -> CandidateEvidence:
+def _training_evidence(stage: str, s: contract.PhaseScraps, listening: Any) -> CandidateEvidence:
     """A phase that was trained but not evaluated: its own best eval (validation) losses."""
-    overfitting, alarms = _health_flags(s.get("health"))
+    overfitting, alarms = _health_flags(s.health)
     mean, n = _listening_overall(listening, stage)
-    measured = finite_or_none(s.get("best_mel_ce")) is not None
+    measured = finite_or_none(s.best_mel_ce) is not None
     return CandidateEvidence(
         name=stage,
         label=stage.replace("phase", "phase "),
-        mel_ce=finite_or_none(s.get("best_mel_ce")),
-        text_ce=finite_or_none(s.get("best_text_ce")),
+        mel_ce=finite_or_none(s.best_mel_ce),
+        text_ce=finite_or_none(s.best_text_ce),
         source="training" if measured else "none",
         split="validation" if measured else "",
-        best_step=s.get("best_step"),
-        checkpoint=s.get("best_checkpoint"),
+        best_step=s.best_step,
+        checkpoint=s.best_checkpoint,
         listening_mean=mean,
         listening_n=n,
         overfitting=overfitting,
@@ -816,16 +810,16 @@ def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
     for stem, stage in TRAINING_STAGES.items():
         if stage not in stages:
             missing.append(f"No {stage.replace('phase', 'phase ')} yet ({stem} has not run).")
-    evaluation = scraps.get(EVALUATION)
-    if evaluation is None:
+    if EVALUATION not in scraps:
         missing.append(
             "No evaluation yet (03_evaluation has not run): numbers come from training, the base "
             "model is unmeasured, and there are no speaker-similarity or listening scores."
         )
     else:
-        if evaluation.get("eval_table") is None or evaluation["eval_table"].empty:
+        evaluation = contract.checked(scraps).evaluation
+        if evaluation.eval_table is None or evaluation.eval_table.empty:
             missing.append("The evaluation stage recorded no eval table.")
-        summary = evaluation.get("listening_summary")
+        summary = evaluation.listening_summary
         if summary is None or summary.empty or int(summary["n"].sum()) == 0:
             missing.append(
                 "No listening ratings yet: run the blind listening test in 03_evaluation."

@@ -31,7 +31,7 @@ from voicebook.core import stages as contract
 from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
-from voicebook.core.scraps import provenance, read_experiment, read_records
+from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
 from voicebook.decision import sureness
@@ -72,7 +72,7 @@ def analyse_scraps(
     candidates = dm.gather_candidates(scraps)
     for c in candidates:
         c.stale = _stale_reason(c, lineage)
-    paired = Paired.from_evaluation(scraps.get(dm.EVALUATION, {}))
+    paired = Paired.from_evaluation(scraps.evaluation)
     decision = dm.decide(candidates, thresholds, paired)
     ckpt = decision.winner_checkpoint
     gone = checked and bool(ckpt) and not Path(ckpt).exists()
@@ -115,7 +115,7 @@ def analyse_experiment(
 def stale_evaluation(rows: list[dict[str, Any]]) -> list[str]:
     """Sentences naming training stages that ran again after the evaluation scored them
     (for records made before runs noted their inputs: ``voicebook.core.lineage`` does it now)."""
-    ran = {r["stage"]: r["ran"] for r in rows}
+    ran = ran_at(rows)
     evaluated = ran.get(dm.EVALUATION)
     return [
         f"{stage} ran again ({ran[stage]}) after the evaluation ({evaluated}): the evaluation's "
@@ -186,11 +186,10 @@ def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[st
     (curves already recorded in the parent's step count are left as they are)."""
     out = {}
     for stage, s in dm.training_stages(scraps).items():
-        curves = s.get("curves")
+        curves = s.curves
         if not isinstance(curves, pd.DataFrame) or curves.empty:
             continue
-        started_from = s.get("parent_checkpoint") if "parent_checkpoint" in s else None  # phase 2
-        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", started_from or "")
+        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", s.parent_checkpoint or "")
         if parent and curves["step"].min() < int(parent.group(1)):  # counted from 0
             curves = curves.assign(step=curves["step"] + int(parent.group(1)))
             stage = f"{stage} (from step {parent.group(1)})"
@@ -248,7 +247,7 @@ def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = [
         {"stage": stage, **event}
         for stage, s in dm.training_stages(scraps).items()
-        for event in s.get("health") or []
+        for event in s.health or []
     ]
     return pd.DataFrame(rows, columns=["stage", "step", "kind", "severity", "message"])
 
@@ -263,7 +262,7 @@ _table_html = page_html.table
 def _dataset_html(result: ExperimentResult) -> list[str]:
     """The dataset card's summary (``dataprep.card.summary_parts``, the same as ``card.html``'s
     top) with a link to the full card beside the report."""
-    card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")
+    card = result.scraps.data_prep.dataset_card
     if not card:
         return ["<h2>Dataset</h2>", "<p>No dataset card: run 00_data_prep.</p>"]
     if "totals" not in card:
@@ -312,7 +311,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         _table_html(result.table),
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
-        *sureness.section(result.scraps.get(dm.EVALUATION, {}), result.decision),
+        *sureness.section(result.scraps.evaluation, result.decision),
         *_versus_html(result),
         *_finetune_html(result),
         *_depth_html(result),
@@ -360,9 +359,9 @@ def _versus_html(result: ExperimentResult) -> list[str]:
     from voicebook.voice_search import search as voice_search
 
     searched = voice_search.current_voices(result.path) if result.path.is_dir() else []
-    if not searched and not result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search"):
+    if not searched and not result.scraps.voice_search.voice_search:
         return []
-    table = result.scraps.get(dm.EVALUATION, {}).get("eval_table")
+    table = result.scraps.evaluation.eval_table
     minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
     versus = voice_search.versus_finetuning(table, searched, minutes)
     if versus.empty:
@@ -385,7 +384,7 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
     """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
     from voicebook.decision.finetune_compare import finetune_table
 
-    table = finetune_table(result.scraps.get(dm.EVALUATION, {}).get("eval_table"))
+    table = finetune_table(result.scraps.evaluation.eval_table)
     if table.empty:
         return []
     return [
@@ -406,14 +405,15 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
 def _eval_cost_html(result: ExperimentResult) -> list[str]:
     """Each phase's ``eval_every`` beside what its evaluations cost, as a share of its time."""
     from voicebook.decision.finetune_compare import phase_status
+    from voicebook.training.result import recorded_param
 
     lines = []
     for stage in contract.TRAINING:
-        scraps = result.scraps.get(stage.stem) or {}
-        status = phase_status(scraps["best_checkpoint"]) if scraps.get("best_checkpoint") else None
+        best = result.scraps.phase(stage.stem).best_checkpoint
+        status = phase_status(best) if best else None
         if not status or not status.get("train_seconds") or "eval_seconds" not in status:
             continue
-        every = (status.get("params") or {}).get("eval_every")
+        every = recorded_param(status, "eval_every")
         share = status["eval_seconds"] / status["train_seconds"]
         lines.append(
             f"<p>{html.escape(stage.short)}: eval_every {every} steps: {status.get('evals', 0)} "
@@ -439,7 +439,7 @@ def _depth_html(result: ExperimentResult) -> list[str]:
     """The evaluation's depth checks: per source, cap hits, temperature sweep, the DVAE."""
     from voicebook.evaluation import depth as eval_depth
 
-    evaluation = result.scraps.get(dm.EVALUATION)
+    evaluation = result.scraps.evaluation
     if not evaluation:
         return []
     tables = eval_depth.depth_tables(evaluation)
@@ -466,7 +466,7 @@ def _candidate_names(result: ExperimentResult) -> list[str]:
 
 def _listening_html(result: ExperimentResult) -> list[str]:
     """What listeners said: scores with n, A/B per pair, the reference check, what was left out."""
-    evaluation = result.scraps.get(dm.EVALUATION)
+    evaluation = result.scraps.evaluation
     if not evaluation:
         return []
     parts = ["<h2>What listeners said</h2>", _LISTENING_NOTE.format(share=lr.MAX_SLIP_SHARE)]
@@ -496,10 +496,8 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "missing": result.missing,
         "provenance": result.provenance,
         "lineage": result.lineage.to_dict(),
-        "listening": lr.listening_facts(
-            result.scraps.get(dm.EVALUATION, {}), _candidate_names(result)
-        ),
-        **sureness.record(result.scraps.get(dm.EVALUATION, {})),
+        "listening": lr.listening_facts(result.scraps.evaluation, _candidate_names(result)),
+        **sureness.record(result.scraps.evaluation),
     }
 
 

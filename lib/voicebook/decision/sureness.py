@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from voicebook.core import html as page_html
+from voicebook.core.stages import EvaluationScraps
 from voicebook.decision.confidence import WORDS
 from voicebook.measures import paired as mp
 from voicebook.measures import stats
@@ -24,10 +25,10 @@ COLOURS = {stats.BETTER: "#2ca02c", stats.WORSE: "#d62728", stats.SAME: "#7f7f7f
 FAILURES = (*FLAGS, "failure")
 
 
-def record(evaluation: dict[str, Any]) -> dict[str, Any]:
+def record(evaluation: EvaluationScraps) -> dict[str, Any]:
     """``takes`` (per sentence), ``references`` (the clips the voice was made from) and the
     stress set, for ``decision.json``."""
-    settings = evaluation.get("eval_settings") or {}
+    settings = evaluation.eval_settings or {}
     return {
         "takes": settings.get("takes"),
         "references": settings.get("reference_clips") or [],
@@ -35,10 +36,10 @@ def record(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def counts(evaluation: dict[str, Any]) -> str:
+def counts(evaluation: EvaluationScraps) -> str:
     """The counts behind every figure, in one sentence."""
-    takes, clips = evaluation.get("eval_takes"), evaluation.get("eval_clip_losses")
-    settings = evaluation.get("eval_settings") or {}
+    takes, clips = evaluation.eval_takes, evaluation.eval_clip_losses
+    settings = evaluation.eval_settings or {}
     one = takes[takes["candidate"] == takes["candidate"].iloc[0]]
     test, stress = (one[one["set"] == s]["sentence_id"].nunique() for s in ("test", "stress"))
     per = int(one["take"].max())
@@ -107,9 +108,9 @@ def failure_table(takes: pd.DataFrame) -> pd.DataFrame:
     return wide.assign(takes=taken).rename_axis(None, axis=1).reset_index()
 
 
-def section(evaluation: dict[str, Any], decision: Any) -> list[str]:
+def section(evaluation: EvaluationScraps, decision: Any) -> list[str]:
     """The "How sure" section's HTML parts (a note when the evaluation recorded no takes)."""
-    takes = evaluation.get("eval_takes")
+    takes = evaluation.eval_takes
     if not isinstance(takes, pd.DataFrame) or takes.empty:
         if not evaluation:
             return []

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from voicebook.core.stages import EvaluationScraps
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
 from voicebook.measures.text import character_error_rate
@@ -35,6 +36,7 @@ from voicebook.voices.references import AUTO, FIRST, as_spec
 
 ALL = codebook.ALL  # the row of every clip together
 LOSSES = ("mel_ce", "text_ce")
+SWEEP_SETTING = "temperature_sweep"  # eval_settings' key: the temperatures swept
 SWEEP_COLUMNS = ["candidate", "temperature", "n_sentences", "cap_hits", "speaker_similarity",
                  "rtf", "cer"]  # fmt: skip
 
@@ -257,7 +259,7 @@ def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> d
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),
-        "temperature_sweep": sweep_temperatures(config),
+        SWEEP_SETTING: sweep_temperatures(config),
         "reference_mode": spec if spec in (FIRST, AUTO) else "files",
         "reference_clips": shown,
         "audio_tokens_per_char": config.audio_tokens_per_char,
@@ -285,7 +287,7 @@ def per_source_wide(per_source: pd.DataFrame) -> pd.DataFrame:
 def settings_sentence(settings: dict[str, Any]) -> str:
     """What the synthesis ran with, in one sentence."""
     clips = settings.get("reference_clips") or []
-    sweep = settings.get("temperature_sweep") or []
+    sweep = settings.get(SWEEP_SETTING) or []
     return (
         f"Test sentences sampled at temperature {settings.get('temperature')} "
         f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
@@ -300,26 +302,27 @@ def settings_sentence(settings: dict[str, Any]) -> str:
 def depth_tables(evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """``{title: table}`` of the evaluation stage's depth checks that it recorded (an older
     run recorded none of them)."""
-    tables = {}
-    wide = per_source_wide(evaluation.get("eval_per_source"))
+    evaluation, tables = EvaluationScraps.of(evaluation), {}
+    wide = per_source_wide(evaluation.eval_per_source)
     if not wide.empty:
         tables["Mel CE and Text CE per source"] = wide
-    table = evaluation.get("eval_table")
+    table = evaluation.eval_table
     if table is not None and "cap_hits" in table:
         caps = ["candidate", "n_sentences", "cap_hits", "short_cap_hit"]
         tables["Generation that ran into the token cap"] = table[caps]
-    sweep = evaluation.get("temperature_sweep")
+    sweep = evaluation.temperature_sweep
     if sweep is not None and not sweep.empty:
         tables["Temperature sweep"] = sweep
-    recon = evaluation.get("dvae_reconstruction")
+    recon = evaluation.dvae_reconstruction
     if recon:
-        usage = evaluation.get("codebook") or None
+        usage = evaluation.codebook or None
         tables["The DVAE tokenizer per source"] = reconstruction_table(recon, usage)
     return tables
 
 
 def depth_notes(evaluation: dict[str, Any]) -> list[str]:
     """The settings sentence and any source a candidate seems to forget."""
-    settings = evaluation.get("eval_settings")
+    evaluation = EvaluationScraps.of(evaluation)
+    settings = evaluation.eval_settings
     notes = [settings_sentence(settings)] if settings else []
-    return notes + forgetting_notes(evaluation.get("eval_per_source"))
+    return notes + forgetting_notes(evaluation.eval_per_source)

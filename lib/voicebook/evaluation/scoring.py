@@ -617,7 +617,9 @@ def _evaluate_one(
         **eval_takes.summary(spoken),
         "rtf": real_time_factor(test),
         "n_sentences": len(samples),
-        "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
+        "voice_mel_ce": heldout_mel_ce(
+            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language
+        ),
         "general_text_ce": general_ce,
         "general_cer": _general_cer(test, depth["general_sentences"]),
         **eval_depth.cap_hits(samples, short),

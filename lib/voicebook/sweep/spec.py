@@ -119,4 +119,4 @@ def same_sweep(before: dict | None, spec: SweepSpec, stages: list[str]) -> dict[
 
 def locked(folder: Path):
     """One driver per sweep (a lock file that holds on NFS too)."""
-    return exclusive(folder, LOCK_NAME, "`voicebook sweep`")
+    return exclusive(Path(folder), LOCK_NAME, "`voicebook sweep`")

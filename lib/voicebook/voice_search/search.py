@@ -429,7 +429,7 @@ def prepare(params: SearchConfig, exp: Path, folder: Path) -> Setup:
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     checkpoint = resolve_checkpoint(exp, params.init_from)
     device = resolve_device(params.device)
-    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer")
+    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer", params.language)
     if not train or not evals:
         raise ValueError(f"The dataset in {dataset} has no usable train or eval clip: re-run data prep.")  # fmt: skip
     evals = evals[: params.max_eval_clips or None]

@@ -28,6 +28,7 @@ from scipy import stats
 
 from voicebook.core.config import defaults
 from voicebook.core.paths import experiment_dir
+from voicebook.core.stages import EvaluationScraps
 from voicebook.evaluation.listening.session import (
     HIGHEST,
     LOWEST,
@@ -294,14 +295,13 @@ def summary_figure(summary: pd.DataFrame):
 # --- what the report and decision.json show --------------------------------------------------
 
 
-def _scrap(evaluation: dict[str, Any], name: str, columns: list[str]) -> pd.DataFrame:
-    table = evaluation.get(name)
+def _table(table: Any, columns: list[str]) -> pd.DataFrame:
     return table if isinstance(table, pd.DataFrame) else pd.DataFrame(columns=columns)
 
 
 def overall_by_candidate(evaluation: dict[str, Any], candidates: list[str]) -> pd.DataFrame:
     """The ``overall`` scale for every candidate, those nobody scored included (n 0)."""
-    summary = _scrap(evaluation, "listening_summary", SUMMARY_COLUMNS)
+    summary = _table(EvaluationScraps.of(evaluation).listening_summary, SUMMARY_COLUMNS)
     overall = summary[summary["scale"] == "overall"].set_index("candidate")
     names = list(dict.fromkeys([*candidates, *overall.index]))
     rows = []
@@ -321,17 +321,16 @@ def overall_by_candidate(evaluation: dict[str, Any], candidates: list[str]) -> p
 
 def report_tables(evaluation: dict[str, Any], candidates: list[str]) -> dict[str, pd.DataFrame]:
     """The listening section's tables, titled, in reading order."""
+    evaluation = EvaluationScraps.of(evaluation)
     return {
         f"Overall score per candidate (95 % interval; fewer than {MIN_RATINGS} ratings are "
         "shown, not used)": overall_by_candidate(evaluation, candidates),
-        "Every scale": _scrap(evaluation, "listening_summary", SUMMARY_COLUMNS),
-        "A/B preferences per pair (two-sided sign test over the non-tied answers)": _scrap(
-            evaluation, "ab_pairs", PAIR_COLUMNS
+        "Every scale": _table(evaluation.listening_summary, SUMMARY_COLUMNS),
+        "A/B preferences per pair (two-sided sign test over the non-tied answers)": _table(
+            evaluation.ab_pairs, PAIR_COLUMNS
         ),
-        "Hidden-reference check per rater": _scrap(
-            evaluation, "hidden_reference", REFERENCE_COLUMNS
-        ),
-        "Left out, and why": _scrap(evaluation, "listening_left_out", LEFT_OUT_COLUMNS),
+        "Hidden-reference check per rater": _table(evaluation.hidden_reference, REFERENCE_COLUMNS),
+        "Left out, and why": _table(evaluation.listening_left_out, LEFT_OUT_COLUMNS),
     }
 
 
