@@ -395,7 +395,8 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     assert [n.split()[0] for n in notes] == ["phase2"]
     chosen = ["base", "phase1", "base-cmaes", "base-gradient", "phase1-xnes"]
     config = ev.EvalConfig(candidates=chosen, test_sentences=["Jó napot!"], max_eval_batches=1,
-                           asr_model="", hidden_reference_sentences=0)  # fmt: skip
+                           asr_model="", hidden_reference_sentences=0, takes=1,
+                           stress_set=False, mos=False)  # fmt: skip
     table = ev.evaluate(config, experiment, base).table.set_index("candidate")
     assert set(table["split"]) == {"test"}
     # a voice changes what is spoken and its voice_mel_ce, never the checkpoint's trainer losses
