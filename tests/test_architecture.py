@@ -227,3 +227,16 @@ def test_every_stage_config_follows_one_convention():
         assert json.loads(json.dumps(cls().to_dict()))  # plain JSON values
         with pytest.raises(ValueError):
             cls(**bad)
+
+
+@pytest.mark.parametrize("name", ["curves_figure", "declared_parameters", "read_record"])
+def test_one_function_for_one_job(name):
+    """One curves figure, one reader of a notebook's parameters, one reader of a JSON record:
+    every stage uses it instead of a look-alike of its own."""
+    where = [
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == name
+    ]
+    assert len(where) == 1, where

@@ -4,6 +4,7 @@ import pytest
 from stub_notebooks import write_stub_notebook
 
 from voicebook import cli, runner
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.scraps import read_experiment
 from voicebook.core.values import parse_value
 from voicebook.runner import RunnerError, StageFailed, split_params, stage_name
@@ -102,6 +103,7 @@ def test_parameters_go_to_the_stages_that_declare_them():
         split_params({"phase2.epochs": 1}, ["02_phase2"], declared)
 
 
+@pytest.mark.slow  # runs notebooks
 def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_path):
     lines = []
     out = tmp_path / "outputs"
@@ -125,6 +127,7 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
     assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
 
 
+@pytest.mark.slow  # runs a notebook
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
     write_stub_notebook(
         notebooks / "01_phase1.ipynb",
@@ -154,7 +157,7 @@ def test_every_key_of_the_shipped_parameter_files_is_a_stage_parameter():
     assert "my_voice.yaml" in [f.name for f in files]  # the README's example exists
 
     def declared(stage):
-        return runner.declared_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb")
+        return declared_parameters(stage, NOTEBOOKS_DIR)
 
     for file in files:
         raw = runner.load_params_file(file)

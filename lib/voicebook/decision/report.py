@@ -23,15 +23,14 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from voicebook.core import html as page_html
 from voicebook.core import stages as contract
+from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
-from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records
+from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
 from voicebook.decision import sureness
@@ -105,7 +104,11 @@ def analyse_experiment(
     """Read every stage's latest results, assess their lineage (``voicebook.core.lineage``) and
     apply the decision matrix."""
     path = Path(experiment_path)
-    result = analyse_scraps(path.name, read_experiment(path), thresholds, path, assess(path))
+    scraps = read_experiment(path)
+    if dm.EVALUATION in scraps:  # every rating on disk counts, not those of 03's last summary
+        params = run_params(path, dm.EVALUATION)
+        scraps[dm.EVALUATION] = lr.with_ratings_on_disk(scraps[dm.EVALUATION], path, params)
+    result = analyse_scraps(path.name, scraps, thresholds, path, assess(path))
     result.provenance = provenance(path)
     if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
         result.missing += stale_evaluation(result.provenance)  # recorded before lineage
@@ -197,49 +200,30 @@ def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[st
     return out
 
 
-def curves_figure(
-    curves: dict[str, pd.DataFrame], thresholds: dm.Thresholds | None = None
-) -> go.Figure | None:
+def phases_figure(curves: dict[str, pd.DataFrame], thresholds: dm.Thresholds | None = None) -> Any:
     """Mel CE and Text CE by step, every phase on shared axes, one colour per phase (eval solid,
-    train dotted), steps plotted as recorded; None when there are no curves."""
+    train dotted), steps plotted as recorded, the decision thresholds as grey dashes; None when
+    there are no curves."""
     if not curves:
         return None
     t = thresholds or dm.Thresholds()
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=("Mel CE", "Text CE"),
-    )
-    palette = qualitative.Plotly
-    for i, (name, df) in enumerate(curves.items()):
-        for split, style in (("eval", {}), ("train", {"dash": "dot", "width": 1})):
-            part = df[df["split"] == split].sort_values("step")
-            for row, metric in ((1, "loss_mel_ce"), (2, "loss_text_ce")):
-                if part.empty or metric not in part or part[metric].isna().all():
-                    continue
-                fig.add_trace(
-                    go.Scatter(
-                        x=part["step"],
-                        y=part[metric],
-                        name=f"{name} {split}",
-                        legendgroup=f"{name} {split}",
-                        showlegend=row == 1,
-                        mode="lines+markers" if split == "eval" else "lines",
-                        line={"color": palette[i % len(palette)], **style},
-                        opacity=1.0 if split == "eval" else 0.6,
-                    ),
-                    row=row,
-                    col=1,
-                )
-    for y in (t.mel_ce_excellent, t.mel_ce_improved, t.mel_ce_marginal):
-        fig.add_hline(y=y, line={"dash": "dash", "color": "grey", "width": 1}, row=1, col=1)
-    for y in (t.text_ce_max, t.text_ce_alarm):
-        fig.add_hline(y=y, line={"dash": "dash", "color": "grey", "width": 1}, row=2, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_layout(height=650, title="Training curves (grey dashes: decision thresholds)")
-    return fig
+    lines = [
+        Curve(f"{name} {split}", part["step"], part[metric], panel, colour=name, **style)
+        for name, df in curves.items()
+        for split, style in (("eval", EVAL_LINE), ("train", TRAIN_LINE))
+        for part in [df[df["split"] == split].sort_values("step")]
+        for panel, metric in enumerate(("loss_mel_ce", "loss_text_ce"))
+        if not part.empty and metric in part and not part[metric].isna().all()
+    ]
+    rules = {0: (t.mel_ce_excellent, t.mel_ce_improved, t.mel_ce_marginal),
+             1: (t.text_ce_max, t.text_ce_alarm)}  # fmt: skip
+    title = "Training curves (grey dashes: decision thresholds)"
+    return curves_figure(lines, ("Mel CE", "Text CE"), x_title="step", title=title,
+                         stacked=True, rules=rules, height=650)  # fmt: skip
+
+
+EVAL_LINE = {"mode": "lines+markers"}
+TRAIN_LINE = {"mode": "lines", "dash": "dot", "width": 1, "opacity": 0.6}
 
 
 def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -291,12 +275,12 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     esc = html.escape
     items = "".join(f"<li>{esc(r)}</li>" for r in d.reasons)
     tier = esc(d.tier or "unknown")
-    figures = [curves_figure(stage_curves(result.scraps), d.thresholds)]
+    figures = [phases_figure(stage_curves(result.scraps), d.thresholds)]
     if others:
         every = {}
         for r in [result, *others]:
             every.update(stage_curves(r.scraps, prefix=f"{r.name}/"))
-        figures.append(curves_figure(every, d.thresholds))
+        figures.append(phases_figure(every, d.thresholds))
     figure_html = _figures_html(figures)
     health = health_table(result.scraps)
     missing = "".join(f"<li>{esc(m)}</li>" for m in result.missing) or "<li>Nothing.</li>"
