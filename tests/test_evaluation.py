@@ -215,6 +215,7 @@ def test_codebook_usage_per_source_adds_up(base, dataset):
 # --- model-based steps ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # coqui's eval loop, three times
 def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tuned, tmp_path):
     first = ev.eval_losses(base, dataset, None, tmp_path)
     again = ev.eval_losses(base, dataset, None, tmp_path)
@@ -225,6 +226,7 @@ def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tu
     assert other["mel_ce"] != pytest.approx(first["mel_ce"], abs=1e-4)
 
 
+@pytest.mark.slow  # synthesis
 def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     from voicebook.coqui.models import load_xtts
 
@@ -248,6 +250,7 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     assert "generate" not in vars(model.gpt)  # the counter is gone again
 
 
+@pytest.mark.slow  # synthesis
 def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_path):
     from voicebook.coqui.models import load_xtts
 
@@ -302,6 +305,7 @@ def test_without_a_dataset_the_stage_lists_candidates_and_says_what_is_missing(t
     assert not (exp / "eval" / "eval_table.csv").exists()
 
 
+@pytest.mark.slow  # the whole evaluation
 def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     tmp_path, base, dataset, tuned
 ):
@@ -360,6 +364,7 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     assert again == pytest.approx(text_ce[0], abs=1e-6)  # seeded: the same batches every time
 
 
+@pytest.mark.slow  # the whole evaluation
 def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     tmp_path, base, dataset
 ):
@@ -425,6 +430,7 @@ def test_per_source_means_weigh_every_clip_once_and_add_up_to_all_exactly():
     }  # fmt: skip
 
 
+@pytest.mark.slow  # coqui's eval loop per clip
 def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
     base, dataset, tuned, tmp_path
 ):

@@ -107,6 +107,7 @@ def test_parameters_go_to_the_stages_that_declare_them():
         split_params({"phase2.epochs": 1}, ["02_phase2"], declared)
 
 
+@pytest.mark.slow  # runs notebooks
 def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_path):
     lines = []
     out = tmp_path / "outputs"
@@ -130,6 +131,7 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
     assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
 
 
+@pytest.mark.slow  # runs a notebook
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
     write_stub_notebook(
         notebooks / "01_phase1.ipynb",

@@ -173,6 +173,12 @@ def _running_here(experiment_path: str | Path, stage: str) -> dict[str, Any] | N
     return {**run.header(), "updated": "(running now)"}
 
 
+def run_params(experiment_path: str | Path, stage: str) -> dict[str, Any]:
+    """The parameters the latest recorded run of ``stage`` ran with ({} when none is recorded)."""
+    record = read_records(experiment_path).get(stage) or {}
+    return record.get("params") or {}
+
+
 def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
     """Where each stage's numbers came from: one row per recorded stage, with when it ran and
     its key parameters (``voicebook.core.stages``), for the report."""

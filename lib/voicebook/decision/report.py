@@ -30,7 +30,7 @@ from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
-from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records
+from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
 from voicebook.evaluation.listening import results as lr
@@ -101,7 +101,11 @@ def analyse_experiment(
     """Read every stage's latest results, assess their lineage (``voicebook.core.lineage``) and
     apply the decision matrix."""
     path = Path(experiment_path)
-    result = analyse_scraps(path.name, read_experiment(path), thresholds, path, assess(path))
+    scraps = read_experiment(path)
+    if dm.EVALUATION in scraps:  # every rating on disk counts, not those of 03's last summary
+        params = run_params(path, dm.EVALUATION)
+        scraps[dm.EVALUATION] = lr.with_ratings_on_disk(scraps[dm.EVALUATION], path, params)
+    result = analyse_scraps(path.name, scraps, thresholds, path, assess(path))
     result.provenance = provenance(path)
     if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
         result.missing += stale_evaluation(result.provenance)  # recorded before lineage
