@@ -538,7 +538,7 @@ def _scored_split(
     from voicebook.dataprep import splits
 
     dataset = find_dataset(experiment_path)
-    runs.read_input(EVAL_STAGE, "dataset", dataset, "00_data_prep")
+    runs.read_input(EVAL_STAGE, "dataset", dataset, stages.DATA_PREP.stem)
     for c in candidates:
         runs.read_input(EVAL_STAGE, f"candidate {c.name}", c.checkpoint,
                         _producer(experiment_path, c.checkpoint))  # fmt: skip
