@@ -102,6 +102,7 @@ def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base
     assert codes.numel() > 30 and codes.unique().numel() > codes.numel() // 3
 
 
+@pytest.mark.slow  # builds the tiny base again
 def test_tiny_base_build_is_deterministic(tiny_base, tmp_path):
     rebuilt = tiny.build_tiny_base(tmp_path / "tiny")
     for name in ("vocab.json", "config.json"):

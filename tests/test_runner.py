@@ -52,6 +52,10 @@ def test_one_value_parser_types_like_a_default():
     assert like(3, "4") == 4 and like(3, 5.0) == 5 and isinstance(like(3, 5.0), int)
     assert like("best", "100") == "100" and like(None, "x") == "x"  # text stays text
     assert like([1], "[2, 3]") == [2, 3]
+    from voicebook.core.values import as_structure
+
+    assert as_structure('["a.wav", "b.wav"]') == ["a.wav", "b.wav"]
+    assert as_structure('{"label": "x"}') == {"label": "x"} and as_structure("phase1") == "phase1"
     for default, value in [(False, "maybe"), (False, 1.0), (3, "2.5"), (1.0, "low"), (3, True)]:
         with pytest.raises(ValueError, match="lr="):
             like(default, value, "lr")
@@ -103,6 +107,7 @@ def test_parameters_go_to_the_stages_that_declare_them():
         split_params({"phase2.epochs": 1}, ["02_phase2"], declared)
 
 
+@pytest.mark.slow  # runs notebooks
 def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_path):
     lines = []
     out = tmp_path / "outputs"
@@ -126,6 +131,7 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
     assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
 
 
+@pytest.mark.slow  # runs a notebook
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
     write_stub_notebook(
         notebooks / "01_phase1.ipynb",

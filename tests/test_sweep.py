@@ -381,6 +381,7 @@ except KeyboardInterrupt:  # as the real phase does: record it, then let it end 
 """
 
 
+@pytest.mark.slow  # runs a notebook
 def test_a_trial_reports_eval_rows_and_a_stop_interrupts_its_kernel_keeping_outputs(tmp_path):
     """The trainable without Ray: setup starts the stages, step returns each eval row, cleanup
     while the phase still trains sends Ctrl-C to the kernel; the executed notebook stays."""

@@ -274,6 +274,7 @@ def test_retry_after_a_failed_preflight_sets_the_old_health_aside(tmp_path):
     assert len(json.loads((phase / "health.json").read_text())) == 1  # only this attempt's
 
 
+@pytest.mark.slow  # runs a notebook
 def test_the_saved_notebook_shows_the_progress_bar_where_training_ended():
     """A notebook saved after training shows the bar at the steps done, not at 0 (the widget's
     text at its first display), and the chart's legend colours hold for Text CE too."""
