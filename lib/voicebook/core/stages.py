@@ -68,6 +68,8 @@ EVALUATION = Stage(
         "eval_settings",
         "temperature_sweep",
         "dvae_reconstruction",
+        "eval_takes",
+        "eval_clip_losses",
         "codebook",
         "listening_summary",
         "ab_summary",
@@ -75,7 +77,7 @@ EVALUATION = Stage(
         "hidden_reference",
         "listening_left_out",
     ),
-    ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv"),
+    ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv", "eval/takes.csv"),
 )
 DECISION = Stage(
     "04_decision_matrix",
@@ -181,6 +183,8 @@ class EvaluationScraps(StageScraps):
     eval_settings: Scrap[dict] = Scrap()
     temperature_sweep: Scrap[Any] = Scrap()
     dvae_reconstruction: Scrap[Any] = Scrap()
+    eval_takes: Scrap[Any] = Scrap()  # one row per candidate, sentence and take
+    eval_clip_losses: Scrap[Any] = Scrap()  # one row per candidate and held-out clip
     codebook: Scrap[Any] = Scrap()
     listening_summary: Scrap[Any] = Scrap()
     ab_summary: Scrap[Any] = Scrap()
