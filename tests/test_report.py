@@ -33,6 +33,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert sections(page) == [
         "Ship: phase 2",
         "Comparison of candidates",
+        "How sure",  # its evidence here recorded no takes: the section says to re-run 03
         "Evaluation depth",
         "What listeners said",
         "Where the numbers come from",

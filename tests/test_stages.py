@@ -154,6 +154,22 @@ def test_no_consumer_reads_a_scrap_by_a_literal_name():
     assert wrong == []
 
 
+def test_no_module_spells_a_stage_by_its_notebook_name():
+    """The library names a stage through the contract (``stages.PHASE1.stem``), never as text:
+    its docs generator is the one place that words them."""
+    from test_architecture import MODULES
+
+    stems = {s.stem for s in stages.STAGES}
+    wrong = [
+        f"{module}:{node.lineno} {node.value!r}"
+        for module, path in MODULES.items()
+        if module not in ("voicebook.core.stages", "voicebook.core.stages_doc")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in stems
+    ]
+    assert wrong == []
+
+
 def test_the_typed_views_read_exactly_the_contract():
     for stage in stages.STAGES:
         view = stages.VIEWS[stage.stem]

@@ -33,6 +33,8 @@ from voicebook.core.paths import outputs_root
 from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
+from voicebook.decision import sureness
+from voicebook.decision.confidence import Paired
 from voicebook.evaluation.listening import results as lr
 
 REPORT_NAME, DECISION_NAME = contract.DECISION.files  # the names are the contract's
@@ -69,7 +71,8 @@ def analyse_scraps(
     candidates = dm.gather_candidates(scraps)
     for c in candidates:
         c.stale = _stale_reason(c, lineage)
-    decision = dm.decide(candidates, thresholds)
+    paired = Paired.from_evaluation(scraps.evaluation)
+    decision = dm.decide(candidates, thresholds, paired)
     ckpt = decision.winner_checkpoint
     gone = checked and bool(ckpt) and not Path(ckpt).exists()
     if lineage.stale or gone:
@@ -292,6 +295,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         _table_html(result.table),
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
+        *sureness.section(result.scraps.evaluation, result.decision),
         *_versus_html(result),
         *_finetune_html(result),
         *_depth_html(result),
@@ -477,6 +481,7 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "provenance": result.provenance,
         "lineage": result.lineage.to_dict(),
         "listening": lr.listening_facts(result.scraps.evaluation, _candidate_names(result)),
+        **sureness.record(result.scraps.evaluation),
     }
 
 

@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 
 from voicebook.core.stages import EvaluationScraps
+from voicebook.core.values import as_structure
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
 from voicebook.measures.text import character_error_rate
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.voices.references import AUTO, FIRST, as_spec
+from voicebook.voices.references import AUTO, FIRST
 
 ALL = codebook.ALL  # the row of every clip together
 LOSSES = ("mel_ce", "text_ce")
@@ -48,7 +49,7 @@ def column(metric: str, source: str) -> str:
 
 def sweep_temperatures(config: Any) -> list[float]:
     """``config.temperature_sweep`` as numbers (a list, or its text from papermill -p)."""
-    spec = as_spec(config.temperature_sweep)
+    spec = as_structure(config.temperature_sweep)
     return [float(t) for t in ([spec] if isinstance(spec, (int, float)) else spec or [])]
 
 
@@ -75,6 +76,29 @@ def by_source(per_clip: pd.DataFrame, metrics: tuple[str, ...] = LOSSES) -> pd.D
     return table[["source", "n_clips", *metrics]]
 
 
+def clip_table(
+    base_dir: Path,
+    dataset_dir: Path,
+    checkpoint: Path | None,
+    work_dir: Path,
+    config: Any,
+    device: Any = "cpu",
+) -> pd.DataFrame:
+    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) with each clip's
+    source (``audio_file`` relative to the dataset): what the per-source table and the
+    bootstrap over clips are made of."""
+    from voicebook.coqui.probes import clip_losses
+
+    max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
+    rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
+                       seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
+    per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
+    per_clip["audio_file"] = [_relative(f, dataset_dir) for f in per_clip.audio_file]
+    source = sources_of(dataset_dir)
+    per_clip["source"] = [source.get(f, ALL) for f in per_clip.audio_file]
+    return per_clip
+
+
 def losses_by_source(
     base_dir: Path,
     dataset_dir: Path,
@@ -83,16 +107,8 @@ def losses_by_source(
     config: Any,
     device: Any = "cpu",
 ) -> pd.DataFrame:
-    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) by source."""
-    from voicebook.coqui.probes import clip_losses
-
-    max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
-    rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
-                       seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
-    per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
-    source = sources_of(dataset_dir)
-    per_clip["source"] = [source.get(_relative(f, dataset_dir), ALL) for f in per_clip.audio_file]
-    return by_source(per_clip)
+    """One candidate's per-clip Mel CE and Text CE (``clip_table``) by source."""
+    return by_source(clip_table(base_dir, dataset_dir, checkpoint, work_dir, config, device))
 
 
 def source_columns(per_source: pd.DataFrame) -> dict[str, float]:
@@ -240,7 +256,7 @@ def gathered(depth: dict[str, Any], candidates: list[Any]) -> tuple[pd.DataFrame
 
 def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> dict[str, Any]:
     """What the synthesis ran with (the ``eval_settings`` scrap)."""
-    spec = as_spec(config.reference_clips)
+    spec = as_structure(config.reference_clips)
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),

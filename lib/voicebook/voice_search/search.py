@@ -574,7 +574,7 @@ def _published(exp: Path, params: SearchConfig, result: SearchResult) -> SearchR
     in_export = add_to_export(exp, result.summary)
     result.summary["export_voice_file"] = str(in_export or "")
     runs.read_input(SEARCH_STAGE, "dataset", Path(params.dataset_dir) if params.dataset_dir
-                    else exp / "dataset", None if params.dataset_dir else "00_data_prep")  # fmt: skip
+                    else exp / "dataset", None if params.dataset_dir else stages.DATA_PREP.stem)  # fmt: skip
     _note_voices(exp, result.summary)
     return result
 
