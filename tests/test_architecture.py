@@ -18,7 +18,9 @@ MAX_FUNCTION_LINES = 60
 # Layers, bottom up. A module may import its own layer's modules and any layer below it.
 CORE = {"core"}
 ADAPTERS = {"coqui", "asr", "speaker"}  # third-party seams: coqui-tts, faster-whisper, resemblyzer
-SHARED = {"voices"}  # what several stages read alike (voices, reference clips), under them all
+# What several stages share, under them all: voices and reference clips (``voices``), and how a
+# model is judged (``measures``: takes, CER, Distill-MOS, failure flags, intervals, verdicts).
+SHARED = {"voices", "measures"}
 STAGES = {"dataprep", "training", "voice_search", "evaluation", "decision"}
 ENTRY = {"cli", "runner", "kernel", "sweep"}
 LAYERS = [CORE, ADAPTERS, SHARED, STAGES, ENTRY]
@@ -147,8 +149,8 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_imports_point_down_the_layers():
     """core imports nothing above it; the adapters (coqui-tts behind ``coqui``) import only core;
-    the shared layer (``voices``) core and the adapters; the stages those and each other
-    (acyclic, as packages too); the entry points import all."""
+    the shared layer (``voices``, ``measures``) core and the adapters; the stages those and
+    each other (acyclic, as packages too); the entry points import all."""
     wrong = [
         f"{m} -> {t}"
         for m, targets in import_graph().items()
@@ -225,3 +227,16 @@ def test_every_stage_config_follows_one_convention():
         assert json.loads(json.dumps(cls().to_dict()))  # plain JSON values
         with pytest.raises(ValueError):
             cls(**bad)
+
+
+@pytest.mark.parametrize("name", ["curves_figure", "declared_parameters", "read_record"])
+def test_one_function_for_one_job(name):
+    """One curves figure, one reader of a notebook's parameters, one reader of a JSON record:
+    every stage uses it instead of a look-alike of its own."""
+    where = [
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == name
+    ]
+    assert len(where) == 1, where

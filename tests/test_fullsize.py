@@ -82,7 +82,7 @@ from pathlib import Path
 from voicebook.evaluation import scoring as evaluation
 config = evaluation.EvalConfig(experiment="full", outputs_dir={out!r}, candidates=["phase1"],
     test_sentences=["Jó napot."], n_reference_clips=1, max_eval_batches=1, eval_batch_size=2,
-    hidden_reference_sentences=0, device="cpu")
+    hidden_reference_sentences=0, device="cpu", takes=1, stress_set=False, mos=False)
 result = evaluation.evaluate(config, Path({out!r}) / "full", Path({base!r}))
 print(result.table.to_json(orient="records"))
 """
@@ -176,10 +176,12 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
     from voicebook.coqui.trainer import BackgroundSaves, _replace_older
     from voicebook.core.fileio import DirectFile
+    from voicebook.training import Phase1Config
     from voicebook.training.run import best_weights
 
     dataset = write_demo_dataset(tmp_path / "dataset", 2, 1)
-    config = gpt_trainer_config(fullsize.fullsize_base(), dataset, tmp_path, batch_size=1)
+    settings = Phase1Config(batch_size=1).trainer_settings("run", 0)
+    config = gpt_trainer_config(fullsize.fullsize_base(), dataset, tmp_path, **settings)
     model = gpt_trainer_model(config)
     train, _ = load_samples(config)
     loader = model.get_data_loader(config, is_eval=False, samples=train[:1], verbose=False)

@@ -33,6 +33,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert sections(page) == [
         "Ship: phase 2",
         "Comparison of candidates",
+        "How sure",  # its evidence here recorded no takes: the section says to re-run 03
         "Evaluation depth",
         "What listeners said",
         "Where the numbers come from",
@@ -127,7 +128,7 @@ def test_report_ignores_the_decision_notebook_itself():
 
 
 def test_curves_share_axes_one_colour_per_phase_steps_as_recorded():
-    fig = report.curves_figure(report.stage_curves(fake_scraps()))
+    fig = report.phases_figure(report.stage_curves(fake_scraps()))
     names = [(t.name, t.yaxis) for t in fig.data]
     assert len(names) == 8  # 2 phases x (eval, train) x (Mel CE, Text CE)
     eval2 = next(t for t in fig.data if t.name == "phase2 eval" and t.yaxis == "y")

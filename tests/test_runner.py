@@ -4,6 +4,7 @@ import pytest
 from stub_notebooks import write_stub_notebook
 
 from voicebook import cli, runner
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.scraps import read_experiment
 from voicebook.core.values import parse_value
 from voicebook.runner import RunnerError, StageFailed, split_params, stage_name
@@ -51,6 +52,10 @@ def test_one_value_parser_types_like_a_default():
     assert like(3, "4") == 4 and like(3, 5.0) == 5 and isinstance(like(3, 5.0), int)
     assert like("best", "100") == "100" and like(None, "x") == "x"  # text stays text
     assert like([1], "[2, 3]") == [2, 3]
+    from voicebook.core.values import as_structure
+
+    assert as_structure('["a.wav", "b.wav"]') == ["a.wav", "b.wav"]
+    assert as_structure('{"label": "x"}') == {"label": "x"} and as_structure("phase1") == "phase1"
     for default, value in [(False, "maybe"), (False, 1.0), (3, "2.5"), (1.0, "low"), (3, True)]:
         with pytest.raises(ValueError, match="lr="):
             like(default, value, "lr")
@@ -80,7 +85,7 @@ def test_the_phase_command_line_types_every_flag_like_its_default(capsys):
     assert (args.resume_from, args.epochs, args.batch_size) == ("100", 3, 3)  # text; a default
     with pytest.raises(SystemExit):
         parser.parse_args(["phase1", "--lora-train-heads", "maybe"])
-    assert "lora_train_heads='maybe': use true or false" in capsys.readouterr().err
+    assert "lora_train_heads='maybe' is not true or false" in capsys.readouterr().err
 
 
 def test_parameters_go_to_the_stages_that_declare_them():
@@ -102,6 +107,7 @@ def test_parameters_go_to_the_stages_that_declare_them():
         split_params({"phase2.epochs": 1}, ["02_phase2"], declared)
 
 
+@pytest.mark.slow  # runs notebooks
 def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_path):
     lines = []
     out = tmp_path / "outputs"
@@ -125,6 +131,7 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
     assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
 
 
+@pytest.mark.slow  # runs a notebook
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
     write_stub_notebook(
         notebooks / "01_phase1.ipynb",
@@ -154,7 +161,7 @@ def test_every_key_of_the_shipped_parameter_files_is_a_stage_parameter():
     assert "my_voice.yaml" in [f.name for f in files]  # the README's example exists
 
     def declared(stage):
-        return runner.declared_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb")
+        return declared_parameters(stage, NOTEBOOKS_DIR)
 
     for file in files:
         raw = runner.load_params_file(file)

@@ -78,14 +78,46 @@ def test_a_changed_sweep_is_refused_and_one_driver_holds_the_lock(tmp_path):
         spec.locked(tmp_path),
     ):
         pass
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    (tmp_path / spec.LOCK_NAME).write_text(f"{socket.gethostname()} {dead}")
+    holds = f"from voicebook.sweep import spec\nwith spec.locked({str(tmp_path)!r}):\n    print('held', flush=True)\n    input()"  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-c", holds], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert driver.stdout.readline().strip() == "held"
+    with pytest.raises(FolderBusy, match=f"{socket.gethostname()} {driver.pid}"):
+        spec.locked(tmp_path).__enter__()  # the error names the living holder
+    driver.kill()
+    driver.wait()
     with spec.locked(tmp_path):  # a dead driver's lock is taken over
         assert (tmp_path / spec.LOCK_NAME).read_text().endswith(str(os.getpid()))
-    assert not (tmp_path / spec.LOCK_NAME).exists()
+    with spec.locked(tmp_path):  # and a released one is free again
+        pass
     with pytest.raises(SweepError, match="not usable as a folder name"):
         SweepSpec("../up")
+
+
+RACER = """
+import sys, time
+from voicebook.core.fileio import FolderBusy
+from voicebook.sweep import spec
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every racer asks at the same moment
+try:
+    with spec.locked(sys.argv[1]):
+        print("got", flush=True)
+        time.sleep(1.5)  # held while the others ask
+except FolderBusy:
+    print("busy", flush=True)
+"""
+
+
+def test_of_drivers_that_ask_at_once_exactly_one_holds_the_sweep(tmp_path):
+    """The race of the hand-made lock (two processes that both found a dead holder's file both
+    went on): with the OS lock, exactly one of several processes asking at once gets it, also
+    when a dead driver's file is there."""
+    (tmp_path / spec.LOCK_NAME).write_text(f"{socket.gethostname()} 999999999")  # a dead one
+    start = f"{time.time() + 3:.3f}"  # after every interpreter has started
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), start],
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    said = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+    assert said == ["busy", "busy", "got"]
 
 
 def test_a_trial_shares_data_prep_unless_it_changes_a_data_prep_parameter(tmp_path):
@@ -349,6 +381,7 @@ except KeyboardInterrupt:  # as the real phase does: record it, then let it end 
 """
 
 
+@pytest.mark.slow  # runs a notebook
 def test_a_trial_reports_eval_rows_and_a_stop_interrupts_its_kernel_keeping_outputs(tmp_path):
     """The trainable without Ray: setup starts the stages, step returns each eval row, cleanup
     while the phase still trains sends Ctrl-C to the kernel; the executed notebook stays."""

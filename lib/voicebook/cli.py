@@ -1,5 +1,6 @@
 """The ``voicebook`` command, argparse subcommands: ``run`` (stage notebooks in order),
-``sweep`` (a grid on Ray Tune), ``base`` (build or check a base model). Each subcommand's module
+``sweep`` (a grid on Ray Tune), ``base`` (build or check a base model), ``listen`` (the blind
+listening test as a web page per rater). Each subcommand's module
 declares its arguments (``add_arguments``) and acts on them (``command``)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 from voicebook import runner
+from voicebook.evaluation.listening import serve as listen
 from voicebook.sweep import cli as sweep_cli
 
 
@@ -35,6 +37,8 @@ SUBCOMMANDS: list[Subcommand] = [
     ("sweep", "a grid of experiments on Ray Tune, one report", sweep_cli.add_arguments,
      sweep_cli.command),
     ("base", "build or check a base model, print its folder", add_base_arguments, base_command),
+    ("listen", "serve the blind listening test as a web page, one link per rater",
+     listen.add_arguments, listen.command),
 ]  # fmt: skip
 
 

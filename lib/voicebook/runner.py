@@ -20,6 +20,7 @@ import yaml
 
 from voicebook.core import stages as contract
 from voicebook.core.fileio import to_history
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.paths import NOTEBOOKS_DIR, experiment_dir
 from voicebook.core.values import parse_value
 
@@ -71,12 +72,6 @@ def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunnerError(f"Parameter file {file} must hold a mapping of name: value.")
     return data
-
-
-def declared_parameters(notebook: Path) -> set[str]:
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
 
 
 def split_params(
@@ -166,9 +161,7 @@ def run(
     selected = [stage_name(s) for s in (stages or STAGES)]
     selected = [s for s in STAGES if s in selected]  # always in pipeline order
     present = [s for s in selected if (notebooks_dir / f"{s}.ipynb").is_file()]
-    per_stage = split_params(
-        params or {}, present, lambda s: declared_parameters(notebooks_dir / f"{s}.ipynb")
-    )
+    per_stage = split_params(params or {}, present, lambda s: declared_parameters(s, notebooks_dir))
     results = []
     for i, stage in enumerate(selected, 1):
         prefix = f"[{i}/{len(selected)}] {stage}"

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from voicebook.core.values import like
+
 T = TypeVar("T")
 # Parameters of a notebook that say where the stage reads and writes, not how it works.
 LOCATION_PARAMS = ("experiment", "outputs_dir", "base_model")
@@ -28,34 +30,14 @@ def from_params(cls: type[T], values: dict[str, Any]) -> T:
     return normalise(cls(**{n: values[n] for n in names if n in values}))
 
 
-def typed_value(name: str, value: Any, default: Any) -> Any:
-    """``value`` in the type of ``default`` when it is a number or text spelt otherwise."""
-    if value is None and isinstance(default, str):
-        return default  # None and "" both mean "not given"
-    if isinstance(value, bool) or isinstance(default, bool) or value is None:
-        return value
-    try:
-        if isinstance(default, float) and isinstance(value, (str, int)):
-            return float(value)
-        if isinstance(default, int) and isinstance(value, str):
-            return int(value)
-        if isinstance(default, int) and isinstance(value, float) and value.is_integer():
-            return int(value)
-    except ValueError:
-        raise ValueError(
-            f"Parameter {name}={value!r} is not a {type(default).__name__}: fix its value."
-        ) from None
-    return value
-
-
 def normalise(config: T) -> T:
     """``config`` with each field whose value is spelt in another type than its default's
-    converted (module doc); fields whose default allows several types are left as given."""
+    converted (module doc, ``voicebook.core.values.like``); text defaults keep the value given."""
     for f in dataclasses.fields(config):  # type: ignore[arg-type]
         if f.default is dataclasses.MISSING:
             continue
         value = getattr(config, f.name)
-        typed = typed_value(f.name, value, f.default)
+        typed = like(f.default, value, f.name)
         if typed is not value:
             object.__setattr__(config, f.name, typed)
     return config

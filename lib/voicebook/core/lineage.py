@@ -24,12 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from voicebook.core import runs
-from voicebook.core.stages import BY_STEM, DECISION, STAGES
+from voicebook.core.stages import (
+    BY_STEM,
+    DATA_PREP,
+    DECISION,
+    EVALUATION,
+    PHASE1,
+    PHASE2,
+    STAGES,
+    VOICE_SEARCH,
+    PhaseScraps,
+)
 
-LABELS = {"00_data_prep": "data prep", "01_phase1": "phase 1", "02_phase2": "phase 2",
-          "02b_voice_search": "the voice search", "03_evaluation": "the evaluation"}  # fmt: skip
-VERBS = {"03_evaluation": "scored", "02_phase2": "started from",
-         "02b_voice_search": "searched from"}  # fmt: skip
+LABELS = {DATA_PREP.stem: "data prep", PHASE1.stem: "phase 1", PHASE2.stem: "phase 2",
+          VOICE_SEARCH.stem: "the voice search", EVALUATION.stem: "the evaluation"}  # fmt: skip
+VERBS = {EVALUATION.stem: "scored", PHASE2.stem: "started from",
+         VOICE_SEARCH.stem: "searched from"}  # fmt: skip
 
 
 @dataclass
@@ -67,13 +77,13 @@ def _label(stem: str) -> str:
 def _old_params(experiment: Path, stem: str, run_id: str) -> dict[str, Any]:
     for path in (experiment / runs.RESULTS_DIR / "history").glob(f"{stem}.*.{run_id}.json"):
         record = runs.read_record(path)
-        return record.get("params") or record.get("scraps", {}).get("params") or {}
+        return record.get("params") or PhaseScraps(stem, record.get("scraps", {})).params or {}
     return {}
 
 
 def _changed_params(experiment: Path, stem: str, now: dict[str, Any], old_id: str) -> str:
     """``" with lr=5e-05"``: the key parameters in which the new run differs from the old."""
-    new = now.get("params") or now.get("scraps", {}).get("params") or {}
+    new = now.get("params") or PhaseScraps(stem, now.get("scraps", {})).params or {}
     old = _old_params(experiment, stem, old_id)
     keys = BY_STEM[stem].key_params if stem in BY_STEM else ()
     differ = [f"{k}={new[k]}" for k in keys if k in new and k in old and new[k] != old[k]]

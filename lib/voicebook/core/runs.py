@@ -109,16 +109,18 @@ def record_path(experiment_path: str | Path, stage: str) -> Path:
     return Path(experiment_path) / RESULTS_DIR / f"{stem_of(stage)}.json"
 
 
-def read_record(path: Path) -> dict[str, Any]:
+RERUN = "re-run that stage, or move the file away to fall back to its executed notebook"
+
+
+def read_record(path: Path, fix: str = RERUN) -> dict[str, Any]:
+    """The JSON record at ``path`` ({} when there is none); one that is not valid JSON is an
+    error naming the file and ``fix``."""
     if not path.is_file():
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"The results record {path} is not valid JSON ({exc}): re-run that stage, or move "
-            "the file away to fall back to its executed notebook."
-        ) from exc
+        raise ValueError(f"The record {path} is not valid JSON ({exc}): {fix}.") from exc
 
 
 def latest_run(experiment_path: str | Path, stage: str) -> dict[str, Any]:

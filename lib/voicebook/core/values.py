@@ -27,17 +27,18 @@ def parse_value(text: str) -> Any:
 
 
 def like(default: Any, value: Any, name: str = "value") -> Any:
-    """``value`` (text, or already typed by YAML) as the type of ``default``: a bool from
-    true/false/yes/no/1/0, an int from a whole number, a float from any number; text stays text
-    where the default is text or None, and other defaults (lists, mappings) take the parsed
-    value. A value that does not fit raises ValueError naming ``name``."""
+    """``value`` (text, or already typed by YAML or papermill) in the type of ``default``: a
+    bool from true/false/yes/no/1/0, an int from a whole number, a float from any number (so
+    ``"1e-6"``, which YAML leaves as text, is 1e-06). Where the default is text or None the value
+    is kept as given (None for a text default is the default: not given); other defaults (lists,
+    mappings) take the parsed value. A value that does not fit raises ValueError naming ``name``."""
     if isinstance(default, str) or default is None:
-        return value
+        return default if value is None and default is not None else value
     typed = parse_value(value) if isinstance(value, str) else value
     if isinstance(default, bool):
         if typed in (True, False) and not isinstance(typed, float):  # 1 and 0 too, not 1.0
             return bool(typed)
-        raise ValueError(f"{name}={value!r}: use true or false.")
+        raise ValueError(f"{name}={value!r} is not true or false: fix its value.")
     if not isinstance(default, int | float):
         return typed
     if isinstance(typed, int | float) and not isinstance(typed, bool):
@@ -45,4 +46,12 @@ def like(default: Any, value: Any, name: str = "value") -> Any:
             return float(typed)
         if isinstance(typed, int) or typed.is_integer():
             return int(typed)
-    raise ValueError(f"{name}={value!r}: use a {type(default).__name__}, like {default!r}.")
+    raise ValueError(f"{name}={value!r} is not a {type(default).__name__}: fix its value.")
+
+
+def as_structure(value: Any) -> Any:
+    """A list or mapping given as text (papermill's ``-p`` passes text) as that list or
+    mapping; any other value as it is."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        return parse_value(value)
+    return value

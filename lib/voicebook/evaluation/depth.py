@@ -6,7 +6,7 @@
 - **the tokenizer's reconstruction**: the DVAE encodes each held-out clip's mel to codes and
   decodes it; mel MSE, MAE and peak error per source (the DVAE is the base's, frozen in
   fine-tuning: one set of numbers for every candidate);
-- **cap hits**: how many test sentences ran into the token cap (``measures.token_cap``)
+- **cap hits**: how many test sentences ran into the token cap (``voicebook.measures.takes.token_cap``)
   without the GPT stopping by itself; a short sentence is always among them (runaway
   generation on short text is a known XTTS failure);
 - **reference clips**: which ones the voice was taken from (``voicebook.voices.references``
@@ -27,13 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from voicebook.core.stages import EvaluationScraps
+from voicebook.core.values import as_structure
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
+from voicebook.measures.text import character_error_rate
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.voices.references import AUTO, FIRST, as_spec
+from voicebook.voices.references import AUTO, FIRST
 
 ALL = codebook.ALL  # the row of every clip together
 LOSSES = ("mel_ce", "text_ce")
+SWEEP_SETTING = "temperature_sweep"  # eval_settings' key: the temperatures swept
 SWEEP_COLUMNS = ["candidate", "temperature", "n_sentences", "cap_hits", "speaker_similarity",
                  "rtf", "cer"]  # fmt: skip
 
@@ -45,7 +49,7 @@ def column(metric: str, source: str) -> str:
 
 def sweep_temperatures(config: Any) -> list[float]:
     """``config.temperature_sweep`` as numbers (a list, or its text from papermill -p)."""
-    spec = as_spec(config.temperature_sweep)
+    spec = as_structure(config.temperature_sweep)
     return [float(t) for t in ([spec] if isinstance(spec, (int, float)) else spec or [])]
 
 
@@ -72,6 +76,29 @@ def by_source(per_clip: pd.DataFrame, metrics: tuple[str, ...] = LOSSES) -> pd.D
     return table[["source", "n_clips", *metrics]]
 
 
+def clip_table(
+    base_dir: Path,
+    dataset_dir: Path,
+    checkpoint: Path | None,
+    work_dir: Path,
+    config: Any,
+    device: Any = "cpu",
+) -> pd.DataFrame:
+    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) with each clip's
+    source (``audio_file`` relative to the dataset): what the per-source table and the
+    bootstrap over clips are made of."""
+    from voicebook.coqui.probes import clip_losses
+
+    max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
+    rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
+                       seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
+    per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
+    per_clip["audio_file"] = [_relative(f, dataset_dir) for f in per_clip.audio_file]
+    source = sources_of(dataset_dir)
+    per_clip["source"] = [source.get(f, ALL) for f in per_clip.audio_file]
+    return per_clip
+
+
 def losses_by_source(
     base_dir: Path,
     dataset_dir: Path,
@@ -80,16 +107,8 @@ def losses_by_source(
     config: Any,
     device: Any = "cpu",
 ) -> pd.DataFrame:
-    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) by source."""
-    from voicebook.coqui.probes import clip_losses
-
-    max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
-    rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
-                       seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
-    per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
-    source = sources_of(dataset_dir)
-    per_clip["source"] = [source.get(_relative(f, dataset_dir), ALL) for f in per_clip.audio_file]
-    return by_source(per_clip)
+    """One candidate's per-clip Mel CE and Text CE (``clip_table``) by source."""
+    return by_source(clip_table(base_dir, dataset_dir, checkpoint, work_dir, config, device))
 
 
 def source_columns(per_source: pd.DataFrame) -> dict[str, float]:
@@ -207,7 +226,7 @@ def temperature_sweep(
         )  # fmt: skip
         cer = math.nan
         if transcribe is not None:
-            cer = float(np.mean([ev.character_error_rate(t, transcribe(Path(w)))
+            cer = float(np.mean([character_error_rate(t, transcribe(Path(w)))
                                  for t, w in zip(samples.text, samples.wav)]))  # fmt: skip
         rows.append({
             "candidate": candidate, "temperature": temperature,
@@ -237,11 +256,11 @@ def gathered(depth: dict[str, Any], candidates: list[Any]) -> tuple[pd.DataFrame
 
 def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> dict[str, Any]:
     """What the synthesis ran with (the ``eval_settings`` scrap)."""
-    spec = as_spec(config.reference_clips)
+    spec = as_structure(config.reference_clips)
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),
-        "temperature_sweep": sweep_temperatures(config),
+        SWEEP_SETTING: sweep_temperatures(config),
         "reference_mode": spec if spec in (FIRST, AUTO) else "files",
         "reference_clips": shown,
         "audio_tokens_per_char": config.audio_tokens_per_char,
@@ -269,7 +288,7 @@ def per_source_wide(per_source: pd.DataFrame) -> pd.DataFrame:
 def settings_sentence(settings: dict[str, Any]) -> str:
     """What the synthesis ran with, in one sentence."""
     clips = settings.get("reference_clips") or []
-    sweep = settings.get("temperature_sweep") or []
+    sweep = settings.get(SWEEP_SETTING) or []
     return (
         f"Test sentences sampled at temperature {settings.get('temperature')} "
         f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
@@ -284,26 +303,27 @@ def settings_sentence(settings: dict[str, Any]) -> str:
 def depth_tables(evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """``{title: table}`` of the evaluation stage's depth checks that it recorded (an older
     run recorded none of them)."""
-    tables = {}
-    wide = per_source_wide(evaluation.get("eval_per_source"))
+    evaluation, tables = EvaluationScraps.of(evaluation), {}
+    wide = per_source_wide(evaluation.eval_per_source)
     if not wide.empty:
         tables["Mel CE and Text CE per source"] = wide
-    table = evaluation.get("eval_table")
+    table = evaluation.eval_table
     if table is not None and "cap_hits" in table:
         caps = ["candidate", "n_sentences", "cap_hits", "short_cap_hit"]
         tables["Generation that ran into the token cap"] = table[caps]
-    sweep = evaluation.get("temperature_sweep")
+    sweep = evaluation.temperature_sweep
     if sweep is not None and not sweep.empty:
         tables["Temperature sweep"] = sweep
-    recon = evaluation.get("dvae_reconstruction")
+    recon = evaluation.dvae_reconstruction
     if recon:
-        usage = evaluation.get("codebook") or None
+        usage = evaluation.codebook or None
         tables["The DVAE tokenizer per source"] = reconstruction_table(recon, usage)
     return tables
 
 
 def depth_notes(evaluation: dict[str, Any]) -> list[str]:
     """The settings sentence and any source a candidate seems to forget."""
-    settings = evaluation.get("eval_settings")
+    evaluation = EvaluationScraps.of(evaluation)
+    settings = evaluation.eval_settings
     notes = [settings_sentence(settings)] if settings else []
-    return notes + forgetting_notes(evaluation.get("eval_per_source"))
+    return notes + forgetting_notes(evaluation.eval_per_source)

@@ -7,7 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from voicebook.core.config import normalise, typed_value
+from voicebook.core.config import normalise
+from voicebook.core.values import like
 from voicebook.training.health import LR_FLOOR
 
 STAGES = ("phase1", "phase2")
@@ -76,10 +77,18 @@ class PhaseConfig:
         ignored += cls.LORA if values["finetune"] == "full" else ()
         known = {f.name: f.default for f in dataclasses.fields(cls)}
         return {
-            k: typed_value(k, v, known[k]) if k in known else v
+            k: like(known[k], v, k) if k in known else v
             for k, v in values.items()
             if k not in ignored
         }
+
+    def trainer_settings(self, run_name: str, num_loader_workers: int) -> dict[str, Any]:
+        """What ``voicebook.coqui.config.gpt_trainer_config`` takes from this phase (every
+        value: it has no defaults of its own)."""
+        keys = ("language", "lr", "batch_size", "epochs", "eval_every", "save_every",
+                "keep_checkpoints", "seed", "precision")  # fmt: skip
+        values = {k: getattr(self, k) for k in keys}
+        return {**values, "run_name": run_name, "num_loader_workers": num_loader_workers}
 
     def lora_spec(self) -> Any:
         """The ``voicebook.coqui.lora.LoraSpec`` of a LoRA phase; None for full fine-tuning."""

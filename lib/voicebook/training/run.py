@@ -210,22 +210,8 @@ def _config(plan: PhasePlan, base: Path) -> Any:
 
     p, stage = plan.params, plan.params.stage
     n_runs = len([d for d in plan.phase_dir.glob(f"{stage}-run*") if d.is_dir()])
-    config = gpt_trainer_config(
-        base,
-        plan.dataset,
-        plan.phase_dir,
-        language=p.language,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        epochs=p.epochs,
-        eval_every=p.eval_every,
-        save_every=p.save_every,
-        keep_checkpoints=p.keep_checkpoints,
-        seed=p.seed,
-        run_name=f"{stage}-run{n_runs + 1}",
-        num_loader_workers=loader_workers(plan.device),
-        precision=p.precision,
-    )
+    settings = p.trainer_settings(f"{stage}-run{n_runs + 1}", loader_workers(plan.device))
+    config = gpt_trainer_config(base, plan.dataset, plan.phase_dir, **settings)
     config.grad_clip = NORM_ONLY_GRAD_CLIP
     if plan.parent:
         config.model_args.xtts_checkpoint = str(plan.parent)
