@@ -138,10 +138,9 @@ def _replace_older(out: Path, path: Path) -> Callable[[], None]:
 
 
 def _torch_save(value: Any, partial: Path, direct: bool = False) -> bool:
-    """``torch.save`` without the zip records' CRC32: for a full-size best model (1.8 GB) that
-    checksum took most of the writer's CPU time (2.3-4.5 s with it, 0.4-1.3 s without, on 2
-    busy cores), which the training threads lose; the atomic rename already guarantees a whole
-    file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
+    """``torch.save`` without the zip records' CRC32: for a full-size best model that checksum is
+    most of the writer's CPU time, which the training threads lose; the atomic rename already
+    guarantees a whole file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
     while a phase trains.) ``direct``: past the page cache (``DirectFile``), for a host copy
     whose write nothing waits for; returns whether it went past it."""
     from torch.utils.serialization import config
@@ -195,7 +194,7 @@ class BackgroundSaves:
         self, path: Path, weights: Weights, info: dict, then: Callable[[], None]
     ) -> Path | None:
         """``{"model": weights, **info}`` to ``path``. With ``copy``, the weights are copied to
-        host memory here, on the caller's thread (0.2 s for 1.8 GB on a CPU, less from a GPU),
+        host memory here, on the caller's thread (a fraction of a step; less from a GPU),
         and written from the copy in the background, past the page cache. A best still waiting
         its turn is replaced by this one: its path is returned (it is never written)."""
         if not self.copy:

@@ -2,9 +2,10 @@
 
 The runner takes its stage list from here; ``scraps.publish`` refuses a scrap that a stage's
 contract does not name (the producer's side); ``scraps.read_experiment`` hands consumers
-``StageScraps``, which refuse to read a name the contract does not hold (the consumer's side: a
-misspelt read would otherwise be a silent None), so a producer and its consumers cannot drift
-apart silently. ``docs/stages.md`` is generated from here (``voicebook.core.stages_doc``). Adding a
+each stage's typed view (``PhaseScraps``, ``EvaluationScraps``...: ``scraps.evaluation
+.eval_table``), so a consumer names a scrap by attribute and no scrap name is written outside
+this module (``tests/test_stages.py`` reads every module for one); a read by name is still
+checked against the contract, so a producer and its consumers cannot drift apart silently. ``docs/stages.md`` is generated from here (``voicebook.core.stages_doc``). Adding a
 stage is one entry.
 """
 

@@ -114,7 +114,9 @@ same values are recorded, with the run's identity, inputs and outputs, in
 (`voicebook.core.scraps.read_experiment`), so the latest run of every stage reaches the report however
 it was run. A stage with no record (run by an older voicebook) falls back to the executed notebook
 that the runner writes to `outputs/<experiment>/notebooks/<stem>.ipynb`. A scrap that is not in
-the stage's contract is refused with an error naming the file to change.
+the stage's contract is refused with an error naming the file to change. Consumers read each
+stage's typed view (`result.scraps.evaluation.eval_table`, `scraps.phase(stem).best_mel_ce`):
+no scrap name is written outside the contract, which a test checks by reading every module.
 
 **Lineage.** `voicebook.core.lineage` compares what each run read with the latest runs: when a run a
 stage rests on was replaced (phase 1 re-ran after phase 2 started from it; data prep re-ran after
