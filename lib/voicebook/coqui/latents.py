@@ -224,13 +224,30 @@ def heldout_mel_ce(
     latent: torch.Tensor,
     work_dir: str | os.PathLike,
     language: str,
+    clips: ClipBatch | None = None,
 ) -> float:
     """Mel CE of ``model``'s GPT on the dataset's held-out clips given one voice latent: the
-    number the voice search reports, for any model and voice."""
-    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language, train=False)
-    clips = precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
+    number the voice search reports, for any model and voice. ``clips``: the held-out clips'
+    tokens and codes when already made (``heldout_clips``: the same for every model of one
+    base, so an evaluation reads the clips and runs the DVAE once)."""
+    if clips is None:
+        clips = heldout_clips(model, base_dir, dataset_dir, work_dir, language)
+    clips = clips.to(next(model.gpt.parameters()).device)
     latent = latent.reshape(1, *latent.shape[-2:])
     return float(LatentObjective(model.gpt).mel_ce(latent, clips)[0])
+
+
+def heldout_clips(
+    model: Any,
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    language: str,
+) -> ClipBatch:
+    """The dataset's held-out clips as ``heldout_mel_ce`` scores them: text tokens (the base's
+    tokenizer) and DVAE codes (the base's DVAE), which fine-tuning never changes."""
+    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language, train=False)
+    return precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
 
 
 # --- the decoder's half of a voice ----------------------------------------------------------

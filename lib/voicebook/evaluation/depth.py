@@ -292,8 +292,10 @@ def settings_sentence(settings: dict[str, Any]) -> str:
     return (
         f"Test sentences sampled at temperature {settings.get('temperature')} "
         f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
-        f"{settings.get('top_p')}, top_k {settings.get('top_k')}); the voice from {len(clips)} "
-        f"held-out clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; generation "
+        f"{settings.get('top_p')}, top_k {settings.get('top_k')}, length_penalty "
+        f"{settings.get('length_penalty')}), {settings.get('takes', 1)} take(s) each; the voice "
+        f"from {len(clips)} train clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; "
+        "generation "
         f"capped at {settings.get('audio_tokens_per_char')} audio tokens per character; short "
         f"sentence: {settings.get('short_test_sentence')!r}"
         + (f"; temperature sweep: {', '.join(f'{t:g}' for t in sweep)}." if sweep else ".")
