@@ -492,7 +492,10 @@ def decide(
     kept = candidates[0]
     reasons = [
         _source_reason(candidates),
-        f"The fallback is {kept.title}: it ships unless a later candidate earns its place.",
+        f"The fallback is {kept.title}: it ships unless a later candidate earns its place."
+        if kept.mel_ce is not None
+        else f"The fallback is {kept.title}: it is kept unless a later candidate earns its "
+        "place, and ships only once measured.",
     ]
     verdicts: list[Verdict] = []
     previous_mel: float | None = None
