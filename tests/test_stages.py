@@ -107,6 +107,7 @@ SHARED_WORDS = {
     "voicebook.training.result": {  # status.json: the phase's own record, which its scraps copy
         "best_checkpoint", "best_mel_ce", "best_step", "best_text_ce", "final_step", "params"},
     "voicebook.training.run": {"best_checkpoint", "best_mel_ce", "best_step", "params"},
+    "voicebook.training.view": {"params"},  # status.json: whether a re-run continues its run
 }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ This module imports coqui's trainer at the top (the class subclasses it): import
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import os
 import shutil
@@ -66,6 +67,7 @@ def new_trainer(
     ``coqui.lora.LoraSpec``) trains LoRA adapters instead of every GPT weight."""
     from voicebook.coqui.config import gpt_trainer_model
 
+    log_to_run_folder_only()
     model = gpt_trainer_model(config, lora=lora)
     args = TrainerArgs(continue_path=str(run_dir or ""), grad_accum_steps=grad_accum)
     return PhaseTrainer(
@@ -78,6 +80,18 @@ def new_trainer(
         parse_command_line_args=False,
         setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss),
     )
+
+
+def log_to_run_folder_only() -> None:
+    """coqui's trainer logs to stderr (a handler its ``trainer.logger`` adds on import) and to
+    the run folder's ``trainer_0_log.txt`` (a handler each Trainer adds). A notebook then shows
+    coqui's lines on a pink stderr background beside the stage's own, some of them wrong for
+    this run ("Torch CUDNN: True" on a CPU, a parameter count of its own): its log stays in the
+    run folder only. A file handler of an earlier run in this process is closed too."""
+    log = logging.getLogger("trainer")
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
 
 
 class PhaseSetup:
