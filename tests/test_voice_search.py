@@ -183,6 +183,16 @@ def frozen(base, experiment):
     return model, clips, evals
 
 
+def test_the_held_out_clips_are_read_without_the_train_split(base, experiment, frozen):
+    """``train=False`` (what the evaluation's voice Mel CE asks, per candidate): the same eval
+    samples, and no train clip read."""
+    _, _, evals = frozen
+    train, alone = coqui.clip_samples(
+        base, experiment / "dataset", experiment / "_work", "hu", train=False
+    )
+    assert train == [] and [s["audio_file"] for s in alone] == [s["audio_file"] for s in evals]
+
+
 def test_batched_mel_ce_is_coquis_loss_for_each_candidate(frozen):
     model, clips, _ = frozen
     objective = coqui.LatentObjective(model.gpt, max_rows=8)  # 3 candidates x 4 clips: 2 chunks

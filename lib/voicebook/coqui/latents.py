@@ -41,15 +41,19 @@ def clip_samples(
     dataset_dir: str | os.PathLike,
     work_dir: str | os.PathLike,
     language: str,
+    *,
+    train: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """Train and eval samples of the data-prep dataset in ``language``, read as the trainer
-    reads them (only the clips coqui's XTTSDataset keeps)."""
+    reads them (only the clips coqui's XTTSDataset keeps). ``train=False`` leaves the train
+    split unread (an empty list): coqui's check loads every clip's audio."""
     # Only samples are read: no batch is drawn and nothing is seeded.
     config = reading_config(
         base_dir, dataset_dir, work_dir, language=language, batch_size=1, seed=0
     )
-    train, evals = load_samples(config)
-    return usable_samples(config, train, SAMPLE_RATE), usable_samples(config, evals, SAMPLE_RATE)
+    train_samples, evals = load_samples(config)
+    kept = usable_samples(config, train_samples, SAMPLE_RATE) if train else []
+    return kept, usable_samples(config, evals, SAMPLE_RATE)
 
 
 @dataclass
@@ -242,7 +246,7 @@ def heldout_clips(
 ) -> ClipBatch:
     """The dataset's held-out clips as ``heldout_mel_ce`` scores them: text tokens (the base's
     tokenizer) and DVAE codes (the base's DVAE), which fine-tuning never changes."""
-    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language)
+    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language, train=False)
     return precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
 
 
