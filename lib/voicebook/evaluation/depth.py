@@ -99,18 +99,6 @@ def clip_table(
     return per_clip
 
 
-def losses_by_source(
-    base_dir: Path,
-    dataset_dir: Path,
-    checkpoint: Path | None,
-    work_dir: Path,
-    config: Any,
-    device: Any = "cpu",
-) -> pd.DataFrame:
-    """One candidate's per-clip Mel CE and Text CE (``clip_table``) by source."""
-    return by_source(clip_table(base_dir, dataset_dir, checkpoint, work_dir, config, device))
-
-
 def source_columns(per_source: pd.DataFrame) -> dict[str, float]:
     """The eval-table columns of one candidate: ``mel_ce[<source>]``, ``text_ce[<source>]``."""
     rows = per_source[per_source["source"] != ALL]
