@@ -517,7 +517,7 @@ def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
     base, dataset, tuned, tmp_path
 ):
     config = ev.EvalConfig()
-    table = ed.losses_by_source(base, dataset, tuned, tmp_path, config).set_index("source")
+    table = ed.by_source(ed.clip_table(base, dataset, tuned, tmp_path, config)).set_index("source")
     assert table["n_clips"].to_dict() == {"interview": 2, "quiz": 1, "all": 3}
     sources = table.drop("all")
     for metric in ("mel_ce", "text_ce"):
@@ -528,9 +528,9 @@ def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
     assert table.loc["all", "mel_ce"] == pytest.approx(one_clip["mel_ce"], rel=1e-9)
     assert table.loc["all", "text_ce"] == pytest.approx(one_clip["text_ce"], rel=1e-9)
     assert table.loc["interview", "mel_ce"] != pytest.approx(table.loc["quiz", "mel_ce"])
-    first_two = ed.losses_by_source(
+    first_two = ed.by_source(ed.clip_table(
         base, dataset, tuned, tmp_path, ev.EvalConfig(max_eval_batches=2, eval_batch_size=1)
-    )
+    ))  # fmt: skip
     assert first_two["n_clips"].tolist() == [1, 1, 2]  # interview_006, quiz_007
 
 

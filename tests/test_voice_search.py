@@ -183,6 +183,16 @@ def frozen(base, experiment):
     return model, clips, evals
 
 
+def test_the_held_out_clips_are_read_without_the_train_split(base, experiment, frozen):
+    """``train=False`` (what the evaluation's voice Mel CE asks, per candidate): the same eval
+    samples, and no train clip read."""
+    _, _, evals = frozen
+    train, alone = coqui.clip_samples(
+        base, experiment / "dataset", experiment / "_work", "hu", train=False
+    )
+    assert train == [] and [s["audio_file"] for s in alone] == [s["audio_file"] for s in evals]
+
+
 def test_batched_mel_ce_is_coquis_loss_for_each_candidate(frozen):
     model, clips, _ = frozen
     objective = coqui.LatentObjective(model.gpt, max_rows=8)  # 3 candidates x 4 clips: 2 chunks
@@ -521,6 +531,14 @@ def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
     assert versus.loc["base", "how"] == "neither (base)" and versus.loc["base", "voice"] == ""
     assert versus.loc["base-cmaes", "voice_mel_ce"] == 7.07
     assert vs.versus_finetuning(None, None, {}).empty
+    # phase 1 ran again since the evaluation: its row says so, its minutes are not the new run's
+    why = "phase 1 re-ran at 10:42; the evaluation scored the run of 09:11"
+    stale = vs.versus_finetuning(table, searched, minutes, {"phase1": why, "phase2": why})
+    stale = stale.set_index("candidate")
+    assert stale.loc["phase1", "stale"] == why and stale["minutes"].isna().tolist() == [
+        False, True, True, False, False
+    ]  # fmt: skip
+    assert stale.loc["base", "stale"] == "" and len(stale) == len(table)
 
 
 def _fake_voice(experiment: Path, name: str, init_from: str = "base") -> Path:

@@ -492,7 +492,7 @@ def decide(
     kept = candidates[0]
     reasons = [
         _source_reason(candidates),
-        f"The fallback is {kept.title}: it ships unless a later candidate earns its place.",
+        _fallback(kept),
     ]
     verdicts: list[Verdict] = []
     previous_mel: float | None = None
@@ -533,6 +533,15 @@ def decide(
         kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready,
         comparisons=[c.to_dict() for c in found], finetuning_beat_zero_shot=beat,
     )  # fmt: skip
+
+
+def _fallback(kept: CandidateEvidence) -> str:
+    if kept.mel_ce is None:
+        return (
+            f"The fallback is {kept.title}: it is kept unless a later candidate earns its "
+            "place, and ships only once measured."
+        )
+    return f"The fallback is {kept.title}: it ships unless a later candidate earns its place."
 
 
 def _unmeasured(kept: CandidateEvidence, candidates: list[CandidateEvidence]) -> str:
@@ -688,8 +697,18 @@ def finite_or_none(x: Any) -> float | None:
 
 
 def _step_of(checkpoint: str | None) -> int | None:
-    match = re.search(r"checkpoint_(\d+)\.pth$", checkpoint or "")
+    match = re.search(r"(?:checkpoint|best_model)_(\d+)\.pth$", checkpoint or "")
     return int(match.group(1)) if match else None
+
+
+def _of_latest_run(checkpoint: str | None, best: str | None) -> bool:
+    """Whether an evaluated ``checkpoint`` is of the run that made the stage's ``best``
+    checkpoint (the same run folder, or the stage's export); True when either is unknown. A
+    stage that ran again since the evaluation: its best step and health are not this row's."""
+    if not checkpoint or not best:
+        return True
+    path = Path(checkpoint)
+    return path.parent == Path(best).parent or "export" in (path.name, path.parent.name)
 
 
 def _stage_of(name: str, checkpoint: str | None, stages: list[str]) -> str | None:
@@ -751,8 +770,10 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
         checkpoint = row.get("checkpoint") or None
         stage = None if name == BASE else _stage_of(name, checkpoint, known)
         stage_scraps = stages.get(stage) or contract.PhaseScraps(str(stage))
-        is_best = name == stage or (checkpoint and checkpoint == stage_scraps.best_checkpoint)
-        overfitting, alarms = _health_flags(stage_scraps.health)
+        # the stage's figures only when the row scored its latest run (one run per row)
+        latest = _of_latest_run(checkpoint, stage_scraps.best_checkpoint)
+        is_best = latest and (name == stage or checkpoint == stage_scraps.best_checkpoint)
+        overfitting, alarms = _health_flags(stage_scraps.health if latest else None)
         mean, n = _listening_overall(listening, name)
         c = CandidateEvidence(
             name=name,

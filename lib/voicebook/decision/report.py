@@ -88,6 +88,12 @@ def analyse_scraps(
     )  # fmt: skip
 
 
+def stale_reasons(result: ExperimentResult) -> dict[str, str | None]:
+    """Why each candidate's numbers rest on a replaced run (None: current), by candidate: every
+    table of the report marks such a row."""
+    return {c.name: c.stale for c in result.candidates}
+
+
 def _stale_reason(c: dm.CandidateEvidence, lineage: Assessment) -> str | None:
     """Why ``c``'s numbers rest on a replaced run: its evaluation row's inputs, or for training
     numbers its stage's (None: current)."""
@@ -347,7 +353,7 @@ def _versus_html(result: ExperimentResult) -> list[str]:
         return []
     table = result.scraps.evaluation.eval_table
     minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
-    versus = voice_search.versus_finetuning(table, searched, minutes)
+    versus = voice_search.versus_finetuning(table, searched, minutes, stale_reasons(result))
     if versus.empty:
         return ["<h2>Voice search against fine-tuning</h2>", "<p>Not evaluated yet: run 03.</p>"]
     return [
@@ -368,12 +374,19 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
     """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
     from voicebook.decision.finetune_compare import finetune_table
 
-    table = finetune_table(result.scraps.evaluation.eval_table)
+    table = finetune_table(result.scraps.evaluation.eval_table, stale_reasons(result))
     if table.empty:
         return []
+    left_out = [c.title for c in result.candidates if c.name not in set(table["candidate"])]
     return [
         "<h2>Fine-tuning: LoRA against full</h2>",
         _table_html(table),
+        (
+            f"<p>Not in this table (no phase recorded what they cost): "
+            f"{html.escape(', '.join(left_out))}.</p>"
+            if left_out
+            else ""
+        ),
         (
             "<p>finetune = full (every GPT weight trains) or lora r&lt;rank&gt; (adapters, the "
             "base frozen); minutes = training time of that candidate's phase alone (resumed "

@@ -99,18 +99,6 @@ def clip_table(
     return per_clip
 
 
-def losses_by_source(
-    base_dir: Path,
-    dataset_dir: Path,
-    checkpoint: Path | None,
-    work_dir: Path,
-    config: Any,
-    device: Any = "cpu",
-) -> pd.DataFrame:
-    """One candidate's per-clip Mel CE and Text CE (``clip_table``) by source."""
-    return by_source(clip_table(base_dir, dataset_dir, checkpoint, work_dir, config, device))
-
-
 def source_columns(per_source: pd.DataFrame) -> dict[str, float]:
     """The eval-table columns of one candidate: ``mel_ce[<source>]``, ``text_ce[<source>]``."""
     rows = per_source[per_source["source"] != ALL]
@@ -292,8 +280,10 @@ def settings_sentence(settings: dict[str, Any]) -> str:
     return (
         f"Test sentences sampled at temperature {settings.get('temperature')} "
         f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
-        f"{settings.get('top_p')}, top_k {settings.get('top_k')}); the voice from {len(clips)} "
-        f"held-out clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; generation "
+        f"{settings.get('top_p')}, top_k {settings.get('top_k')}, length_penalty "
+        f"{settings.get('length_penalty')}), {settings.get('takes', 1)} take(s) each; the voice "
+        f"from {len(clips)} train clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; "
+        "generation "
         f"capped at {settings.get('audio_tokens_per_char')} audio tokens per character; short "
         f"sentence: {settings.get('short_test_sentence')!r}"
         + (f"; temperature sweep: {', '.join(f'{t:g}' for t in sweep)}." if sweep else ".")

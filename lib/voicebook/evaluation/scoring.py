@@ -595,7 +595,7 @@ def _evaluate_one(
 ) -> dict[str, Any]:
     """One candidate's row: its checkpoint's losses, then its takes (``evaluation.takes``)
     measured by ``judge`` (a ``measures.scoring.TakeScorer``)."""
-    from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
+    from voicebook.coqui.latents import heldout_clips, heldout_mel_ce, load_voice, reference_voice
     from voicebook.coqui.models import load_xtts
 
     losses, per_source, general_ce = _checkpoint_losses(
@@ -603,6 +603,10 @@ def _evaluate_one(
     )
     model = load_xtts(base_dir, c.checkpoint, device)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
+    if "heldout_clips" not in depth:  # the same tokens and DVAE codes for every candidate
+        depth["heldout_clips"] = heldout_clips(model, base_dir, dataset, eval_dir / "_trainer",
+                                               config.language)  # fmt: skip
+    clips = depth["heldout_clips"]
     spoken = eval_takes.speak(model, c.name, config, voice, eval_dir / c.name, judge)
     depth["takes"].append(spoken)
     samples, test = eval_takes.first_takes(spoken), spoken[spoken["set"] == "test"]
@@ -617,7 +621,7 @@ def _evaluate_one(
         "rtf": real_time_factor(test),
         "n_sentences": len(samples),
         "voice_mel_ce": heldout_mel_ce(
-            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language
+            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language, clips
         ),
         "general_text_ce": general_ce,
         "general_cer": _general_cer(test, depth["general_sentences"]),
