@@ -492,7 +492,7 @@ def decide(
     kept = candidates[0]
     reasons = [
         _source_reason(candidates),
-        f"The fallback is {kept.title}: it ships unless a later candidate earns its place.",
+        _fallback(kept),
     ]
     verdicts: list[Verdict] = []
     previous_mel: float | None = None
@@ -533,6 +533,15 @@ def decide(
         kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready,
         comparisons=[c.to_dict() for c in found], finetuning_beat_zero_shot=beat,
     )  # fmt: skip
+
+
+def _fallback(kept: CandidateEvidence) -> str:
+    if kept.mel_ce is None:
+        return (
+            f"The fallback is {kept.title}: it is kept unless a later candidate earns its "
+            "place, and ships only once measured."
+        )
+    return f"The fallback is {kept.title}: it ships unless a later candidate earns its place."
 
 
 def _unmeasured(kept: CandidateEvidence, candidates: list[CandidateEvidence]) -> str:
