@@ -127,6 +127,24 @@ def test_eval_mel_ce_falls_and_the_best_is_judged_on_it(phase1):
     assert scraps["best_text_ce"] < 0.1  # logged x0.01: a raw Text CE would be ~5
 
 
+def test_keep_best_3_keeps_the_3_lowest_eval_mel_ce_slim_and_named_by_step(phase1):
+    p, _, result = phase1
+    assert p.keep_best == 3
+    evals = result.curves.query("split == 'eval'").set_index("step")["loss_mel_ce"]
+    lowest = evals.nsmallest(3)
+    kept = result.status["kept"]
+    assert [k["step"] for k in kept] == lowest.index.tolist()  # best first
+    assert [k["mel_ce"] for k in kept] == pytest.approx(lowest.tolist())
+    run = Path(result.status["run_dir"])
+    on_disk = sorted(run.glob("best_model_*.pth"))
+    assert sorted(Path(k["checkpoint"]) for k in kept) == on_disk  # the rest removed
+    for k in kept:
+        assert Path(k["checkpoint"]).name == f"best_model_{k['step']}.pth"
+        saved = torch.load(k["checkpoint"], weights_only=False)
+        assert "optimizer" not in saved and saved["step"] == k["step"]  # slim
+    assert os.path.samefile(run / "best_model.pth", kept[0]["checkpoint"])
+
+
 def test_finished_run_with_same_params_is_returned_without_training(phase1):
     p, _, result = phase1
     start = time.time()

@@ -11,6 +11,7 @@ from voicebook.training.health import LR_FLOOR
 
 STAGES = ("phase1", "phase2")
 FINETUNE = ("full", "lora")
+SELECT_BY = ("evidence", "loss")
 
 
 @dataclass
@@ -29,6 +30,8 @@ class PhaseConfig:
     eval_every: int = 20  # steps between evaluations (and at every epoch end)
     save_every: int = 45  # steps between checkpoints
     keep_checkpoints: int = 2
+    keep_best: int = 3  # best models kept (lowest eval Mel CE), slim, named by step
+    select_by: str = "evidence"  # the pick among them: "evidence" (what people hear) or "loss"
     patience_steps: int = 500  # stop when eval Mel CE has not improved for this many steps
     lr_floor: float = LR_FLOOR  # a learning rate strictly below this is flagged
     seed: int = 1
@@ -45,12 +48,16 @@ class PhaseConfig:
 
     stage = "phase1"
     # Settings that do not change what is trained: changing them never starts a new run.
-    NOT_TRAINING = ("export_checkpoint", "device")
+    NOT_TRAINING = ("export_checkpoint", "device", "select_by")
     LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_heads")
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE:
             raise ValueError(f"finetune={self.finetune!r}: use one of {', '.join(FINETUNE)}.")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by={self.select_by!r}: use one of {', '.join(SELECT_BY)}.")
+        if int(self.keep_best) < 1:
+            raise ValueError(f"keep_best={self.keep_best}: keep at least 1 best model.")
         self.lora_spec()  # validates the LoRA parameters when they are used
 
     def to_dict(self) -> dict[str, Any]:
