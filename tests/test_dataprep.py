@@ -776,7 +776,7 @@ def test_an_untranscribed_interview_becomes_the_speakers_clips(tmp_path, tokeniz
     assert rejected_csv.count("another voice: speaker similarity 0.") == len(others)
     # the speaker holds a clear majority of the speech: no warning, no example clips
     voices = asr["voices"]
-    assert [v["voice"] for v in voices] == [1, 2] and voices[0]["kept"]
+    assert voices[0]["voice"] == 1 and voices[0]["kept"] and len(voices) >= 2
     assert voices[0]["share"] >= 0.6 and voices[0]["clips"] == len(kept)
     assert voice_warnings(result.card) == []
     assert not (tmp_path / "exp" / "asr_review" / "voices" / "talk").exists()

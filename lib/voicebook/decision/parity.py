@@ -55,9 +55,24 @@ def export_of(experiment_path: Path, checkpoint: str | None, voice_name: str | N
     return None
 
 
+def evaluation_of(experiment_path: Path) -> dict[str, Any]:
+    """What the parity check needs of the evaluation's latest run: its parameters (the run's
+    record), ``eval_settings`` and ``eval_table``."""
+    from voicebook.core.scraps import read_experiment, read_records
+    from voicebook.core.stages import EVALUATION
+
+    record = read_records(experiment_path).get(EVALUATION.stem) or {}
+    scraps = read_experiment(experiment_path).get(EVALUATION.stem) or {}
+    return {
+        "params": record.get("params") or {},
+        "eval_settings": scraps.get("eval_settings") or {},
+        "eval_table": scraps.get("eval_table"),
+    }
+
+
 def parity_jobs(experiment_path: Path, evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per evaluated candidate with an export: where the export is, the voice, and the
-    evaluation's settings and takes to match."""
+    evaluation's settings and takes to match (``evaluation``: ``evaluation_of``)."""
     from voicebook.dataprep.splits import VIEW_DIR
     from voicebook.evaluation.scoring import EvalConfig, resolve_candidates
 
@@ -89,10 +104,18 @@ def parity_jobs(experiment_path: Path, evaluation: dict[str, Any]) -> list[dict[
     return jobs
 
 
-def check_exports(experiment_path: Path, evaluation: dict[str, Any]) -> dict[str, dict]:
+def check_exports(
+    experiment_path: Path, evaluation: dict[str, Any] | None = None
+) -> dict[str, dict]:
     """Export parity of every evaluated candidate with an export (``parity_jobs``), from one
-    fresh process: ``{candidate: {"status": "identical" | "differs" | "failed", ...}}``."""
-    jobs = parity_jobs(Path(experiment_path), evaluation)
+    fresh process: ``{candidate: {"status": "identical" | "differs" | "failed", ...}}``.
+    ``evaluation``: ``evaluation_of(experiment_path)`` unless given."""
+    evaluation = evaluation if evaluation is not None else evaluation_of(experiment_path)
+    return check_jobs(parity_jobs(Path(experiment_path), evaluation))
+
+
+def check_jobs(jobs: list[dict[str, Any]]) -> dict[str, dict]:
+    """Run ``jobs`` (``parity_jobs``' form) in one fresh process and compare its takes."""
     if not jobs:
         return {}
     with tempfile.TemporaryDirectory(prefix="voicebook-parity-") as work:
