@@ -1,15 +1,21 @@
-# The two commands of the README. Each does its own set-up (scripts/setup.sh, idempotent).
-.PHONY: demo test setup lock lab lint bench docs
+# The two commands of the README (and the inner loop, test-fast). Each does its own set-up
+# (scripts/setup.sh, idempotent).
+.PHONY: demo test test-fast setup lock lab listen lint bench docs
 
-# The demo searches two voices, on the base and on phase 2, so the report shows both beside
-# fine-tuning: every stage once, then the voice search again from phase 2 and what follows it.
+# One pass of every stage with the demo's small settings (params/demo.yaml): the voice search
+# searches on the base and on phase 2 before the one evaluation, so the report shows both
+# voices beside fine-tuning.
 demo: setup
-	.venv/bin/voicebook run --experiment demo
-	.venv/bin/voicebook run --experiment demo --stages voice_search evaluation decision -p init_from phase2
+	.venv/bin/voicebook run --experiment demo -f params/demo.yaml
 
+# Everything (CI: .ci/run): unit tests, the slow ones, every notebook with nbmake.
 test: setup
 	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \
 		-n 3 --no-loadscope-reorder  # three workers: see tests/conftest.py
+
+# The inner loop: unit tests only (no training, notebooks, browser, Ray or full size).
+test-fast: setup
+	.venv/bin/python -m pytest tests -m "not slow" -p no:cacheprovider -n 2 --no-loadscope-reorder
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +30,15 @@ lock:
 
 lab: setup
 	.venv/bin/jupyter lab notebooks
+
+# The blind listening test as web pages, one link per rater (docs/listening.md):
+#   make listen EXPERIMENT=demo RATERS="ann bob" [HOST=127.0.0.1] [PORT=8866]
+EXPERIMENT ?= demo
+HOST ?= 127.0.0.1
+PORT ?= 8866
+listen: setup
+	.venv/bin/voicebook listen --experiment $(EXPERIMENT) --host $(HOST) --port $(PORT) \
+		$(if $(RATERS),--raters $(RATERS))
 
 lint: setup
 	.venv/bin/ruff check lib tests benchmarks scripts && .venv/bin/ruff format --check lib tests benchmarks scripts

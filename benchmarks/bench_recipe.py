@@ -296,11 +296,15 @@ def profile(base: Path, steps: int, n_train: int, device: str = "cpu") -> None:
     """Where a step goes, coqui's data path against the cached one, same batches."""
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
     from voicebook.dataprep.demo import write_demo_dataset
+    from voicebook.training import Phase1Config
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_demo_dataset(Path(tmp) / "dataset", n_train=n_train, n_eval=6)
         for cached in (False, True):
-            config = gpt_trainer_config(base, dataset, Path(tmp) / "p", batch_size=BATCH)
+            config = gpt_trainer_config(
+                base, dataset, Path(tmp) / "p",
+                **Phase1Config(batch_size=BATCH).trainer_settings("run", 0),
+            )  # fmt: skip
             model = gpt_trainer_model(config, cached=cached).to(device)
             train, _ = load_samples(config)
             torch.set_num_threads(CORES)

@@ -43,7 +43,10 @@ def bare_run(dataset: Path, out: Path, epochs: int) -> tuple[float, int]:
     from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
 
     stamps: list[float] = []
-    config = gpt_trainer_config(resolve_base("tiny"), dataset, out, epochs=epochs, **CONFIG)
+    config = gpt_trainer_config(
+        resolve_base("tiny"), dataset, out,
+        **training.Phase1Config(epochs=epochs, **CONFIG).trainer_settings("run", 0),
+    )  # fmt: skip
     model = GPTTrainer(config)
     train, evals = load_samples(config)
     trainer = Trainer(

@@ -1,5 +1,10 @@
 """Test-wide set-up.
 
+Two lanes: ``make test-fast`` is ``-m "not slow"`` (unit tests only, two workers), ``make test``
+everything (three workers, the notebooks too). A test that trains, runs a notebook, a kernel or
+a whole stage, recognises speech, drives the browser, starts Ray or loads the full-size model is
+marked ``@pytest.mark.slow`` (``docs/testing.md``).
+
 Every test writes experiments to a temporary outputs folder, never to a person's ``outputs/``
 (notebook kernels started by nbmake inherit this environment).
 

@@ -18,9 +18,12 @@ MAX_FUNCTION_LINES = 60
 # Layers, bottom up. A module may import its own layer's modules and any layer below it.
 CORE = {"core"}
 ADAPTERS = {"coqui", "asr", "speaker"}  # third-party seams: coqui-tts, faster-whisper, resemblyzer
+# What several stages share, under them all: voices and reference clips (``voices``), and how a
+# model is judged (``measures``: takes, CER, Distill-MOS, failure flags, intervals, verdicts).
+SHARED = {"voices", "measures"}
 STAGES = {"dataprep", "training", "voice_search", "evaluation", "decision"}
 ENTRY = {"cli", "runner", "kernel", "sweep"}
-LAYERS = [CORE, ADAPTERS, STAGES, ENTRY]
+LAYERS = [CORE, ADAPTERS, SHARED, STAGES, ENTRY]
 
 
 def _module_name(path: Path) -> str:
@@ -116,6 +119,29 @@ def test_the_import_graph_has_no_cycles():
     assert _cycles(graph) == []
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph seen from the packages: an arrow wherever one of a package's modules
+    imports another package's module."""
+    packages: dict[str, set[str]] = {_top(m): set() for m in graph if m != "voicebook"}
+    for module, targets in graph.items():
+        for target in targets:
+            if module != "voicebook" and target != "voicebook" and _top(target) != _top(module):
+                packages[_top(module)].add(_top(target))
+    return packages
+
+
+def test_the_package_graph_has_no_cycles():
+    """Packages do not import each other in circles either (a circle of packages can hide in
+    an acyclic module graph: training.export -> voices, voice_search.search -> training.*)."""
+    packages = package_graph(import_graph())
+    assert {"evaluation", "training", "voices"} <= packages["voice_search"] | packages["decision"]
+    assert _cycles(packages) == []
+    circle = {"training.export": {"voice_search.voices"}, "voice_search.search": {"training.x"},
+              "voice_search.voices": set(), "training.x": set()}  # fmt: skip
+    circle = {f"voicebook.{m}": {f"voicebook.{t}" for t in ts} for m, ts in circle.items()}
+    assert _cycles(package_graph(circle)) == [["training", "voice_search"]]
+
+
 def test_cycle_finder_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
@@ -123,7 +149,8 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_imports_point_down_the_layers():
     """core imports nothing above it; the adapters (coqui-tts behind ``coqui``) import only core;
-    the stages import core, the adapters and each other (acyclic); the entry points import all."""
+    the shared layer (``voices``, ``measures``) core and the adapters; the stages those and
+    each other (acyclic, as packages too); the entry points import all."""
     wrong = [
         f"{m} -> {t}"
         for m, targets in import_graph().items()
@@ -200,3 +227,16 @@ def test_every_stage_config_follows_one_convention():
         assert json.loads(json.dumps(cls().to_dict()))  # plain JSON values
         with pytest.raises(ValueError):
             cls(**bad)
+
+
+@pytest.mark.parametrize("name", ["curves_figure", "declared_parameters", "read_record"])
+def test_one_function_for_one_job(name):
+    """One curves figure, one reader of a notebook's parameters, one reader of a JSON record:
+    every stage uses it instead of a look-alike of its own."""
+    where = [
+        module
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == name
+    ]
+    assert len(where) == 1, where

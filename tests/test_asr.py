@@ -94,6 +94,7 @@ def test_the_centroid_follows_the_majority_voice():
     assert centroid_similarities(emb, emb[5:])[5:].min() > 0.85
 
 
+@pytest.mark.slow  # speech recognition of spoken audio
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
 def test_recogniser_hears_english_with_word_times_and_nothing_in_noise(whisper_en, tmp_path):
     from voicebook.evaluation.scoring import character_error_rate

@@ -565,6 +565,7 @@ def _espeak(text: str) -> np.ndarray:
     return y
 
 
+@pytest.mark.slow  # speech recognition of spoken audio
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
 def test_untranscribed_audio_is_reported_or_transcribed(tmp_path, tokenizer):
     folder = tmp_path / "raw"
@@ -747,6 +748,7 @@ def interview(language: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
+@pytest.mark.slow  # speech recognition of spoken audio
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
 @pytest.mark.parametrize("language", ["en", "hu"])
 def test_an_untranscribed_interview_becomes_the_speakers_clips(tmp_path, tokenizer, language):

@@ -543,3 +543,25 @@ def test_comparison_table_and_json_ready_decision():
     record = json.loads(json.dumps(d.to_dict()))
     assert record["winner"] == "phase2" and record["thresholds"]["mel_ce_excellent"] == 2.5
     assert [v["band"] for v in record["verdicts"]] == ["no improvement", "improved", "excellent"]
+
+
+def test_a_subset_without_the_base_never_ships_the_unmeasured_base():
+    """Issue 36: 03 scored phase 1 and a twin checkpoint, not the base. Both fail the Text CE
+    alarm: the base, never evaluated, is not shipped; the least bad measured one is named."""
+    scraps = fake_scraps()
+    table = scraps["03_evaluation"]["eval_table"]
+    table = table[table["candidate"] != "base"].reset_index(drop=True)
+    table.loc[:, "text_ce"] = [0.045, 0.05]
+    scraps["03_evaluation"]["eval_table"] = table
+    cs = gather_candidates(scraps)
+    assert (cs[0].name, cs[0].mel_ce, cs[0].source) == ("base", None, "none")
+    d = decide(cs)
+    assert d.winner != "base" and d.ready is False
+    assert {v.candidate: v.status for v in d.verdicts}["base"] == "not chosen"
+    assert any("the base was not evaluated; add it to `candidates`" in r for r in d.reasons)
+    assert d.reasons[-1].startswith("Recommendation: ship nothing yet; the least bad option is")
+    # a measured candidate that earns its place still ships; the unmeasured base never does
+    table.loc[:, "text_ce"] = [0.021, 0.022]
+    d = decide(gather_candidates(scraps))
+    assert d.ready and d.winner in ("phase1", "phase2")
+    assert {v.candidate: v.status for v in d.verdicts}["base"] != "ship"

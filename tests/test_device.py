@@ -67,14 +67,17 @@ def test_mixed_precision_needs_a_gpu():
 
 def test_trainer_config_turns_precision_into_coquis_mixed_precision(tmp_path):
     from voicebook.coqui.config import gpt_trainer_config
+    from voicebook.training import Phase1Config
 
     data = tmp_path / "ds"
     data.mkdir()
     for name in ("metadata_train.csv", "metadata_eval.csv"):
         (data / name).write_text("audio_file|text|speaker_name\n")
     base = resolve_base("tiny")
-    fp32 = gpt_trainer_config(base, data, tmp_path, precision="fp32", num_loader_workers=3)
-    bf16 = gpt_trainer_config(base, data, tmp_path, precision="bf16")
+    fp32 = gpt_trainer_config(base, data, tmp_path, **Phase1Config().trainer_settings("run", 3))
+    bf16 = gpt_trainer_config(
+        base, data, tmp_path, **Phase1Config(precision="bf16").trainer_settings("run", 0)
+    )
     assert (fp32.mixed_precision, bf16.mixed_precision, bf16.precision) == (False, True, "bf16")
     assert (fp32.num_loader_workers, fp32.num_eval_loader_workers) == (3, 3)
 

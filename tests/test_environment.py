@@ -128,6 +128,7 @@ def test_kernel_spec_is_the_quiet_launcher():
     assert installed["argv"][2:4] == ["-m", "voicebook.kernel"]
 
 
+@pytest.mark.slow  # starts a kernel
 def test_a_kernel_run_prints_no_unencrypted_tcp_warning_and_keeps_other_lines():
     """A real kernel start through nbclient (as papermill does): the one harmless line is gone,
     the notebook's own stderr still arrives."""

@@ -19,9 +19,10 @@ from voicebook.coqui.base import resolve_base
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.evaluation import codebook as cb
 from voicebook.evaluation import depth as ed
-from voicebook.evaluation import measures
 from voicebook.evaluation import scoring as ev
 from voicebook.evaluation.listening import session as ls
+from voicebook.measures import takes
+from voicebook.voices import references as vr
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,7 @@ def test_codebook_usage_per_source_adds_up(base, dataset):
 # --- model-based steps ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # coqui's eval loop, three times
 def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tuned, tmp_path):
     first = ev.eval_losses(base, dataset, None, tmp_path)
     again = ev.eval_losses(base, dataset, None, tmp_path)
@@ -224,19 +226,20 @@ def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tu
     assert other["mel_ce"] != pytest.approx(first["mel_ce"], abs=1e-4)
 
 
+@pytest.mark.slow  # synthesis
 def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     from voicebook.coqui.models import load_xtts
 
     model = load_xtts(base)
     default_cap = model.gpt.max_gen_mel_tokens
-    refs = measures.reference_clips(dataset, 1)
+    refs = vr.reference_clips(dataset, 1)
     short, longer = "Jó napot!", "Jó napot kívánok mindenkinek, kezdjük is a mai adást!"
     out = ev.synthesize(model, [short, longer], refs, tmp_path / "c", tokens_per_char=1.0)
     assert model.gpt.max_gen_mel_tokens == default_cap  # restored
     assert out["sentence_id"].tolist() == ["s01", "s02"]
     assert all((tmp_path / "c" / f"{s}.wav").is_file() for s in out["sentence_id"])
     seconds_per_token = 1024 / 22050  # one GPT audio token = one 1024-sample DVAE frame
-    caps = [measures.token_cap(t, 1.0) for t in (short, longer)]
+    caps = [takes.token_cap(t, 1.0) for t in (short, longer)]
     assert caps == [30, len(longer)]
     for audio_s, cap in zip(out["audio_s"], caps):
         assert 0 < audio_s <= (cap + 1) * seconds_per_token
@@ -247,6 +250,7 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     assert "generate" not in vars(model.gpt)  # the counter is gone again
 
 
+@pytest.mark.slow  # synthesis
 def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_path):
     from voicebook.coqui.models import load_xtts
 
@@ -254,9 +258,10 @@ def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_
     inference = model.inference
     model.inference = lambda *a, **kw: seen.append(kw) or inference(*a, **kw)
     settings = {"temperature": 0.55, "repetition_penalty": 5.0, "top_p": 0.8, "top_k": 20}
-    refs = measures.reference_clips(dataset, 1)
+    refs = vr.reference_clips(dataset, 1)
     ev.synthesize(model, ["Jó napot!"], refs, tmp_path, tokens_per_char=1.0, sampling=settings)
-    assert seen == [settings]
+    assert seen == [takes.Sampler(**settings).kwargs()]  # every setting given, none defaulted
+    assert seen[0]["length_penalty"] == 1.0 and seen[0]["do_sample"] is True
 
 
 def test_the_temperature_sweep_takes_a_list_or_its_text():
@@ -300,6 +305,7 @@ def test_without_a_dataset_the_stage_lists_candidates_and_says_what_is_missing(t
     assert not (exp / "eval" / "eval_table.csv").exists()
 
 
+@pytest.mark.slow  # the whole evaluation
 def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     tmp_path, base, dataset, tuned
 ):
@@ -358,6 +364,7 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     assert again == pytest.approx(text_ce[0], abs=1e-6)  # seeded: the same batches every time
 
 
+@pytest.mark.slow  # the whole evaluation
 def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     tmp_path, base, dataset
 ):
@@ -400,8 +407,8 @@ def test_the_test_split_is_scored_through_a_view_whose_eval_split_it_is(tmp_path
     (copy / "metadata_test.csv").write_text("\n".join([lines[0], lines[-1]]) + "\n")
     view, split, note = splits.scoring_dataset(copy, tmp_path / "eval")
     assert (split, note) == ("test", None) and view == tmp_path / "eval" / splits.VIEW_DIR
-    assert ev.eval_clips(view) == [view / lines[-1].split("|")[0]]  # the test clip only
-    assert ev.eval_clips(view)[0].read_bytes() == (copy / lines[-1].split("|")[0]).read_bytes()
+    assert vr.eval_clips(view) == [view / lines[-1].split("|")[0]]  # the test clip only
+    assert vr.eval_clips(view)[0].read_bytes() == (copy / lines[-1].split("|")[0]).read_bytes()
     assert (view / "metadata_train.csv").read_text() == (copy / "metadata_train.csv").read_text()
 
 
@@ -423,6 +430,7 @@ def test_per_source_means_weigh_every_clip_once_and_add_up_to_all_exactly():
     }  # fmt: skip
 
 
+@pytest.mark.slow  # coqui's eval loop per clip
 def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
     base, dataset, tuned, tmp_path
 ):
@@ -480,28 +488,28 @@ def test_auto_reference_clips_are_the_nearest_the_mean_voice():
         [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [0.8, 0.3, 0.1], [0.95, 0.0, 0.05]]
     )  # c is another voice; the mean leans to the first axis
     # cosines to the mean: a 0.952, b 0.959, c 0.284, d 0.958, e 0.966
-    assert ed.nearest_clips(embeddings, clips, 2) == ["e.wav", "b.wav"]
-    assert ed.nearest_clips(embeddings, clips, 4) == ["e.wav", "b.wav", "d.wav", "a.wav"]
+    assert vr.nearest_clips(embeddings, clips, 2) == ["e.wav", "b.wav"]
+    assert vr.nearest_clips(embeddings, clips, 4) == ["e.wav", "b.wav", "d.wav", "a.wav"]
     with pytest.raises(ValueError, match="5 clips but 2 embeddings"):
-        ed.nearest_clips(embeddings[:2], clips, 1)
+        vr.nearest_clips(embeddings[:2], clips, 1)
 
 
 def test_reference_clips_first_auto_or_files(dataset, tmp_path):
-    held_out = ev.eval_clips(dataset)
-    assert ed.choose_reference_clips("first", dataset, 2) == held_out[:2]
+    held_out = vr.eval_clips(dataset)
+    assert vr.choose_reference_clips("first", dataset, 2) == held_out[:2]
 
     class Scorer:  # embeddings as SpeakerSimilarity keeps them: the last clip is the nearest
         clip_embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
 
-    assert ed.choose_reference_clips("auto", dataset, 1, Scorer()) == [held_out[2]]
+    assert vr.choose_reference_clips("auto", dataset, 1, Scorer()) == [held_out[2]]
     given = ["wavs/quiz_001.wav", str(held_out[0])]  # relative to the dataset, or not
-    assert ed.choose_reference_clips(given, dataset, 9) == [dataset / given[0], held_out[0]]
+    assert vr.choose_reference_clips(given, dataset, 9) == [dataset / given[0], held_out[0]]
     as_text = '["wavs/quiz_001.wav"]'  # papermill -p
-    assert ed.choose_reference_clips(as_text, dataset, 1) == [dataset / "wavs/quiz_001.wav"]
+    assert vr.choose_reference_clips(as_text, dataset, 1) == [dataset / "wavs/quiz_001.wav"]
     with pytest.raises(FileNotFoundError, match="names wavs/nope.wav, which"):
-        ed.choose_reference_clips(["wavs/quiz_001.wav", "wavs/nope.wav"], dataset, 1)
+        vr.choose_reference_clips(["wavs/quiz_001.wav", "wavs/nope.wav"], dataset, 1)
     scorer = ev.SpeakerSimilarity(held_out)  # "auto" with resemblyzer's real embeddings
-    auto = ed.choose_reference_clips("auto", dataset, 2)
-    assert auto == ed.nearest_clips(scorer.clip_embeddings, held_out, 2) and len(set(auto)) == 2
+    auto = vr.choose_reference_clips("auto", dataset, 2)
+    assert auto == vr.nearest_clips(scorer.clip_embeddings, held_out, 2) and len(set(auto)) == 2
     hidden = ev.hidden_references(dataset, 5, 1, exclude=[held_out[1]])
     assert [Path(w).name for w in hidden["wav"]] == [held_out[0].name, held_out[2].name]

@@ -28,6 +28,7 @@ from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_s
 from voicebook.coqui.features import FeatureCache, prompt_slice
 from voicebook.coqui.models import load_audio
 from voicebook.dataprep.demo import write_demo_dataset
+from voicebook.training import Phase1Config
 
 N_TRAIN, N_EVAL = 6, 6
 
@@ -39,7 +40,8 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def make_config(dataset: Path, out: Path, batch_size: int):
-    return gpt_trainer_config(resolve_base("tiny"), dataset, out, batch_size=batch_size, seed=7)
+    settings = Phase1Config(batch_size=batch_size, seed=7).trainer_settings("run", 0)
+    return gpt_trainer_config(resolve_base("tiny"), dataset, out, **settings)
 
 
 def eval_losses(model, config, samples) -> list[tuple[float, float]]:

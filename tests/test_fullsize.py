@@ -176,10 +176,12 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
     from voicebook.coqui.trainer import BackgroundSaves, _replace_older
     from voicebook.core.fileio import DirectFile
+    from voicebook.training import Phase1Config
     from voicebook.training.run import best_weights
 
     dataset = write_demo_dataset(tmp_path / "dataset", 2, 1)
-    config = gpt_trainer_config(fullsize.fullsize_base(), dataset, tmp_path, batch_size=1)
+    settings = Phase1Config(batch_size=1).trainer_settings("run", 0)
+    config = gpt_trainer_config(fullsize.fullsize_base(), dataset, tmp_path, **settings)
     model = gpt_trainer_model(config)
     train, _ = load_samples(config)
     loader = model.get_data_loader(config, is_eval=False, samples=train[:1], verbose=False)

@@ -259,16 +259,50 @@ def test_panel_without_samples_renders_and_says_what_to_do(ratings):
     assert _widgets(panel, "Button")[0].disabled and "run the evaluation" in _shown_text(panel)
 
 
-def test_short_clips_are_padded_for_the_player_and_keep_their_length(tmp_path):
-    wav = tmp_path / "short.wav"
-    sf.write(wav, np.full(4000, 0.1, np.float32), 16000)  # 0.25 s
-    data, seconds = lp.player_bytes(wav)
-    padded, rate = sf.read(io.BytesIO(data))
-    assert seconds == pytest.approx(0.25) and len(padded) / rate == pytest.approx(1.0)
-    assert padded[:4000] == pytest.approx(0.1, abs=1e-3) and not padded[4000:].any()
-    long = tmp_path / "long.wav"
-    sf.write(long, np.zeros(24000, np.float32), 16000)
-    assert lp.player_bytes(long) == (long.read_bytes(), 1.5)
+def _chunks(data: bytes) -> list[bytes]:
+    """The RIFF chunk ids of a WAV file's bytes."""
+    ids, at = [], 12
+    while at + 8 <= len(data):
+        ids.append(data[at : at + 4])
+        at += 8 + int.from_bytes(data[at + 4 : at + 8], "little") + (data[at + 4] & 1)
+    return ids
+
+
+def test_every_clip_of_a_sentence_plays_as_long_at_one_rate_without_tags(tmp_path):
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    sf.write(short, np.full(4000, 0.1, np.float32), 16000)  # 0.25 s
+    with sf.SoundFile(long, "w", 22050, 2, format="WAV") as f:  # a real recording, tagged
+        f.title, f.comment = "phase1_best_model_12", "/runs/phase1/best_model_12.pth"
+        f.write(np.full((33075, 2), 0.2, np.float32))  # 1.5 s, stereo
+    assert b"phase1" in long.read_bytes()
+    data = [lp.player_bytes(w, 1.5) for w in (short, long)]
+    for one in data:
+        audio, rate = sf.read(io.BytesIO(one))
+        assert (rate, audio.ndim, len(audio)) == (lp.PLAYER_RATE, 1, 1.5 * lp.PLAYER_RATE)
+        assert _chunks(one) == [b"fmt ", b"data"] and b"phase1" not in one
+    assert data[0][:44] == data[1][:44]  # one header: nothing in it tells the clips apart
+    padded, _ = sf.read(io.BytesIO(data[0]))
+    assert padded[:6000].mean() == pytest.approx(0.1, abs=2e-3) and not padded[6100:].any()
+    alone, _ = sf.read(io.BytesIO(lp.player_bytes(short)))  # no length given: 1 s at least
+    assert len(alone) == lp.PLAYER_RATE
+
+
+def test_the_panel_shows_one_length_per_sentence_and_no_doubled_full_stop(tmp_path, ratings):
+    wavs = [tmp_path / f"{i}.wav" for i in range(2)]
+    for wav, frames in zip(wavs, (8000, 40000), strict=True):  # 0.5 s and 2.5 s of speech
+        sf.write(wav, 0.1 * np.sin(np.linspace(0, 2000, frames)), 16000)
+    samples = [ls.Sample(c, "s1", "Ki volt?", w) for c, w in zip(("a", "b"), wavs, strict=True)]
+    panel = lp.listening_panel(ratings, samples, rater="ann")
+    shown = []
+    for _ in samples:
+        html = " ".join(x.value for x in _widgets(panel, "HTML"))
+        shown.append(re.findall(r"length of Sample \w'>([^<]*)<", html))
+        assert re.search(r"Ki volt\?</i>( You|$)", panel.state.status.value)  # not "volt?."
+        panel.state.rate(*panel.state.session.items()[panel.state.position], GOOD,
+                         panel.state.render)  # fmt: skip
+    assert shown == [["2.5 s"], ["2.5 s"]]
+    assert lp.full_stop_after("Budapestet?") == lp.full_stop_after("volt.") == ""
+    assert lp.full_stop_after("Szia") == "."
 
 
 def _scores(rater, sentence, candidate, overall):
@@ -367,11 +401,20 @@ def test_the_hidden_reference_is_scored_blind_but_kept_out_of_ab_pairs(ratings, 
     assert all(ls.REFERENCE not in t.item for t in ab.trials)
 
 
-def test_listening_cells_run_alone_from_defaults(tmp_path, samples, monkeypatch):
-    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(tmp_path / "outputs"))
-    panel = lp.experiment_panel({})  # nothing defined: the parameters cell's defaults
-    assert panel.state.ratings_path == tmp_path / "outputs" / "demo" / "ratings.csv"
-    results = lr.experiment_results({"experiment": "other"})
+def test_listening_cells_refuse_until_the_parameters_cell_ran(tmp_path, monkeypatch):
+    """A restarted kernel knows no experiment: the panel and the results cell say to run the
+    parameters cell, open no other experiment and write nothing."""
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(outputs))
+    refused = lp.experiment_panel({})
+    assert "Run the first code cell (parameters) first" in refused.value
+    assert not hasattr(refused, "state")  # no panel, no samples, no session
+    with pytest.raises(ls.ParametersNotRun, match="does not know the experiment"):
+        lr.experiment_results({})
+    assert not outputs.exists()
+    panel = lp.experiment_panel({"experiment": "rt", "outputs_dir": ""})
+    assert panel.state.ratings_path == outputs / "rt" / "ratings.csv"
+    results = lr.experiment_results({"experiment": "other", "exclude_flagged_raters": True})
     assert results.ratings.empty and results.summary.empty and results.excluded == []
 
 
@@ -429,7 +472,68 @@ def test_the_dead_panel_is_disabled_keeps_keys_from_jupyterlab_and_says_what_to_
     shield = panel.children[-1]
     assert "vb-shield-view" in shield._dom_classes and shield.value == lp.SHIELD
     assert 'tabindex="0" data-lm-suppress-shortcuts="true"' in lp.SHIELD
-    assert lp.KERNEL_GONE in lp.SHIELD and "run this cell again" in lp.KERNEL_GONE
+    assert (
+        lp.KERNEL_GONE in lp.SHIELD
+        and "run the first code cell (parameters), then this cell" in lp.KERNEL_GONE
+    )
+    assert lp.SHIELD.startswith('<div class="vb-shield" tabindex="0"')  # all of it takes focus
     style = lp.PANEL_STYLE
     assert ".vb-listening .vb-shield { display: none; }" in style
     assert "disconnected > :not(.vb-shield-view) {\n  opacity: .35; pointer-events: none" in style
+
+
+# --- many raters, served pages: names, scales, tokens ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../eve", "a/b", "c\\d", "<b>x</b>", "-x", " ", "x" * 41])
+def test_a_rater_name_that_could_be_a_path_or_markup_is_refused(ratings, samples, name):
+    with pytest.raises(ValueError, match="rater name"):
+        ls.ListeningSession(ratings, name, samples)
+    assert not ratings.exists()
+
+
+def test_a_rater_name_in_any_script_is_accepted(ratings, samples):
+    for name in ("Éva Kovács", "O'Neil", "li_wei.2"):
+        assert ls.ListeningSession(ratings, name, samples).rater == name
+
+
+@pytest.mark.parametrize("value", [0, 11, 5.5, True, "7", None, -3])
+def test_a_rating_off_the_scale_is_refused_where_it_is_saved(ratings, samples, value):
+    session = ls.ListeningSession(ratings, "ann", samples)
+    trial, code = session.next()
+    with pytest.raises(ValueError, match="out of range"):
+        session.record_scores(trial, code, GOOD | {"overall": value})
+    assert not ratings.exists()
+    session.record_scores(trial, code, GOOD | {"overall": np.int64(10)})  # numpy ints are fine
+    assert rows(ratings)[0]["overall"] == "10"
+
+
+def test_appends_from_many_threads_are_whole_rows_none_lost(ratings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def append(i: int) -> None:
+        ls.append_rating(ratings, _scores(f"r{i % 4}", f"a long sentence, {i}", "phase1", 5))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(append, range(40)))
+    written = rows(ratings)
+    assert len(written) == 40 and {r["sentence"] for r in written} == {
+        f"a long sentence, {i}" for i in range(40)
+    }
+    assert ratings.with_name("ratings.csv.lock").exists()  # every writer took the lock
+
+
+def test_the_report_reads_the_ratings_on_disk_and_escapes_rater_names(ratings):
+    from voicebook.core import html as page_html
+
+    evaluation = {"eval_table": pd.DataFrame(), "listening_summary": pd.DataFrame()}  # stale
+    assert lr.with_ratings_on_disk(evaluation, ratings.parent, {}) is evaluation  # no file yet
+    for sentence in ("s1", "s2", "s3"):
+        ls.append_rating(ratings, _scores("<b>eve</b>", sentence, "reference", 9))
+        ls.append_rating(ratings, _scores("<b>eve</b>", sentence, "phase1", 4))
+    fresh = lr.with_ratings_on_disk(evaluation, ratings.parent, {"exclude_flagged_raters": True})
+    overall = lr.overall_by_candidate(fresh, ["phase1"]).set_index("candidate")
+    assert overall.loc["phase1", "n"] == 3 and overall.loc["phase1", "overall_mean"] == 4
+    shown = page_html.table(fresh["hidden_reference"])
+    assert "&lt;b&gt;eve&lt;/" in shown and "<b>eve" not in shown
+    assert lr.listening_results(ratings).headline().startswith("6 ratings from 1 rater on disk")

@@ -102,6 +102,7 @@ def test_tiny_base_loads_through_coqui_xtts_and_codes_use_the_codebook(tiny_base
     assert codes.numel() > 30 and codes.unique().numel() > codes.numel() // 3
 
 
+@pytest.mark.slow  # builds the tiny base again
 def test_tiny_base_build_is_deterministic(tiny_base, tmp_path):
     rebuilt = tiny.build_tiny_base(tmp_path / "tiny")
     for name in ("vocab.json", "config.json"):
@@ -137,6 +138,7 @@ def test_xtts_limits_are_coquis_own():
 def test_trainer_config_takes_the_model_config_whole_from_the_base(tmp_path):
     """A base whose token limits, stride or d-vector settings differ trains with its own."""
     from voicebook.coqui.config import gpt_trainer_config
+    from voicebook.training import Phase1Config
 
     base = tmp_path / "base"
     shutil.copytree(resolve_base("tiny"), base)
@@ -148,7 +150,8 @@ def test_trainer_config_takes_the_model_config_whole_from_the_base(tmp_path):
     data.mkdir()
     for name in ("metadata_train.csv", "metadata_eval.csv"):
         (data / name).write_text("audio_file|text|speaker_name\n")
-    args = gpt_trainer_config(base, data, tmp_path).model_args
+    settings = Phase1Config().trainer_settings("run", 0)
+    args = gpt_trainer_config(base, data, tmp_path, **settings).model_args
     assert {k: getattr(args, k) for k in changed} == changed
     assert args.gpt_max_text_tokens == 123
     assert args.gpt_layers == 2 and args.gpt_num_audio_tokens == 1026

@@ -114,7 +114,10 @@ def test_report_without_any_stage_says_what_is_missing_and_embeds_no_js():
     assert PLOTLY_BUNDLE not in page
     assert "No training curves yet" in page and "No dataset card: run 00_data_prep." in page
     assert "No phase 1 yet (01_phase1 has not run)." in page
-    assert "Ship: base model (no fine-tune)" in page
+    # nothing measured: the base is named, never shipped, in an amber box (issue 36)
+    assert "Ship:" not in page and "Nothing is ready to ship" in page
+    assert '<div class="box warn"><h2>Nothing is ready' in page
+    assert "it has no measured Mel CE: nothing unmeasured ships" in page
 
 
 def test_report_ignores_the_decision_notebook_itself():
@@ -124,7 +127,7 @@ def test_report_ignores_the_decision_notebook_itself():
 
 
 def test_curves_share_axes_one_colour_per_phase_steps_as_recorded():
-    fig = report.curves_figure(report.stage_curves(fake_scraps()))
+    fig = report.phases_figure(report.stage_curves(fake_scraps()))
     names = [(t.name, t.yaxis) for t in fig.data]
     assert len(names) == 8  # 2 phases x (eval, train) x (Mel CE, Text CE)
     eval2 = next(t for t in fig.data if t.name == "phase2 eval" and t.yaxis == "y")

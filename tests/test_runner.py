@@ -3,9 +3,11 @@
 import pytest
 from stub_notebooks import write_stub_notebook
 
-from voicebook import runner
+from voicebook import cli, runner
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.scraps import read_experiment
-from voicebook.runner import RunnerError, StageFailed, parse_value, split_params, stage_name
+from voicebook.core.values import parse_value
+from voicebook.runner import RunnerError, StageFailed, split_params, stage_name
 
 GLUE = (
     "from voicebook.core.scraps import glue\n"
@@ -41,6 +43,47 @@ def test_values_are_typed_like_papermill():
     assert parse_value("best") == "best"
 
 
+def test_one_value_parser_types_like_a_default():
+    """The phases' flags, the thresholds and YAML values share one parser (``core.values``)."""
+    from voicebook.core.values import like
+
+    assert like(False, "true") is True and like(True, "No") is False and like(False, "0") is False
+    assert like(1.0, "2") == 2.0 and isinstance(like(1.0, 2), float)
+    assert like(3, "4") == 4 and like(3, 5.0) == 5 and isinstance(like(3, 5.0), int)
+    assert like("best", "100") == "100" and like(None, "x") == "x"  # text stays text
+    assert like([1], "[2, 3]") == [2, 3]
+    for default, value in [(False, "maybe"), (False, 1.0), (3, "2.5"), (1.0, "low"), (3, True)]:
+        with pytest.raises(ValueError, match="lr="):
+            like(default, value, "lr")
+
+
+def test_the_command_has_argparse_subcommands(capsys):
+    for argv in ([], ["nope"], ["run"]):  # no command, an unknown one, a missing --experiment
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2
+    assert "--experiment" in capsys.readouterr().err
+    args = cli.parser().parse_args(["run", "--experiment", "e", "-p", "lr", "1e-6"])
+    assert (args.command, args.experiment, args.param) == (runner.command, "e", [["lr", "1e-6"]])
+    assert cli.parser().parse_args(["base"]).base == "tiny"
+
+
+def test_the_phase_command_line_types_every_flag_like_its_default(capsys):
+    import argparse
+
+    from voicebook.training import cli as training_cli
+
+    parser = argparse.ArgumentParser()
+    training_cli.add_arguments(parser)
+    args = parser.parse_args(["phase2", "--lr", "1e-4", "--lora-train-heads", "yes",
+                              "--resume-from", "100", "--epochs", "3"])  # fmt: skip
+    assert (args.phase, args.lr, args.lora_train_heads) == ("phase2", 1e-4, True)
+    assert (args.resume_from, args.epochs, args.batch_size) == ("100", 3, 3)  # text; a default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["phase1", "--lora-train-heads", "maybe"])
+    assert "lora_train_heads='maybe' is not true or false" in capsys.readouterr().err
+
+
 def test_parameters_go_to_the_stages_that_declare_them():
     declared = {"01_phase1": {"lr", "epochs"}, "02_phase2": {"lr", "resume_from"}}.__getitem__
     routed = split_params(
@@ -60,6 +103,7 @@ def test_parameters_go_to_the_stages_that_declare_them():
         split_params({"phase2.epochs": 1}, ["02_phase2"], declared)
 
 
+@pytest.mark.slow  # runs notebooks
 def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_path):
     lines = []
     out = tmp_path / "outputs"
@@ -83,6 +127,7 @@ def test_run_executes_in_order_skips_missing_and_keeps_history(notebooks, tmp_pa
     assert len(list((out / "exp" / "notebooks" / "history").glob("01_phase1.*.ipynb"))) == 1
 
 
+@pytest.mark.slow  # runs a notebook
 def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
     write_stub_notebook(
         notebooks / "01_phase1.ipynb",
@@ -101,7 +146,7 @@ def test_failing_stage_stops_the_run_and_names_the_cell(notebooks, tmp_path):
 def test_cli_reports_unknown_parameter_with_exit_code_2(notebooks, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
     monkeypatch.setattr(runner.run, "__defaults__", (None, None, None, notebooks, print))
-    code = runner.main(["--experiment", "e", "--outputs-dir", str(tmp_path), "-p", "nope", "1"])
+    code = cli.main(["run", "--experiment", "e", "--outputs-dir", str(tmp_path), "-p", "nope", "1"])
     assert code == 2 and "No selected stage has a parameter 'nope'" in capsys.readouterr().err
 
 
@@ -112,7 +157,7 @@ def test_every_key_of_the_shipped_parameter_files_is_a_stage_parameter():
     assert "my_voice.yaml" in [f.name for f in files]  # the README's example exists
 
     def declared(stage):
-        return runner.declared_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb")
+        return declared_parameters(stage, NOTEBOOKS_DIR)
 
     for file in files:
         raw = runner.load_params_file(file)

@@ -233,3 +233,51 @@ def test_an_input_not_made_by_the_latest_run_of_its_stage_is_stale_at_once(tmp_p
         f"the voice search read {old}, which is not from the latest run of phase 1 (10:42)"
     ]
     runs.forget("02b_voice_search")
+
+
+def test_a_sweep_trial_rests_on_the_shared_data_prep_run_as_on_its_own(tmp_path):
+    """A trial's ``dataset`` links to the sweep's shared data prep (issue 36): its phase records
+    that run as its input, so lineage follows it; only a real change there makes it stale."""
+    from voicebook.core import lineage
+
+    shared, trial = tmp_path / "data_prep", tmp_path / "s1__lr-0.001"
+    ds = shared / "dataset"
+    ds.mkdir(parents=True), trial.mkdir()
+    (ds / "metadata_train.csv").write_text("x\n")
+    (trial / "dataset").symlink_to("../data_prep/dataset", target_is_directory=True)
+    made = {"dataset": _entry(ds, "", "", "")}
+    _record(shared, "00_data_prep", "d1", "2026-12-02T09:10:00", outputs=made)
+    _record(trial, "00_data_prep", "d1", "2026-12-02T09:10:00", outputs=made)  # the trial's copy
+    runs.start_run("01_phase1", {"experiment": trial.name, "outputs_dir": str(tmp_path)})
+    entry = runs.read_input("phase1", "dataset", trial / "dataset", "00_data_prep")
+    assert entry["run_id"] == "d1" and entry["experiment"] == str(shared)
+    assert "not_latest" not in entry
+    scraps.publish(trial, "01_phase1", {"best_mel_ce": 5.0})
+    runs.forget("01_phase1")
+    assert lineage.assess(trial).stale == {}
+    _record(shared, "00_data_prep", "d2", "2026-12-02T11:00:00", outputs=made)  # same dataset
+    assert lineage.assess(trial).stale == {}  # a re-run that kept the same files replaces nothing
+    (ds / "metadata_train.csv").write_text("other clips\n")
+    _record(shared, "00_data_prep", "d3", "2026-12-02T11:30:00",
+            outputs={"dataset": _entry(ds, "", "", "")})  # fmt: skip
+    assert lineage.assess(trial).stale["01_phase1"] == [
+        "data prep re-ran at 11:30; phase 1 used the dataset of the run of 09:10"
+    ]
+
+
+def test_where_the_numbers_come_from_names_the_decision_run_writing_the_report(tmp_path):
+    """04 writes its report before it publishes its record (issue 36): the report's provenance
+    names the run writing it, not the previous one."""
+    _record(tmp_path / "e", "04_decision_matrix", "old", "2026-12-02T09:00:00")
+    _record(tmp_path / "e", "01_phase1", "p1", "2026-12-02T08:00:00")
+    run = runs.start_run("04_decision_matrix", {"experiment": "e", "outputs_dir": str(tmp_path)})
+    rows = {r["stage"]: r for r in scraps.provenance(tmp_path / "e")}
+    assert rows["04_decision_matrix"]["run"] == run.id != "old"
+    assert rows["04_decision_matrix"]["recorded"] == "(running now)"
+    assert rows["01_phase1"]["run"] == "p1"
+    other = {r["stage"]: r["run"] for r in scraps.provenance(tmp_path / "f")}  # another experiment
+    assert other == {}
+    runs.forget("04_decision_matrix")
+    assert {r["stage"]: r["run"] for r in scraps.provenance(tmp_path / "e")}[
+        "04_decision_matrix"
+    ] == "old"

@@ -93,6 +93,101 @@ def test_every_consumer_reads_only_scraps_that_the_contract_names():
         eval_depth.depth_tables(evaluation), eval_depth.depth_notes(evaluation)
 
 
+SCRAP_NAMES = {name for stage in stages.STAGES for name in stage.scraps}
+# Records whose own keys share a word with a scrap; their reads are not reads of scraps.
+SHARED_WORDS = {
+    "voicebook.coqui.lora_trainer": {"params"},  # torch's optimizer param groups
+    "voicebook.coqui.trainer": {"params"},
+    "voicebook.core.lineage": {"params", "stage"},  # a result record's params; an input's stage
+    "voicebook.core.runs": {"stage"},
+    "voicebook.core.scraps": {"params", "stage"},  # a result record's params; provenance rows
+    "voicebook.evaluation.scoring": {"params"},  # a voice's search summary
+    "voicebook.voice_search.search": {"params"},  # search.json
+    "voicebook.sweep.trial": {"params"},  # a trial's job
+    "voicebook.training.result": {  # status.json: the phase's own record, which its scraps copy
+        "best_checkpoint", "best_mel_ce", "best_step", "best_text_ce", "final_step", "params"},
+    "voicebook.training.run": {"best_checkpoint", "best_mel_ce", "best_step", "params"},
+}  # fmt: skip
+
+
+def literal_scrap_reads(source: str) -> list[tuple[int, str]]:
+    """``(line, name)`` of every read by a literal scrap name, reached or not: ``x["name"]``,
+    ``x.get("name")``, ``"name" in x``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            key = node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            key = node.args[0] if node.func.attr in ("get", "pop") and node.args else None
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
+            key = node.left
+        else:
+            continue
+        if isinstance(key, ast.Constant) and key.value in SCRAP_NAMES:
+            found.append((key.lineno, key.value))
+    return found
+
+
+def test_no_consumer_reads_a_scrap_by_a_literal_name():
+    """Consumers read scraps through the contract's typed views (``result.scraps.evaluation
+    .eval_table``, ``PhaseScraps.best_mel_ce``), so a scrap name is written only in
+    ``core/stages.py``. Read from the source, so a branch no test reaches is checked too."""
+    from test_architecture import MODULES
+
+    assert literal_scrap_reads('s.get("eval_table"); t["health"]; "curves" in u') == [
+        (1, "eval_table"), (1, "health"), (1, "curves")]  # fmt: skip
+    assert literal_scrap_reads('t["health"] = 1; row.get("mel_ce")') == []
+    wrong = []
+    for module, path in MODULES.items():
+        if module == "voicebook.core.stages":
+            continue
+        for line, name in literal_scrap_reads(path.read_text(encoding="utf-8")):
+            if name not in SHARED_WORDS.get(module, ()):
+                wrong.append(f"{module}:{line} reads {name!r}")
+    for notebook in sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+            code = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            if not code.lstrip().startswith("%"):
+                wrong += [
+                    f"{notebook.name} cell {i} reads {n!r}" for _, n in literal_scrap_reads(code)
+                ]
+    assert wrong == []
+
+
+def test_the_typed_views_read_exactly_the_contract():
+    for stage in stages.STAGES:
+        view = stages.VIEWS[stage.stem]
+        assert set(stage.scraps) <= stages.accessors(view), stage.stem
+        assert isinstance(stages.checked({stage.stem: {}})[stage.stem], view)
+    every = set().union(*(stages.accessors(v) for v in stages.VIEWS.values()))
+    assert every == SCRAP_NAMES  # no accessor for a scrap that nobody publishes
+    read = stages.checked({"02_phase2": {"best_mel_ce": 2.5}, "09_phase3": {"best_mel_ce": 2.0}})
+    assert read.phase("02_phase2").best_mel_ce == 2.5 and read.phase("01_phase1").best_step is None
+    assert isinstance(read["09_phase3"], stages.PhaseScraps)  # another training notebook
+    assert read.evaluation.eval_table is None and read.evaluation.stem == "03_evaluation"
+    assert stages.EvaluationScraps.of({"eval_notes": ["x"]}).eval_notes == ["x"]
+
+
+def test_the_trainer_config_has_no_defaults_of_its_own():
+    """A phase's defaults live once, in its config dataclass: ``gpt_trainer_config`` takes every
+    value from the caller, and a phase passes each one."""
+    import inspect
+
+    from voicebook.coqui import config as coqui_config
+
+    params = inspect.signature(coqui_config.gpt_trainer_config).parameters.values()
+    assert [p.name for p in params if p.default is not inspect.Parameter.empty] == []
+    keywords = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    phase = training.Phase2Config(lr=1e-5, epochs=3, language="en")
+    settings = phase.trainer_settings("phase2-run1", 2)
+    assert (
+        set(settings)
+        == keywords
+        == set(coqui_config.NOT_TRAINING) | {"language", "batch_size", "seed"}
+    )
+    assert (settings["lr"], settings["epochs"], settings["language"]) == (1e-5, 3, "en")
+
+
 def test_every_notebook_publishes_under_its_own_stage_only():
     for stem in STAGES:
         source = json.loads((NOTEBOOKS_DIR / f"{stem}.ipynb").read_text())["cells"]
@@ -282,6 +377,41 @@ def test_papermill_rerun_after_voicebook_run_is_not_shadowed(tmp_path):
     # the runner's executed notebook of phase 1 is older and is not what the report read
     stale = scraps.read_scraps(outputs / "mixed" / "notebooks" / "01_phase1.ipynb")
     assert stale["params"]["lr"] != 7e-4
+
+
+@pytest.mark.slow
+def test_voicebook_run_then_plain_papermill_with_the_same_parameters_reuses_the_phase(tmp_path):
+    """Two runners on one experiment (issue 36): the runner gives outputs_dir as a folder, a user
+    runs papermill from notebooks/ with $VOICEBOOK_OUTPUTS and a YAML file that spells the lr as
+    text. The finished phase 2 is reused: nothing archived, the searched voice stays exported."""
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOICEBOOK_OUTPUTS": str(outputs)}
+    search = ["-p", "voice_search.init_from", "phase2", "-p", "generations", "1", "-p",
+              "speaker_generations", "1", "-p", "population", "2", "-p", "minibatch", "2", "-p",
+              "speaker_minibatch", "1", "-p", "voice_name", "twin"]  # fmt: skip
+    run = [sys.executable, "-m", "voicebook.cli", "run", "--experiment", "v2", "--outputs-dir",
+           str(outputs), "--stages", "data", "phase1", "phase2", "voice_search", *CHEAP,
+           "-p", "phase2.lr", "1e-6", *search]  # fmt: skip
+    subprocess.run(run, check=True, capture_output=True, env=env, cwd=REPO_ROOT)
+    phase2 = outputs / "v2" / "phase2"
+    status = json.loads((phase2 / "status.json").read_text())
+    assert status["params"]["outputs_dir"] == str(outputs)  # the runner's spelling
+    export = json.loads((phase2 / "export" / "export.json").read_text())
+    assert export["searched_voices"] == ["twin"]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 1e-6\nmax_steps: 2\nepochs: 1\neval_every: 2\n")  # "1e-6": text
+    cmd = [sys.executable, "-m", "papermill", "02_phase2.ipynb", str(tmp_path / "p2.ipynb"),
+           "-k", "voicebook", "-p", "experiment", "v2", "-f", str(recipe)]  # fmt: skip
+    done = subprocess.run(cmd, check=False, cwd=NOTEBOOKS_DIR, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    notebook = (tmp_path / "p2.ipynb").read_text()
+    assert "already finished with these parameters" in notebook
+    assert "Parameters differ" not in notebook and not (phase2 / "history").exists()
+    again = json.loads((phase2 / "status.json").read_text())
+    assert again["run_dir"] == status["run_dir"] and again["params"]["outputs_dir"] == str(outputs)
+    export = json.loads((phase2 / "export" / "export.json").read_text())
+    assert export["searched_voices"] == ["twin"]
 
 
 def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():

@@ -25,12 +25,18 @@ from voicebook.sweep.spec import SweepError, SweepSpec
 # --- what a sweep is -------------------------------------------------------------------------
 
 
+def sweep_args(argv):
+    from voicebook.cli import parser
+
+    return parser().parse_args(["sweep", *argv])
+
+
 def test_command_line_one_value_is_fixed_several_are_an_axis_listed_sets_cross_them(tmp_path):
     base, listed = tmp_path / "base.yaml", tmp_path / "trials.yaml"
     base.write_text("max_steps: 10\nepochs: 2\nseed: 5\n")
     listed.write_text("- {seed: 1}\n- {seed: 2, phase2.lr: 5.0e-7}\n")
     argv = ["--name", "g", "-p", "phase1.lr", "1e-6", "2e-6", "-p", "epochs", "1", "-f", str(base)]
-    s = cli.spec_from_args(cli.parse_args([*argv, "--trials", str(listed)]))
+    s = cli.spec_from_args(sweep_args([*argv, "--trials", str(listed)]))
     assert s.fixed == {"max_steps": 10, "epochs": 1}  # -p wins over the file; swept keys leave
     assert s.axes == {"phase1.lr": [1e-6, 2e-6]} and len(s.listed) == 2
     space = s.param_space()
@@ -44,7 +50,7 @@ def test_command_line_one_value_is_fixed_several_are_an_axis_listed_sets_cross_t
     with pytest.raises(SweepError, match="hold a YAML list of mappings"):
         cli.load_trials(listed)
     with pytest.raises(SweepError, match="each -p KEY once"):
-        cli.spec_from_args(cli.parse_args(["--name", "g", "-p", "lr", "1", "2", "-p", "lr", "3"]))
+        cli.spec_from_args(sweep_args(["--name", "g", "-p", "lr", "1", "2", "-p", "lr", "3"]))
 
 
 def test_trial_names_are_readable_safe_and_distinct():
@@ -72,14 +78,46 @@ def test_a_changed_sweep_is_refused_and_one_driver_holds_the_lock(tmp_path):
         spec.locked(tmp_path),
     ):
         pass
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    (tmp_path / spec.LOCK_NAME).write_text(f"{socket.gethostname()} {dead}")
+    holds = f"from voicebook.sweep import spec\nwith spec.locked({str(tmp_path)!r}):\n    print('held', flush=True)\n    input()"  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-c", holds], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert driver.stdout.readline().strip() == "held"
+    with pytest.raises(FolderBusy, match=f"{socket.gethostname()} {driver.pid}"):
+        spec.locked(tmp_path).__enter__()  # the error names the living holder
+    driver.kill()
+    driver.wait()
     with spec.locked(tmp_path):  # a dead driver's lock is taken over
         assert (tmp_path / spec.LOCK_NAME).read_text().endswith(str(os.getpid()))
-    assert not (tmp_path / spec.LOCK_NAME).exists()
+    with spec.locked(tmp_path):  # and a released one is free again
+        pass
     with pytest.raises(SweepError, match="not usable as a folder name"):
         SweepSpec("../up")
+
+
+RACER = """
+import sys, time
+from voicebook.core.fileio import FolderBusy
+from voicebook.sweep import spec
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every racer asks at the same moment
+try:
+    with spec.locked(sys.argv[1]):
+        print("got", flush=True)
+        time.sleep(1.5)  # held while the others ask
+except FolderBusy:
+    print("busy", flush=True)
+"""
+
+
+def test_of_drivers_that_ask_at_once_exactly_one_holds_the_sweep(tmp_path):
+    """The race of the hand-made lock (two processes that both found a dead holder's file both
+    went on): with the OS lock, exactly one of several processes asking at once gets it, also
+    when a dead driver's file is there."""
+    (tmp_path / spec.LOCK_NAME).write_text(f"{socket.gethostname()} 999999999")  # a dead one
+    start = f"{time.time() + 3:.3f}"  # after every interpreter has started
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), start],
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    said = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+    assert said == ["busy", "busy", "got"]
 
 
 def test_a_trial_shares_data_prep_unless_it_changes_a_data_prep_parameter(tmp_path):
@@ -133,6 +171,21 @@ def test_trials_stopped_early_show_the_steps_and_minutes_they_saved():
     out = report.savings(table)
     assert out.loc[2, "saved_steps"] == 16 and out.loc[2, "saved_minutes"] == pytest.approx(3.0)
     assert out[["saved_steps", "saved_minutes"]].drop(index=2).isna().all().all()
+
+
+def test_the_favoured_trial_is_green_only_when_what_it_would_ship_is_ready():
+    rows = {"trial": ["a", "b"], "status": ["done", "done"], "ships": ["phase 1", "base"],
+            "ready": [False, False], "tier": [None, None], "mel_ce": [6.6, 7.0],
+            "best_tuned_mel_ce": [6.6, 6.9]}  # fmt: skip
+    table = pd.DataFrame(rows).astype(object)
+    winner, why = report.favoured(table)
+    assert winner == "a" and why.startswith("a has nothing ready to ship: phase 1 (tier unknown")
+    assert report._box_class(table, winner) == "box warn"
+    table.loc[1, ["ready", "tier"]] = True, "good"
+    winner, why = report.favoured(table)
+    assert winner == "b" and why.startswith("b would ship base (ready, tier good, eval Mel CE 7)")
+    assert report._box_class(table, winner) == "box"
+    assert report._box_class(table, None) == "box warn"
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -232,6 +285,44 @@ def test_asha_stops_a_bad_lr_early_on_a_fresh_local_ray_despite_a_stale_session(
 
 
 @pytest.mark.slow
+def test_a_two_trial_sweep_through_the_decision_is_fresh_and_each_row_says_its_decision(
+    tmp_path, ray_tmp
+):
+    """Issue 36: the trials rest on the shared data prep's run (their datasets link to it), so
+    none is stale; each row says what its own decision recommends; a changed dataset is stale."""
+    from voicebook.decision.report import analyse_experiment
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    done, _ = _sweep("s1", out, "--stages", "data", "phase1", "decision", "-p", "max_steps", "4",
+                     "-p", "phase1.lr", "1e-3", "5e-4", "--scheduler", "none",
+                     ray_tmp=ray_tmp)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = out / "s1"
+    table = report.sweep_table(folder)
+    assert list(table["status"]) == ["done", "done"], table.to_string()
+    for row in table.to_dict("records"):
+        exp = folder / row["trial"]
+        result = analyse_experiment(exp)
+        assert not result.lineage.stale and not result.decision.stale, result.lineage.stale
+        assert row["ships"] == result.decision.winner_label and "stale" not in row["ships"]
+        assert row["ready"] == result.decision.ready
+        inputs = json.loads((exp / "results" / "01_phase1.json").read_text())["inputs"]
+        assert inputs["dataset"]["experiment"] == str(folder / spec.SHARED)
+        assert json.loads((exp / "decision.json").read_text())["winner"] == result.decision.winner
+    winner, why = report.favoured(table)
+    page = (folder / report.REPORT_NAME).read_text()
+    ready = bool(table.set_index("trial").loc[winner, "ready"])
+    assert ('<div class="box">' in page) == ready and ("would ship" in why) == ready
+    # the shared dataset changes after the phases read it: the trials rest on it, so are stale
+    meta = folder / spec.SHARED / "dataset" / "metadata_train.csv"
+    meta.write_text("\n".join(meta.read_text().splitlines()[:-1]) + "\n")
+    stale = analyse_experiment(folder / winner)
+    assert "changed since phase 1 read it" in stale.lineage.stale["01_phase1"][0]
+    assert stale.decision.stale and stale.decision.winner == ""
+
+
+@pytest.mark.slow
 def test_a_sweep_through_address_on_a_two_node_cluster_reruns_only_its_failed_trial(tmp_path):
     """A 2-node Ray cluster on this machine (1 CPU each). Trial 2 names a base-model folder not
     there yet: it fails, the other finishes; once it exists the same command re-runs only it.
@@ -290,6 +381,7 @@ except KeyboardInterrupt:  # as the real phase does: record it, then let it end 
 """
 
 
+@pytest.mark.slow  # runs a notebook
 def test_a_trial_reports_eval_rows_and_a_stop_interrupts_its_kernel_keeping_outputs(tmp_path):
     """The trainable without Ray: setup starts the stages, step returns each eval row, cleanup
     while the phase still trains sends Ctrl-C to the kernel; the executed notebook stays."""

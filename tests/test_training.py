@@ -4,6 +4,7 @@ and a preflight that refuses a bad dataset with every problem named."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -181,6 +182,37 @@ def test_params_reject_unknown_names_and_differ_by_stage():
         training.params_for("phase1", learning_rate=1e-6)
 
 
+def test_a_run_is_the_same_however_its_parameters_are_spelt(tmp_path, monkeypatch):
+    """``voicebook run`` gives outputs_dir as an absolute folder, papermill with
+    $VOICEBOOK_OUTPUTS as ""; a YAML file spells 1e-6 as text: one run all the same (issue 36)."""
+    from voicebook.core.config import from_params
+    from voicebook.training import run as phase_run
+
+    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "e" / "dataset").mkdir(parents=True)
+    runner = training.params_for("phase2", experiment="e", outputs_dir=str(tmp_path), lr=1e-06,
+                                 max_steps=8, dataset_dir=str(tmp_path / "e" / "dataset"))  # fmt: skip
+    yaml_file = from_params(training.Phase2Config, {"experiment": "e", "outputs_dir": None,
+                            "lr": "1e-6", "max_steps": "8", "dataset_dir": "e/dataset"})  # fmt: skip
+    assert (yaml_file.lr, yaml_file.max_steps, yaml_file.outputs_dir) == (1e-6, 8, "")
+    assert runner.training_identity() == yaml_file.training_identity()
+    recorded = {"params": runner.to_dict(), "parent": "", "dataset": ""}
+    plan = phase_run.PhasePlan(yaml_file, tmp_path / "e" / "phase2", "cpu", None, recorded)
+    recorded["dataset"] = str(tmp_path / "e" / "dataset")
+    assert phase_run._same_run(recorded, plan)  # "e/dataset" from here is that folder
+    del recorded["dataset"]  # recorded before status named it: its dataset_dir resolved
+    assert phase_run._same_run(recorded, plan)
+    recorded["dataset"] = str(tmp_path / "other")
+    assert not phase_run._same_run(recorded, plan)
+    for differs in ({"lr": 2e-6}, {"max_steps": 9}):
+        assert training.params_for("phase2", **differs).training_identity() != (
+            training.params_for("phase2").training_identity()
+        )
+    with pytest.raises(ValueError, match=r"lr='fast' is not a float"):
+        training.params_for("phase1", lr="fast")
+
+
 def write_dataset(folder, rows_train, rows_eval, seconds):
     (folder / "wavs").mkdir(parents=True)
     t = np.linspace(0, seconds, int(22050 * seconds), endpoint=False)
@@ -242,6 +274,7 @@ def test_retry_after_a_failed_preflight_sets_the_old_health_aside(tmp_path):
     assert len(json.loads((phase / "health.json").read_text())) == 1  # only this attempt's
 
 
+@pytest.mark.slow  # runs a notebook
 def test_the_saved_notebook_shows_the_progress_bar_where_training_ended():
     """A notebook saved after training shows the bar at the steps done, not at 0 (the widget's
     text at its first display), and the chart's legend colours hold for Text CE too."""
@@ -267,7 +300,7 @@ view.close()
         [[s, split, 5.0, 0.04, 5.0, 1e-5, 1.0] for s in (1, 2) for split in ("train", "eval")],
         columns=training.CURVE_COLUMNS,
     )
-    fig = training.curves_figure(curves)
+    fig = training.phase_figure(curves)
     colour = {(t.xaxis, t.legendgroup): t.line.color for t in fig.data}
     for split in ("train", "eval"):  # Text CE (x2) drawn in the legend's colour (x)
         assert colour[("x2", split)] == colour[("x", split)]
@@ -417,6 +450,43 @@ def test_a_best_waiting_for_its_turn_is_replaced_by_a_better_one(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model.pth", "best_model_3.pth"]
     state = torch.load(tmp_path / "best_model.pth", weights_only=True)
     assert state["step"] == 3 and (state["model"]["w"] == 3).all()
+
+
+def test_the_background_writer_keeps_order_holds_priority_and_reports_errors(tmp_path):
+    """BackgroundWriter (on concurrent.futures): one job at a time in the order submitted; live
+    state held until copied or written; a waiting job withdrawn; a write that holds nothing at
+    niceness 19, one that holds live state at the caller's; a failed write raised once."""
+    import threading
+
+    from voicebook.core.fileio import WRITER_NICENESS, BackgroundWriter
+
+    gate, seen = threading.Event(), {}
+
+    def write(value, partial):
+        seen[value] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        partial.write_text(value)
+
+    writer = BackgroundWriter()
+    writer.submit(tmp_path / "a", lambda: gate.wait() and "a", write)  # until_copied
+    writer.submit(tmp_path / "b", lambda: "b", write, holds="until_written")
+    writer.submit(tmp_path / "c", lambda: "c", write, holds="nothing", key="best")
+    writer.submit(tmp_path / "d", lambda: "d", write, holds="nothing")
+    released = threading.Thread(target=writer.wait_released)
+    released.start()
+    released.join(0.3)
+    assert released.is_alive() and writer.busy()  # a is not copied yet, b not written
+    assert writer.withdraw("best").path == tmp_path / "c" and writer.withdraw("best") is None
+    gate.set()
+    released.join(10)
+    assert not released.is_alive()
+    assert writer.wait() == [tmp_path / n for n in "abd"] and not (tmp_path / "c").exists()
+    assert list(seen) == ["a", "b", "d"] and (tmp_path / "d").read_text() == "d"
+    callers = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen["b"] == callers and seen["a"] == seen["d"] == max(callers, WRITER_NICENESS)
+    writer.submit(tmp_path / "e", lambda: 1 / 0, write)
+    with pytest.raises(RuntimeError, match="a background write failed: division by zero"):
+        writer.wait()
+    assert writer.wait() == [] and not writer.busy()  # raised once
 
 
 def test_a_direct_file_is_what_torch_save_would_write(tmp_path):

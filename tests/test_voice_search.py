@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import soundfile as sf
@@ -176,7 +177,7 @@ def params(experiment: Path, **over) -> vs.SearchConfig:
 
 @pytest.fixture(scope="module")
 def frozen(base, experiment):
-    train, evals = coqui.clip_samples(base, experiment / "dataset", experiment / "_work")
+    train, evals = coqui.clip_samples(base, experiment / "dataset", experiment / "_work", "hu")
     model = coqui.load_frozen_xtts(base, None, "cpu")
     clips = coqui.precompute_clips(model, base, train, "cpu")
     return model, clips, evals
@@ -224,6 +225,7 @@ def test_voice_file_is_xtts_speakers_format_and_drives_inference(base, frozen, t
         coqui.load_voice(voice, "bob")
 
 
+@pytest.mark.slow  # whole searches on the tiny base
 @pytest.mark.parametrize("method, step_size, population", [("cmaes", 0.3, 6), ("gradient", 0.5, 2)])
 def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     base, experiment, method, step_size, population
@@ -247,10 +249,10 @@ def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     assert torch.equal(speaker, reference[1]) and not torch.equal(latent, reference[0])
     # the start is the evaluation's voice: its reference clips, chosen on the split it scores
     from voicebook.dataprep import splits
-    from voicebook.evaluation import depth as eval_depth
+    from voicebook.voices.references import choose_reference_clips
 
     view = splits.test_view(experiment / "dataset", experiment / "_view")
-    chosen = eval_depth.choose_reference_clips("first", view, p.n_reference_clips)
+    chosen = choose_reference_clips("first", view, p.n_reference_clips)
     assert [Path(c).name for c in s["reference_clips"]] == [c.name for c in chosen]
     test_clips = (experiment / "dataset" / "metadata_test.csv").read_text()
     assert all(Path(c).name in test_clips for c in s["reference_clips"])
@@ -265,6 +267,7 @@ def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     assert same[0] == same[1]  # (NaN, the speaker half's figures, is not == itself)
 
 
+@pytest.mark.slow  # a whole search, decoding audio
 def test_speaker_half_raises_similarity_and_keeps_the_reference_latent(experiment):
     """The latent half off; the embedding by gradient through the decoder and resemblyzer."""
     p = params(experiment, method="gradient", step_size=0.5, search_latent=False,
@@ -280,6 +283,7 @@ def test_speaker_half_raises_similarity_and_keeps_the_reference_latent(experimen
     assert torch.equal(latent, reference[0]) and not torch.equal(speaker, reference[1])
 
 
+@pytest.mark.slow  # rests on the searches above
 def test_voices_are_kept_side_by_side_and_a_renewed_one_moves_to_its_history(experiment):
     voices_dir = experiment / "voice_search" / "voices"
     before = {p.name for p in voices_dir.iterdir()}
@@ -290,7 +294,7 @@ def test_voices_are_kept_side_by_side_and_a_renewed_one_moves_to_its_history(exp
     histories = sorted((voices_dir / "base-cmaes" / "history").iterdir())
     kept = json.loads((histories[-1] / "search.json").read_text())
     assert kept == earlier and (histories[-1] / "speakers_xtts.pth").is_file()
-    from voicebook.voice_search.voices import current_voices
+    from voicebook.voices.store import current_voices
 
     assert {v["voice_name"] for v in current_voices(experiment)} == {
         "base-cmaes", "base-gradient", "speaker only"
@@ -324,6 +328,7 @@ def test_export_carries_the_reference_voice_and_leaves_the_base_alone(base, froz
     assert json.loads((folder / "export.json").read_text())["voice"] == EXPORT_VOICE
 
 
+@pytest.mark.slow  # trains phase 1 (the fixture)
 def test_phase_export_keeps_every_voice_searched_on_its_checkpoint(base, experiment, phase1):
     from voicebook import training
     from voicebook.training.bundle import EXPORT_VOICE, export_folder
@@ -360,6 +365,7 @@ def test_phase_export_keeps_every_voice_searched_on_its_checkpoint(base, experim
 @pytest.mark.parametrize(
     "method, population, generations", [("cmaes", 12, 20), ("gradient", 2, 10)]
 )
+@pytest.mark.slow  # trains phase 1 (the fixture)
 def test_search_recovers_most_of_a_corrupted_voice(experiment, phase1, method, population, generations):  # fmt: skip
     """The reference latent plus noise (2x its RMS per element) raises phase 1's validation Mel
     CE by a known gap; started there, the latent half closes at least 70 % of it."""
@@ -374,6 +380,7 @@ def test_search_recovers_most_of_a_corrupted_voice(experiment, phase1, method, p
     assert r.closed >= 0.7, r
 
 
+@pytest.mark.slow  # the whole evaluation
 def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_split(
     base, experiment, phase1
 ):
@@ -428,6 +435,56 @@ def _latent_moved(experiment: Path, voice: str) -> bool:
     latent, _ = coqui.load_voice(search["voice_file"], voice)
     reference, _ = coqui.load_voice(Path(search["voice_file"]).with_name("reference_voice.pth"))
     return not torch.equal(latent, reference)
+
+
+class _RecordedView:
+    """A stand-in for ``SearchView`` that keeps what each search showed."""
+
+    made: ClassVar[list[_RecordedView]] = []
+
+    def __init__(self, params: vs.SearchConfig):
+        self.init_from, self.rows, self.closed = params.init_from, [], None
+        _RecordedView.made.append(self)
+
+    def on_generation(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def close(self, curves) -> None:
+        self.closed = curves
+
+
+@pytest.mark.slow  # trains phase 1 (the fixture)
+def test_a_list_of_models_is_one_search_each_in_one_stage_run(experiment, phase1):
+    """``init_from: [base, phase1]`` (the demo searches the base and phase 2 before its one
+    evaluation): one search per model, in order, each its own voice with its own view; the
+    stage's latest files are the last one's."""
+    p = params(experiment, init_from=["base", "phase1"], method="snes", generations=1,
+               search_speaker=False)  # fmt: skip
+    assert [one.name for one in p.searches()] == ["base-snes", "phase1-snes"]
+    assert p.name == "base-snes, phase1-snes"
+    with pytest.raises(ValueError, match="use run_searches"):
+        vs.run_search(p)
+    results = vs.run_searches(p, view=_RecordedView)
+    summaries = [r.summary for r in results]
+    assert [s["voice_name"] for s in summaries] == ["base-snes", "phase1-snes"]
+    assert [s["init_from"] for s in summaries] == ["base", "phase1"]
+    assert summaries[0]["checkpoint"].endswith("model.pth")
+    assert summaries[1]["checkpoint"] == phase1.best_checkpoint
+    views = _RecordedView.made
+    assert [v.init_from for v in views] == ["base", "phase1"]
+    assert all([r["generation"] for r in v.rows] == [0, 1] for v in views)
+    assert all(v.closed is r.curves for v, r in zip(views, results, strict=True))
+    latest = json.loads((experiment / "voice_search" / "search.json").read_text())
+    assert latest["voice_name"] == "phase1-snes"
+    assert {"base-snes", "phase1-snes"} <= {v["voice_name"] for v in vs.current_voices(experiment)}
+    table = vs.summary_table(results)
+    assert list(table.columns) == ["base-snes", "phase1-snes"]
+    assert table.loc["init_from"].tolist() == ["base", "phase1"]
+    with pytest.raises(ValueError, match="one name cannot hold several voices"):
+        vs.SearchConfig(init_from=["base", "phase2"], voice_name="anna")
+    with pytest.raises(ValueError, match=r"init_from=\[\]"):
+        vs.SearchConfig(init_from=[])
+    assert vs.SearchConfig(init_from=["phase2"], voice_name="anna").searches()[0].name == "anna"
 
 
 def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):

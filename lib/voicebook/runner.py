@@ -7,6 +7,7 @@ given to the stages that declare them; ``phase2.lr`` (or ``02_phase2.lr``) targe
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -19,7 +20,9 @@ import yaml
 
 from voicebook.core import stages as contract
 from voicebook.core.fileio import to_history
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.paths import NOTEBOOKS_DIR, experiment_dir
+from voicebook.core.values import parse_value
 
 STAGES = tuple(s.stem for s in contract.STAGES)  # the stage contract's order
 KERNEL = "voicebook"
@@ -58,19 +61,6 @@ def stage_name(token: str) -> str:
     raise RunnerError(f"Unknown stage {token!r}. Stages: {', '.join(STAGES)}.")
 
 
-def parse_value(text: str) -> Any:
-    """Type a ``-p KEY VALUE`` value as papermill does: int, float, then YAML, else the string."""
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
@@ -82,12 +72,6 @@ def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunnerError(f"Parameter file {file} must hold a mapping of name: value.")
     return data
-
-
-def declared_parameters(notebook: Path) -> set[str]:
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
 
 
 def split_params(
@@ -177,9 +161,7 @@ def run(
     selected = [stage_name(s) for s in (stages or STAGES)]
     selected = [s for s in STAGES if s in selected]  # always in pipeline order
     present = [s for s in selected if (notebooks_dir / f"{s}.ipynb").is_file()]
-    per_stage = split_params(
-        params or {}, present, lambda s: declared_parameters(notebooks_dir / f"{s}.ipynb")
-    )
+    per_stage = split_params(params or {}, present, lambda s: declared_parameters(s, notebooks_dir))
     results = []
     for i, stage in enumerate(selected, 1):
         prefix = f"[{i}/{len(selected)}] {stage}"
@@ -195,10 +177,8 @@ def run(
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="voicebook run", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``voicebook run``'s arguments."""
     parser.add_argument("--experiment", required=True, help="outputs/<experiment>/")
     parser.add_argument("--stages", nargs="+", help=f"default all: {' '.join(STAGES)}")
     parser.add_argument(
@@ -217,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="YAML file of parameters (flat, or nested per stage)",
     )
-    parser.add_argument(
-        "--outputs-dir", default=None, help="default $VOICEBOOK_OUTPUTS or outputs/"
-    )
-    args = parser.parse_args(argv)
+    parser.add_argument("--outputs-dir", help="default $VOICEBOOK_OUTPUTS or outputs/")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stages; exit 0, 1 (a stage failed) or 2 (a wrong request)."""
     try:
         params: dict[str, Any] = {}
         for file in args.params_file:

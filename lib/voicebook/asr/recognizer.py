@@ -84,6 +84,22 @@ class Recognizer:
 
     __call__ = text
 
+    def transcript(self, audio: np.ndarray | str | Path) -> tuple[str, list[Word]]:
+        """The transcript of a clip and its words with their times (the evaluation's failure
+        flags read them), decoded as ``text`` decodes it."""
+        if not isinstance(audio, np.ndarray):
+            audio = decode_16k(audio)
+        found, _ = self.model.transcribe(
+            np.ascontiguousarray(audio, dtype=np.float32), language=self.language,
+            beam_size=self.beam_size, vad_filter=True, temperature=0.0, word_timestamps=True,
+            condition_on_previous_text=False,
+        )  # fmt: skip
+        segments = list(found)
+        words = [
+            Word(w.start, w.end, w.word, w.probability) for s in segments for w in s.words or ()
+        ]
+        return " ".join(s.text.strip() for s in segments).strip(), words
+
 
 def decode_16k(path: str | Path) -> np.ndarray:
     """An audio file as Whisper's input: mono float32 at 16 kHz (faster-whisper's decoder)."""

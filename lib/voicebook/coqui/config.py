@@ -114,6 +114,7 @@ FIXED_SETTINGS = {
     "batch_group_size": BATCH_GROUP_SIZE,
     "run_eval": True,
     "plot_step": 100,
+    "print_step": 25,  # the trainer's console log; voicebook's own view shows every step
     "log_model_step": 1000,
     "save_checkpoints": True,
     "save_best_after": 0,
@@ -142,20 +143,22 @@ def gpt_trainer_config(
     dataset_dir: str | os.PathLike,
     output_path: str | os.PathLike,
     *,
-    language: str = "hu",
-    lr: float = 5e-6,
-    batch_size: int = 3,
-    epochs: int = 10,
-    eval_every: int | None = None,
-    save_every: int = 10_000,
-    keep_checkpoints: int = 1,
-    seed: int = 1,
-    run_name: str = "run",
-    num_loader_workers: int = 0,
-    precision: str = "fp32",
-    print_step: int = 25,
+    language: str,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    eval_every: int | None,
+    save_every: int,
+    keep_checkpoints: int,
+    seed: int,
+    run_name: str,
+    num_loader_workers: int,
+    precision: str,
 ):
     """A GPTTrainerConfig for fine-tuning the GPT of the base in ``base_dir`` on a dataset folder.
+
+    Every value is the caller's (a phase passes its ``PhaseConfig``'s): none has a default here,
+    so a stage's defaults live once, in its config dataclass.
 
     ``dataset_dir`` is the data-prep stage's output (``metadata_train.csv``/``metadata_eval.csv``
     in coqui's ``coqui`` format, paths relative to the folder). ``precision`` "bf16" or "fp16"
@@ -180,7 +183,6 @@ def gpt_trainer_config(
         num_eval_loader_workers=num_loader_workers,
         epochs=epochs,
         run_eval_steps=eval_every,
-        print_step=print_step,
         save_step=save_every,
         save_n_checkpoints=keep_checkpoints,
         mixed_precision=precision != "fp32",
@@ -191,6 +193,28 @@ def gpt_trainer_config(
         training_seed=seed,
         **copy.deepcopy(FIXED_SETTINGS),
     )
+
+
+# Where a phase's parameters would go, a config that trains nothing holds these: it reads the
+# dataset as the trainer does (``clip_samples``) or scores a checkpoint (``eval_batch_losses``).
+NOT_TRAINING = {"lr": 0.0, "epochs": 0, "eval_every": None, "save_every": 0, "keep_checkpoints": 0,
+                "run_name": "not-training", "num_loader_workers": 0, "precision": "fp32"}  # fmt: skip
+
+
+def reading_config(
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    language: str,
+    batch_size: int,
+    seed: int,
+):
+    """``gpt_trainer_config`` for what reads clips or runs eval steps without training."""
+    return gpt_trainer_config(
+        base_dir, dataset_dir, output_path,
+        language=language, batch_size=batch_size, seed=seed, **NOT_TRAINING,
+    )  # fmt: skip
 
 
 def dataset_config(dataset_dir: str | os.PathLike, language: str) -> Any:

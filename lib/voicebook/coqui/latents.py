@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from voicebook.coqui.config import gpt_trainer_config, load_samples, usable_samples
+from voicebook.coqui.config import load_samples, reading_config, usable_samples
 from voicebook.coqui.features import ClipCoder
 from voicebook.coqui.limits import SAMPLE_RATE
 from voicebook.coqui.models import load_xtts
@@ -37,11 +37,17 @@ def load_frozen_xtts(base_dir: str | os.PathLike, checkpoint: str | os.PathLike 
 
 
 def clip_samples(
-    base_dir: str | os.PathLike, dataset_dir: str | os.PathLike, work_dir: str | os.PathLike
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    language: str,
 ) -> tuple[list[dict], list[dict]]:
-    """Train and eval samples of the data-prep dataset, read as the trainer reads them (only
-    the clips coqui's XTTSDataset keeps)."""
-    config = gpt_trainer_config(base_dir, dataset_dir, work_dir)
+    """Train and eval samples of the data-prep dataset in ``language``, read as the trainer
+    reads them (only the clips coqui's XTTSDataset keeps)."""
+    # Only samples are read: no batch is drawn and nothing is seeded.
+    config = reading_config(
+        base_dir, dataset_dir, work_dir, language=language, batch_size=1, seed=0
+    )
     train, evals = load_samples(config)
     return usable_samples(config, train, SAMPLE_RATE), usable_samples(config, evals, SAMPLE_RATE)
 
@@ -213,10 +219,11 @@ def heldout_mel_ce(
     dataset_dir: str | os.PathLike,
     latent: torch.Tensor,
     work_dir: str | os.PathLike,
+    language: str,
 ) -> float:
     """Mel CE of ``model``'s GPT on the dataset's held-out clips given one voice latent: the
     number the voice search reports, for any model and voice."""
-    _, evals = clip_samples(base_dir, dataset_dir, work_dir)
+    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language)
     clips = precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
     latent = latent.reshape(1, *latent.shape[-2:])
     return float(LatentObjective(model.gpt).mel_ce(latent, clips)[0])

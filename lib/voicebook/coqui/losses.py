@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
+from voicebook.coqui.config import gpt_trainer_model, load_samples, reading_config
 from voicebook.core.paths import EVAL_META
 
 
@@ -40,7 +40,7 @@ def eval_batch_losses(
     ``device``, seeded so that every candidate sees identical batches. Text CE is as the trainer
     logs it (x0.01).
     """
-    config = gpt_trainer_config(
+    config = reading_config(
         base_dir, dataset_dir, work_dir, language=language, batch_size=batch_size, seed=seed
     )
     config.model_args.xtts_checkpoint = str(checkpoint or Path(base_dir) / "model.pth")

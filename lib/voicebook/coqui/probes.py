@@ -28,7 +28,7 @@ import torch
 from voicebook.coqui.losses import eval_batch_losses
 from voicebook.coqui.models import dvae_mel, load_audio, load_dvae
 
-SAMPLING_KEYS = ("temperature", "repetition_penalty", "top_p", "top_k")
+SAMPLING_KEYS = ("temperature", "repetition_penalty", "top_p", "top_k", "length_penalty")
 
 
 def sampling_defaults() -> dict[str, float]:

@@ -10,19 +10,16 @@ state is 2x the GPT and only resume needs it) and resumes only from the periodic
 The step path never waits on the disk (``BackgroundSaves``): a best model or a periodic checkpoint
 is handed to a ``voicebook.core.fileio.BackgroundWriter`` and written atomically (a kill mid-write
 leaves the previous file). A best model's weights are copied to host memory on the training
-thread (0.2 s for 1.8 GB on a CPU here; page-locked memory beside a GPU, at the bus's speed),
-into buffers kept from one best to the next (copying into fresh memory took 1.4-5.8 s), and
-written from there at niceness 19 past the page cache (``DirectFile``): measured on the 2 cores
-here, a buffered write of that copy cost the concurrent step 0.8-1.5 s in the kernel's copy and
-writeback, a direct one nothing measurable. A copy on the writer's own thread cost the step as
-much as this one takes, and held the next update whenever a write was still running. A best
-still waiting for its turn when a better one comes is replaced, never written (a second buffer
-holds it meanwhile). A periodic checkpoint (3x the weights) is copied the same way beside a GPU;
-on a CPU it is written from the live state (a copy would add 3x the weights to the RAM), and a
-hook before each update waits until the writer has let go of it, so the write overlaps the
-next forward and backward. ``hooks.on_best`` runs on the training thread once the file is on
-disk, so the status never names a file that is not there yet. ``save_seconds`` is what saves
-cost the training thread (copies, handing over, and waits before updates).
+thread, into buffers kept from one best to the next (fresh memory is slow to fault in), and
+written from there at low priority past the page cache (``DirectFile``: a buffered write would
+cost the concurrent steps the kernel's copying and writeback). A best still waiting for its turn
+when a better one comes is replaced, never written. A periodic checkpoint (3x the weights) is
+copied the same way beside a GPU; on a CPU it is written from the live state (a copy would add 3x
+the weights to the RAM), and a hook before each update waits until the writer has let go of it,
+so the write overlaps the next forward and backward. ``hooks.on_best`` runs on the training
+thread once the file is on disk, so the status never names a file that is not there yet.
+``save_seconds`` is what saves cost the training thread. What each choice saved:
+``benchmarks/README.md``.
 
 This module imports coqui's trainer at the top (the class subclasses it): import it lazily.
 """

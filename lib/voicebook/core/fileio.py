@@ -26,10 +26,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
+
+import filelock
 
 WRITER_NICENESS = 19  # a background write nothing waits for: the training threads come first
 DIRECT_BLOCK = 4096  # O_DIRECT writes whole blocks from block-aligned memory
@@ -103,28 +107,28 @@ class FolderBusy(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive(folder: Path, name: str, what: str) -> Iterator[None]:
-    """Hold ``folder/name`` while the block runs. A lock whose process died on this host is
-    taken over; another host's is named in the error, with how to clear it. ``what`` says who
-    holds such a lock, for that message."""
+    """Hold ``folder/name`` while the block runs (``filelock``: an OS lock, so of two processes
+    that ask at once exactly one gets it, and a lock whose process died is free again). The file
+    names its holder (host and process) for the error another ``what`` gets meanwhile."""
     folder.mkdir(parents=True, exist_ok=True)
-    path, host = folder / name, socket.gethostname()
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        owner, pid = path.read_text().split()
-        if owner == host and not Path(f"/proc/{pid}").exists():
-            path.unlink()  # its process is gone
+    path = folder / name
+    lock = filelock.FileLock(path, timeout=0, on_acquired=_name_the_holder)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = path.read_text(errors="replace").strip() or "starting"
         raise FolderBusy(
-            f"Another {what} ({path.read_text()}) is using {folder}: wait for it, or remove "
-            f"{path} if that process is gone."
+            f"Another {what} ({holder}) is using {folder}: wait for it to finish."
         ) from None
-    os.write(fd, f"{host} {os.getpid()}".encode())
-    os.close(fd)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        lock.release()
+
+
+def _name_the_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
 
 
 # --- digests -------------------------------------------------------------------------------
@@ -275,30 +279,34 @@ class WriteJob:
 class BackgroundWriter:
     """Writes files atomically in the background, one at a time, in the order submitted.
 
-    ``submit(path, content, write, then)`` returns at once. A thread of the job's own (started
-    when the previous job's ended) calls ``content()`` (what to write: e.g. a copy of live state
-    into host memory), then ``write(value, partial)`` through ``write_file_atomic``, then
-    ``then()`` (e.g. removing the files the new one replaces). ``withdraw(key)`` takes back a
-    job that has not started yet, so a newer one can take its place (a best model that a better
-    one replaced before its turn need not reach the disk).
+    ``submit(path, content, write, then)`` returns at once. When the previous job has ended,
+    ``content()`` is called (what to write: e.g. a copy of live state into host memory), then
+    ``write(value, partial)`` through ``write_file_atomic``, then ``then()`` (e.g. removing the
+    files the new one replaces). ``withdraw(key)`` takes back a job that has not started yet,
+    so a newer one can take its place (a best model that a better one replaced before its turn
+    need not reach the disk).
 
     Live state is *held* from ``submit`` until ``content()`` returned (``holds="until_copied"``:
     ``content()`` copies it), until the file is written (``"until_written"``: ``content()``
     returns the live state itself, uncopied), or not at all (``"nothing"``: the caller copied it
     before submitting). The caller must not change that state while it is held:
     ``wait_released()`` blocks until nothing is (a trainer calls it before its optimizer updates
-    the weights). Once a job holds nothing, its thread drops to niceness 19 for the write, which
-    nothing waits for but the next job; a write that holds live state keeps the caller's
-    priority. ``wait()`` blocks until every write is on disk and raises the first write's error;
-    ``done()`` lists the paths written since the last call, so the caller can record them on
-    its own thread."""
+    the weights). A write that holds nothing runs at niceness 19 (nothing waits for it but the
+    next job); one that holds live state keeps the caller's priority. ``wait()`` blocks until
+    every write is on disk and raises the first write's error; ``done()`` lists the paths
+    written since the last call, so the caller can record them on its own thread.
+
+    The queue is ``concurrent.futures``: one single-thread executor at the caller's priority
+    (``content()``, and a write that holds live state) and one at niceness 19 (the other
+    writes: a thread's niceness cannot be raised again for the next job); each job starts when
+    the one before it has ended, whichever executor ran it."""
 
     def __init__(self, name: str = "voicebook-writer"):
         self.name = name
-        self._last: threading.Thread | None = None
+        self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._jobs: list[Future] = []  # each job's last step, in order: its end and its error
         self._waiting: list[WriteJob] = []  # submitted, not started: what withdraw may take
         self._finished: list[Path] = []
-        self._error: BaseException | None = None
         self._held = 0
         self._released = threading.Condition()
         self.cpu_seconds = 0.0  # the jobs' CPU time: what they may take from other threads
@@ -317,12 +325,23 @@ class BackgroundWriter:
         with self._released:
             self._held += job.held
             self._waiting.append(job)
-        thread = threading.Thread(target=self._run, args=(self._last, job), name=self.name)
-        thread.daemon, self._last = True, thread
-        thread.start()
+        at_callers, at_nice = self._pools or self._start()
+        previous = self._jobs[-1] if self._jobs else None
+        if holds == "until_written":  # the write reads live state: at the caller's priority
+            self._jobs.append(at_callers.submit(self._timed, self._whole, job, previous))
+        else:
+            copied = at_callers.submit(self._timed, self._copy, job, previous)
+            self._jobs.append(at_nice.submit(self._timed, self._write_copy, job, copied))
+
+    def _start(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        self._pools = (
+            ThreadPoolExecutor(1, thread_name_prefix=self.name),
+            ThreadPoolExecutor(1, f"{self.name}-nice", initializer=_lower_this_threads_priority),
+        )
+        return self._pools
 
     def withdraw(self, key: str) -> WriteJob | None:
-        """The waiting job under ``key``, taken back before it started (its thread ends without
+        """The waiting job under ``key``, taken back before it started (it ends without
         writing); None when there is none."""
         with self._released:
             job = next((j for j in self._waiting if j.key == key), None)
@@ -338,7 +357,7 @@ class BackgroundWriter:
             return any(j.key == key for j in self._waiting)
 
     def busy(self) -> bool:
-        return self._last is not None and self._last.is_alive()
+        return any(not f.done() for f in self._jobs)
 
     def wait_released(self) -> None:
         with self._released:
@@ -346,8 +365,7 @@ class BackgroundWriter:
 
     def wait(self) -> list[Path]:
         """Every submitted write on disk; the paths written since the last ``done``."""
-        if self._last is not None:
-            self._last.join()
+        futures.wait(self._jobs)
         self._raise()
         return self.done()
 
@@ -357,8 +375,12 @@ class BackgroundWriter:
         return finished
 
     def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
+        """The first ended job's error, once; ended jobs are forgotten (the next job waits for
+        the last one that has not ended)."""
+        ended = [f for f in self._jobs if f.done()]
+        error = next((e for f in ended if (e := f.exception()) is not None), None)
+        self._jobs = [f for f in self._jobs if f not in ended]
+        if error is not None:
             raise RuntimeError(f"a background write failed: {error}") from error
 
     def _release(self) -> None:
@@ -366,34 +388,50 @@ class BackgroundWriter:
             self._held -= 1
             self._released.notify_all()
 
-    def _run(self, previous: threading.Thread | None, job: WriteJob) -> None:
-        if previous is not None:
-            previous.join()
-        with self._released:
-            if job not in self._waiting:  # withdrawn
-                return
-            self._waiting.remove(job)
+    def _timed(self, step: Callable[..., Any], *args: Any) -> Any:
         start = time.thread_time()
         try:
-            self._write(job)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait/submit
-            self._error = self._error or exc
+            return step(*args)
         finally:
             self.cpu_seconds += time.thread_time() - start
 
-    def _write(self, job: WriteJob) -> None:
-        held = job.held
+    def _started(self, job: WriteJob, previous: Future | None) -> bool:
+        """Wait for the job before (its error is its own); False when this one was withdrawn."""
+        if previous is not None:
+            futures.wait([previous])
+        with self._released:
+            if job not in self._waiting:
+                return False
+            self._waiting.remove(job)
+        return True
+
+    def _whole(self, job: WriteJob, previous: Future | None) -> None:
+        if not self._started(job, previous):
+            return
         try:
             value = job.content()
-            if job.holds != "until_written":  # a copy: the live state is free while it is written
-                if held:
-                    self._release()
-                held = False
-                _lower_this_threads_priority()
             write_file_atomic(job.path, lambda partial: job.write(value, partial))
         finally:
-            if held:
+            self._release()
+        self._then(job)
+
+    def _copy(self, job: WriteJob, previous: Future | None) -> tuple[Any] | None:
+        """``(content,)``, the live state free again; None when the job was withdrawn."""
+        if not self._started(job, previous):
+            return None
+        try:
+            return (job.content(),)
+        finally:
+            if job.held:
                 self._release()
+
+    def _write_copy(self, job: WriteJob, copied: Future) -> None:
+        value = copied.result()  # the copy's error is this job's
+        if value is not None:
+            write_file_atomic(job.path, lambda partial: job.write(value[0], partial))
+            self._then(job)
+
+    def _then(self, job: WriteJob) -> None:
         if job.then is not None:
             job.then()
         with self._released:

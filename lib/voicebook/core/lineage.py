@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebook.core import runs
-from voicebook.core.stages import BY_STEM, DECISION, STAGES
+from voicebook.core.stages import BY_STEM, DECISION, STAGES, PhaseScraps
 
 LABELS = {"00_data_prep": "data prep", "01_phase1": "phase 1", "02_phase2": "phase 2",
           "02b_voice_search": "the voice search", "03_evaluation": "the evaluation"}  # fmt: skip
@@ -67,17 +67,23 @@ def _label(stem: str) -> str:
 def _old_params(experiment: Path, stem: str, run_id: str) -> dict[str, Any]:
     for path in (experiment / runs.RESULTS_DIR / "history").glob(f"{stem}.*.{run_id}.json"):
         record = runs.read_record(path)
-        return record.get("params") or record.get("scraps", {}).get("params") or {}
+        return record.get("params") or PhaseScraps(stem, record.get("scraps", {})).params or {}
     return {}
 
 
 def _changed_params(experiment: Path, stem: str, now: dict[str, Any], old_id: str) -> str:
     """``" with lr=5e-05"``: the key parameters in which the new run differs from the old."""
-    new = now.get("params") or now.get("scraps", {}).get("params") or {}
+    new = now.get("params") or PhaseScraps(stem, now.get("scraps", {})).params or {}
     old = _old_params(experiment, stem, old_id)
     keys = BY_STEM[stem].key_params if stem in BY_STEM else ()
     differ = [f"{k}={new[k]}" for k in keys if k in new and k in old and new[k] != old[k]]
     return f" with {', '.join(differ)}" if differ else ""
+
+
+def _records_of(experiment: Path) -> dict[str, dict[str, Any]]:
+    from voicebook.core.scraps import read_records
+
+    return read_records(experiment)
 
 
 class _Digests:
@@ -102,6 +108,9 @@ def _reason(
     path, producer = entry.get("path"), entry.get("stage")
     if path and entry.get("digest") and not Path(path).exists():
         return f"{path}, which {_label(stem)} read, no longer exists"
+    if entry.get("experiment"):  # made in another experiment folder (a sweep's shared data prep)
+        experiment = Path(entry["experiment"])
+        records = _records_of(experiment)
     now = records.get(producer or "", {})
     if producer and "not_latest" in entry:
         return (
@@ -110,7 +119,9 @@ def _reason(
         )
     if producer and entry.get("run_id") and now.get("run_id") not in (None, entry["run_id"]):
         kept = any(
-            o.get("path") == path and o.get("digest") == entry.get("digest")
+            o.get("path")
+            and Path(o["path"]).resolve() == Path(path).resolve()
+            and o.get("digest") == entry.get("digest")
             for o in (now.get("outputs") or {}).values()
         )
         if not kept:

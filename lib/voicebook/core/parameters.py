@@ -48,11 +48,12 @@ def injected_names(history: Sequence[str]) -> tuple[list[str], int] | None:
     return None
 
 
-def declared_parameters(stem: str) -> list[str]:
-    """The names the parameters cell of ``notebooks/<stem>.ipynb`` declares."""
+def declared_parameters(stem: str, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
+    """The names the parameters cell of ``<notebooks_dir>/<stem>.ipynb`` declares (papermill
+    reads them); none when there is no such notebook."""
     import papermill
 
-    path = Path(NOTEBOOKS_DIR) / f"{stem}.ipynb"
+    path = Path(notebooks_dir) / f"{stem}.ipynb"
     return list(papermill.inspect_notebook(str(path))) if path.is_file() else []
 
 

@@ -109,16 +109,18 @@ def record_path(experiment_path: str | Path, stage: str) -> Path:
     return Path(experiment_path) / RESULTS_DIR / f"{stem_of(stage)}.json"
 
 
-def read_record(path: Path) -> dict[str, Any]:
+RERUN = "re-run that stage, or move the file away to fall back to its executed notebook"
+
+
+def read_record(path: Path, fix: str = RERUN) -> dict[str, Any]:
+    """The JSON record at ``path`` ({} when there is none); one that is not valid JSON is an
+    error naming the file and ``fix``."""
     if not path.is_file():
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"The results record {path} is not valid JSON ({exc}): re-run that stage, or move "
-            "the file away to fall back to its executed notebook."
-        ) from exc
+        raise ValueError(f"The record {path} is not valid JSON ({exc}): {fix}.") from exc
 
 
 def latest_run(experiment_path: str | Path, stage: str) -> dict[str, Any]:
@@ -129,12 +131,29 @@ def latest_run(experiment_path: str | Path, stage: str) -> dict[str, Any]:
 
 def made_by(run: dict[str, Any], path: str | Path) -> bool:
     """Whether ``path`` is one of ``run``'s outputs, inside one (an export folder) or beside one
-    (another checkpoint of the same run folder). A run that recorded no outputs: assumed."""
-    outputs = [Path(o["path"]) for o in (run.get("outputs") or {}).values() if o.get("path")]
-    path = Path(path)
+    (another checkpoint of the same run folder), links followed (a sweep trial's ``dataset`` is a
+    link to the shared data prep's). A run that recorded no outputs: assumed."""
+    outputs = [
+        Path(o["path"]).resolve() for o in (run.get("outputs") or {}).values() if o.get("path")
+    ]
+    path = Path(path).resolve()
     return not outputs or any(
         path == o or path.is_relative_to(o) or path.parent == o.parent for o in outputs
     )
+
+
+def producing_experiment(experiment: str | Path, producer: str, path: str | Path) -> Path:
+    """The experiment folder whose runs of ``producer`` made ``path``: the one ``path`` really
+    lives in when that is another (a sweep trial's ``dataset`` links to the sweep's shared data
+    prep, whose run lineage then follows), else this one."""
+    own, real = Path(experiment), Path(path).resolve()
+    if not real.is_relative_to(own.resolve()):
+        for folder in list(real.parents)[:3]:
+            if record_path(folder, producer).is_file() and made_by(
+                latest_run(folder, producer), real
+            ):
+                return folder
+    return own
 
 
 # --- what a run read and wrote --------------------------------------------------------------
@@ -183,8 +202,11 @@ def read_input(
         return None
     entry: dict[str, Any] = {"path": str(path), "digest": content_digest(path)}
     if producer and run.experiment:
-        latest = latest_run(run.experiment, producer)
+        where = producing_experiment(run.experiment, producer, path)
+        latest = latest_run(where, producer)
         entry["stage"] = stem_of(producer)
+        if where.resolve() != Path(run.experiment).resolve():
+            entry["experiment"] = str(where)  # lineage follows the run there (a sweep's data prep)
         if made_by(latest, path):
             entry |= {k: latest[k] for k in ("run_id", "started") if k in latest}
         else:  # made by an earlier run (a search reused after its phase re-ran): stale already

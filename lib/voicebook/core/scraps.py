@@ -161,14 +161,38 @@ def read_experiment(experiment_path: str | Path) -> dict[str, dict[str, Any]]:
     return checked(dict(sorted(scraps.items())))
 
 
+def _running_here(experiment_path: str | Path, stage: str) -> dict[str, Any] | None:
+    """The run of ``stage`` on this experiment that this kernel is running now, when it has not
+    published yet (04 writes its report before its record): that run, not the previous one,
+    is where the report comes from."""
+    run = runs.current(stage)
+    if run is None or not run.experiment:
+        return None
+    if Path(run.experiment).resolve() != Path(experiment_path).resolve():
+        return None
+    return {**run.header(), "updated": "(running now)"}
+
+
+def run_params(experiment_path: str | Path, stage: str) -> dict[str, Any]:
+    """The parameters the latest recorded run of ``stage`` ran with ({} when none is recorded)."""
+    record = read_records(experiment_path).get(stage) or {}
+    return record.get("params") or {}
+
+
 def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
     """Where each stage's numbers came from: one row per recorded stage, with when it ran and
     its key parameters (``voicebook.core.stages``), for the report."""
-    from voicebook.core.stages import BY_STEM
+    from voicebook.core.stages import BY_STEM, STAGES, PhaseScraps
 
+    records = read_records(experiment_path)
+    for s in STAGES:  # a run in this kernel that has not published yet is the latest
+        running = _running_here(experiment_path, s.stem)
+        if running and running["run_id"] != records.get(s.stem, {}).get("run_id"):
+            records[s.stem] = running
     rows = []
-    for stage, record in read_records(experiment_path).items():
-        params = record.get("scraps", {}).get("params") or record.get("params") or {}
+    for stage, record in records.items():
+        published = PhaseScraps(stage, record.get("scraps", {}))  # the phases' reads; None else
+        params = published.params or record.get("params") or {}
         keys = BY_STEM[stage].key_params if stage in BY_STEM else ()
         shown = {k: params[k] for k in keys if k in params and params[k] not in ("", None)}
         rows.append(
@@ -178,7 +202,12 @@ def provenance(experiment_path: str | Path) -> list[dict[str, Any]]:
                 "ran": record.get("started", ""),
                 "recorded": record.get("updated", ""),
                 "parameters": ", ".join(f"{k}={v}" for k, v in shown.items()),
-                "parent": record.get("scraps", {}).get("parent_checkpoint") or "",
+                "parent": published.parent_checkpoint or "",
             }
         )
     return rows
+
+
+def ran_at(provenance_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """``{stage: when its latest run started}`` from ``provenance``'s rows."""
+    return {row["stage"]: row["ran"] for row in provenance_rows}

@@ -11,7 +11,9 @@ stage is one entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ def stage(stem: str) -> Stage:
 
 
 class StageScraps(dict):
-    """One stage's scraps (``{name: value}``) whose reads are checked against its contract."""
+    """One stage's scraps (``{name: value}``) whose reads are checked against its contract.
+    Consumers read them through a typed view's attributes (``PhaseScraps.best_mel_ce``...), so
+    no scrap name is written outside this module."""
 
     def __init__(self, stem: str, values: Any = ()) -> None:
         super().__init__(values)
@@ -116,17 +120,132 @@ class StageScraps(dict):
         self._check(name)
         return super().get(name, default)
 
+    STEM = ""  # the stage of a view that serves one stage
+
+    @classmethod
+    def of(cls, values: Any) -> Any:
+        """``values`` (a plain dict, or a view already) as this view of its one stage."""
+        return values if isinstance(values, cls) else cls(cls.STEM, values or {})
+
+
+class Scrap(Generic[T]):
+    """A typed read of one scrap, by attribute: its value, or None when the stage has not
+    published it (phase 1 has no ``parent_checkpoint``); the attribute's name is the scrap's."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, scraps: None, owner: type) -> Scrap[T]: ...
+    @overload
+    def __get__(self, scraps: StageScraps, owner: type) -> T | None: ...
+    def __get__(self, scraps: StageScraps | None, owner: type) -> Scrap[T] | T | None:
+        return self if scraps is None else dict.get(scraps, self.name)
+
+
+class DataPrepScraps(StageScraps):
+    STEM = DATA_PREP.stem
+    dataset_card: Scrap[dict] = Scrap()
+    n_train: Scrap[int] = Scrap()
+    n_eval: Scrap[int] = Scrap()
+    n_test: Scrap[int] = Scrap()
+    minutes_total: Scrap[float] = Scrap()
+    n_rejected: Scrap[int] = Scrap()
+
+
+class PhaseScraps(StageScraps):
+    stage: Scrap[str] = Scrap()
+    params: Scrap[dict] = Scrap()
+    best_mel_ce: Scrap[float] = Scrap()
+    best_text_ce: Scrap[float] = Scrap()
+    best_step: Scrap[int] = Scrap()
+    best_checkpoint: Scrap[str] = Scrap()
+    final_step: Scrap[int] = Scrap()
+    curves: Scrap[Any] = Scrap()  # a DataFrame: step, split, loss_mel_ce, loss_text_ce
+    health: Scrap[list] = Scrap()
+    parent_checkpoint: Scrap[str] = Scrap()  # phase 2's
+
+
+class VoiceSearchScraps(StageScraps):
+    STEM = VOICE_SEARCH.stem
+    voice_search: Scrap[dict] = Scrap()
+    voice_search_curves: Scrap[Any] = Scrap()
+
+
+class EvaluationScraps(StageScraps):
+    STEM = EVALUATION.stem
+    eval_table: Scrap[Any] = Scrap()  # DataFrames, unless named otherwise
+    eval_notes: Scrap[list] = Scrap()
+    eval_per_source: Scrap[Any] = Scrap()
+    eval_settings: Scrap[dict] = Scrap()
+    temperature_sweep: Scrap[Any] = Scrap()
+    dvae_reconstruction: Scrap[Any] = Scrap()
+    codebook: Scrap[Any] = Scrap()
+    listening_summary: Scrap[Any] = Scrap()
+    ab_summary: Scrap[Any] = Scrap()
+    ab_pairs: Scrap[Any] = Scrap()
+    hidden_reference: Scrap[Any] = Scrap()
+    listening_left_out: Scrap[Any] = Scrap()
+
+
+class DecisionScraps(StageScraps):
+    STEM = DECISION.stem
+    recommendation: Scrap[dict] = Scrap()
+
+
+VIEWS: dict[str, type[StageScraps]] = {
+    DATA_PREP.stem: DataPrepScraps,
+    **{s.stem: PhaseScraps for s in TRAINING},
+    VOICE_SEARCH.stem: VoiceSearchScraps,
+    EVALUATION.stem: EvaluationScraps,
+    DECISION.stem: DecisionScraps,
+}
+
+
+def view(stem: str, values: Any = ()) -> StageScraps:
+    """``values`` as the typed view of the stage ``stem``; a stage outside the contract that
+    published a best Mel CE (another training notebook) reads as a phase."""
+    values = dict(values or {})
+    phase_like = PhaseScraps.best_mel_ce.name in values
+    return VIEWS.get(stem, PhaseScraps if phase_like else StageScraps)(stem, values)
+
+
+def accessors(cls: type[StageScraps]) -> set[str]:
+    """The scraps a view reads by attribute."""
+    return {n for k in cls.__mro__ for n, v in vars(k).items() if isinstance(v, Scrap)}
+
 
 class ExperimentScraps(dict):
-    """``{stem: StageScraps}``; ``get(stem, {})`` of a stage that has not run is an empty, still
-    checked, ``StageScraps``."""
+    """``{stem: StageScraps}`` (each its stage's typed view); ``get(stem, {})`` of a stage that
+    has not run is an empty, still checked, view. ``data_prep``, ``phase(stem)``,
+    ``voice_search``, ``evaluation`` and ``decision`` are the typed reads."""
 
     def get(self, stem: str, default: Any = None) -> Any:
         if stem not in self and isinstance(default, dict):
-            return StageScraps(stem, default)
+            return view(stem, default)
         return super().get(stem, default)
+
+    @property
+    def data_prep(self) -> DataPrepScraps:
+        return self.get(DATA_PREP.stem, {})
+
+    def phase(self, stem: str) -> PhaseScraps:
+        return self.get(stem, {})
+
+    @property
+    def voice_search(self) -> VoiceSearchScraps:
+        return self.get(VOICE_SEARCH.stem, {})
+
+    @property
+    def evaluation(self) -> EvaluationScraps:
+        return self.get(EVALUATION.stem, {})
+
+    @property
+    def decision(self) -> DecisionScraps:
+        return self.get(DECISION.stem, {})
 
 
 def checked(scraps: dict[str, dict[str, Any]]) -> ExperimentScraps:
-    """``scraps`` (``{stem: {name: value}}``) with every read checked against the contract."""
-    return ExperimentScraps({stem: StageScraps(stem, v) for stem, v in scraps.items()})
+    """``scraps`` (``{stem: {name: value}}``) as typed views, every read checked against the
+    contract."""
+    return ExperimentScraps({stem: view(stem, v) for stem, v in scraps.items()})

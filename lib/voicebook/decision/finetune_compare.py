@@ -53,7 +53,9 @@ def phase_status(checkpoint: str | Path) -> dict[str, Any] | None:
 def finetune_label(status: dict[str, Any]) -> str:
     if status.get("finetune", "full") != "lora":
         return "full"
-    return f"lora r{(status.get('params') or {}).get('lora_rank', '?')}"
+    from voicebook.training.result import recorded_param
+
+    return f"lora r{recorded_param(status, 'lora_rank', '?')}"
 
 
 def _minus(value: Any, base: Any) -> float | None:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from voicebook.core import stages as contract
 from voicebook.core.thresholds import TEXT_CE_ALARM, text_ce_alarming
+from voicebook.core.values import like
 from voicebook.evaluation.listening.session import MIN_RATINGS
 
 # The stages whose results the decision reads (voicebook.core.stages: the one stage contract).
@@ -96,8 +97,8 @@ class Thresholds:
                 f"valid keys are: {', '.join(valid)}."
             )
         try:
-            typed = {k: type(getattr(cls, k))(v) for k, v in overrides.items()}
-        except (TypeError, ValueError) as err:
+            typed = {k: like(getattr(cls, k), v, k) for k, v in overrides.items()}
+        except ValueError as err:
             raise ValueError(f"Thresholds must be numbers; got {overrides}: {err}") from err
         return cls(**typed)
 
@@ -403,8 +404,12 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
             status, kept = _weigh(c, kept, candidates, band, t, notes, reasons)
         verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
 
-    ready = not text_ce_alarming(kept.text_ce, t.text_ce_alarm)
-    if not ready:
+    ready = kept.mel_ce is not None and not text_ce_alarming(kept.text_ce, t.text_ce_alarm)
+    if kept.mel_ce is None:  # nothing unmeasured ships: not even the fallback
+        reasons.append(_unmeasured(kept, candidates))
+        kept, why = least_bad(candidates)
+        reasons.append(why)
+    elif not ready:
         reasons.append(
             f"Even {kept.title}, kept as the fallback, has Text CE {_num(kept.text_ce)} at or "
             f"above the alarm {t.text_ce_alarm}: nothing here is ready to ship. Check the base "
@@ -419,6 +424,20 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     reasons.append(_conclusion(kept, winner_tier, t, ready))
     return Decision(
         kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready
+    )
+
+
+def _unmeasured(kept: CandidateEvidence, candidates: list[CandidateEvidence]) -> str:
+    """Why the candidate kept so far cannot ship: nothing measured it."""
+    if kept.name == BASE and any(c.source == "evaluation" for c in candidates):
+        return (
+            f"{kept.title} is the fallback, but the base was not evaluated; add it to "
+            "`candidates` in 03_evaluation: nothing unmeasured ships, so nothing here is "
+            "ready to ship."
+        )
+    return (
+        f"{kept.title} is the fallback, but it has no measured Mel CE: nothing unmeasured "
+        "ships, so nothing here is ready to ship."
     )
 
 
@@ -597,12 +616,12 @@ def _listening_overall(summary: pd.DataFrame | None, candidate: str) -> tuple[fl
     return finite_or_none(rows["mean"].mean()), int(rows["n"].min())
 
 
-def training_stages(scraps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def training_stages(scraps: dict[str, dict[str, Any]]) -> dict[str, contract.PhaseScraps]:
     """``{stage name: scraps}`` of the training notebooks, in notebook order."""
     return {
-        s.get("stage", TRAINING_STAGES.get(stem, stem)): s
-        for stem, s in sorted(scraps.items())
-        if stem in TRAINING_STAGES or "best_mel_ce" in s
+        s.stage or TRAINING_STAGES.get(stem, stem): s
+        for stem, s in sorted(contract.checked(scraps).items())
+        if isinstance(s, contract.PhaseScraps)
     }
 
 
@@ -614,20 +633,17 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
     """
     stages = training_stages(scraps)
     known = list(stages) + [s for s in TRAINING_STAGES.values() if s not in stages]
-    evaluation = scraps.get(EVALUATION, {})
-    table = evaluation.get("eval_table")
-    listening = evaluation.get("listening_summary")
+    evaluation = contract.checked(scraps).evaluation
+    table, listening = evaluation.eval_table, evaluation.listening_summary
     rows = [] if table is None else table.to_dict("records")
     by_stage: dict[str | None, list[CandidateEvidence]] = {}
     for row in rows:
         name = str(row["candidate"])
         checkpoint = row.get("checkpoint") or None
         stage = None if name == BASE else _stage_of(name, checkpoint, known)
-        stage_scraps = stages.get(stage, {})
-        is_best = name == stage or (
-            checkpoint and checkpoint == stage_scraps.get("best_checkpoint")
-        )
-        overfitting, alarms = _health_flags(stage_scraps.get("health"))
+        stage_scraps = stages.get(stage) or contract.PhaseScraps(str(stage))
+        is_best = name == stage or (checkpoint and checkpoint == stage_scraps.best_checkpoint)
+        overfitting, alarms = _health_flags(stage_scraps.health)
         mean, n = _listening_overall(listening, name)
         c = CandidateEvidence(
             name=name,
@@ -636,7 +652,7 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
             text_ce=finite_or_none(row.get("text_ce")),
             source="evaluation",
             split=str(row.get("split") or "validation"),
-            best_step=stage_scraps.get("best_step") if is_best else _step_of(checkpoint),
+            best_step=stage_scraps.best_step if is_best else _step_of(checkpoint),
             checkpoint=checkpoint,
             speaker_similarity=finite_or_none(row.get("speaker_similarity")),
             cer=finite_or_none(row.get("cer")),
@@ -655,20 +671,20 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
     return ordered + by_stage.get(None, [])
 
 
-def _training_evidence(stage: str, s: dict[str, Any], listening: Any) -> CandidateEvidence:
+def _training_evidence(stage: str, s: contract.PhaseScraps, listening: Any) -> CandidateEvidence:
     """A phase that was trained but not evaluated: its own best eval (validation) losses."""
-    overfitting, alarms = _health_flags(s.get("health"))
+    overfitting, alarms = _health_flags(s.health)
     mean, n = _listening_overall(listening, stage)
-    measured = finite_or_none(s.get("best_mel_ce")) is not None
+    measured = finite_or_none(s.best_mel_ce) is not None
     return CandidateEvidence(
         name=stage,
         label=stage.replace("phase", "phase "),
-        mel_ce=finite_or_none(s.get("best_mel_ce")),
-        text_ce=finite_or_none(s.get("best_text_ce")),
+        mel_ce=finite_or_none(s.best_mel_ce),
+        text_ce=finite_or_none(s.best_text_ce),
         source="training" if measured else "none",
         split="validation" if measured else "",
-        best_step=s.get("best_step"),
-        checkpoint=s.get("best_checkpoint"),
+        best_step=s.best_step,
+        checkpoint=s.best_checkpoint,
         listening_mean=mean,
         listening_n=n,
         overfitting=overfitting,
@@ -685,16 +701,16 @@ def missing_evidence(scraps: dict[str, dict[str, Any]]) -> list[str]:
     for stem, stage in TRAINING_STAGES.items():
         if stage not in stages:
             missing.append(f"No {stage.replace('phase', 'phase ')} yet ({stem} has not run).")
-    evaluation = scraps.get(EVALUATION)
-    if evaluation is None:
+    if EVALUATION not in scraps:
         missing.append(
             "No evaluation yet (03_evaluation has not run): numbers come from training, the base "
             "model is unmeasured, and there are no speaker-similarity or listening scores."
         )
     else:
-        if evaluation.get("eval_table") is None or evaluation["eval_table"].empty:
+        evaluation = contract.checked(scraps).evaluation
+        if evaluation.eval_table is None or evaluation.eval_table.empty:
             missing.append("The evaluation stage recorded no eval table.")
-        summary = evaluation.get("listening_summary")
+        summary = evaluation.listening_summary
         if summary is None or summary.empty or int(summary["n"].sum()) == 0:
             missing.append(
                 "No listening ratings yet: run the blind listening test in 03_evaluation."

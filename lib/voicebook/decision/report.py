@@ -23,15 +23,14 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from voicebook.core import html as page_html
 from voicebook.core import stages as contract
+from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.fileio import to_history, write_text_atomic
 from voicebook.core.lineage import Assessment, assess
 from voicebook.core.paths import outputs_root
-from voicebook.core.scraps import provenance, read_experiment, read_records
+from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
 from voicebook.decision import parity
@@ -112,6 +111,9 @@ def analyse_experiment(
     apply the decision matrix (with ``export_parity``: ``decision.parity.check_exports``)."""
     path = Path(experiment_path)
     scraps = read_experiment(path)
+    if dm.EVALUATION in scraps:  # every rating on disk counts, not those of 03's last summary
+        params = run_params(path, dm.EVALUATION)
+        scraps[dm.EVALUATION] = lr.with_ratings_on_disk(scraps[dm.EVALUATION], path, params)
     result = analyse_scraps(path.name, scraps, thresholds, path, assess(path), export_parity)
     result.provenance = provenance(path)
     if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
@@ -122,7 +124,7 @@ def analyse_experiment(
 def stale_evaluation(rows: list[dict[str, Any]]) -> list[str]:
     """Sentences naming training stages that ran again after the evaluation scored them
     (for records made before runs noted their inputs: ``voicebook.core.lineage`` does it now)."""
-    ran = {r["stage"]: r["ran"] for r in rows}
+    ran = ran_at(rows)
     evaluated = ran.get(dm.EVALUATION)
     return [
         f"{stage} ran again ({ran[stage]}) after the evaluation ({evaluated}): the evaluation's "
@@ -169,6 +171,14 @@ def headline(d: Any) -> str:
     return f"Ship: {html.escape(d.winner_label)}"
 
 
+def verdict_box(d: Any) -> str:
+    """The verdict box's classes: green only for a ready recommendation, red for stale
+    evidence, amber when nothing is ready to ship."""
+    if getattr(d, "stale", None):
+        return "box alarm"
+    return "box" if d.ready else "box warn"
+
+
 def report_path(experiment: str, outputs_dir: str | os.PathLike | None = None) -> Path:
     """Where the report of ``experiment`` is (or will be) written; for the runner to print."""
     return outputs_root(outputs_dir) / experiment / REPORT_NAME
@@ -185,11 +195,10 @@ def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[st
     (curves already recorded in the parent's step count are left as they are)."""
     out = {}
     for stage, s in dm.training_stages(scraps).items():
-        curves = s.get("curves")
+        curves = s.curves
         if not isinstance(curves, pd.DataFrame) or curves.empty:
             continue
-        started_from = s.get("parent_checkpoint") if "parent_checkpoint" in s else None  # phase 2
-        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", started_from or "")
+        parent = re.search(r"(?:best_model|checkpoint)_(\d+)\.pth$", s.parent_checkpoint or "")
         if parent and curves["step"].min() < int(parent.group(1)):  # counted from 0
             curves = curves.assign(step=curves["step"] + int(parent.group(1)))
             stage = f"{stage} (from step {parent.group(1)})"
@@ -197,49 +206,30 @@ def stage_curves(scraps: dict[str, dict[str, Any]], prefix: str = "") -> dict[st
     return out
 
 
-def curves_figure(
-    curves: dict[str, pd.DataFrame], thresholds: dm.Thresholds | None = None
-) -> go.Figure | None:
+def phases_figure(curves: dict[str, pd.DataFrame], thresholds: dm.Thresholds | None = None) -> Any:
     """Mel CE and Text CE by step, every phase on shared axes, one colour per phase (eval solid,
-    train dotted), steps plotted as recorded; None when there are no curves."""
+    train dotted), steps plotted as recorded, the decision thresholds as grey dashes; None when
+    there are no curves."""
     if not curves:
         return None
     t = thresholds or dm.Thresholds()
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=("Mel CE", "Text CE"),
-    )
-    palette = qualitative.Plotly
-    for i, (name, df) in enumerate(curves.items()):
-        for split, style in (("eval", {}), ("train", {"dash": "dot", "width": 1})):
-            part = df[df["split"] == split].sort_values("step")
-            for row, metric in ((1, "loss_mel_ce"), (2, "loss_text_ce")):
-                if part.empty or metric not in part or part[metric].isna().all():
-                    continue
-                fig.add_trace(
-                    go.Scatter(
-                        x=part["step"],
-                        y=part[metric],
-                        name=f"{name} {split}",
-                        legendgroup=f"{name} {split}",
-                        showlegend=row == 1,
-                        mode="lines+markers" if split == "eval" else "lines",
-                        line={"color": palette[i % len(palette)], **style},
-                        opacity=1.0 if split == "eval" else 0.6,
-                    ),
-                    row=row,
-                    col=1,
-                )
-    for y in (t.mel_ce_excellent, t.mel_ce_improved, t.mel_ce_marginal):
-        fig.add_hline(y=y, line={"dash": "dash", "color": "grey", "width": 1}, row=1, col=1)
-    for y in (t.text_ce_max, t.text_ce_alarm):
-        fig.add_hline(y=y, line={"dash": "dash", "color": "grey", "width": 1}, row=2, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    fig.update_layout(height=650, title="Training curves (grey dashes: decision thresholds)")
-    return fig
+    lines = [
+        Curve(f"{name} {split}", part["step"], part[metric], panel, colour=name, **style)
+        for name, df in curves.items()
+        for split, style in (("eval", EVAL_LINE), ("train", TRAIN_LINE))
+        for part in [df[df["split"] == split].sort_values("step")]
+        for panel, metric in enumerate(("loss_mel_ce", "loss_text_ce"))
+        if not part.empty and metric in part and not part[metric].isna().all()
+    ]
+    rules = {0: (t.mel_ce_excellent, t.mel_ce_improved, t.mel_ce_marginal),
+             1: (t.text_ce_max, t.text_ce_alarm)}  # fmt: skip
+    title = "Training curves (grey dashes: decision thresholds)"
+    return curves_figure(lines, ("Mel CE", "Text CE"), x_title="step", title=title,
+                         stacked=True, rules=rules, height=650)  # fmt: skip
+
+
+EVAL_LINE = {"mode": "lines+markers"}
+TRAIN_LINE = {"mode": "lines", "dash": "dot", "width": 1, "opacity": 0.6}
 
 
 def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -247,7 +237,7 @@ def health_table(scraps: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = [
         {"stage": stage, **event}
         for stage, s in dm.training_stages(scraps).items()
-        for event in s.get("health") or []
+        for event in s.health or []
     ]
     return pd.DataFrame(rows, columns=["stage", "step", "kind", "severity", "message"])
 
@@ -262,7 +252,7 @@ _table_html = page_html.table
 def _dataset_html(result: ExperimentResult) -> list[str]:
     """The dataset card's summary (``dataprep.card.summary_parts``, the same as ``card.html``'s
     top) with a link to the full card beside the report."""
-    card = result.scraps.get(dm.DATA_PREP, {}).get("dataset_card")
+    card = result.scraps.data_prep.dataset_card
     if not card:
         return ["<h2>Dataset</h2>", "<p>No dataset card: run 00_data_prep.</p>"]
     if "totals" not in card:
@@ -314,19 +304,19 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
     esc = html.escape
     items = "".join(f"<li>{esc(r)}</li>" for r in d.reasons)
     tier = esc(d.tier or "unknown")
-    figures = [curves_figure(stage_curves(result.scraps), d.thresholds)]
+    figures = [phases_figure(stage_curves(result.scraps), d.thresholds)]
     if others:
         every = {}
         for r in [result, *others]:
             every.update(stage_curves(r.scraps, prefix=f"{r.name}/"))
-        figures.append(curves_figure(every, d.thresholds))
+        figures.append(phases_figure(every, d.thresholds))
     figure_html = _figures_html(figures)
     health = health_table(result.scraps)
     missing = "".join(f"<li>{esc(m)}</li>" for m in result.missing) or "<li>Nothing.</li>"
     sections = [
         f"<h1>Decision report — {esc(result.name)}</h1>",
         f"<p>Generated {datetime.now().isoformat(timespec='seconds')}.</p>",
-        f'<div class="box{" alarm" if d.stale else ""}"><h2>{headline(d)}</h2>',
+        f'<div class="{verdict_box(d)}"><h2>{headline(d)}</h2>',
         f"<p>Tier: <b>{tier}</b></p>",
         f"<ol>{items}</ol></div>",
         "<h2>Comparison of candidates</h2>",
@@ -382,9 +372,9 @@ def _versus_html(result: ExperimentResult) -> list[str]:
     from voicebook.voice_search import search as voice_search
 
     searched = voice_search.current_voices(result.path) if result.path.is_dir() else []
-    if not searched and not result.scraps.get(voice_search.SEARCH_STAGE, {}).get("voice_search"):
+    if not searched and not result.scraps.voice_search.voice_search:
         return []
-    table = result.scraps.get(dm.EVALUATION, {}).get("eval_table")
+    table = result.scraps.evaluation.eval_table
     minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
     versus = voice_search.versus_finetuning(table, searched, minutes)
     if versus.empty:
@@ -407,7 +397,7 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
     """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
     from voicebook.decision.finetune_compare import finetune_table
 
-    table = finetune_table(result.scraps.get(dm.EVALUATION, {}).get("eval_table"))
+    table = finetune_table(result.scraps.evaluation.eval_table)
     if table.empty:
         return []
     return [
@@ -428,14 +418,15 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
 def _eval_cost_html(result: ExperimentResult) -> list[str]:
     """Each phase's ``eval_every`` beside what its evaluations cost, as a share of its time."""
     from voicebook.decision.finetune_compare import phase_status
+    from voicebook.training.result import recorded_param
 
     lines = []
     for stage in contract.TRAINING:
-        scraps = result.scraps.get(stage.stem) or {}
-        status = phase_status(scraps["best_checkpoint"]) if scraps.get("best_checkpoint") else None
+        best = result.scraps.phase(stage.stem).best_checkpoint
+        status = phase_status(best) if best else None
         if not status or not status.get("train_seconds") or "eval_seconds" not in status:
             continue
-        every = (status.get("params") or {}).get("eval_every")
+        every = recorded_param(status, "eval_every")
         share = status["eval_seconds"] / status["train_seconds"]
         lines.append(
             f"<p>{html.escape(stage.short)}: eval_every {every} steps: {status.get('evals', 0)} "
@@ -461,7 +452,7 @@ def _depth_html(result: ExperimentResult) -> list[str]:
     """The evaluation's depth checks: per source, cap hits, temperature sweep, the DVAE."""
     from voicebook.evaluation import depth as eval_depth
 
-    evaluation = result.scraps.get(dm.EVALUATION)
+    evaluation = result.scraps.evaluation
     if not evaluation:
         return []
     tables = eval_depth.depth_tables(evaluation)
@@ -488,7 +479,7 @@ def _candidate_names(result: ExperimentResult) -> list[str]:
 
 def _listening_html(result: ExperimentResult) -> list[str]:
     """What listeners said: scores with n, A/B per pair, the reference check, what was left out."""
-    evaluation = result.scraps.get(dm.EVALUATION)
+    evaluation = result.scraps.evaluation
     if not evaluation:
         return []
     parts = ["<h2>What listeners said</h2>", _LISTENING_NOTE.format(share=lr.MAX_SLIP_SHARE)]
@@ -519,9 +510,7 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "missing": result.missing,
         "provenance": result.provenance,
         "lineage": result.lineage.to_dict(),
-        "listening": lr.listening_facts(
-            result.scraps.get(dm.EVALUATION, {}), _candidate_names(result)
-        ),
+        "listening": lr.listening_facts(result.scraps.evaluation, _candidate_names(result)),
     }
 
 

@@ -6,11 +6,11 @@
 - **the tokenizer's reconstruction**: the DVAE encodes each held-out clip's mel to codes and
   decodes it; mel MSE, MAE and peak error per source (the DVAE is the base's, frozen in
   fine-tuning: one set of numbers for every candidate);
-- **cap hits**: how many test sentences ran into the token cap (``measures.token_cap``)
+- **cap hits**: how many test sentences ran into the token cap (``voicebook.measures.takes.token_cap``)
   without the GPT stopping by itself; a short sentence is always among them (runaway
   generation on short text is a known XTTS failure);
-- **reference clips**: the voice is taken from the first held-out clips, the ones nearest the
-  voice's mean speaker embedding (``"auto"``), or the files given;
+- **reference clips**: which ones the voice was taken from (``voicebook.voices.references``
+  chooses them);
 - **temperature sweep**: the test sentences at each temperature, per candidate.
 
 The model work is in ``voicebook.coqui.probes``; this module chooses, aggregates and words.
@@ -26,15 +26,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from voicebook.core.stages import EvaluationScraps
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
+from voicebook.measures.text import character_error_rate
 from voicebook.speaker import SpeakerSimilarity
+from voicebook.voices.references import AUTO, FIRST, as_spec
 
-FIRST, AUTO = "first", "auto"  # the reference_clips modes besides a list of files
 ALL = codebook.ALL  # the row of every clip together
 LOSSES = ("mel_ce", "text_ce")
+SWEEP_SETTING = "temperature_sweep"  # eval_settings' key: the temperatures swept
 SWEEP_COLUMNS = ["candidate", "temperature", "n_sentences", "cap_hits", "speaker_similarity",
                  "rtf", "cer"]  # fmt: skip
 
@@ -44,63 +46,10 @@ def column(metric: str, source: str) -> str:
     return f"{metric}[{source}]"
 
 
-# --- reference clips -----------------------------------------------------------------------
-
-
-def nearest_clips(embeddings: np.ndarray, clips: list[Any], n: int) -> list[Any]:
-    """The ``n`` clips whose embeddings are nearest (cosine) the mean embedding, nearest first."""
-    if len(clips) != len(embeddings):
-        raise ValueError(f"{len(clips)} clips but {len(embeddings)} embeddings.")
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    mean = unit.mean(axis=0)
-    closeness = unit @ (mean / np.linalg.norm(mean))
-    order = np.argsort(-closeness, kind="stable")
-    return [clips[i] for i in order[: max(n, 1)]]
-
-
-def _as_spec(spec: Any) -> Any:
-    if isinstance(spec, str) and spec.lstrip()[:1] == "[":  # papermill -p passes text
-        spec = yaml.safe_load(spec)
-    return spec
-
-
 def sweep_temperatures(config: Any) -> list[float]:
     """``config.temperature_sweep`` as numbers (a list, or its text from papermill -p)."""
-    spec = _as_spec(config.temperature_sweep)
+    spec = as_spec(config.temperature_sweep)
     return [float(t) for t in ([spec] if isinstance(spec, (int, float)) else spec or [])]
-
-
-def choose_reference_clips(
-    spec: Any, dataset_dir: Path, n: int, scorer: SpeakerSimilarity | None = None
-) -> list[Path]:
-    """The clips every candidate's voice is made from: ``"first"`` the first ``n`` held-out
-    clips, ``"auto"`` the ``n`` held-out clips nearest their mean speaker embedding (``scorer``
-    has embedded them), else a file or a list of files (relative to the dataset folder, or not)."""
-    spec = _as_spec(spec)
-    if spec == FIRST:
-        return ev.reference_clips(dataset_dir, n)
-    if spec == AUTO:
-        held_out = ev.eval_clips(dataset_dir)
-        scorer = scorer or SpeakerSimilarity(held_out)
-        return nearest_clips(scorer.clip_embeddings, held_out, n)
-    files = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec or [])
-    if not files:
-        raise ValueError("reference_clips is empty: use 'first', 'auto' or a list of wav files.")
-    found = [_existing(Path(dataset_dir), f) for f in files]
-    missing = [str(f) for f, p in zip(files, found) if p is None]
-    if missing:
-        raise FileNotFoundError(
-            f"reference_clips names {', '.join(missing)}, which do(es) not exist (neither as "
-            f"given nor under {dataset_dir}): fix the list, or use 'first' or 'auto'."
-        )
-    return found
-
-
-def _existing(dataset_dir: Path, file: str | os.PathLike) -> Path | None:
-    for path in (Path(file).expanduser(), dataset_dir / file):
-        if path.is_file():
-            return path
-    return None
 
 
 # --- per source ----------------------------------------------------------------------------
@@ -261,7 +210,7 @@ def temperature_sweep(
         )  # fmt: skip
         cer = math.nan
         if transcribe is not None:
-            cer = float(np.mean([ev.character_error_rate(t, transcribe(Path(w)))
+            cer = float(np.mean([character_error_rate(t, transcribe(Path(w)))
                                  for t, w in zip(samples.text, samples.wav)]))  # fmt: skip
         rows.append({
             "candidate": candidate, "temperature": temperature,
@@ -291,11 +240,11 @@ def gathered(depth: dict[str, Any], candidates: list[Any]) -> tuple[pd.DataFrame
 
 def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> dict[str, Any]:
     """What the synthesis ran with (the ``eval_settings`` scrap)."""
-    spec = _as_spec(config.reference_clips)
+    spec = as_spec(config.reference_clips)
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),
-        "temperature_sweep": sweep_temperatures(config),
+        SWEEP_SETTING: sweep_temperatures(config),
         "reference_mode": spec if spec in (FIRST, AUTO) else "files",
         "reference_clips": shown,
         "audio_tokens_per_char": config.audio_tokens_per_char,
@@ -323,7 +272,7 @@ def per_source_wide(per_source: pd.DataFrame) -> pd.DataFrame:
 def settings_sentence(settings: dict[str, Any]) -> str:
     """What the synthesis ran with, in one sentence."""
     clips = settings.get("reference_clips") or []
-    sweep = settings.get("temperature_sweep") or []
+    sweep = settings.get(SWEEP_SETTING) or []
     return (
         f"Test sentences sampled at temperature {settings.get('temperature')} "
         f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
@@ -338,26 +287,27 @@ def settings_sentence(settings: dict[str, Any]) -> str:
 def depth_tables(evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """``{title: table}`` of the evaluation stage's depth checks that it recorded (an older
     run recorded none of them)."""
-    tables = {}
-    wide = per_source_wide(evaluation.get("eval_per_source"))
+    evaluation, tables = EvaluationScraps.of(evaluation), {}
+    wide = per_source_wide(evaluation.eval_per_source)
     if not wide.empty:
         tables["Mel CE and Text CE per source"] = wide
-    table = evaluation.get("eval_table")
+    table = evaluation.eval_table
     if table is not None and "cap_hits" in table:
         caps = ["candidate", "n_sentences", "cap_hits", "short_cap_hit"]
         tables["Generation that ran into the token cap"] = table[caps]
-    sweep = evaluation.get("temperature_sweep")
+    sweep = evaluation.temperature_sweep
     if sweep is not None and not sweep.empty:
         tables["Temperature sweep"] = sweep
-    recon = evaluation.get("dvae_reconstruction")
+    recon = evaluation.dvae_reconstruction
     if recon:
-        usage = evaluation.get("codebook") or None
+        usage = evaluation.codebook or None
         tables["The DVAE tokenizer per source"] = reconstruction_table(recon, usage)
     return tables
 
 
 def depth_notes(evaluation: dict[str, Any]) -> list[str]:
     """The settings sentence and any source a candidate seems to forget."""
-    settings = evaluation.get("eval_settings")
+    evaluation = EvaluationScraps.of(evaluation)
+    settings = evaluation.eval_settings
     notes = [settings_sentence(settings)] if settings else []
-    return notes + forgetting_notes(evaluation.get("eval_per_source"))
+    return notes + forgetting_notes(evaluation.eval_per_source)

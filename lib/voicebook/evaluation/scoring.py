@@ -8,7 +8,7 @@ same reference clips, and scores the audio: speaker similarity to the held-out c
 transcript (``voicebook.asr``, Whisper base offline by default).
 
 A candidate may carry a voice file (``speakers_xtts.pth`` layout) instead of the reference clips:
-every current voice of the voice search (``voicebook.voice_search.voices``) is a candidate by
+every current voice of the voice search (``voicebook.voices.store``) is a candidate by
 default, named by the voice, on the model it was searched with ("base + voice base-cmaes",
 "phase 2 + voice phase2-gradient"). ``voice_mel_ce`` is, for every candidate, the held-out Mel
 CE of its GPT given the one voice it speaks with (the reference clips' latent, or the voice
@@ -46,17 +46,17 @@ from voicebook.evaluation.listening.session import REFERENCE
 from voicebook.evaluation.measures import (
     BASE,
     SHORT_SENTENCE_WORDS,
-    character_error_rate,
-    eval_clips,
     is_short,
     load_asr,
-    normalise_for_cer,
     real_time_factor,
     synthesize,
 )
+from voicebook.measures.stats import BOOTSTRAP_SEED
+from voicebook.measures.text import character_error_rate, normalise_for_cer
 from voicebook.speaker import SpeakerSimilarity
 from voicebook.training.checkpoints import resolve_checkpoint
-from voicebook.voice_search.voices import current_voices
+from voicebook.voices.references import choose_reference_clips, eval_clips
+from voicebook.voices.store import current_voices
 
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
 VOICE = "voice"  # every current voice of the voice search, each on its own checkpoint
@@ -130,12 +130,19 @@ class EvalConfig:
     repetition_penalty: float = 10.0
     top_p: float = 0.85
     top_k: int = 50
+    length_penalty: float = 1.0
     temperature_sweep: list[float] = field(default_factory=list)  # extra temperatures to try
+    takes: int = 3  # takes of every sentence per candidate: the same seeds for every candidate
+    stress_set: bool = True  # also speak the language's stress set (failure rates)
+    stress_sentences: list[str] = field(default_factory=list)  # empty: the language's stress set
+    mos: bool = True  # Distill-MOS per take (loaded once)
+    bootstrap_seed: int = BOOTSTRAP_SEED  # the paired bootstrap's seed: same data, same interval
 
     def __post_init__(self) -> None:
         counts = {
             "n_reference_clips": self.n_reference_clips,
             "eval_batch_size": self.eval_batch_size,
+            "takes": self.takes,
         }
         for name, value in counts.items():
             if value < 1:
@@ -496,7 +503,7 @@ def _voice_and_sentences(
 ) -> tuple[EvalConfig, list[Path], pd.DataFrame]:
     """The reference clips, the hidden real clips (others), and the config whose test sentences
     end with the hidden clips' transcripts."""
-    references = eval_depth.choose_reference_clips(
+    references = choose_reference_clips(
         config.reference_clips, dataset, config.n_reference_clips, scorer
     )
     hidden = hidden_references(
@@ -556,7 +563,9 @@ def _evaluate_one(
         "rtf": real_time_factor(samples),
         "cer": cer,
         "n_sentences": len(samples),
-        "voice_mel_ce": heldout_mel_ce(model, base_dir, dataset, voice[0], eval_dir / "_trainer"),
+        "voice_mel_ce": heldout_mel_ce(
+            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language
+        ),
         "general_text_ce": general_ce,
         "general_cer": _general_cer(samples, depth["general_sentences"]),
         **eval_depth.cap_hits(samples, short),

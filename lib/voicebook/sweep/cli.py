@@ -12,36 +12,45 @@ import yaml
 
 from voicebook import runner
 from voicebook.core.fileio import FolderBusy
+from voicebook.core.values import parse_value
 from voicebook.sweep.spec import SweepError, SweepSpec
 from voicebook.sweep.tuner import Resources
 
-OPTIONS = [  # (flags, argparse keywords)
-    (["--name"], {"required": True, "help": "outputs/<name>/ holds the whole sweep"}),
-    (["-p", "--param"], {"nargs": "+", "action": "append", "default": [], "metavar": "KEY V",
-                         "help": "KEY V1 [V2 ...]: one value is fixed, several are a grid axis"}),
-    (["--trials"], {"help": "YAML list of parameter sets, one per trial (crossed with axes)"}),
-    (["-f", "--params-file"], {"action": "append", "default": [], "help": "fixed parameters"}),
-    (["--stages"], {"nargs": "+", "help": f"default all: {' '.join(runner.STAGES)}"}),
-    (["--address"], {"help": "a running Ray cluster, HEAD_IP:6379 (default: a new one here)"}),
-    (["--gpus-per-trial"], {"type": float, "help": "default 1 with GPUs, else 0"}),
-    (["--cpus-per-trial"], {"type": float, "default": Resources.cpus_per_trial}),
-    (["--outputs-dir"], {"help": "default $VOICEBOOK_OUTPUTS or outputs/ (shared on a cluster)"}),
-    (["--storage"], {"help": "Tune's storage: default the sweep folder; a URI on a cluster"}),
-    (["--scheduler"], {"choices": ["asha", "none"], "default": Resources.scheduler,
-                       "help": "asha: stop trials whose eval Mel CE falls behind"}),
-    (["--grace-steps"], {"type": int, "default": Resources.grace_steps,
-                         "help": "ASHA judges no trial before this many training steps"}),
-    (["--reduction-factor"], {"type": float, "default": Resources.reduction_factor}),
-]  # fmt: skip
 
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="voicebook sweep", description="A grid of experiments on Ray Tune, one report."
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``voicebook sweep``'s arguments."""
+    add = parser.add_argument
+    add("--name", required=True, help="outputs/<name>/ holds the whole sweep")
+    add(
+        "-p",
+        "--param",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="KEY V",
+        help="KEY V1 [V2 ...]: one value is fixed, several are a grid axis",
     )
-    for flags, keywords in OPTIONS:
-        parser.add_argument(*flags, **keywords)
-    return parser.parse_args(argv)
+    add("--trials", help="YAML list of parameter sets, one per trial (crossed with axes)")
+    add("-f", "--params-file", action="append", default=[], help="fixed parameters")
+    add("--stages", nargs="+", help=f"default all: {' '.join(runner.STAGES)}")
+    add("--address", help="a running Ray cluster, HEAD_IP:6379 (default: a new one here)")
+    add("--gpus-per-trial", type=float, help="default 1 with GPUs, else 0")
+    add("--cpus-per-trial", type=float, default=Resources.cpus_per_trial)
+    add("--outputs-dir", help="default $VOICEBOOK_OUTPUTS or outputs/ (shared on a cluster)")
+    add("--storage", help="Tune's storage: default the sweep folder; a URI on a cluster")
+    add(
+        "--scheduler",
+        choices=["asha", "none"],
+        default=Resources.scheduler,
+        help="asha: stop trials whose eval Mel CE falls behind",
+    )
+    add(
+        "--grace-steps",
+        type=int,
+        default=Resources.grace_steps,
+        help="ASHA judges no trial before this many training steps",
+    )
+    add("--reduction-factor", type=float, default=Resources.reduction_factor)  # fmt: skip
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -53,9 +62,9 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         if not values or key in axes:
             raise SweepError(f"-p {key}: give a value, and each -p KEY once (V1 V2 ... for a grid)")
         if len(values) == 1:
-            fixed[key] = runner.parse_value(values[0])
+            fixed[key] = parse_value(values[0])
         else:
-            axes[key] = [runner.parse_value(v) for v in values]
+            axes[key] = [parse_value(v) for v in values]
     listed = load_trials(Path(args.trials)) if args.trials else []
     for key in [*axes, *(k for t in listed for k in t)]:
         fixed.pop(key, None)  # a swept value wins over the same fixed one
@@ -71,8 +80,8 @@ def load_trials(file: Path) -> list[dict[str, Any]]:
     return data
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def command(args: argparse.Namespace) -> int:
+    """Run the sweep; exit 0, 1 (a trial failed) or 2 (a wrong request)."""
     res = Resources(args.address, args.gpus_per_trial, args.cpus_per_trial, args.storage,
                     args.scheduler, args.grace_steps, args.reduction_factor)  # fmt: skip
     try:

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 
 from voicebook.core import html as page_html
+from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.fileio import write_text_atomic
 from voicebook.decision import matrix as dm
 from voicebook.sweep import trial as tr
 from voicebook.sweep.spec import (
     SweepSpec,
     now,
-    read_record,
+    sweep_record,
     trial_name,
     tune_path,
     values_of,
@@ -131,7 +131,7 @@ def sweep_table(
     folder: Path, thresholds: dm.Thresholds | None = None, results: Any = None
 ) -> pd.DataFrame:
     """Every trial of the sweep side by side: swept parameters as columns, then results."""
-    record = read_record(folder) or {}
+    record = sweep_record(folder)
     swept = list(
         dict.fromkeys(
             [k for t in record.get("listed", []) for k in t] + list(record.get("axes", {}))
@@ -175,35 +175,46 @@ def favoured(table: pd.DataFrame) -> tuple[str | None, str]:
 
     best = min(done.to_dict("records"), key=key)
     mel, tuned = dm.finite_or_none(best["mel_ce"]), dm.finite_or_none(best["best_tuned_mel_ce"])
-    state = f"{'ready' if best['ready'] else 'not ready'}, tier {best['tier'] or 'unknown'}"
+    figures = f"tier {best['tier'] or 'unknown'}, eval Mel CE {_fmt(mel)}"
+    verdict = (
+        f"would ship {best['ships']} (ready, {figures})"
+        if best["ready"]
+        else f"has nothing ready to ship: {best['ships']} ({figures})"
+    )
     why = (
-        f"{best['trial']} would ship {best['ships']} ({state}, eval Mel CE {_fmt(mel)}): "
-        f"the best of {len(done)} finished trials by readiness, tier, then eval Mel CE"
+        f"{best['trial']} {verdict}: the best of {len(done)} finished trials by readiness, "
+        "tier, then eval Mel CE"
     )
     if len(done) > 1 and (done["mel_ce"] == best["mel_ce"]).all():
         why += f", then its best fine-tuned model's eval Mel CE ({_fmt(tuned)})"
     return best["trial"], why + "."
 
 
+def _box_class(table: pd.DataFrame, winner: str | None) -> str:
+    """Green only when the favoured trial would ship something ready; amber otherwise."""
+    row = table[table["trial"] == winner]
+    ready = not row.empty and str(row["ready"].iloc[0]) == "True"
+    return "box" if ready else "box warn"
+
+
 def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
-def curves_figure(results: Any, sweep: str) -> go.Figure | None:
+def trials_figure(results: Any, sweep: str) -> Any:
     """Each trial's eval Mel CE as Tune received it, by training step: a trial stopped early
-    is a line that ends early."""
-    fig = go.Figure()
+    is a line that ends early; None before any trial reported."""
+    lines = []
     for result in results or []:
         frame = result.metrics_dataframe
         if frame is None or frame.empty or tr.METRIC not in frame:
             continue
         frame = frame.dropna(subset=[tr.METRIC])
         name = trial_name(sweep, values_of(result.config or {}))
-        fig.add_scatter(x=frame[tr.TIME_ATTR], y=frame[tr.METRIC], mode="lines+markers", name=name)
-    if not fig.data:
-        return None
-    fig.update_layout(xaxis_title="training step", yaxis_title="eval Mel CE", height=420)
-    return fig
+        lines.append(Curve(name, frame[tr.TIME_ATTR], frame[tr.METRIC], mode="lines+markers"))
+    return curves_figure(
+        lines, x_title="training step", y_title="eval Mel CE", height=420
+    ) if lines else None  # fmt: skip
 
 
 _LEGEND = (
@@ -220,12 +231,12 @@ def render_sweep_report(
 ) -> str:
     """The sweep's page: the favoured trial, every trial side by side, the curves."""
     esc = html.escape
-    record = read_record(folder) or {}
+    record = sweep_record(folder)
     results = results if results is not None else result_grid(folder)
     table = sweep_table(folder, thresholds, results)
     winner, why = favoured(table)
     counts = ", ".join(f"{v} {k}" for k, v in table["status"].value_counts().items())
-    figure = curves_figure(results, record.get("sweep", folder.name))
+    figure = trials_figure(results, record.get("sweep", folder.name))
     shared = (record.get("data_prep") or {}).get("status", "not run")
     how = (
         f"Stages: {', '.join(record.get('stages', []))}; fixed parameters: "
@@ -236,7 +247,7 @@ def render_sweep_report(
     sections = [
         f"<h1>Sweep report — {esc(folder.name)}</h1>",
         f"<p>Generated {now()}; trials: {esc(counts or 'none')}.</p>",
-        f'<div class="box"><h2>Favoured: {esc(winner or "none yet")}</h2>',
+        f'<div class="{_box_class(table, winner)}"><h2>Favoured: {esc(winner or "none yet")}</h2>',
         f"<p>{esc(why)}</p></div>",
         "<h2>Every trial</h2>",
         page_html.table(table),

@@ -13,6 +13,7 @@ from typing import Any
 
 from voicebook.core.fileio import exclusive, write_text_atomic
 from voicebook.core.paths import outputs_root
+from voicebook.core.runs import read_record
 
 SPEC_NAME, LOCK_NAME = "sweep.json", "sweep.lock"
 SHARED = "data_prep"  # the sweep's shared experiment: 00_data_prep runs there, once
@@ -90,12 +91,9 @@ def now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
 
-def read_record(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / SPEC_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except json.JSONDecodeError as exc:
-        raise SweepError(f"{path} is not valid JSON ({exc}): fix or remove it.") from exc
+def sweep_record(folder: Path) -> dict[str, Any]:
+    """``sweep.json`` of the sweep in ``folder`` ({} before its first run)."""
+    return read_record(Path(folder) / SPEC_NAME, fix="fix or remove it")
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> Path:
@@ -119,4 +117,4 @@ def same_sweep(before: dict | None, spec: SweepSpec, stages: list[str]) -> dict[
 
 def locked(folder: Path):
     """One driver per sweep (a lock file that holds on NFS too)."""
-    return exclusive(folder, LOCK_NAME, "`voicebook sweep`")
+    return exclusive(Path(folder), LOCK_NAME, "`voicebook sweep`")

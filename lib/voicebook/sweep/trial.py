@@ -22,6 +22,7 @@ from ray import tune
 
 from voicebook import runner
 from voicebook.core.fileio import write_text_atomic
+from voicebook.core.parameters import declared_parameters
 from voicebook.core.paths import NOTEBOOKS_DIR, REPO_ROOT
 from voicebook.core.scraps import record_path
 from voicebook.sweep.spec import SHARED, now, trial_name, values_of
@@ -40,7 +41,7 @@ def notebooks_of(job: dict[str, Any]) -> Path:
 
 @functools.cache
 def declared(notebooks: Path, stage: str) -> frozenset[str]:
-    return frozenset(runner.declared_parameters(notebooks / f"{stage}.ipynb"))
+    return frozenset(declared_parameters(stage, notebooks))
 
 
 def route(job: dict[str, Any], values: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -87,7 +87,7 @@ def run_sweep(spec: SweepSpec, res: Resources, echo: Callable[[str], None] = pri
     job = {"sweep": spec.name, "folder": str(spec.folder), "stages": stages,
            "fixed": spec.fixed, "notebooks_dir": spec.notebooks_dir}  # fmt: skip
     with sp.locked(spec.folder):
-        record = sp.same_sweep(sp.read_record(spec.folder), spec, stages)
+        record = sp.same_sweep(sp.sweep_record(spec.folder), spec, stages)
         combos = itertools.product(*spec.axes.values())
         sets = [{**t, **dict(zip(spec.axes, c))} for c in combos for t in spec.listed or [{}]]
         shares = [tr.plan_trial(job, values)[2] for values in sets]  # unknown parameters raise

@@ -29,7 +29,7 @@ from voicebook.training.params import (
 from voicebook.training.recorder import PhaseRecorder
 from voicebook.training.result import PhaseResult
 from voicebook.training.run import FINISHED_STATES, NORM_ONLY_GRAD_CLIP, run_phase
-from voicebook.training.view import LiveView, curves_figure, live_view, planned_steps
+from voicebook.training.view import LiveView, live_view, phase_figure, planned_steps
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -43,11 +43,11 @@ __all__ = [
     "PhaseRecorder",
     "PhaseResult",
     "archive_previous_run",
-    "curves_figure",
     "export_phase",
     "live_view",
     "main",
     "params_for",
+    "phase_figure",
     "planned_steps",
     "read_curves",
     "read_json",

@@ -1,36 +1,45 @@
-"""The command line ``python -m voicebook.training phase1 --lr 1e-4 ...`` (every parameter)."""
+"""The command line ``python -m voicebook.training phase1 --lr 1e-4 ...``: argparse subcommands,
+one per phase, with a flag for every parameter (typed like its default)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 
+from voicebook.core.values import like
 from voicebook.training.params import PARAMS, STAGES
-from voicebook.training.run import run_phase
-
-TEXT_PARAMS = ("resume_from", "export_checkpoint")  # "best", "final" or a step: kept as text
 
 
-def _flag(text: str) -> bool:
-    if text.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"{text!r}: use true or false")
-    return text.strip().lower() in ("true", "1", "yes")
+def _typed_like(default, name: str, text: str):
+    try:
+        return like(default, text, name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A subcommand per phase; each of its parameters a flag, its default the dataclass's."""
+    phases = parser.add_subparsers(dest="phase", required=True, metavar="PHASE")
+    for stage in STAGES:
+        sub = phases.add_parser(stage, help=f"train {stage}")
+        for f in dataclasses.fields(PARAMS[stage]):
+            kind = functools.partial(_typed_like, f.default, f.name)
+            sub.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Train the phase; exit 0 when it finished, else 1."""
+    from voicebook.training.run import run_phase  # heavy (torch): only when a phase runs
+
+    values = {k: v for k, v in vars(args).items() if k != "phase"}
+    result = run_phase(PARAMS[args.phase](**values))
+    print(result.summary().to_string())
+    return 0 if result.status.get("state") == "finished" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    stage = argv[0] if argv and argv[0] in STAGES else None
-    if stage is None:
-        print(f"usage: python -m voicebook.training {{{','.join(STAGES)}}} [--name value ...]")
-        return 2
-    cls = PARAMS[stage]
-    parser = argparse.ArgumentParser(prog=f"voicebook.training {stage}")
-    for f in dataclasses.fields(cls):
-        kind = str if f.name in TEXT_PARAMS else type(f.default)
-        kind = _flag if kind is bool else kind  # bool("False") would be True
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
-    params = cls(**vars(parser.parse_args(argv[1:])))
-    result = run_phase(params)
-    print(result.summary().to_string())
-    return 0 if result.status.get("state") == "finished" else 1
+    parser = argparse.ArgumentParser(prog="python -m voicebook.training", description=__doc__)
+    add_arguments(parser)
+    return command(parser.parse_args(sys.argv[1:] if argv is None else argv))

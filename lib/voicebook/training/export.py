@@ -8,7 +8,7 @@ from voicebook.core import runs
 from voicebook.core.paths import EVAL_META
 from voicebook.training.checkpoints import resolve_checkpoint
 from voicebook.training.result import PhaseResult
-from voicebook.voice_search import voices
+from voicebook.voices import store as voices
 
 
 def export_phase(result: PhaseResult, checkpoint: str | int = "best") -> Path:

@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from voicebook.core.config import normalise
+from voicebook.core.values import like
 from voicebook.training.health import LR_FLOOR
 
 STAGES = ("phase1", "phase2")
@@ -49,9 +51,14 @@ class PhaseConfig:
     stage = "phase1"
     # Settings that do not change what is trained: changing them never starts a new run.
     NOT_TRAINING = ("export_checkpoint", "device", "select_by")
+    # Where the run lives and what it reads, in the spelling given: "" or an absolute or relative
+    # path to one folder mean the same. A run compares them resolved instead: its folder holds
+    # the record, and ``voicebook.training.run`` compares the dataset and parent checkpoint.
+    LOCATIONS = ("experiment", "outputs_dir", "dataset_dir", "init_from", "resume_from")
     LORA = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_heads")
 
     def __post_init__(self) -> None:
+        normalise(self)  # "1e-6" from a YAML file is the float papermill makes of it
         if self.finetune not in FINETUNE:
             raise ValueError(f"finetune={self.finetune!r}: use one of {', '.join(FINETUNE)}.")
         if self.select_by not in SELECT_BY:
@@ -71,10 +78,24 @@ class PhaseConfig:
     @classmethod
     def identity_of(cls, values: dict[str, Any]) -> dict[str, Any]:
         """``training_identity`` of recorded parameters (a run recorded before ``finetune``
-        existed was a full one)."""
+        existed was a full one), numbers as numbers whatever their spelling."""
         values = {"finetune": "full", **values}
-        ignored = cls.NOT_TRAINING + (cls.LORA if values["finetune"] == "full" else ())
-        return {k: v for k, v in values.items() if k not in ignored}
+        ignored = cls.NOT_TRAINING + cls.LOCATIONS
+        ignored += cls.LORA if values["finetune"] == "full" else ()
+        known = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {
+            k: like(known[k], v, k) if k in known else v
+            for k, v in values.items()
+            if k not in ignored
+        }
+
+    def trainer_settings(self, run_name: str, num_loader_workers: int) -> dict[str, Any]:
+        """What ``voicebook.coqui.config.gpt_trainer_config`` takes from this phase (every
+        value: it has no defaults of its own)."""
+        keys = ("language", "lr", "batch_size", "epochs", "eval_every", "save_every",
+                "keep_checkpoints", "seed", "precision")  # fmt: skip
+        values = {k: getattr(self, k) for k in keys}
+        return {**values, "run_name": run_name, "num_loader_workers": num_loader_workers}
 
     def lora_spec(self) -> Any:
         """The ``voicebook.coqui.lora.LoraSpec`` of a LoRA phase; None for full fine-tuning."""

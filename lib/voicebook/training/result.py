@@ -62,9 +62,14 @@ class PhaseResult:
         return pd.DataFrame({"value": rows})
 
 
+def recorded_param(status: dict[str, Any], name: str, default: Any = None) -> Any:
+    """A parameter a phase ran with, as its ``status.json`` records it."""
+    return (status.get("params") or {}).get(name, default)
+
+
 def _eval_cost(status: dict[str, Any]) -> str:
     """``eval_every`` beside what the evaluations cost, as a share of the phase's time."""
-    every = (status.get("params") or {}).get("eval_every")
+    every = recorded_param(status, "eval_every")
     seconds, total = status.get("eval_seconds"), status.get("train_seconds")
     if seconds is None or not total:
         return f"every {every} steps"

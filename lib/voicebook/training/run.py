@@ -128,12 +128,12 @@ def plan_phase(params: PhaseConfig) -> PhasePlan:
     check_precision(params.precision, device)
     parent = resolvable_parent(phase_dir.parent, params)
     _note_inputs(params, phase_dir.parent, parent)
-    status = read_json(phase_dir / "status.json")
-    if status is not None and not _same_run(status, params, parent):
+    plan = PhasePlan(params, phase_dir, device, parent, read_json(phase_dir / "status.json"))
+    if plan.status is not None and not _same_run(plan.status, plan):
         moved = archive_previous_run(phase_dir)
         print(f"Parameters differ from the earlier {params.stage} run: its files moved to {moved}.")
-        status = None
-    return PhasePlan(params, phase_dir, device, parent, status)
+        plan.status = None
+    return plan
 
 
 def plan_attempt(plan: PhasePlan) -> None:
@@ -159,7 +159,8 @@ def _recorder(plan: PhasePlan, on_row) -> PhaseRecorder:
     status = plan.status or {
         "stage": p.stage,
         "params": p.to_dict(),
-        "parent": str(plan.parent or ""),
+        "parent": _resolved(plan.parent),
+        "dataset": _resolved(plan.dataset),
     }
     status["device"] = str(plan.device)
     best = status.get("best_step")
@@ -210,22 +211,8 @@ def _config(plan: PhasePlan, base: Path) -> Any:
 
     p, stage = plan.params, plan.params.stage
     n_runs = len([d for d in plan.phase_dir.glob(f"{stage}-run*") if d.is_dir()])
-    config = gpt_trainer_config(
-        base,
-        plan.dataset,
-        plan.phase_dir,
-        language=p.language,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        epochs=p.epochs,
-        eval_every=p.eval_every,
-        save_every=p.save_every,
-        keep_checkpoints=p.keep_checkpoints,
-        seed=p.seed,
-        run_name=f"{stage}-run{n_runs + 1}",
-        num_loader_workers=loader_workers(plan.device),
-        precision=p.precision,
-    )
+    settings = p.trainer_settings(f"{stage}-run{n_runs + 1}", loader_workers(plan.device))
+    config = gpt_trainer_config(base, plan.dataset, plan.phase_dir, **settings)
     config.grad_clip = NORM_ONLY_GRAD_CLIP
     if plan.parent:
         config.model_args.xtts_checkpoint = str(plan.parent)
@@ -259,13 +246,32 @@ def _result(params: PhaseConfig, phase_dir: Path) -> PhaseResult:
     )
 
 
-def _same_run(status: dict | None, params: PhaseConfig, parent: Path | None) -> bool:
-    """Whether the recorded run was made with these parameters and this starting point."""
+def _same_run(status: dict | None, plan: PhasePlan) -> bool:
+    """Whether the recorded run was made with these parameters, from this starting point and on
+    this dataset, however each was spelt (``voicebook run`` gives outputs_dir as an absolute
+    folder, papermill with ``$VOICEBOOK_OUTPUTS`` as ""; a path may be relative)."""
     if status is None:
         return False
+    params = plan.params
     recorded = params.identity_of(status.get("params") or {})
     identity = json.loads(json.dumps(params.training_identity()))
-    return (recorded, status.get("parent")) == (identity, str(parent or ""))
+    dataset = status.get("dataset") or _recorded_dataset(status, plan.phase_dir)
+    return (recorded, _resolved(status.get("parent")), _resolved(dataset)) == (
+        identity,
+        _resolved(plan.parent),
+        _resolved(plan.dataset),
+    )
+
+
+def _resolved(path: str | Path | None) -> str:
+    return str(Path(path).expanduser().resolve()) if path else ""
+
+
+def _recorded_dataset(status: dict[str, Any], phase_dir: Path) -> str:
+    """The dataset of a run recorded before its status named it: its ``dataset_dir``, or the
+    experiment's own dataset."""
+    given = (status.get("params") or {}).get("dataset_dir")
+    return str(given) if given else str(phase_dir.parent / "dataset")
 
 
 def _note_inputs(params: PhaseConfig, exp: Path, parent: Path | None) -> None:

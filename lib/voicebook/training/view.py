@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import TRAIN_META, experiment_dir
 from voicebook.training.files import CURVE_COLUMNS, read_curves
@@ -18,7 +19,7 @@ class LiveView(LiveChart):
     """Train and eval Mel CE / Text CE by step, redrawn as rows arrive, under a progress bar."""
 
     def __init__(self, title: str, total_steps: int, start_step: int = 0, redraw_every: int = 10):
-        super().__init__(title, curves_figure, CURVE_COLUMNS, total_steps, start_step, "step")
+        super().__init__(title, phase_figure, CURVE_COLUMNS, total_steps, start_step, "step")
         self.redraw_every = redraw_every
 
     def on_row(self, row: dict[str, Any]) -> None:
@@ -27,31 +28,17 @@ class LiveView(LiveChart):
         self.add(row, train, redraw, mel_ce=f"{row['loss_mel_ce']:.3f}")
 
 
-def curves_figure(curves: pd.DataFrame, title: str = ""):
-    """Train and eval Mel CE (left) and Text CE x0.01 (right) by step."""
-    from plotly.colors import qualitative
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Mel CE", "Text CE (x0.01, as logged)"))
-    # One colour per split in both charts, so the legend's two entries cover Text CE too.
-    colours = {"train": qualitative.Plotly[0], "eval": qualitative.Plotly[1]}
-    for col, loss in ((1, "loss_mel_ce"), (2, "loss_text_ce")):
-        for split, mode in (("train", "lines"), ("eval", "lines+markers")):
-            part = curves[curves["split"] == split]
-            fig.add_scatter(
-                x=part["step"].tolist(),
-                y=part[loss].tolist(),
-                name=f"{split} (Mel CE, Text CE)",
-                mode=mode,
-                line={"color": colours[split]},
-                legendgroup=split,
-                showlegend=col == 1,
-                row=1,
-                col=col,
-            )
-    fig.update_xaxes(title_text="step")
-    fig.update_layout(title=title, height=380)
-    return fig
+def phase_figure(curves: pd.DataFrame, title: str = ""):
+    """Train and eval Mel CE (left) and Text CE x0.01 (right) by step; one colour per split in
+    both panels, so the legend's two entries cover Text CE too."""
+    lines = [
+        Curve(f"{split} (Mel CE, Text CE)", part["step"], part[loss], panel, split, mode=mode)
+        for panel, loss in enumerate(("loss_mel_ce", "loss_text_ce"))
+        for split, mode in (("train", "lines"), ("eval", "lines+markers"))
+        for part in [curves[curves["split"] == split]]
+    ]
+    panels = ("Mel CE", "Text CE (x0.01, as logged)")
+    return curves_figure(lines, panels, x_title="step", title=title)
 
 
 def live_view(params: PhaseConfig) -> LiveView:

@@ -1,42 +1,13 @@
 """Voice search: fit both halves of a voice to the speaker without fine-tuning.
 
 An XTTS voice is a ``gpt_cond_latent`` (what the GPT hears) and a ``speaker_embedding`` (what the
-HiFi-GAN decoder hears). The stage searches them one after the other, with the model frozen:
-
-1. **latent half**: ``gpt_cond_latent`` by the frozen GPT's teacher-forced Mel CE
-   (``voicebook.coqui.latents``), on a fresh minibatch of training clips every generation;
-2. **speaker half**: ``speaker_embedding`` by speaker similarity (resemblyzer) between the
-   speaker's clips and audio the decoder makes with the candidate embedding from the clips'
-   teacher-forced GPT latents given the kept latent (``voicebook.voice_search.speaker``).
-
-**The combination and its weights.** The objective is lexicographic, by halves: half 1 minimises
-Mel CE (weight 1) over the latent with the embedding held at the start (weight 0 on
-similarity), half 2 maximises speaker similarity (weight 1) over the embedding with the kept
-latent held (Mel CE's weight 0: the GPT never sees the embedding, so Mel CE cannot change in
-half 2). The latent also moves similarity a little (the decoded latents follow it); that cross
-effect is measured and reported (``latent_speaker_similarity``), not optimised: weighing it
-would cost a decode per latent candidate. ``search_latent=False`` or ``search_speaker=False``
-turns a half off: that half of the voice stays the reference clips'.
-
-Each half can be searched by:
-
-- evolution strategies from evotorch (CMA-ES, SNES, XNES, CEM) over a low-dimensional
-  parametrisation, ``MixSpace``: the start plus a weighted mix of the per-clip latents' (or
-  embeddings') deviations, a pull towards their mean, and a bias along a few fixed random
-  directions; every generation's whole population is scored in batched passes;
-- ``gradient``: plain gradient descent (Adam) on every element ("prompt tuning"), ``FullSpace``.
-
-**Selection apart from the test.** Both halves keep their best on the *validation* split
-(coqui's "eval" table, ``metadata_eval.csv``) and stop after ``patience`` generations without a
-validation improvement; the evaluation reports every voice on the *test* split
-(``voicebook.dataprep.splits``). The starting voice is the evaluation's: its ``reference_clips`` chosen
-by the evaluation's own function (``eval_depth.choose_reference_clips``) on the split it scores.
-
-Every search is a named voice (``voice_name``, default ``<init_from>-<method>``) in
-``voice_search/voices/<name>/`` (``voicebook.voice_search.voices``); the stage's own files in
-``voice_search/`` are a copy of the latest. A voice searched on a phase's checkpoint joins that
-phase's ``export/speakers_xtts.pth`` (also when the search was already done), and a re-export
-keeps it (``voicebook.training.export``).
+HiFi-GAN decoder hears). With the model frozen, the stage searches the latent by teacher-forced
+Mel CE (``voicebook.coqui.latents``), then the embedding by the speaker similarity of decoded
+audio (``voicebook.voice_search.speaker``), by an evolution strategy (evotorch) over ``MixSpace``
+or by gradient descent over ``FullSpace``. Each half selects on the validation split, so that
+the evaluation's test split stays unseen; each search is a named voice
+(``voicebook.voices.store``). Why the halves are searched in this order and weighed so:
+``docs/voice-search.md``.
 """
 
 from __future__ import annotations
@@ -57,13 +28,12 @@ import pandas as pd
 import torch
 
 from voicebook.core import runs, stages
+from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.fileio import archive_run, atomic_path, write_json_atomic
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import experiment_dir
 from voicebook.dataprep import splits
-from voicebook.evaluation import depth as eval_depth
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.voice_search import voices
 from voicebook.voice_search.speaker import (
     EmbeddingSpace,
     SpeakerObjective,
@@ -71,6 +41,8 @@ from voicebook.voice_search.speaker import (
     minibatch_of,
     speaker_data,
 )
+from voicebook.voices import store as voices
+from voicebook.voices.references import choose_reference_clips
 
 ES_METHODS = ("cmaes", "snes", "xnes", "cem")
 METHODS = (*ES_METHODS, "gradient")
@@ -90,7 +62,8 @@ class SearchConfig:
     outputs_dir: str = ""
     base_model: str = "tiny"
     dataset_dir: str = ""  # "" = outputs/<experiment>/dataset
-    init_from: str = "base"  # "base", "phase1", "phase2" (their best) or a checkpoint / export
+    init_from: Any = "base"  # "base", "phase1", "phase2" (their best), a checkpoint / export,
+    # or a list of them: one search each, in order, in one stage run (the demo's [base, phase2])
     method: str = "cmaes"  # cmaes | snes | xnes | cem | gradient
     population: int = 8  # candidates per generation (ES); ignored by gradient
     generations: int = 12  # of the latent half
@@ -121,11 +94,30 @@ class SearchConfig:
             raise ValueError("population >= 2 and speaker_minibatch >= 1, please.")
         if self.step_size <= 0 or self.speaker_window_s <= 0:
             raise ValueError(f"step_size={self.step_size}, speaker_window_s: must be positive.")
+        if isinstance(self.init_from, list | tuple):
+            if not self.init_from:
+                raise ValueError("init_from=[]: name at least one model to search on.")
+            if self.voice_name and len(self.init_from) > 1:
+                raise ValueError(
+                    f"voice_name={self.voice_name!r} with init_from={list(self.init_from)}: one "
+                    "name cannot hold several voices; leave voice_name empty (<init_from>-<method>)."
+                )
+
+    def searches(self) -> list[SearchConfig]:
+        """One config per model in ``init_from`` (a list), or this one: what ``run_search``
+        takes."""
+        if not isinstance(self.init_from, list | tuple):
+            return [self]
+        return [dataclasses.replace(self, init_from=one) for one in self.init_from]
 
     @property
     def name(self) -> str:
-        """The voice's name: ``voice_name``, or ``<init_from>-<method>``."""
-        return self.voice_name or voices.default_voice_name(self.init_from, self.method)
+        """The voice's name: ``voice_name``, or ``<init_from>-<method>`` (the names joined with
+        ", " for a list of models)."""
+        if self.voice_name:
+            return self.voice_name
+        names = [voices.default_voice_name(one.init_from, self.method) for one in self.searches()]
+        return ", ".join(names)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -392,10 +384,32 @@ def _archive(folder: Path) -> Path | None:
     return archive_run(present, folder / "history")
 
 
+def run_searches(
+    params: SearchConfig, view: Callable[[SearchConfig], Any] | None = None
+) -> list[SearchResult]:
+    """The whole stage: one ``run_search`` per model of ``init_from``, in order. ``view(one)``
+    makes each search's live view (``SearchView``); the last result is the stage's latest."""
+    results = []
+    for one in params.searches():
+        shown = view(one) if view else None
+        results.append(run_search(one, on_generation=shown.on_generation if shown else None))
+        if shown:
+            shown.close(results[-1].curves)
+    return results
+
+
+def summary_table(results: list[SearchResult]) -> pd.DataFrame:
+    """Every search's summary, one column per voice."""
+    return pd.concat({r.summary["voice_name"]: r.table()["value"] for r in results}, axis=1)
+
+
 def run_search(
     params: SearchConfig, on_generation: Callable[[dict[str, Any]], None] | None = None
 ) -> SearchResult:
-    """The whole stage: load, search the halves, write the voice, publish it everywhere."""
+    """One search: load, search the halves, write the voice, publish it everywhere."""
+    if len(params.searches()) > 1:
+        raise ValueError(f"init_from={params.init_from}: several models, use run_searches.")
+    params = params.searches()[0]
     started = time.perf_counter()
     exp = experiment_dir(params.experiment, params.outputs_dir)
     folder = voices.voice_folder(exp, params.name)
@@ -429,7 +443,7 @@ def prepare(params: SearchConfig, exp: Path, folder: Path) -> Setup:
     dataset = Path(params.dataset_dir) if params.dataset_dir else exp / "dataset"
     checkpoint = resolve_checkpoint(exp, params.init_from)
     device = resolve_device(params.device)
-    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer")
+    train, evals = coqui.clip_samples(base, dataset, folder / "_trainer", params.language)
     if not train or not evals:
         raise ValueError(f"The dataset in {dataset} has no usable train or eval clip: re-run data prep.")  # fmt: skip
     evals = evals[: params.max_eval_clips or None]
@@ -450,7 +464,7 @@ def start_clips(params: SearchConfig, dataset: Path, folder: Path) -> list[Path]
     """The evaluation's reference clips: its ``reference_clips`` rule on the split it scores
     (the test split's view; the validation split for a dataset made before there was one)."""
     view, _, _ = splits.scoring_dataset(dataset, folder / "_views")
-    return eval_depth.choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
+    return choose_reference_clips(params.reference_clips, view, params.n_reference_clips)
 
 
 def latent_half(params: SearchConfig, setup: Setup, on_generation=None) -> Half:
@@ -617,31 +631,26 @@ def _finished(folder: Path, params: SearchConfig) -> SearchResult | None:
 HALF_TITLES = {"latent": "latent half: Mel CE", "speaker": "speaker half: 1 - similarity"}
 
 
-def curves_figure(curves: pd.DataFrame, title: str = "Voice search"):
+def search_figure(curves: pd.DataFrame, title: str = "Voice search"):
     """Each half's loss by generation: the training minibatch (population mean and best) and the
     validation clips, whose lowest point (the star) is what the half keeps."""
-    from plotly.subplots import make_subplots
-
     if "half" not in curves:
         curves = curves.assign(half="latent")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[HALF_TITLES[h] for h in HALVES])
-    for col, half in enumerate(HALVES, start=1):
+    lines = []
+    for panel, half in enumerate(HALVES):
         rows = curves[curves["half"] == half]
         later = rows[rows["generation"] > 0]
-        lines = (("train minibatch (mean)", later, "train_loss", {}),
-                 ("train minibatch (best)", later, "train_best_loss", {"dash": "dot"}),
-                 ("validation", rows, "heldout_loss", {}))  # fmt: skip
-        for name, frame, column, line in lines:
-            fig.add_scatter(x=frame["generation"].tolist(), y=frame[column].tolist(), name=name,
-                            mode="lines+markers" if column == "heldout_loss" else "lines",
-                            line=line, legendgroup=name, showlegend=col == 1, row=1, col=col)  # fmt: skip
+        lines += [Curve("train minibatch (mean)", later["generation"], later["train_loss"], panel),
+                  Curve("train minibatch (best)", later["generation"], later["train_best_loss"],
+                        panel, dash="dot"),
+                  Curve("validation", rows["generation"], rows["heldout_loss"], panel,
+                        mode="lines+markers")]  # fmt: skip
         if len(rows):
             best = rows.loc[rows["heldout_loss"].idxmin()]
-            fig.add_scatter(x=[best["generation"]], y=[best["heldout_loss"]], name="kept (best)",
-                            mode="markers", marker={"size": 12, "symbol": "star"},
-                            legendgroup="kept", showlegend=col == 1, row=1, col=col)  # fmt: skip
-    fig.update_xaxes(title_text="generation")
-    return fig.update_layout(title=title, height=380)
+            lines.append(Curve("kept (best)", [best["generation"]], [best["heldout_loss"]], panel,
+                               mode="markers", marker={"size": 12, "symbol": "star"}))  # fmt: skip
+    panels = [HALF_TITLES[h] for h in HALVES]
+    return curves_figure(lines, panels, x_title="generation", title=title)
 
 
 class SearchView(LiveChart):
@@ -651,7 +660,14 @@ class SearchView(LiveChart):
         title = f"Voice search {params.name!r} ({params.method}, from {params.init_from})"
         total = params.generations * params.search_latent
         total += params.speaker_generations * params.search_speaker
-        super().__init__(title, curves_figure, STAGE_CURVE_COLUMNS, total, unit="gen")
+        super().__init__(title, search_figure, STAGE_CURVE_COLUMNS, total, unit="gen")
+
+    @classmethod
+    def shown(cls, params: SearchConfig) -> SearchView:
+        """A view of ``params``' search, on screen (``run_searches``' ``view``)."""
+        view = cls(params)
+        view.show()
+        return view
 
     def on_generation(self, row: dict[str, Any]) -> None:
         started = row["generation"] > 0  # generation 0 is the starting voice

@@ -4,8 +4,11 @@ Blind: nothing in it names a candidate, and it shows no results (the summary cel
 name or mode takes effect at once; every sample starts unrated and is saved only when every
 scale is chosen; each save is confirmed. **Previous** goes back to an earlier sample to replay
 it or change its rating: the change is appended, the earlier row stays on disk. A panel whose
-kernel is gone says so and what to do; its fields and buttons are disabled, and keys typed on it
-never reach JupyterLab's command-mode shortcuts (an "x" would cut the cell).
+kernel is gone says so and what to do; a shield then covers all of it, takes every click on it
+and keeps the keys typed there from JupyterLab's command-mode shortcuts (an "x" would cut the
+cell). Blind by ear and on the wire too: every clip is played as a fresh WAV (mono, one sample
+rate, no tags), padded to the length of the longest clip of its sentence, so that neither the
+file, its header nor its length tells which candidate (or the real recording) it is.
 """
 
 from __future__ import annotations
@@ -22,33 +25,35 @@ import ipywidgets as w
 import numpy as np
 import soundfile as sf
 
-from voicebook.evaluation.listening.results import experiment_path
 from voicebook.evaluation.listening.session import (
     HIGHEST,
     LOWEST,
     SCALES,
     TIE,
     ListeningSession,
+    ParametersNotRun,
     Sample,
     Trial,
+    experiment_path,
     load_samples,
 )
 
 PANEL_CLASS = "vb-listening"
 MIN_PLAYER_SECONDS = 1.0  # a browser shows a shorter clip as "0:00 / 0:00"
 ANCHORS = {LOWEST: "very poor", HIGHEST: "excellent, like a real recording"}
+PLAYER_RATE = 24000  # XTTS's output rate: every clip is played at it (the real one included)
 KERNEL_GONE = (
     "The kernel behind this panel is gone (restarted or shut down): this panel saves nothing "
-    "any more. To go on rating, run this cell again: click its code and press Shift+Enter. "
-    "Your saved ratings are kept, and you resume where you stopped."
+    "any more. To go on rating, run the first code cell (parameters), then this cell: click "
+    "each one's code and press Shift+Enter. Your saved ratings are kept, and you resume where "
+    "you stopped."
 )
 # Widgets mark their views "jupyter-widgets-disconnected" when the kernel goes away; ipywidgets
 # shows only a tiny icon for it. Then this style greys the panel out and cannot be clicked through
-# (its fields and buttons are disabled), and lays the shield over it: the banner that says what to
-# do. The shield takes the focus of any click on the dead panel and carries Lumino's
-# data-lm-suppress-shortcuts, so that keys typed there never reach JupyterLab's command-mode
-# shortcuts: a click that fell through to the notebook would leave it in command mode, where an
-# "x" cuts the cell and "d d" deletes it. Every Lumino widget is "position: relative", so the
+# (its fields and buttons are disabled), and lays the shield over all of it, with the banner that
+# says what to do. The whole shield is focusable and carries Lumino's data-lm-suppress-shortcuts:
+# a click anywhere on the dead panel focuses it (not the notebook), and keys typed then never
+# reach JupyterLab's command-mode shortcuts, where an "x" cuts the cell and "d d" deletes it. Every Lumino widget is "position: relative", so the
 # shield's own views are made static: the shield then covers the whole panel, not its own view.
 PANEL_STYLE = f"""<style>
 .{PANEL_CLASS} {{ position: relative; }}
@@ -58,6 +63,7 @@ PANEL_STYLE = f"""<style>
 .{PANEL_CLASS}.jupyter-widgets-disconnected .vb-shield-view .vb-shield {{
   display: block; position: absolute; inset: 0; z-index: 10; background: rgba(255,255,255,.55);
 }}
+.{PANEL_CLASS} .vb-shield:focus {{ outline: none; }}
 .{PANEL_CLASS} .vb-shield > div {{
   padding: .6em .9em; font: 600 14px/1.4 var(--jp-ui-font-family, sans-serif); color: #fff;
   background: #b00020; border-radius: 4px; outline-offset: 2px;
@@ -67,10 +73,21 @@ PANEL_STYLE = f"""<style>
 }}
 .{PANEL_CLASS} .widget-toggle-buttons {{ display: flex; align-items: center; }}
 </style>"""
-SHIELD = (
-    f'<div class="vb-shield" role="alert"><div tabindex="0" data-lm-suppress-shortcuts="true">'
-    f"{KERNEL_GONE}</div></div>"
+PAGE_GONE = (  # the same on a served page (voicebook listen), where a reload is all it takes
+    "The connection to the server is gone: this page saves nothing any more. Reload the page "
+    "to go on rating: your saved ratings are kept, and you resume where you stopped."
 )
+
+
+def shield(message: str) -> str:
+    """The dead panel's cover (see PANEL_STYLE), saying ``message``."""
+    return (
+        '<div class="vb-shield" tabindex="0" data-lm-suppress-shortcuts="true">'
+        f'<div role="alert">{message}</div></div>'
+    )
+
+
+SHIELD = shield(KERNEL_GONE)
 SCALE_HELP = {
     "smoothness": "no clicks, jumps, stutter or sudden changes",
     "naturalness": "sounds like a person speaking, not a machine",
@@ -79,37 +96,61 @@ SCALE_HELP = {
 }
 
 
-def player_bytes(wav: Path) -> tuple[bytes, float]:
-    """The wav to play and its duration in seconds; a clip under ``MIN_PLAYER_SECONDS`` gets
-    trailing silence so that the player shows a real length instead of 0:00."""
+def clip_seconds(wav: Path) -> float:
+    """How long ``wav`` plays, from its header."""
+    info = sf.info(str(wav))
+    return info.frames / info.samplerate
+
+
+def player_bytes(wav: Path, seconds: float = 0.0) -> bytes:
+    """``wav`` as the page plays it: mono 16-bit at ``PLAYER_RATE``, no tags, padded with
+    silence to ``seconds`` (and to at least ``MIN_PLAYER_SECONDS``, or the player shows 0:00).
+
+    Written afresh, so that no byte of the file on disk (its tags, its sample rate, its length)
+    reaches the page: a real recording at another rate, or a tag naming a checkpoint, would
+    tell a listener who looks what it is.
+    """
+    from scipy.signal import resample_poly
+
     audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
-    seconds = len(audio) / rate
-    if seconds >= MIN_PLAYER_SECONDS:
-        return Path(wav).read_bytes(), seconds
-    padded = np.zeros((math.ceil(MIN_PLAYER_SECONDS * rate), audio.shape[1]), np.float32)
-    padded[: len(audio)] = audio
+    mono = audio.mean(axis=1)
+    if rate != PLAYER_RATE:
+        divisor = math.gcd(rate, PLAYER_RATE)
+        mono = resample_poly(mono, PLAYER_RATE // divisor, rate // divisor).astype(np.float32)
+    frames = math.ceil(max(seconds, MIN_PLAYER_SECONDS) * PLAYER_RATE)
+    if not seconds:
+        frames = max(frames, len(mono))
+    mono = mono[:frames]  # resampling may add a frame: every clip of a sentence is as long
+    padded = np.zeros(frames, np.float32)
+    padded[: len(mono)] = np.clip(mono, -1.0, 1.0)
     buffer = io.BytesIO()
-    sf.write(buffer, padded, rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue(), seconds
+    sf.write(buffer, padded, PLAYER_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
-def _player(sample: Sample, code: str) -> w.HTML:
+def _player(sample: Sample, code: str, seconds: float) -> w.HTML:
     """An audio player named "Sample X" for screen readers, with the clip's length beside it.
 
     Plain HTML rather than ``ipywidgets.Audio``: that widget cannot carry a name (its tooltip
-    breaks the view in ipywidgets 8.1), and the data URL keeps the file's name off the page. The
-    length shown is what the player plays (a short clip is padded), the speech's own in brackets.
+    breaks the view in ipywidgets 8.1), and the data URL keeps any file name off the page. Every
+    clip of a sentence plays ``seconds`` long (its longest clip): one length per sentence, so the
+    length tells nothing about the candidate.
     """
-    data, seconds = player_bytes(sample.wav)
+    data = player_bytes(sample.wav, seconds)
     src = "data:audio/wav;base64," + base64.b64encode(data).decode("ascii")
     name = f"Sample {code}"
-    played = max(seconds, MIN_PLAYER_SECONDS)
-    length = f"{played:.1f} s" + (f" (speech {seconds:.1f} s)" if played > seconds else "")
+    length = f"{max(seconds, MIN_PLAYER_SECONDS):.1f} s"
     return _html(
         f"<div style='display:flex;align-items:center;gap:.6em'>"
         f"<audio controls preload='metadata' aria-label='{name}' title='{name}' src='{src}'>"
         f"</audio><span title='length of {name}'>{length}</span></div>"
     )
+
+
+def full_stop_after(text: str) -> str:
+    """A full stop after a sentence that has no closing mark yet, else nothing: the status
+    line then never reads "Budapestet?." nor "volt.."."""
+    return "" if text.rstrip().endswith((".", "?", "!", "…", '"', "”", "»")) else "."
 
 
 def _html(value: str = "") -> w.HTML:
@@ -145,14 +186,23 @@ def _now() -> str:
 
 class ListeningPanel:
     """The panel's widgets (``.widget``) and what they do. ``position`` is the index, in the
-    rater's order (``ListeningSession.items``), of the sample shown; None when none is."""
+    rater's order (``ListeningSession.items``), of the sample shown; None when none is.
 
-    def __init__(self, ratings_path: str | Path, samples: list[Sample], seed: str = ""):
+    With ``rater`` given (a served page: ``voicebook listen``), the name is fixed and there is no
+    name field: the page can only ever rate as that rater, whatever it sends.
+    """
+
+    def __init__(
+        self, ratings_path: str | Path, samples: list[Sample], seed: str = "", rater: str = ""
+    ):
         self.ratings_path, self.samples, self.seed = ratings_path, samples, seed
+        self.fixed_rater = rater
+        self.seconds = _longest_per_sentence(samples)
         self.session: ListeningSession | None = None
         self.position: int | None = None
         self.render = 0  # bumped at every redraw: a click on an outdated view is not saved
         self.rater = w.Text(
+            value=rater,
             description="Rater",
             placeholder="your name, then Enter",
             tooltip="Your name: your ratings are saved under it",
@@ -173,6 +223,8 @@ class ListeningPanel:
         self.rater.observe(self.changed, "value")
         self.mode.observe(self.changed, "value")
         self.widget = self._layout()
+        if rater and samples:
+            self.begin()
 
     def _layout(self) -> w.VBox:
         if not self.samples:
@@ -180,10 +232,11 @@ class ListeningPanel:
             self.start.disabled = self.rater.disabled = self.mode.disabled = True
         else:
             self.status.value = "Enter your name (then Enter) to start or resume."
-        header = w.HBox([self.rater, self.mode, self.start])
-        shield = _html(SHIELD)  # shown only when the kernel is gone (PANEL_STYLE)
-        shield.add_class("vb-shield-view")
-        panel = w.VBox([_html(PANEL_STYLE), header, self.status, self.saved, self.stage, shield])
+        named = [] if self.fixed_rater else [self.rater, self.start]
+        header = w.HBox([*named[:1], self.mode, *named[1:]])
+        cover = _html(shield(PAGE_GONE) if self.fixed_rater else SHIELD)  # once the kernel is gone
+        cover.add_class("vb-shield-view")
+        panel = w.VBox([_html(PANEL_STYLE), header, self.status, self.saved, self.stage, cover])
         panel.add_class(PANEL_CLASS)
         panel.state = self  # for tests and power users: the live session and the sample shown
         return panel
@@ -198,9 +251,10 @@ class ListeningPanel:
 
     def begin(self, _: Any = None) -> None:
         self.session = None
+        rater = self.fixed_rater or self.rater.value
         try:
             self.session = ListeningSession(
-                self.ratings_path, self.rater.value, self.samples, self.mode.value, self.seed
+                self.ratings_path, rater, self.samples, self.mode.value, self.seed
             )
         except ValueError as exc:  # no name yet, no samples, a foreign ratings file
             self.stage.children, self.status.value = [], ""
@@ -211,7 +265,7 @@ class ListeningPanel:
 
     def changed(self, _: Any) -> None:
         """A new name or mode acts at once."""
-        if self.rater.value.strip():
+        if self.fixed_rater or self.rater.value.strip():
             self.begin()
             return
         self.session = None
@@ -230,8 +284,13 @@ class ListeningPanel:
         back = self._previous_button()
         if position is None:
             self.status.value = (
-                f"{who}: all {total} rated. Thank you! The results are in the summary cell "
-                "below (run it to refresh). <b>Previous</b> goes back to change a rating."
+                f"{who}: all {total} rated. Thank you! "
+                + (
+                    ""
+                    if self.fixed_rater
+                    else "The results are in the summary cell below (run it to refresh). "
+                )
+                + "<b>Previous</b> goes back to change a rating."
             )
             self.stage.children = [back]
             return
@@ -245,7 +304,8 @@ class ListeningPanel:
             else ""
         )
         self.status.value = (
-            f"{who}. {done} of {total} rated. Sentence: <i>{html.escape(trial.text)}</i>.{again}"
+            f"{who}. {done} of {total} rated. Sentence: <i>{html.escape(trial.text)}</i>"
+            f"{full_stop_after(trial.text)}{again}"
         )
 
     def _previous_button(self) -> w.Button:
@@ -288,7 +348,7 @@ class ListeningPanel:
         )
         return [
             _html(f"<b>Sample {code}</b>"),
-            _player(trial.blind[code], code),
+            self._player(trial.blind[code], code),
             _html(_anchor_legend()),
             *scales.values(),
             w.HBox([save, hint]),
@@ -304,8 +364,11 @@ class ListeningPanel:
             )
             button.on_click(lambda _, c=choice: self.prefer(trial, c, token))
             choices.append(button)
-        pair = [w.VBox([_html(f"<b>{c}</b>"), _player(s, c)]) for c, s in trial.blind.items()]
+        pair = [w.VBox([_html(f"<b>{c}</b>"), self._player(s, c)]) for c, s in trial.blind.items()]
         return [w.HBox(pair), w.HBox(choices)]
+
+    def _player(self, sample: Sample, code: str) -> w.HTML:
+        return _player(sample, code, self.seconds.get(sample.sentence_id, 0.0))
 
     # -- saving --------------------------------------------------------------------------
 
@@ -333,12 +396,34 @@ class ListeningPanel:
         self.show_next()
 
 
-def listening_panel(ratings_path: str | Path, samples: list[Sample], seed: str = "") -> w.VBox:
-    """The panel's widget over ``samples``, saving to ``ratings_path``."""
-    return ListeningPanel(ratings_path, samples, seed).widget
+def _longest_per_sentence(samples: list[Sample]) -> dict[str, float]:
+    """Per sentence, the length of its longest clip: every clip of it plays that long."""
+    longest: dict[str, float] = {}
+    for s in samples:
+        longest[s.sentence_id] = max(longest.get(s.sentence_id, 0.0), clip_seconds(s.wav))
+    return longest
 
 
-def experiment_panel(namespace: dict[str, Any]) -> w.VBox:
-    """The listening panel over the experiment named in ``namespace`` (the notebook's globals)."""
-    exp = experiment_path(namespace)
+def listening_panel(
+    ratings_path: str | Path, samples: list[Sample], seed: str = "", rater: str = ""
+) -> w.VBox:
+    """The panel's widget over ``samples``, saving to ``ratings_path`` (as ``rater`` only, when
+    given)."""
+    return ListeningPanel(ratings_path, samples, seed, rater).widget
+
+
+def experiment_panel(namespace: dict[str, Any]) -> w.Widget:
+    """The listening panel over the experiment named in ``namespace`` (the notebook's globals);
+    when the parameters cell has not run in this kernel, a note that says so and nothing else
+    (no other experiment is opened, nothing is written)."""
+    try:
+        exp = experiment_path(namespace)
+    except ParametersNotRun as exc:
+        return refusal(str(exc))
     return listening_panel(exp / "ratings.csv", load_samples(exp / "eval"), seed=exp.name)
+
+
+def refusal(message: str) -> w.HTML:
+    """A red note in place of the panel."""
+    note = html.escape(message)
+    return _html(f"<div role='alert' style='color:#b00020;font-weight:600'>{note}</div>")

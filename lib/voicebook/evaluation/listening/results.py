@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from voicebook.core.config import defaults
-from voicebook.core.paths import experiment_dir
+from voicebook.core.stages import EvaluationScraps
 from voicebook.evaluation.listening.session import (
     HIGHEST,
     LOWEST,
@@ -35,9 +34,11 @@ from voicebook.evaluation.listening.session import (
     REFERENCE,
     SCALES,
     TIE,
+    experiment_path,
     read_ratings,
 )
-from voicebook.evaluation.scoring import EvalConfig
+
+RATINGS_FILE = "ratings.csv"  # in the experiment folder: the store every rater appends to
 
 MAX_SLIP_SHARE = 0.15
 """MUSHRA's post-screening share: past it (and past one slip) a rater is left out entirely."""
@@ -216,7 +217,8 @@ class ListeningResults:
     def headline(self) -> str:
         current = current_ratings(self.ratings)
         changed = len(self.ratings) - len(current)
-        text = f"{len(current)} ratings from {self.ratings['rater'].nunique()} raters on disk"
+        raters = self.ratings["rater"].nunique()
+        text = f"{_count(len(current), 'rating')} from {_count(raters, 'rater')} on disk"
         text += f" ({changed} changed later; the latest counts)." if changed else "."
         if not self.left_out.empty:
             text += f" Left out: {len(self.left_out)} (see the table of what was left out)."
@@ -251,21 +253,34 @@ def listening_results(ratings_path: str | Path, exclude_slips: bool = True) -> L
     )  # fmt: skip
 
 
-# The notebook's listening cells take their settings from the parameters cell when it ran, and
-# fall back to its defaults otherwise: each cell then also runs alone after a kernel restart.
-def _setting(namespace: dict[str, Any], name: str) -> Any:
-    return namespace.get(name, defaults(EvalConfig)[name])
-
-
-def experiment_path(namespace: dict[str, Any]) -> Path:
-    """The experiment folder named in ``namespace`` (the notebook's globals, or the defaults)."""
-    return experiment_dir(_setting(namespace, "experiment"), _setting(namespace, "outputs_dir"))
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def experiment_results(namespace: dict[str, Any]) -> ListeningResults:
-    """``listening_results`` of the experiment named in ``namespace`` (the notebook's globals)."""
-    exclude = bool(_setting(namespace, "exclude_flagged_raters"))
-    return listening_results(experiment_path(namespace) / "ratings.csv", exclude)
+    """``listening_results`` of the experiment named in ``namespace`` (the notebook's globals).
+
+    Raises ``ParametersNotRun`` when the parameters cell has not run in this kernel, rather
+    than summarising (and publishing into) another experiment.
+    """
+    folder = experiment_path(namespace)
+    exclude = bool(namespace.get("exclude_flagged_raters", True))
+    return listening_results(folder / RATINGS_FILE, exclude)
+
+
+def with_ratings_on_disk(
+    evaluation: dict[str, Any], experiment: str | Path, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The evaluation's scraps with its listening tables computed afresh from the ratings on
+    disk, screened as the evaluation's ``params`` say (``exclude_flagged_raters``): the decision
+    and the report count every rating given since the summary cell last ran (raters on
+    ``voicebook listen`` pages never run it). Unchanged when there is no evaluation or no
+    ratings file."""
+    ratings = Path(experiment) / RATINGS_FILE
+    if not evaluation or not ratings.is_file():
+        return evaluation
+    exclude = bool(params.get("exclude_flagged_raters", True))
+    return {**evaluation, **listening_results(ratings, exclude).scraps()}
 
 
 def summary_figure(summary: pd.DataFrame):
@@ -294,14 +309,13 @@ def summary_figure(summary: pd.DataFrame):
 # --- what the report and decision.json show --------------------------------------------------
 
 
-def _scrap(evaluation: dict[str, Any], name: str, columns: list[str]) -> pd.DataFrame:
-    table = evaluation.get(name)
+def _table(table: Any, columns: list[str]) -> pd.DataFrame:
     return table if isinstance(table, pd.DataFrame) else pd.DataFrame(columns=columns)
 
 
 def overall_by_candidate(evaluation: dict[str, Any], candidates: list[str]) -> pd.DataFrame:
     """The ``overall`` scale for every candidate, those nobody scored included (n 0)."""
-    summary = _scrap(evaluation, "listening_summary", SUMMARY_COLUMNS)
+    summary = _table(EvaluationScraps.of(evaluation).listening_summary, SUMMARY_COLUMNS)
     overall = summary[summary["scale"] == "overall"].set_index("candidate")
     names = list(dict.fromkeys([*candidates, *overall.index]))
     rows = []
@@ -321,17 +335,16 @@ def overall_by_candidate(evaluation: dict[str, Any], candidates: list[str]) -> p
 
 def report_tables(evaluation: dict[str, Any], candidates: list[str]) -> dict[str, pd.DataFrame]:
     """The listening section's tables, titled, in reading order."""
+    evaluation = EvaluationScraps.of(evaluation)
     return {
         f"Overall score per candidate (95 % interval; fewer than {MIN_RATINGS} ratings are "
         "shown, not used)": overall_by_candidate(evaluation, candidates),
-        "Every scale": _scrap(evaluation, "listening_summary", SUMMARY_COLUMNS),
-        "A/B preferences per pair (two-sided sign test over the non-tied answers)": _scrap(
-            evaluation, "ab_pairs", PAIR_COLUMNS
+        "Every scale": _table(evaluation.listening_summary, SUMMARY_COLUMNS),
+        "A/B preferences per pair (two-sided sign test over the non-tied answers)": _table(
+            evaluation.ab_pairs, PAIR_COLUMNS
         ),
-        "Hidden-reference check per rater": _scrap(
-            evaluation, "hidden_reference", REFERENCE_COLUMNS
-        ),
-        "Left out, and why": _scrap(evaluation, "listening_left_out", LEFT_OUT_COLUMNS),
+        "Hidden-reference check per rater": _table(evaluation.hidden_reference, REFERENCE_COLUMNS),
+        "Left out, and why": _table(evaluation.listening_left_out, LEFT_OUT_COLUMNS),
     }
 
 

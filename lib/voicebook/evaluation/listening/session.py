@@ -6,7 +6,14 @@ A ``ListeningSession`` shows one rater the synthesised samples with the candidat
 letters, in an order shuffled per rater and per item (seeded by rater name and item, so a rater
 who returns sees the same letters). Every rating is appended to ``ratings.csv`` the moment it is
 given (flushed and fsynced; the file is never rewritten), and a returning rater resumes with
-what they have not rated yet. A rater may go back and change a rating: that appends a row, and
+what they have not rated yet.
+
+The store is that CSV behind a file lock (``ratings.csv.lock``), so that many raters' kernels
+(``voicebook listen`` starts one per page) append to it at once: a row is written whole under
+the lock, and a reader takes the lock too, so it never sees half a row. Chosen over SQLite
+because the CSV stays the one file the results, the report and a person read (no export to
+keep in step), old experiments' files need no migration, and a few hundred appended rows need
+nothing a database adds. A rater may go back and change a rating: that appends a row, and
 the latest row counts. Two modes:
 
 - ``scores``: each sample rated 1-10 for smoothness, naturalness, emotion and overall;
@@ -23,15 +30,19 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import io
 import itertools
 import os
 import random
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from filelock import FileLock
 
 SCALES = ("smoothness", "naturalness", "emotion", "overall")
 LOWEST, HIGHEST = 1, 10
@@ -55,8 +66,55 @@ COLUMNS = [
 ]
 
 
+RATER_NAME = re.compile(r"^\w[\w .'-]{0,39}$")  # letters of any script, digits, space . ' - _
+LOCK_TIMEOUT_S = 30.0
+LOCK_POLL_S = 0.005  # filelock's default 0.05 s would make eight busy raters queue for seconds
+
+
 class RatingsFileError(ValueError):
     """A ratings file this code cannot append to safely; it is left untouched."""
+
+
+class ParametersNotRun(RuntimeError):
+    """The notebook's parameters cell has not run in this kernel: which experiment is unknown."""
+
+
+PARAMETERS_FIRST = (
+    "Run the first code cell (parameters) first: this kernel does not know the experiment yet "
+    "(it was restarted or has just started). Then run this cell again. Nothing was read or saved."
+)
+
+
+def experiment_path(namespace: dict[str, Any]) -> Path:
+    """The experiment folder the notebook's parameters cell named (``namespace``: its globals).
+
+    Raises ``ParametersNotRun`` when that cell has not run in this kernel: falling back to a
+    default experiment would show another experiment's samples and write to it.
+    """
+    from voicebook.core.paths import experiment_dir
+
+    if "experiment" not in namespace:
+        raise ParametersNotRun(PARAMETERS_FIRST)
+    return experiment_dir(namespace["experiment"], namespace.get("outputs_dir") or None)
+
+
+def check_rater_name(name: str) -> str:
+    """``name`` stripped, or ValueError when it is empty or could be read as a path."""
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("Enter a rater name first: ratings are kept per rater.")
+    if not RATER_NAME.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"The rater name {name!r} cannot be used: use up to 40 letters, digits, spaces, "
+            "'.', \"'\", '-' or '_' (no '/', '\\' or other symbols), starting with a letter."
+        )
+    return name
+
+
+def _lock(path: Path) -> FileLock:
+    """The lock every reader and writer of ``path`` holds (beside it: ``<name>.lock``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S, poll_interval=LOCK_POLL_S)
 
 
 @dataclass(frozen=True)
@@ -98,6 +156,13 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
     to a file of another layout.
     """
     path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    with _lock(path):
+        return _read_locked(path)
+
+
+def _read_locked(path: Path) -> pd.DataFrame:
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
     with path.open(encoding="utf-8", newline="") as f:
@@ -114,21 +179,33 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
 
 
 def append_rating(path: str | Path, row: dict[str, Any]) -> None:
-    """Append one row to the ratings file, creating it with a header; flushed and fsynced."""
+    """Append one row to the ratings file, creating it with a header; flushed and fsynced,
+    whole, under the lock (other raters' kernels append to the same file)."""
     path = Path(path)
-    read_ratings(path)  # refuses a file of another layout
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path):
+        _read_locked(path)  # refuses a file of another layout
+        _append_locked(path, row)
+
+
+def _append_locked(path: Path, row: dict[str, Any]) -> None:
     new = not path.is_file() or path.stat().st_size == 0
     torn = not new and not _ends_with_newline(path)  # a crash mid-line: start a fresh line
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if new:
+        writer.writerow(COLUMNS)
+    writer.writerow([row.get(c, "") for c in COLUMNS])
     with path.open("a", encoding="utf-8", newline="") as f:
-        if torn:
-            f.write("\r\n")
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(COLUMNS)
-        writer.writerow([row.get(c, "") for c in COLUMNS])
+        f.write(("\r\n" if torn else "") + buffer.getvalue())  # one write: the row is whole
         f.flush()
         os.fsync(f.fileno())
+
+
+def _on_scale(value: Any) -> bool:
+    """An integer from LOWEST to HIGHEST (not a bool, a float or a string): what a page sends
+    is checked here, where it is saved, not only by the buttons it offers."""
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    return is_int and LOWEST <= int(value) <= HIGHEST
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -167,16 +244,26 @@ class ListeningSession:
         mode: str = "scores",
         seed: str = "",
     ):
-        rater = rater.strip()
-        if not rater:
-            raise ValueError("Enter a rater name first: ratings are kept per rater.")
+        rater = check_rater_name(rater)
         if mode not in MODES:
             raise ValueError(f"Unknown listening mode {mode!r}: use one of {MODES}.")
         if not samples:
             raise ValueError("No synthesised samples to rate: run the evaluation cells first.")
         self.path, self.rater, self.mode, self.seed = Path(ratings_path), rater, mode, seed
         self.trials = self._make_trials(samples)
-        read_ratings(self.path)  # fail now, not at the first rating, on a foreign file
+        self._read: tuple[tuple[int, int] | None, pd.DataFrame] | None = None
+        self._table()  # fail now, not at the first rating, on a foreign file
+
+    def _table(self) -> pd.DataFrame:
+        """Every rating on disk, read again only when the file changed (its size and time)."""
+        try:
+            stat = self.path.stat()
+            key = (stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            key = None
+        if self._read is None or self._read[0] != key:  # read after the stat: never older
+            self._read = (key, read_ratings(self.path))
+        return self._read[1]
 
     def _make_trials(self, samples: list[Sample]) -> list[Trial]:
         by_sentence: dict[str, list[Sample]] = {}
@@ -202,7 +289,7 @@ class ListeningSession:
     # -- progress ---------------------------------------------------------------------------
 
     def _done(self) -> set[tuple]:
-        table = read_ratings(self.path)
+        table = self._table()
         mine = table[(table["rater"] == self.rater) & (table["mode"] == self.mode)]
         if self.mode == "scores":
             complete = mine[list(SCALES)].notna().all(axis=1)
@@ -240,7 +327,7 @@ class ListeningSession:
     def given(self, trial: Trial, code: str | None) -> dict[str, Any] | None:
         """This rater's latest rating of that sample (its scales) or pair (``choice``: the blind
         code preferred, or "tie"), or None when not rated yet."""
-        table = read_ratings(self.path)
+        table = self._table()
         mine = table[
             (table["rater"] == self.rater) & (table["mode"] == self.mode)
             & (table["item"] == trial.item)
@@ -284,7 +371,7 @@ class ListeningSession:
         if self.mode != "scores":
             raise ValueError("This session is in A/B mode: use record_preference.")
         missing = [s for s in SCALES if s not in scores]
-        bad = {s: v for s, v in scores.items() if not (LOWEST <= int(v) <= HIGHEST)}
+        bad = {s: v for s, v in scores.items() if not _on_scale(v)}
         if missing or bad or set(scores) - set(SCALES):
             raise ValueError(
                 f"Give an integer {LOWEST}-{HIGHEST} for each of {', '.join(SCALES)} "
