@@ -87,14 +87,7 @@ def prepare_dataset(
         for s in scanned
         if s.asr_rows
     }  # fmt: skip
-    examples = {
-        s.spec.name: write_voice_examples(
-            dataset_dir.parent / REVIEW_DIR / VOICES_DIR / s.spec.name, s.spec.path, s.asr_rows,
-            config.sample_rate,
-        )
-        for s in scanned
-        if s.asr_rows
-    }  # fmt: skip
+    examples = _voice_examples(scanned, dataset_dir.parent / REVIEW_DIR / VOICES_DIR, config)
     building = dataset_dir.with_name(f".{dataset_dir.name}.building")
     if building.exists():
         shutil.rmtree(building)
@@ -120,6 +113,18 @@ def prepare_dataset(
     building.rename(dataset_dir)
     runs.wrote(DATA_PREP.stem, "dataset", dataset_dir)
     return DatasetResult(dataset_dir, card, train, evals, rejected, scanned, tests)
+
+
+def _voice_examples(scanned: list, folder: Path, config: DataPrepConfig) -> dict:
+    """Per ASR source without a clear majority voice: each voice's example clip (for the card's
+    warning and ``speaker_reference``), under ``folder/<source>/``."""
+    return {
+        s.spec.name: write_voice_examples(
+            folder / s.spec.name, s.spec.path, s.asr_rows, config.sample_rate
+        )
+        for s in scanned
+        if s.asr_rows
+    }
 
 
 def _check_replaceable(dataset_dir: Path) -> None:

@@ -56,17 +56,16 @@ def export_of(experiment_path: Path, checkpoint: str | None, voice_name: str | N
 
 
 def evaluation_of(experiment_path: Path) -> dict[str, Any]:
-    """What the parity check needs of the evaluation's latest run: its parameters (the run's
-    record), ``eval_settings`` and ``eval_table``."""
-    from voicebook.core.scraps import read_experiment, read_records
+    """What the parity check needs of the evaluation's latest run: its parameters
+    (``run_params``), settings (sampling, seed, reference clips, token cap) and table."""
+    from voicebook.core.scraps import read_experiment, run_params
     from voicebook.core.stages import EVALUATION
 
-    record = read_records(experiment_path).get(EVALUATION.stem) or {}
-    scraps = read_experiment(experiment_path).get(EVALUATION.stem) or {}
+    scraps = read_experiment(experiment_path).get(EVALUATION.stem)
     return {
-        "params": record.get("params") or {},
-        "eval_settings": scraps.get("eval_settings") or {},
-        "eval_table": scraps.get("eval_table"),
+        "run_params": run_params(experiment_path, EVALUATION.stem),
+        "settings": (scraps.eval_settings if scraps else None) or {},
+        "table": scraps.eval_table if scraps else None,
     }
 
 
@@ -77,8 +76,8 @@ def parity_jobs(experiment_path: Path, evaluation: dict[str, Any]) -> list[dict[
     from voicebook.evaluation.scoring import EvalConfig, resolve_candidates
 
     exp = Path(experiment_path)
-    params, settings = evaluation.get("params") or {}, evaluation.get("eval_settings") or {}
-    table, samples = evaluation.get("eval_table"), exp / SAMPLES_FILE
+    params, settings, table = (evaluation[k] for k in ("run_params", "settings", "table"))
+    samples = exp / SAMPLES_FILE
     if table is None or table.empty or not samples.is_file() or not settings:
         return []
     takes = pd.read_csv(samples)
