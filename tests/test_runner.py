@@ -52,6 +52,10 @@ def test_one_value_parser_types_like_a_default():
     assert like(3, "4") == 4 and like(3, 5.0) == 5 and isinstance(like(3, 5.0), int)
     assert like("best", "100") == "100" and like(None, "x") == "x"  # text stays text
     assert like([1], "[2, 3]") == [2, 3]
+    from voicebook.core.values import as_structure
+
+    assert as_structure('["a.wav", "b.wav"]') == ["a.wav", "b.wav"]
+    assert as_structure('{"label": "x"}') == {"label": "x"} and as_structure("phase1") == "phase1"
     for default, value in [(False, "maybe"), (False, 1.0), (3, "2.5"), (1.0, "low"), (3, True)]:
         with pytest.raises(ValueError, match="lr="):
             like(default, value, "lr")

@@ -299,7 +299,8 @@ class BackgroundWriter:
     The queue is ``concurrent.futures``: one single-thread executor at the caller's priority
     (``content()``, and a write that holds live state) and one at niceness 19 (the other
     writes: a thread's niceness cannot be raised again for the next job); each job starts when
-    the one before it has ended, whichever executor ran it."""
+    the one before it has ended, whichever executor ran it. Hand-made on top: the holds and
+    ``withdraw`` (a future cannot be cancelled once its thread waits for the job before it)."""
 
     def __init__(self, name: str = "voicebook-writer"):
         self.name = name

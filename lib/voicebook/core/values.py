@@ -47,3 +47,11 @@ def like(default: Any, value: Any, name: str = "value") -> Any:
         if isinstance(typed, int) or typed.is_integer():
             return int(typed)
     raise ValueError(f"{name}={value!r} is not a {type(default).__name__}: fix its value.")
+
+
+def as_structure(value: Any) -> Any:
+    """A list or mapping given as text (papermill's ``-p`` passes text) as that list or
+    mapping; any other value as it is."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        return parse_value(value)
+    return value

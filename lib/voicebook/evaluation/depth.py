@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 
 from voicebook.core.stages import EvaluationScraps
+from voicebook.core.values import as_structure
 from voicebook.evaluation import codebook
 from voicebook.evaluation import measures as ev
 from voicebook.measures.text import character_error_rate
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.voices.references import AUTO, FIRST, as_spec
+from voicebook.voices.references import AUTO, FIRST
 
 ALL = codebook.ALL  # the row of every clip together
 LOSSES = ("mel_ce", "text_ce")
@@ -48,7 +49,7 @@ def column(metric: str, source: str) -> str:
 
 def sweep_temperatures(config: Any) -> list[float]:
     """``config.temperature_sweep`` as numbers (a list, or its text from papermill -p)."""
-    spec = as_spec(config.temperature_sweep)
+    spec = as_structure(config.temperature_sweep)
     return [float(t) for t in ([spec] if isinstance(spec, (int, float)) else spec or [])]
 
 
@@ -240,7 +241,7 @@ def gathered(depth: dict[str, Any], candidates: list[Any]) -> tuple[pd.DataFrame
 
 def settings(config: Any, references: list[Path], dataset_dir: Path | None) -> dict[str, Any]:
     """What the synthesis ran with (the ``eval_settings`` scrap)."""
-    spec = as_spec(config.reference_clips)
+    spec = as_structure(config.reference_clips)
     shown = [_relative(str(p), dataset_dir) if dataset_dir else str(p) for p in references]
     return {
         **config.sampling(),

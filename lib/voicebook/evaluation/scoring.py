@@ -32,7 +32,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
@@ -41,6 +40,7 @@ from voicebook.coqui.probes import SAMPLING_KEYS
 from voicebook.core import stages
 from voicebook.core.device import resolve_device
 from voicebook.core.paths import EVAL_META, TRAIN_META
+from voicebook.core.values import as_structure
 from voicebook.evaluation import depth as eval_depth
 from voicebook.evaluation.listening.session import REFERENCE
 from voicebook.evaluation.measures import (
@@ -233,8 +233,7 @@ def resolve_candidates(
     means the default three plus every current voice. Candidates that do not exist yet are
     skipped with a note, never an error.
     """
-    if isinstance(specs, str) and specs.lstrip()[:1] in ("[", "{"):  # papermill -p passes text
-        specs = yaml.safe_load(specs)
+    specs = as_structure(specs)  # papermill -p passes text
     specs = [specs] if isinstance(specs, (str, dict)) else list(specs)  # "-p candidates phase1"
     searched = {safe_name(v["voice_name"]): v for v in current_voices(experiment_path)}
     found: list[Candidate] = []

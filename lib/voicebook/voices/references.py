@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from voicebook.core.paths import EVAL_META
-from voicebook.core.values import parse_value
+from voicebook.core.values import as_structure
 from voicebook.speaker import SpeakerSimilarity
 
 FIRST, AUTO = "first", "auto"  # the reference_clips modes besides a list of files
@@ -40,18 +40,13 @@ def nearest_clips(embeddings: np.ndarray, clips: list[Any], n: int) -> list[Any]
     return [clips[i] for i in order[: max(n, 1)]]
 
 
-def as_spec(spec: Any) -> Any:
-    """A list given as text (papermill ``-p`` passes text) as the list; anything else as is."""
-    return parse_value(spec) if isinstance(spec, str) and spec.lstrip()[:1] == "[" else spec
-
-
 def choose_reference_clips(
     spec: Any, dataset_dir: Path, n: int, scorer: SpeakerSimilarity | None = None
 ) -> list[Path]:
     """The clips every candidate's voice is made from: ``"first"`` the first ``n`` held-out
     clips, ``"auto"`` the ``n`` held-out clips nearest their mean speaker embedding (``scorer``
     has embedded them), else a file or a list of files (relative to the dataset folder, or not)."""
-    spec = as_spec(spec)
+    spec = as_structure(spec)
     if spec == FIRST:
         return reference_clips(dataset_dir, n)
     if spec == AUTO:
