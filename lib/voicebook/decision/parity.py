@@ -7,7 +7,7 @@ process copies the export to another folder, loads the copy each way a user does
 ``Xtts`` with ``strict=True``, and ``TTS.api``), takes the voice as a user does (the reference
 clips, or the searched voice's name in ``speakers_xtts.pth``) and speaks the first
 ``PARITY_SENTENCES`` test sentences with the evaluation's seed, sampling settings and token cap
-(the evaluation's own ``synthesize``). Each take must equal the evaluation's within
+(``voicebook.measures.takes``, as the evaluation's first take). Each take must equal the evaluation's within
 ``TOLERANCE`` (the largest absolute sample difference). A candidate whose export differs, or
 does not load, is never recommended (``voicebook.decision.matrix``).
 
@@ -88,7 +88,9 @@ def parity_jobs(experiment_path: Path, evaluation: dict[str, Any]) -> list[dict[
     jobs = []
     for c in candidates:
         export = export_of(exp, str(c.checkpoint) if c.checkpoint else None, c.voice_name)
-        mine = takes[takes["candidate"] == c.name].head(PARITY_SENTENCES)
+        mine = takes[(takes["candidate"] == c.name) & takes["sentence_id"].str.startswith("s")]
+        mine = mine[mine["take"] == 1] if "take" in mine else mine  # take 1: the first seed
+        mine = mine.head(PARITY_SENTENCES)
         if export is None or mine.empty or c.name not in set(table["candidate"]):
             continue
         jobs.append({
@@ -186,7 +188,7 @@ def speak_job(job: dict[str, Any], work: Path) -> dict[str, Any]:
     from voicebook.coqui.latents import reference_voice
     from voicebook.coqui.user_load import USER_LOADERS, load_like_a_user, user_voice
     from voicebook.core.device import resolve_device
-    from voicebook.evaluation.measures import synthesize
+    from voicebook.measures.takes import Sampler, sentence_table, synthesize_takes
 
     moved = Path(shutil.copytree(job["export"], work / job["candidate"] / "moved"))
     device = resolve_device(job["device"])
@@ -197,9 +199,10 @@ def speak_job(job: dict[str, Any], work: Path) -> dict[str, Any]:
             name = job["voice_name"]
             voice = user_voice(model, name) if name else reference_voice(model, job["references"])
             out = work / job["candidate"] / how
-            samples = synthesize(
-                model, job["sentences"], [], out, language=job["language"], seed=job["seed"],
-                tokens_per_char=job["tokens_per_char"], voice=voice, sampling=job["sampling"],
+            samples = synthesize_takes(
+                model, sentence_table(job["sentences"]), voice, out, takes=1, seed=job["seed"],
+                sampler=Sampler(**job["sampling"]), language=job["language"],
+                tokens_per_char=job["tokens_per_char"],
             )  # fmt: skip
             spoken[how] = {"wavs": samples["wav"].tolist()}
         except Exception as exc:  # noqa: BLE001 - a load that fails is the finding
