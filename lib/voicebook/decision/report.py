@@ -325,6 +325,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
         *_parity_html(result),
+        *_selection_html(result),
         *_versus_html(result),
         *_finetune_html(result),
         *_depth_html(result),
@@ -391,6 +392,33 @@ def _versus_html(result: ExperimentResult) -> list[str]:
             "includes phase 1; a searched voice adds its search).</p>"
         ),
     ]
+
+
+def _selection_html(result: ExperimentResult) -> list[str]:
+    """Each phase's kept best models with their figures on the validation split, its pick and
+    why (``voicebook.training.select``)."""
+    parts = []
+    for stage, s in dm.training_stages(result.scraps).items():
+        chosen = s.selection or {}
+        kept = pd.DataFrame(chosen.get("kept") or [])
+        if kept.empty:
+            continue
+        shown = kept.drop(columns=["checkpoint"], errors="ignore")
+        how = chosen.get("select_by", "loss")
+        cost = f"; the selection pass took {chosen['seconds']} s" if "seconds" in chosen else ""
+        parts += [
+            f"<h3>{html.escape(stage.replace('phase', 'phase '))}: {len(kept)} kept, picked by "
+            f"{html.escape(how)}</h3>",
+            _table_html(shown),
+            f"<p>{html.escape(chosen.get('why', 'the lowest validation Mel CE'))}{cost}</p>",
+        ]
+    if not parts:
+        return []
+    intro = (
+        "<p>Each phase kept its best models by validation Mel CE and picked one on the "
+        "validation split (never the test split); the evaluation scored the pick.</p>"
+    )
+    return ["<h2>Kept checkpoints and each phase's pick</h2>", intro, *parts]
 
 
 def _finetune_html(result: ExperimentResult) -> list[str]:
