@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from voicebook.coqui.base import resolve_base
+from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.decision import parity
 from voicebook.decision.matrix import CandidateEvidence, decide
@@ -70,7 +71,7 @@ def job(name: str, export: Path, takes: list[str], references, voice_name=None) 
     return {
         "candidate": name, "export": str(export), "voice_name": voice_name,
         "references": [str(r) for r in references], "sentences": SENTENCES, "takes": takes,
-        "language": "hu", "seed": 1, "sampling": SAMPLING, "tokens_per_char": 4.5,
+        "language": "hu", "seed": 1, "sampling": SAMPLING, "tokens_per_char": AUDIO_TOKENS_PER_CHAR,
         "device": "cpu",
     }  # fmt: skip
 
