@@ -406,9 +406,9 @@ def _selection_html(result: ExperimentResult) -> list[str]:
         shown = kept.drop(columns=["checkpoint"], errors="ignore")
         how = chosen.get("select_by", "loss")
         cost = f"; the selection pass took {chosen['seconds']} s" if "seconds" in chosen else ""
+        title = f"{stage.replace('phase', 'phase ')}: {len(kept)} kept, picked by {how}"
         parts += [
-            f"<h3>{html.escape(stage.replace('phase', 'phase '))}: {len(kept)} kept, picked by "
-            f"{html.escape(how)}</h3>",
+            f"<h3>{html.escape(title)}</h3>",
             _table_html(shown),
             f"<p>{html.escape(chosen.get('why', 'the lowest validation Mel CE'))}{cost}</p>",
         ]
