@@ -557,3 +557,31 @@ def test_the_k_best_stay_and_one_pushed_out_goes_only_once_its_better_is_on_disk
     assert names == ["best_model_2.pth", "best_model_3.pth"]
     assert os.path.samefile(tmp_path / "best_model.pth", tmp_path / "best_model_3.pth")
     assert seen_while_writing[2] == ["best_model_1.pth", "best_model_2.pth"]  # 1 still there
+
+
+def test_candidates_phase1_kept_name_every_kept_best_model_and_mark_the_pick(tmp_path):
+    import json
+    from pathlib import Path
+
+    from voicebook.evaluation.scoring import resolve_candidates
+    from voicebook.training.checkpoints import resolve_checkpoint
+
+    phase = tmp_path / "phase1"
+    (phase / "run").mkdir(parents=True)
+    kept = []
+    for step, mel in ((60, 3.1), (40, 3.2), (20, 3.4)):
+        path = phase / "run" / f"best_model_{step}.pth"
+        path.write_bytes(b"x")
+        kept.append({"step": step, "mel_ce": mel, "text_ce": 0.02, "checkpoint": str(path)})
+    status = {"kept": kept, "best_checkpoint": kept[0]["checkpoint"],
+              "picked_checkpoint": kept[1]["checkpoint"]}  # fmt: skip
+    (phase / "status.json").write_text(json.dumps(status))
+    found, notes = resolve_candidates(["phase1:kept"], tmp_path)
+    assert [c.name for c in found] == ["phase1-step60", "phase1-step40", "phase1-step20"]
+    assert [c.checkpoint for c in found] == [Path(k["checkpoint"]) for k in kept]
+    assert [c.label.endswith("(picked)") for c in found] == [False, True, False]
+    assert notes == []
+    # "best" is the pick (the export, phase 2's resume_from and the evaluation's phase1)
+    assert resolve_checkpoint(tmp_path, "phase1", "best") == Path(kept[1]["checkpoint"])
+    assert resolve_candidates(["phase2:kept"], tmp_path) == ([], [
+        "phase2:kept skipped: that phase kept no best models yet."])  # fmt: skip
