@@ -28,7 +28,7 @@ import pandas as pd
 from voicebook.asr import load_recognizer
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.dataprep.audio import decode
-from voicebook.evaluation.scoring import character_error_rate
+from voicebook.measures.text import character_error_rate
 
 ENGLISH = (
     "The weather was lovely this morning, so we walked down to the market. I bought fresh "

@@ -16,6 +16,7 @@ import torch
 from voicebook.coqui.base import resolve_base
 from voicebook.coqui.models import load_xtts
 from voicebook.coqui.tiny import demo_corpus_clips
+from voicebook.evaluation import measures as em
 from voicebook.evaluation import scoring as ev
 
 SIMILARITY_TARGET = 20.0  # clips per second
@@ -46,8 +47,8 @@ def bench_synthesis(tmp_dir: str) -> float:
     model = load_xtts(base)
     refs = demo_corpus_clips(limit=2)
     sentences = ev.default_test_sentences("hu")
-    ev.synthesize(model, sentences[:1], refs, Path(tmp_dir) / "warmup")
-    samples = ev.synthesize(model, sentences, refs, Path(tmp_dir) / "bench")
+    em.synthesize(model, sentences[:1], refs, Path(tmp_dir) / "warmup")
+    samples = em.synthesize(model, sentences, refs, Path(tmp_dir) / "bench")
     rtf = ev.real_time_factor(samples)
     print(
         f"synthesis (tiny base, capped at {ev.AUDIO_TOKENS_PER_CHAR} audio tokens/char): "

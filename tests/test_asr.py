@@ -97,7 +97,7 @@ def test_the_centroid_follows_the_majority_voice():
 @pytest.mark.slow  # speech recognition of spoken audio
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
 def test_recogniser_hears_english_with_word_times_and_nothing_in_noise(whisper_en, tmp_path):
-    from voicebook.evaluation.scoring import character_error_rate
+    from voicebook.measures.text import character_error_rate
 
     said = "Good evening, and welcome back to the show. Next question, please."
     wav = subprocess.run(["espeak-ng", "-v", "en", "--stdout", said], check=True,
@@ -154,3 +154,28 @@ def test_unsure_clips_are_rejected_with_the_reason_and_the_rest_reviewable(tmp_p
     (folder / "metadata.csv").write_text(table[0] + "\nwavs/talk_001.wav|Corrected.|anna\n")
     said = write_review(folder, spec.path, scanned.asr_rows, "anna", 0.2, 22050)
     assert "was edited" in said and "Corrected." in (folder / "metadata.csv").read_text()
+
+
+@pytest.mark.slow  # recognises speech
+def test_failure_flags_from_whispers_word_timestamps_on_espeak_takes(whisper_en, tmp_path):
+    from voicebook.measures.failures import failure_flags
+    from voicebook.measures.scoring import hear
+
+    def take(name: str, said: str):
+        wav = subprocess.run(["espeak-ng", "-v", "en", "--stdout", said], check=True,
+                             capture_output=True).stdout  # fmt: skip
+        y, sr = sf.read(io.BytesIO(wav), dtype="float32")
+        sf.write(tmp_path / name, y, sr)
+        return hear(whisper_en, tmp_path / name)
+
+    asked = "Good evening, and welcome back to the show."
+    text, words = take("clean.wav", asked)
+    assert text.lower().startswith("good evening")
+    assert all(w.end is not None for w in words) and len(words) >= 6
+    assert not failure_flags(asked, words).any  # a clean take: none of the three
+    _, words = take("after.wav", f"{asked} Next question, please, and then another one.")
+    assert failure_flags(asked, words).runaway  # words after the text's end
+    _, words = take("cut.wav", "Good evening, and welcome back to the")
+    assert failure_flags(asked, words).truncated  # the last word missing
+    _, words = take("twice.wav", "Good evening, and welcome welcome back to the show.")
+    assert failure_flags(asked, words).skipped_or_repeated  # a repeated word

@@ -192,7 +192,10 @@ def rate_in_the_browser(page, url: str, ratings: Path) -> None:
     nb.restart_kernel()
     dead_panel_is_disabled_and_keeps_keys(page, nb, panel)
 
-    nb.run_cell(panel_cell)  # alone, after the restart: no NameError
+    nb.run_cell(panel_cell)  # alone, after the restart: refuses, opens no other experiment
+    assert "Run the first code cell (parameters) first" in nb.output_text(panel_cell)
+    nb.run_cell(nb.code_cell_index('experiment = "'))  # as the banner says: parameters, then it
+    nb.run_cell(panel_cell)
     assert "Error" not in nb.output_text(panel_cell)
     panel = Panel(page, nb.output_area(panel_cell))
     panel.set_name("ann")
@@ -250,12 +253,12 @@ def dead_panel_is_disabled_and_keeps_keys(page, nb: Notebook, panel: Panel) -> N
     banner (the field is disabled), and an "x" typed then cuts no cell (JupyterLab's shortcut)."""
     banner = panel.root.get_by_role("alert")
     expect(banner).to_be_visible(timeout=TIMEOUT_MS)
-    expect(banner).to_contain_text("run this cell again")
+    expect(banner).to_contain_text("run the first code cell (parameters), then this cell")
     field = panel.root.get_by_role("textbox")
     before, cells = field.input_value(), page.locator(".jp-Notebook .jp-Cell").count()
     box = field.bounding_box()
     on_top = page.evaluate(
-        "([x, y]) => document.elementFromPoint(x, y).closest('[role=alert]') !== null",
+        "([x, y]) => document.elementFromPoint(x, y).closest('.vb-shield') !== null",
         [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
     )
     assert on_top, "the dead panel's name field can still be clicked"

@@ -585,7 +585,7 @@ def test_untranscribed_audio_is_reported_or_transcribed(tmp_path, tokenizer):
     )
     assert len(heard.train) + len(heard.eval) == 2 and heard.rejected == []
     assert heard.card["accounting"]["inputs"] == 2
-    from voicebook.evaluation.scoring import character_error_rate
+    from voicebook.measures.text import character_error_rate
 
     said = "Jó estét kívánok mindenkinek, kedves nézők. Kezdjük is az első fordulóval, figyeljenek."
     texts = " ".join(c.text for c in sorted(heard.train + heard.eval, key=lambda c: c.order))
@@ -752,7 +752,7 @@ def interview(language: str) -> np.ndarray:
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
 @pytest.mark.parametrize("language", ["en", "hu"])
 def test_an_untranscribed_interview_becomes_the_speakers_clips(tmp_path, tokenizer, language):
-    from voicebook.evaluation.scoring import character_error_rate
+    from voicebook.measures.text import character_error_rate
 
     spec = INTERVIEWS[language]
     folder = tmp_path / "raw"

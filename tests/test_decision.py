@@ -565,3 +565,30 @@ def test_a_subset_without_the_base_never_ships_the_unmeasured_base():
     d = decide(gather_candidates(scraps))
     assert d.ready and d.winner in ("phase1", "phase2")
     assert {v.candidate: v.status for v in d.verdicts}["base"] != "ship"
+
+
+def test_a_row_scored_on_a_replaced_phase_run_takes_nothing_from_the_new_run(tmp_path):
+    """Issue 36: phase 1 ran again after the evaluation. Its comparison row keeps the scored
+    checkpoint's step and no health of the new run; the LoRA-against-full table keeps the row
+    with the scored run's costs (its status moved to history/) and says why it is stale."""
+    from voicebook.decision.finetune_compare import finetune_table
+
+    scraps = fake_scraps()
+    scraps["01_phase1"]["best_checkpoint"] = "/x/phase1/run2/best_model_10.pth"
+    scraps["01_phase1"]["best_step"] = 10
+    scraps["01_phase1"]["health"] = [
+        {"step": 9, "kind": "overfitting", "severity": "warning", "message": "eval rising"}
+    ]
+    phase1 = gather_candidates(scraps)[1]
+    assert (phase1.name, phase1.best_step, phase1.overfitting) == ("phase1", 400, False)
+    phase = tmp_path / "phase1"
+    old_run, new_run = phase / "phase1-run1", phase / "phase1-run2"
+    old_run.mkdir(parents=True), new_run.mkdir()
+    (phase / "history" / "1").mkdir(parents=True)
+    status = {"run_dir": str(old_run), "train_seconds": 120.0, "trained_weights": 5}
+    (phase / "history" / "1" / "status.json").write_text(json.dumps(status))
+    (phase / "status.json").write_text(json.dumps({"run_dir": str(new_run), "train_seconds": 9}))
+    table = pd.DataFrame([{"candidate": "phase1", "checkpoint": str(old_run / "best_model_4.pth"),
+                           "mel_ce": 6.7}])  # fmt: skip
+    row = finetune_table(table, {"phase1": "phase 1 re-ran"}).iloc[0]
+    assert (row["candidate"], row["minutes"], row["stale"]) == ("phase1", 2.0, "phase 1 re-ran")

@@ -19,9 +19,11 @@ from voicebook.coqui.base import resolve_base
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.evaluation import codebook as cb
 from voicebook.evaluation import depth as ed
+from voicebook.evaluation import measures as em
 from voicebook.evaluation import scoring as ev
 from voicebook.evaluation.listening import session as ls
 from voicebook.measures import takes
+from voicebook.measures.text import character_error_rate
 from voicebook.voices import references as vr
 
 
@@ -139,11 +141,11 @@ def test_sampling_defaults_are_coquis_but_the_temperature_sits_inside_the_seeds_
 
 
 def test_character_error_rate_ignores_case_and_punctuation():
-    assert ev.character_error_rate("Jó estét!", "jó estét") == 0
-    assert ev.character_error_rate("abc", "abd") == pytest.approx(1 / 3)
-    assert ev.character_error_rate("ab", "xyzw") == pytest.approx(2.0)
+    assert character_error_rate("Jó estét!", "jó estét") == 0
+    assert character_error_rate("abc", "abd") == pytest.approx(1 / 3)
+    assert character_error_rate("ab", "xyzw") == pytest.approx(2.0)
     with pytest.raises(ValueError, match="empty reference"):
-        ev.character_error_rate("?!", "a")
+        character_error_rate("?!", "a")
 
 
 def test_missing_asr_folder_is_a_clear_error_and_empty_means_no_cer(tmp_path):
@@ -234,7 +236,7 @@ def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     default_cap = model.gpt.max_gen_mel_tokens
     refs = vr.reference_clips(dataset, 1)
     short, longer = "Jó napot!", "Jó napot kívánok mindenkinek, kezdjük is a mai adást!"
-    out = ev.synthesize(model, [short, longer], refs, tmp_path / "c", tokens_per_char=1.0)
+    out = em.synthesize(model, [short, longer], refs, tmp_path / "c", tokens_per_char=1.0)
     assert model.gpt.max_gen_mel_tokens == default_cap  # restored
     assert out["sentence_id"].tolist() == ["s01", "s02"]
     assert all((tmp_path / "c" / f"{s}.wav").is_file() for s in out["sentence_id"])
@@ -259,7 +261,7 @@ def test_synthesis_passes_the_sampling_settings_to_inference(base, dataset, tmp_
     model.inference = lambda *a, **kw: seen.append(kw) or inference(*a, **kw)
     settings = {"temperature": 0.55, "repetition_penalty": 5.0, "top_p": 0.8, "top_k": 20}
     refs = vr.reference_clips(dataset, 1)
-    ev.synthesize(model, ["Jó napot!"], refs, tmp_path, tokens_per_char=1.0, sampling=settings)
+    em.synthesize(model, ["Jó napot!"], refs, tmp_path, tokens_per_char=1.0, sampling=settings)
     assert seen == [takes.Sampler(**settings).kwargs()]  # every setting given, none defaulted
     assert seen[0]["length_penalty"] == 1.0 and seen[0]["do_sample"] is True
 
@@ -315,6 +317,9 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
         n_reference_clips=1,
         hidden_reference_sentences=0,
         temperature_sweep=[0.5, 0.9],
+        takes=2,
+        stress_sentences=["Tényleg?"],
+        mos=False,
     )
     heard = []
 
@@ -324,6 +329,7 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
 
     result = ev.evaluate(config, exp, base, transcribe=transcribe)
     table = result.table
+    by = result.per_source.set_index(["candidate", "source"])
     per_source = ["mel_ce[interview]", "mel_ce[quiz]", "text_ce[interview]", "text_ce[quiz]"]
     assert list(table.columns) == ev.EVAL_TABLE_COLUMNS + per_source
     assert table["candidate"].tolist() == ["base", "phase1"]
@@ -332,7 +338,24 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     assert table["cer"].tolist() == pytest.approx([6 / 8, 6 / 8])  # "jó napot" vs "jó"
     assert table[["mel_ce", "text_ce", "rtf"]].gt(0).all().all()
     assert table["speaker_similarity"].between(-1, 1).all()
-    assert len(heard) == 2 + 4 and any("phase2 skipped" in n for n in result.notes)  # + sweep
+    # 2 candidates x (1 test + 1 stress sentence) x 2 takes, + the sweep's 4
+    assert len(heard) == 8 + 4 and any("phase2 skipped" in n for n in result.notes)
+    takes = result.takes
+    assert len(takes) == 8 and table["n_takes"].tolist() == [4, 4]
+    assert table["takes_per_sentence"].tolist() == [2, 2]
+    by_take = takes.set_index(["candidate", "sentence_id", "take"])
+    assert by_take.loc["base", "seed"].tolist() == by_take.loc["phase1", "seed"].tolist()
+    assert by_take.loc[("base", "x01", 2), "set"] == "stress"
+    assert by_take.loc[("phase1", "s01", 2), "cer"] == pytest.approx(6 / 8)
+    assert takes["runaway"].all()  # the tiny base never stops: every take hits the cap
+    assert table["runaway_per_100"].tolist() == [100.0, 100.0]
+    assert table["mos"].isna().all()  # mos=False: not loaded
+    on_disk_takes = pd.read_csv(exp / "eval" / "takes.csv")
+    assert "phase1/s01_t2.wav" in on_disk_takes["wav"].tolist()
+    assert all((exp / "eval" / w).is_file() for w in on_disk_takes["wav"])
+    clips = result.clip_losses.groupby("candidate")["mel_ce"]
+    assert clips.size().tolist() == [3, 3]
+    assert clips.mean()["phase1"] == pytest.approx(by.loc[("phase1", "all"), "mel_ce"])
     on_disk = pd.read_csv(exp / "eval" / "eval_table.csv")
     assert on_disk["mel_ce"].tolist() == pytest.approx(table["mel_ce"].tolist())
     samples = pd.read_csv(exp / "eval" / "samples.csv")
@@ -341,7 +364,6 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     # evaluation depth: the tiny base never stops, so its one (short) sentence hits the cap
     assert table["cap_hits"].tolist() == [1, 1] and table["short_cap_hit"].tolist() == [True] * 2
     assert table["dvae_mse"].tolist() == [result.dvae_reconstruction["all"]["mse"]] * 2
-    by = result.per_source.set_index(["candidate", "source"])
     assert by.loc[("phase1", "quiz"), "mel_ce"] == table["mel_ce[quiz]"].iloc[1]
     assert by["n_clips"].xs("all", level="source").tolist() == [3, 3]
     sweep = result.temperature_sweep
@@ -351,7 +373,7 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     assert sweep["cap_hits"].tolist() == [1] * 4 and sweep["cer"].tolist() == [6 / 8] * 4
     assert (exp / "eval" / "phase1" / "temperature_0.9" / "s01.wav").is_file()
     assert result.settings["temperature"] == 0.65 and result.settings["reference_mode"] == "first"
-    assert result.settings["reference_clips"] == ["wavs/interview_006.wav"]
+    assert result.settings["reference_clips"] == ["wavs/interview_000.wav"]  # a train clip
     # forgetting: Text CE and CER on the general sentences, read in the speaker's voice
     general = pd.read_csv(exp / "eval" / ".general" / "metadata_eval.csv", sep="|")
     assert general["text"].tolist() == ["Jó napot!"]
@@ -364,12 +386,71 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
     assert again == pytest.approx(text_ce[0], abs=1e-6)  # seeded: the same batches every time
 
 
+def _paired_stage(tmp_path, base, dataset, other, **settings):
+    """The whole stage on the base and ``other`` (a checkpoint), with a stand-in recogniser."""
+    exp = experiment_with(tmp_path, dataset)
+    config = ev.EvalConfig(
+        candidates=["base", {"label": "other", "checkpoint": str(other)}],
+        test_sentences=["Jó napot!", "Szép idő van ma, ugye?"], n_reference_clips=1,
+        hidden_reference_sentences=0, **settings,
+    )  # fmt: skip
+    return ev.evaluate(config, exp, base, transcribe=lambda wav: "jó napot")
+
+
+@pytest.mark.slow
+def test_twins_one_checkpoint_under_two_labels_are_indistinguishable_for_every_seed(
+    tmp_path, base, dataset
+):
+    from voicebook.decision import matrix as dm
+    from voicebook.decision import report
+    from voicebook.decision.confidence import Paired
+    from voicebook.measures import stats
+
+    torch.set_num_threads(1)
+    result = _paired_stage(tmp_path, base, dataset, base / "model.pth", takes=2,
+                           stress_sentences=["Tényleg?"])  # fmt: skip
+    assert result.table["candidate"].tolist() == ["base", "other"]
+    assert result.table["mos"].between(1, 5).all()  # Distill-MOS ran, loaded once
+    for seed in (1, 2, 3, 11, stats.BOOTSTRAP_SEED):
+        found = Paired(result.takes, result.clip_losses, seed).between("other", "base")
+        assert {"mel_ce", "text_ce", "cer", "speaker_similarity", "mos", "failure"} <= set(found)
+        assert all(c.ci_low <= 0 <= c.ci_high for c in found.values()), seed
+        assert {c.verdict for c in found.values()} == {stats.SAME}, seed
+    untrained = dm.Thresholds(text_ce_max=1.0, text_ce_alarm=1.0)  # the tiny base reads nothing
+    scraps = {"03_evaluation": result.scraps()}
+    decision = report.analyse_scraps("twins", scraps, untrained).decision
+    assert decision.winner == "base" and decision.finetuning_beat_zero_shot is False
+    assert any("indistinguishable on every measure" in r for r in decision.reasons)
+
+
+@pytest.mark.slow
+def test_a_model_with_noise_on_its_gpt_is_worse_on_mel_ce_beyond_doubt(tmp_path, base, dataset):
+    from voicebook.decision.confidence import Paired
+    from voicebook.measures import stats
+
+    torch.set_num_threads(1)
+    state = torch.load(base / "model.pth", weights_only=False)["model"]
+    torch.manual_seed(0)
+    for key, value in state.items():  # noise the size of each GPT weight's own spread
+        if key.startswith("gpt.") and value.is_floating_point() and value.numel() > 1:
+            state[key] = value + value.std() * torch.randn_like(value)
+    noisy = tmp_path / "noisy.pth"
+    torch.save({"model": {f"xtts.{k}": v for k, v in state.items()}}, noisy)
+    result = _paired_stage(tmp_path, base, dataset, noisy, takes=1, stress_set=False, mos=False)
+    mel = Paired(result.takes, result.clip_losses).between("other", "base")["mel_ce"]
+    assert mel.verdict == stats.WORSE and mel.ci_low > 0 and mel.n == 3
+    assert mel.difference == pytest.approx(
+        result.clip_losses.groupby("candidate")["mel_ce"].mean().diff().iloc[-1]
+    )
+
+
 @pytest.mark.slow  # the whole evaluation
 def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     tmp_path, base, dataset
 ):
     exp = experiment_with(tmp_path, dataset)
-    config = ev.EvalConfig(candidates=["base"], test_sentences=["Jó napot!"], n_reference_clips=1)
+    config = ev.EvalConfig(candidates=["base"], test_sentences=["Jó napot!"], n_reference_clips=1,
+                           takes=1, stress_set=False, mos=False)  # fmt: skip
     result = ev.evaluate(config, exp, base)
     held_out = pd.read_csv(dataset / "metadata_eval.csv", sep="|")
     hidden = held_out.iloc[-1]  # the last held-out clip; the first one is the voice reference
@@ -381,7 +462,8 @@ def test_a_held_out_clip_hides_as_the_reference_sample_of_its_own_transcript(
     real = exp / "eval" / samples["wav"].iloc[2]
     assert real.read_bytes() == (dataset / hidden.audio_file).read_bytes()
     assert result.table["n_sentences"].tolist() == [2]  # the reference is no candidate
-    assert result.settings["reference_clips"] == [held_out.audio_file.iloc[0]]
+    train = pd.read_csv(dataset / "metadata_train.csv", sep="|")
+    assert result.settings["reference_clips"] == [train.audio_file.iloc[0]]  # never a test clip
     similarity = samples.set_index("candidate")["speaker_similarity"]
     assert similarity["reference"] > similarity["base"].max()  # the real voice, not noise
     listed = [s.candidate for s in ls.load_samples(exp / "eval")]
@@ -435,7 +517,7 @@ def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
     base, dataset, tuned, tmp_path
 ):
     config = ev.EvalConfig()
-    table = ed.losses_by_source(base, dataset, tuned, tmp_path, config).set_index("source")
+    table = ed.by_source(ed.clip_table(base, dataset, tuned, tmp_path, config)).set_index("source")
     assert table["n_clips"].to_dict() == {"interview": 2, "quiz": 1, "all": 3}
     sources = table.drop("all")
     for metric in ("mel_ce", "text_ce"):
@@ -446,9 +528,9 @@ def test_per_source_losses_of_a_checkpoint_add_up_to_its_one_clip_batches(
     assert table.loc["all", "mel_ce"] == pytest.approx(one_clip["mel_ce"], rel=1e-9)
     assert table.loc["all", "text_ce"] == pytest.approx(one_clip["text_ce"], rel=1e-9)
     assert table.loc["interview", "mel_ce"] != pytest.approx(table.loc["quiz", "mel_ce"])
-    first_two = ed.losses_by_source(
+    first_two = ed.by_source(ed.clip_table(
         base, dataset, tuned, tmp_path, ev.EvalConfig(max_eval_batches=2, eval_batch_size=1)
-    )
+    ))  # fmt: skip
     assert first_two["n_clips"].tolist() == [1, 1, 2]  # interview_006, quiz_007
 
 
@@ -495,21 +577,25 @@ def test_auto_reference_clips_are_the_nearest_the_mean_voice():
 
 
 def test_reference_clips_first_auto_or_files(dataset, tmp_path):
-    held_out = vr.eval_clips(dataset)
-    assert vr.choose_reference_clips("first", dataset, 2) == held_out[:2]
+    held_out, train = vr.eval_clips(dataset), vr.train_clips(dataset)
+    assert vr.choose_reference_clips("first", dataset, 2) == train[:2]  # train, never test
 
-    class Scorer:  # embeddings as SpeakerSimilarity keeps them: the last clip is the nearest
-        clip_embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    class Scorer:  # an encoder whose embeddings make the third train clip the nearest
+        def embed(self, clips):
+            assert clips == train  # "auto" looks at the train clips only
+            return np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [0.9, 0.1], [0.1, 0.9],
+                             [0.5, 0.4]])  # fmt: skip
 
-    assert vr.choose_reference_clips("auto", dataset, 1, Scorer()) == [held_out[2]]
+    assert vr.choose_reference_clips("auto", dataset, 1, Scorer()) == [train[2]]
     given = ["wavs/quiz_001.wav", str(held_out[0])]  # relative to the dataset, or not
     assert vr.choose_reference_clips(given, dataset, 9) == [dataset / given[0], held_out[0]]
     as_text = '["wavs/quiz_001.wav"]'  # papermill -p
     assert vr.choose_reference_clips(as_text, dataset, 1) == [dataset / "wavs/quiz_001.wav"]
     with pytest.raises(FileNotFoundError, match="names wavs/nope.wav, which"):
         vr.choose_reference_clips(["wavs/quiz_001.wav", "wavs/nope.wav"], dataset, 1)
-    scorer = ev.SpeakerSimilarity(held_out)  # "auto" with resemblyzer's real embeddings
+    scorer = ev.SpeakerSimilarity(train)  # "auto" with resemblyzer's real embeddings
     auto = vr.choose_reference_clips("auto", dataset, 2)
-    assert auto == vr.nearest_clips(scorer.clip_embeddings, held_out, 2) and len(set(auto)) == 2
+    assert auto == vr.nearest_clips(scorer.clip_embeddings, train, 2) and len(set(auto)) == 2
+    assert not set(auto) & set(held_out) and set(auto) <= set(train)
     hidden = ev.hidden_references(dataset, 5, 1, exclude=[held_out[1]])
     assert [Path(w).name for w in hidden["wav"]] == [held_out[0].name, held_out[2].name]

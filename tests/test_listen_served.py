@@ -78,3 +78,19 @@ def test_a_link_gets_its_raters_panel_only_and_a_bad_one_gets_nothing(
     sent = json.dumps([x.get_state() for x in _widgets(panel)], default=str)
     assert "cand_" not in sent and "a.wav" not in sent and "data:audio/wav" in sent
     assert ls.read_ratings(experiment / "ratings.csv").empty
+
+
+def test_listen_refuses_an_unknown_experiment_one_not_evaluated_and_no_raters(
+    experiment, monkeypatch, capsys
+):
+    from voicebook import cli
+
+    monkeypatch.setenv("VOICEBOOK_OUTPUTS", str(experiment.parent))
+    assert cli.main(["listen", "--experiment", "nope", "--raters", "ann"]) == 2
+    assert "No experiment 'nope'" in capsys.readouterr().err
+    assert cli.main(["listen", "--experiment", "exp"]) == 2  # nobody named, no links before
+    assert "Name the raters" in capsys.readouterr().err
+    (experiment / "eval" / "samples.csv").unlink()
+    assert cli.main(["listen", "--experiment", "exp", "--raters", "ann"]) == 2
+    assert "run 03_evaluation" in capsys.readouterr().err
+    assert cli.main(["listen", "--experiment", "exp", "--raters", "a/b"]) == 2

@@ -228,3 +228,18 @@ def test_distill_mos_runs_offline_and_scores_clean_speech_above_0_db_noise(monke
     assert all(1 <= s <= 5 for s in [*scores_clean, *scores_noisy])
     assert (scores_clean > scores_noisy).all()
     assert scorer.score_files(files[:1])[0] == pytest.approx(scores_clean[0], abs=1e-3)
+
+
+def test_quality_is_compared_on_test_sentences_and_failures_on_every_take():
+    rows = []
+    for name, stress_cer, failed in (("base", 0.1, False), ("other", 0.9, True)):
+        for sid, kind in (("s01", "test"), ("s02", "test"), ("x01", "stress")):
+            for take in (1, 2):
+                cer = stress_cer if kind == "stress" else 0.2
+                rows.append([name, sid, take, kind, cer, failed and kind == "stress"])
+    takes = pd.DataFrame(rows, columns=["candidate", "sentence_id", "take", "set", "cer",
+                                        "failure"])  # fmt: skip
+    found = {c.metric: c for c in mc.comparisons(takes, None, ["other"], ["base"])}
+    assert (found["cer"].n, found["cer"].difference) == (2, 0)  # the stress set left out
+    assert (found["failure"].n, found["failure"].takes) == (3, 6)  # every take counts
+    assert found["failure"].difference == pytest.approx(1 / 3)

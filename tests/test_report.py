@@ -33,6 +33,7 @@ def test_report_has_every_section_decision_first_and_is_self_contained():
     assert sections(page) == [
         "Ship: phase 2",
         "Comparison of candidates",
+        "How sure",  # its evidence here recorded no takes: the section says to re-run 03
         "Evaluation depth",
         "What listeners said",
         "Where the numbers come from",
@@ -427,6 +428,7 @@ def test_the_progress_line_is_shown_at_the_top_and_atop_each_long_cell(monkeypat
 
     monkeypatch.setattr("IPython.display.display", display)
     monkeypatch.setattr("IPython.display.update_display", update_display)
+    monkeypatch.setattr(live.ProgressLine, "TICK_SECONDS", 3600.0)  # no tick in between
     line = live.ProgressLine("03 · Evaluation", ["objective metrics", "codebook"])
     line.now("objective metrics")
     line.now("codebook")
@@ -439,6 +441,32 @@ def test_the_progress_line_is_shown_at_the_top_and_atop_each_long_cell(monkeypat
     final = {shown[-1] for shown in outputs}
     assert len(final) == 1
     assert re.fullmatch(r"03 · Evaluation: done in 0 min \d+ s\. Rate the samples\.", final.pop())
+
+
+def test_the_progress_line_time_moves_through_a_long_step_and_stops_when_done(monkeypatch):
+    """Issue 36: the line read "0 min 0 s so far" through a 4-minute step."""
+    import time
+
+    from voicebook.core import live
+
+    shown: list[str] = []
+    monkeypatch.setattr("IPython.display.display", lambda b, raw, display_id: None)
+    monkeypatch.setattr(
+        "IPython.display.update_display", lambda b, raw, display_id: shown.append(b["text/plain"])
+    )
+    monkeypatch.setattr(live.ProgressLine, "TICK_SECONDS", 0.05)
+    line = live.ProgressLine("03 · Evaluation", ["objective metrics"])
+    line.now("objective metrics")
+    line.started -= 65  # the step has run for a minute
+    deadline = time.monotonic() + 10
+    while not any("1 min 5 s so far" in s for s in shown) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(s.endswith("step 1 of 1, objective metrics (1 min 5 s so far)") for s in shown)
+    line.done()
+    time.sleep(0.2)
+    count = len(shown)
+    time.sleep(0.3)
+    assert len(shown) == count and shown[-1].startswith("03 · Evaluation: done in 1 min")
 
 
 def test_the_evaluation_plot_titles_have_their_own_lines():

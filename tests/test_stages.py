@@ -107,6 +107,7 @@ SHARED_WORDS = {
     "voicebook.training.result": {  # status.json: the phase's own record, which its scraps copy
         "best_checkpoint", "best_mel_ce", "best_step", "best_text_ce", "final_step", "params"},
     "voicebook.training.run": {"best_checkpoint", "best_mel_ce", "best_step", "params"},
+    "voicebook.training.view": {"params"},  # status.json: whether a re-run continues its run
 }  # fmt: skip
 
 
@@ -151,6 +152,22 @@ def test_no_consumer_reads_a_scrap_by_a_literal_name():
                 wrong += [
                     f"{notebook.name} cell {i} reads {n!r}" for _, n in literal_scrap_reads(code)
                 ]
+    assert wrong == []
+
+
+def test_no_module_spells_a_stage_by_its_notebook_name():
+    """The library names a stage through the contract (``stages.PHASE1.stem``), never as text:
+    its docs generator is the one place that words them."""
+    from test_architecture import MODULES
+
+    stems = {s.stem for s in stages.STAGES}
+    wrong = [
+        f"{module}:{node.lineno} {node.value!r}"
+        for module, path in MODULES.items()
+        if module not in ("voicebook.core.stages", "voicebook.core.stages_doc")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in stems
+    ]
     assert wrong == []
 
 
@@ -264,6 +281,7 @@ def test_least_bad_is_the_best_on_the_evidence_not_the_fallback():
 CHEAP = ["-p", "max_steps", "2", "-p", "epochs", "1", "-p", "eval_every", "2"]
 CHEAP_EVAL = ["-p", "max_eval_batches", "1", "-p", "n_reference_clips", "1",
               "-p", "codebook_clips_per_source", "2", "-p", "hidden_reference_sentences", "0",
+              "-p", "takes", "1", "-y", 'stress_sentences: ["Na és?"]',
               "-y", 'test_sentences: ["Jó napot."]']  # fmt: skip
 
 
@@ -315,6 +333,10 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
     assert all(c["source"] == "evaluation" for c in first["candidates"])
     assert {c["split"] for c in first["candidates"]} == {"test"} and not first["stale"]
     assert "Every number below is on the test split" in page
+    first_rows = {c["candidate"]: c for c in first["candidates"]}
+    first_minutes = (
+        json.loads((outputs / "card" / "phase1" / "status.json").read_text())["train_seconds"] / 60
+    )
     assert not any("has not run" in m for m in first["missing"])
     phase2 = next(r for r in first["provenance"] if r["stage"] == "02_phase2")
     assert "lr=1e-06" in phase2["parameters"] and "lr=1e-06" in page
@@ -350,6 +372,20 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
     stale = {c["candidate"]: c["stale"] for c in second["candidates"]}
     assert stale["phase1"] and stale["phase2"] and not stale["base"]
     assert "No recommendation: the evidence is stale" in page
+    # one run per row (issue 36): the phase-1 row keeps the step of the checkpoint it scored,
+    # and the LoRA-against-full table keeps the row, with that run's costs, marked stale
+    scored = json.loads((exp / "results" / "03_evaluation.json").read_text())["inputs"]
+    step = int(scored["candidate phase1"]["path"].rsplit("_", 1)[1].removesuffix(".pth"))
+    rows = {c["candidate"]: c for c in second["candidates"]}
+    assert rows["phase1"]["best_step"] == step == first_rows["phase1"]["best_step"]
+    from voicebook.decision.finetune_compare import finetune_table
+
+    lora_rows = finetune_table(report.analyse_experiment(exp).scraps.evaluation.eval_table,
+                               {"phase1": "why"}).set_index("candidate")  # fmt: skip
+    assert {"phase1", "phase2"} <= set(lora_rows.index) and lora_rows.loc["phase1", "stale"]
+    assert lora_rows.loc["phase1", "minutes"] == pytest.approx(first_minutes)
+    lora_part = page.split("Fine-tuning: LoRA against full")[1].split("<h2>")[0]
+    assert "phase 1 re-ran at" in lora_part and "phase1" in lora_part
     assert (exp / "results" / "history").is_dir()
 
     # data prep again (another seed: other splits): everything downstream is stale

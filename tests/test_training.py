@@ -585,3 +585,31 @@ def test_candidates_phase1_kept_name_every_kept_best_model_and_mark_the_pick(tmp
     assert resolve_checkpoint(tmp_path, "phase1", "best") == Path(kept[1]["checkpoint"])
     assert resolve_candidates(["phase2:kept"], tmp_path) == ([], [
         "phase2:kept skipped: that phase kept no best models yet."])  # fmt: skip
+
+
+def test_a_rerun_with_new_parameters_starts_its_bar_at_zero_and_coqui_logs_to_the_run_folder(
+    tmp_path,
+):
+    """Issue 36: the bar read "Phase 1: 30/?" for a 10-step run after a run with another lr;
+    coqui's trainer log (CUDNN lines on a CPU, its own parameter count) went to the notebook."""
+    import logging
+
+    import pandas as pd
+
+    from voicebook.coqui.trainer import log_to_run_folder_only
+    from voicebook.training.files import CURVE_COLUMNS
+    from voicebook.training.view import steps_to_continue
+
+    earlier = training.params_for("phase1", lr=1e-3, max_steps=30)
+    phase = tmp_path / "phase1"
+    phase.mkdir()
+    (phase / "status.json").write_text(json.dumps({"params": earlier.to_dict()}))
+    rows = [{**dict.fromkeys(CURVE_COLUMNS), "step": i, "split": "train"} for i in range(30)]
+    pd.DataFrame(rows, columns=CURVE_COLUMNS).to_csv(phase / "curves.csv", index=False)
+    assert steps_to_continue(earlier, phase) == 30  # the same run continues where it stopped
+    assert steps_to_continue(training.params_for("phase1", lr=5e-4, max_steps=10), phase) == 0
+    assert steps_to_continue(earlier, tmp_path / "none") == 0
+    log = logging.getLogger("trainer")
+    log.addHandler(logging.StreamHandler())
+    log_to_run_folder_only()
+    assert not log.handlers  # each trainer adds the file handler of its own run folder

@@ -183,6 +183,16 @@ def frozen(base, experiment):
     return model, clips, evals
 
 
+def test_the_held_out_clips_are_read_without_the_train_split(base, experiment, frozen):
+    """``train=False`` (what the evaluation's voice Mel CE asks, per candidate): the same eval
+    samples, and no train clip read."""
+    _, _, evals = frozen
+    train, alone = coqui.clip_samples(
+        base, experiment / "dataset", experiment / "_work", "hu", train=False
+    )
+    assert train == [] and [s["audio_file"] for s in alone] == [s["audio_file"] for s in evals]
+
+
 def test_batched_mel_ce_is_coquis_loss_for_each_candidate(frozen):
     model, clips, _ = frozen
     objective = coqui.LatentObjective(model.gpt, max_rows=8)  # 3 candidates x 4 clips: 2 chunks
@@ -247,15 +257,17 @@ def test_latent_half_on_the_tiny_base_beats_the_reference_voice(
     assert latent.shape == (1, 32, 128) and speaker.shape == (1, 512, 1)
     reference = coqui.load_voice(Path(s["voice_file"]).with_name("reference_voice.pth"))
     assert torch.equal(speaker, reference[1]) and not torch.equal(latent, reference[0])
-    # the start is the evaluation's voice: its reference clips, chosen on the split it scores
+    # the start is the evaluation's voice: its reference clips, train clips, never test ones
     from voicebook.dataprep import splits
     from voicebook.voices.references import choose_reference_clips
 
     view = splits.test_view(experiment / "dataset", experiment / "_view")
     chosen = choose_reference_clips("first", view, p.n_reference_clips)
     assert [Path(c).name for c in s["reference_clips"]] == [c.name for c in chosen]
+    train_clips = (experiment / "dataset" / "metadata_train.csv").read_text()
     test_clips = (experiment / "dataset" / "metadata_test.csv").read_text()
-    assert all(Path(c).name in test_clips for c in s["reference_clips"])
+    assert all(Path(c).name in train_clips for c in s["reference_clips"])
+    assert not any(Path(c).name in test_clips for c in s["reference_clips"])
     assert (
         json.loads((experiment / "voice_search" / "search.json").read_text())["voice_name"]
         == p.name
@@ -400,7 +412,8 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     assert [n.split()[0] for n in notes] == ["phase2"]
     chosen = ["base", "phase1", "base-cmaes", "base-gradient", "phase1-xnes"]
     config = ev.EvalConfig(candidates=chosen, test_sentences=["Jó napot!"], max_eval_batches=1,
-                           asr_model="", hidden_reference_sentences=0)  # fmt: skip
+                           asr_model="", hidden_reference_sentences=0, takes=1,
+                           stress_set=False, mos=False)  # fmt: skip
     table = ev.evaluate(config, experiment, base).table.set_index("candidate")
     assert set(table["split"]) == {"test"}
     # a voice changes what is spoken and its voice_mel_ce, never the checkpoint's trainer losses
@@ -518,6 +531,14 @@ def test_versus_finetuning_counts_what_each_candidate_cost(tmp_path):
     assert versus.loc["base", "how"] == "neither (base)" and versus.loc["base", "voice"] == ""
     assert versus.loc["base-cmaes", "voice_mel_ce"] == 7.07
     assert vs.versus_finetuning(None, None, {}).empty
+    # phase 1 ran again since the evaluation: its row says so, its minutes are not the new run's
+    why = "phase 1 re-ran at 10:42; the evaluation scored the run of 09:11"
+    stale = vs.versus_finetuning(table, searched, minutes, {"phase1": why, "phase2": why})
+    stale = stale.set_index("candidate")
+    assert stale.loc["phase1", "stale"] == why and stale["minutes"].isna().tolist() == [
+        False, True, True, False, False
+    ]  # fmt: skip
+    assert stale.loc["base", "stale"] == "" and len(stale) == len(table)
 
 
 def _fake_voice(experiment: Path, name: str, init_from: str = "base") -> Path:

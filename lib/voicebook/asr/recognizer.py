@@ -69,32 +69,31 @@ class Recognizer:
             for s in found
         ]  # fmt: skip
 
-    def text(self, audio: np.ndarray | str | Path) -> str:
-        """The transcript of a clip (a 16 kHz array or an audio file), for CER."""
+    def _decode(self, audio: np.ndarray | str | Path, words: bool) -> list:
+        """Whisper's segments of a clip (a 16 kHz array or an audio file), greedy on one
+        temperature; ``words``: with word timestamps."""
         if not isinstance(audio, np.ndarray):
             audio = decode_16k(audio)
         # VAD: audio that is not speech (an untrained model's noise) comes back empty, CER 1,
         # instead of Whisper inventing text; one temperature: no slow fallback re-decodes
         found, _ = self.model.transcribe(
             np.ascontiguousarray(audio, dtype=np.float32), language=self.language,
-            beam_size=self.beam_size, vad_filter=True, temperature=0.0, without_timestamps=True,
+            beam_size=self.beam_size, vad_filter=True, temperature=0.0,
+            without_timestamps=not words, word_timestamps=words,
             condition_on_previous_text=False,
         )  # fmt: skip
-        return " ".join(s.text.strip() for s in found).strip()
+        return list(found)
+
+    def text(self, audio: np.ndarray | str | Path) -> str:
+        """The transcript of a clip (a 16 kHz array or an audio file), for CER."""
+        return " ".join(s.text.strip() for s in self._decode(audio, words=False)).strip()
 
     __call__ = text
 
     def transcript(self, audio: np.ndarray | str | Path) -> tuple[str, list[Word]]:
         """The transcript of a clip and its words with their times (the evaluation's failure
         flags read them), decoded as ``text`` decodes it."""
-        if not isinstance(audio, np.ndarray):
-            audio = decode_16k(audio)
-        found, _ = self.model.transcribe(
-            np.ascontiguousarray(audio, dtype=np.float32), language=self.language,
-            beam_size=self.beam_size, vad_filter=True, temperature=0.0, word_timestamps=True,
-            condition_on_previous_text=False,
-        )  # fmt: skip
-        segments = list(found)
+        segments = self._decode(audio, words=True)
         words = [
             Word(w.start, w.end, w.word, w.probability) for s in segments for w in s.words or ()
         ]

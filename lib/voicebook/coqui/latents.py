@@ -41,15 +41,19 @@ def clip_samples(
     dataset_dir: str | os.PathLike,
     work_dir: str | os.PathLike,
     language: str,
+    *,
+    train: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """Train and eval samples of the data-prep dataset in ``language``, read as the trainer
-    reads them (only the clips coqui's XTTSDataset keeps)."""
+    reads them (only the clips coqui's XTTSDataset keeps). ``train=False`` leaves the train
+    split unread (an empty list): coqui's check loads every clip's audio."""
     # Only samples are read: no batch is drawn and nothing is seeded.
     config = reading_config(
         base_dir, dataset_dir, work_dir, language=language, batch_size=1, seed=0
     )
-    train, evals = load_samples(config)
-    return usable_samples(config, train, SAMPLE_RATE), usable_samples(config, evals, SAMPLE_RATE)
+    train_samples, evals = load_samples(config)
+    kept = usable_samples(config, train_samples, SAMPLE_RATE) if train else []
+    return kept, usable_samples(config, evals, SAMPLE_RATE)
 
 
 @dataclass
@@ -220,13 +224,30 @@ def heldout_mel_ce(
     latent: torch.Tensor,
     work_dir: str | os.PathLike,
     language: str,
+    clips: ClipBatch | None = None,
 ) -> float:
     """Mel CE of ``model``'s GPT on the dataset's held-out clips given one voice latent: the
-    number the voice search reports, for any model and voice."""
-    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language)
-    clips = precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
+    number the voice search reports, for any model and voice. ``clips``: the held-out clips'
+    tokens and codes when already made (``heldout_clips``: the same for every model of one
+    base, so an evaluation reads the clips and runs the DVAE once)."""
+    if clips is None:
+        clips = heldout_clips(model, base_dir, dataset_dir, work_dir, language)
+    clips = clips.to(next(model.gpt.parameters()).device)
     latent = latent.reshape(1, *latent.shape[-2:])
     return float(LatentObjective(model.gpt).mel_ce(latent, clips)[0])
+
+
+def heldout_clips(
+    model: Any,
+    base_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    language: str,
+) -> ClipBatch:
+    """The dataset's held-out clips as ``heldout_mel_ce`` scores them: text tokens (the base's
+    tokenizer) and DVAE codes (the base's DVAE), which fine-tuning never changes."""
+    _, evals = clip_samples(base_dir, dataset_dir, work_dir, language, train=False)
+    return precompute_clips(model, base_dir, evals, next(model.gpt.parameters()).device)
 
 
 # --- the decoder's half of a voice ----------------------------------------------------------

@@ -27,6 +27,7 @@ This module imports coqui's trainer at the top (the class subclasses it): import
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import os
 import shutil
@@ -70,6 +71,7 @@ def new_trainer(
     path)."""
     from voicebook.coqui.config import gpt_trainer_model
 
+    log_to_run_folder_only()
     model = gpt_trainer_model(config, lora=lora)
     args = TrainerArgs(continue_path=str(run_dir or ""), grad_accum_steps=grad_accum)
     return PhaseTrainer(
@@ -82,6 +84,18 @@ def new_trainer(
         parse_command_line_args=False,
         setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss, keep_best, kept or []),
     )
+
+
+def log_to_run_folder_only() -> None:
+    """coqui's trainer logs to stderr (a handler its ``trainer.logger`` adds on import) and to
+    the run folder's ``trainer_0_log.txt`` (a handler each Trainer adds). A notebook then shows
+    coqui's lines on a pink stderr background beside the stage's own, some of them wrong for
+    this run ("Torch CUDNN: True" on a CPU, a parameter count of its own): its log stays in the
+    run folder only. A file handler of an earlier run in this process is closed too."""
+    log = logging.getLogger("trainer")
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
 
 
 class PhaseSetup:
@@ -148,10 +162,9 @@ def _prune_bests(out: Path, path: Path, kept: Callable[[], list[Path]]) -> Calla
 
 
 def _torch_save(value: Any, partial: Path, direct: bool = False) -> bool:
-    """``torch.save`` without the zip records' CRC32: for a full-size best model (1.8 GB) that
-    checksum took most of the writer's CPU time (2.3-4.5 s with it, 0.4-1.3 s without, on 2
-    busy cores), which the training threads lose; the atomic rename already guarantees a whole
-    file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
+    """``torch.save`` without the zip records' CRC32: for a full-size best model that checksum is
+    most of the writer's CPU time, which the training threads lose; the atomic rename already
+    guarantees a whole file, and ``torch.load`` reads it. (A process-wide setting: only the writer thread saves
     while a phase trains.) ``direct``: past the page cache (``DirectFile``), for a host copy
     whose write nothing waits for; returns whether it went past it."""
     from torch.utils.serialization import config
@@ -205,7 +218,7 @@ class BackgroundSaves:
         self, path: Path, weights: Weights, info: dict, then: Callable[[], None]
     ) -> Path | None:
         """``{"model": weights, **info}`` to ``path``. With ``copy``, the weights are copied to
-        host memory here, on the caller's thread (0.2 s for 1.8 GB on a CPU, less from a GPU),
+        host memory here, on the caller's thread (a fraction of a step; less from a GPU),
         and written from the copy in the background, past the page cache. A best still waiting
         its turn is replaced by this one: its path is returned (it is never written)."""
         if not self.copy:

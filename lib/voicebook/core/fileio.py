@@ -37,7 +37,7 @@ import filelock
 
 WRITER_NICENESS = 19  # a background write nothing waits for: the training threads come first
 DIRECT_BLOCK = 4096  # O_DIRECT writes whole blocks from block-aligned memory
-DIRECT_STAGE_BYTES = 16 << 20  # per direct write: large enough for full speed (1.3 GB/s here)
+DIRECT_STAGE_BYTES = 16 << 20  # per direct write: large enough for the disk's full speed
 
 
 @contextlib.contextmanager
@@ -178,9 +178,9 @@ def _lower_this_threads_priority() -> None:
 class DirectFile:
     """A file opened for writing that bypasses the page cache (``O_DIRECT``), for large files
     nothing reads soon (a best model): the bytes go from a page-aligned staging buffer straight
-    to the disk. A buffered write of a 1.8 GB model costs the concurrent training step most of a
-    second on 2 cores, in the kernel's page-cache copy and its writeback threads, which run at
-    the training threads' priority; written directly, its cost is one copy into the staging
+    to the disk. A buffered write of a full-size model costs the concurrent training steps the
+    kernel's page-cache copy and its writeback threads, which run at the training threads'
+    priority; written directly, its cost is one copy into the staging
     buffer, made on the writer's thread. Where the file system refuses direct writes (tmpfs,
     some network file systems, a platform without ``O_DIRECT``) it writes through the page
     cache instead. ``write`` and ``flush`` are what ``torch.save`` needs of a file object."""

@@ -24,12 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from voicebook.core import runs
-from voicebook.core.stages import BY_STEM, DECISION, STAGES, PhaseScraps
+from voicebook.core.stages import (
+    BY_STEM,
+    DATA_PREP,
+    DECISION,
+    EVALUATION,
+    PHASE1,
+    PHASE2,
+    STAGES,
+    VOICE_SEARCH,
+    PhaseScraps,
+)
 
-LABELS = {"00_data_prep": "data prep", "01_phase1": "phase 1", "02_phase2": "phase 2",
-          "02b_voice_search": "the voice search", "03_evaluation": "the evaluation"}  # fmt: skip
-VERBS = {"03_evaluation": "scored", "02_phase2": "started from",
-         "02b_voice_search": "searched from"}  # fmt: skip
+LABELS = {DATA_PREP.stem: "data prep", PHASE1.stem: "phase 1", PHASE2.stem: "phase 2",
+          VOICE_SEARCH.stem: "the voice search", EVALUATION.stem: "the evaluation"}  # fmt: skip
+VERBS = {EVALUATION.stem: "scored", PHASE2.stem: "started from",
+         VOICE_SEARCH.stem: "searched from"}  # fmt: skip
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -89,13 +90,28 @@ class ProgressLine:
     state ("done in 2 min 31 s").
     """
 
+    TICK_SECONDS = 5.0  # how often the elapsed time moves while a step runs
+
     def __init__(self, title: str, steps: list[str]):
         from IPython.display import display
 
         self.title, self.steps = title, steps
         self.started = time.monotonic()
         self.id = f"vb-progress-{uuid.uuid4().hex}"
-        display(self._bundle("starting"), raw=True, display_id=self.id)
+        self.text = "starting"
+        self.stop, self.lock = threading.Event(), threading.Lock()
+        display(self._bundle(self.text), raw=True, display_id=self.id)
+        threading.Thread(target=self._tick, name="progress-line", daemon=True).start()
+
+    def _tick(self) -> None:
+        """Redraw the line every few seconds, so the time so far moves through a long step;
+        ends at ``done`` (or when the kernel goes)."""
+        from IPython.display import update_display
+
+        while not self.stop.wait(self.TICK_SECONDS):
+            with self.lock:  # never after done's last word
+                if not self.stop.is_set():
+                    update_display(self._bundle(self.text), raw=True, display_id=self.id)
 
     def _bundle(self, text: str, done: bool = False) -> dict[str, str]:
         elapsed = time.monotonic() - self.started
@@ -115,7 +131,8 @@ class ProgressLine:
         from IPython.display import display, update_display
 
         number = self.steps.index(step) + 1
-        bundle = self._bundle(f"step {number} of {len(self.steps)}, {step}")
+        self.text = f"step {number} of {len(self.steps)}, {step}"
+        bundle = self._bundle(self.text)
         update_display(bundle, raw=True, display_id=self.id)
         display(bundle, raw=True, display_id=self.id)
 
@@ -123,4 +140,6 @@ class ProgressLine:
         """Every step ran; ``next_step`` says what the reader does now."""
         from IPython.display import update_display
 
-        update_display(self._bundle(next_step, done=True), raw=True, display_id=self.id)
+        with self.lock:
+            self.stop.set()
+            update_display(self._bundle(next_step, done=True), raw=True, display_id=self.id)

@@ -2,9 +2,10 @@
 
 The runner takes its stage list from here; ``scraps.publish`` refuses a scrap that a stage's
 contract does not name (the producer's side); ``scraps.read_experiment`` hands consumers
-``StageScraps``, which refuse to read a name the contract does not hold (the consumer's side: a
-misspelt read would otherwise be a silent None), so a producer and its consumers cannot drift
-apart silently. ``docs/stages.md`` is generated from here (``voicebook.core.stages_doc``). Adding a
+each stage's typed view (``PhaseScraps``, ``EvaluationScraps``...: ``scraps.evaluation
+.eval_table``), so a consumer names a scrap by attribute and no scrap name is written outside
+this module (``tests/test_stages.py`` reads every module for one); a read by name is still
+checked against the contract, so a producer and its consumers cannot drift apart silently. ``docs/stages.md`` is generated from here (``voicebook.core.stages_doc``). Adding a
 stage is one entry.
 """
 
@@ -67,6 +68,8 @@ EVALUATION = Stage(
         "eval_settings",
         "temperature_sweep",
         "dvae_reconstruction",
+        "eval_takes",
+        "eval_clip_losses",
         "codebook",
         "listening_summary",
         "ab_summary",
@@ -74,7 +77,7 @@ EVALUATION = Stage(
         "hidden_reference",
         "listening_left_out",
     ),
-    ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv"),
+    ("eval/eval_table.csv", "eval/samples.csv", "ratings.csv", "eval/takes.csv"),
 )
 DECISION = Stage(
     "04_decision_matrix",
@@ -181,6 +184,8 @@ class EvaluationScraps(StageScraps):
     eval_settings: Scrap[dict] = Scrap()
     temperature_sweep: Scrap[Any] = Scrap()
     dvae_reconstruction: Scrap[Any] = Scrap()
+    eval_takes: Scrap[Any] = Scrap()  # one row per candidate, sentence and take
+    eval_clip_losses: Scrap[Any] = Scrap()  # one row per candidate and held-out clip
     codebook: Scrap[Any] = Scrap()
     listening_summary: Scrap[Any] = Scrap()
     ab_summary: Scrap[Any] = Scrap()

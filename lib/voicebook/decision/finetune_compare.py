@@ -21,7 +21,7 @@ import pandas as pd
 COLUMNS = [
     "candidate", "label", "finetune", "trained_weights", "mel_ce", "text_ce",
     "speaker_similarity", "forgetting_text_ce", "forgetting_cer", "minutes", "peak_memory_mb",
-    "memory", "disk_mb", "checkpoint_mb",
+    "memory", "disk_mb", "checkpoint_mb", "stale",
 ]  # fmt: skip
 # Forgetting: the candidate's Text CE and CER on the general test sentences (not the speaker's;
 # ``evaluation.general_text_ce``) minus the base's. Above 0: it reads general text worse than
@@ -44,10 +44,12 @@ def phase_status(checkpoint: str | Path) -> dict[str, Any] | None:
     export = _read(path.parent / "export.json") if path.name == "model.pth" else None
     if export and export.get("checkpoint"):
         path = Path(export["checkpoint"])
-    status = _read(path.parent.parent / "status.json")
-    if not status or not status.get("run_dir"):
-        return None
-    return status if Path(status["run_dir"]).resolve() == path.parent.resolve() else None
+    phase_dir = path.parent.parent  # a phase run again moved the earlier status to history/<n>/
+    for file in [phase_dir / "status.json", *sorted(phase_dir.glob("history/*/status.json"))]:
+        status = _read(file) or {}
+        if status.get("run_dir") and Path(status["run_dir"]).resolve() == path.parent.resolve():
+            return status
+    return None
 
 
 def finetune_label(status: dict[str, Any]) -> str:
@@ -65,10 +67,15 @@ def _minus(value: Any, base: Any) -> float | None:
         return None
 
 
-def finetune_table(eval_table: pd.DataFrame | None) -> pd.DataFrame:
+def finetune_table(
+    eval_table: pd.DataFrame | None, stale: dict[str, str | None] | None = None
+) -> pd.DataFrame:
     """The comparison (see the module doc); empty when no evaluated candidate came from a phase
-    that recorded its costs."""
+    that recorded its costs. Costs are those of the run the evaluation scored (its status in
+    ``history/`` once the phase ran again); ``stale``: why a candidate's numbers rest on a
+    replaced run, by candidate (the report's lineage), shown in the row."""
     rows, records = [], [] if eval_table is None else eval_table.to_dict("records")
+    stale = stale or {}
     base = next((r for r in records if r["candidate"] == "base"), {})
     for row in records:
         status = phase_status(row["checkpoint"]) if row.get("checkpoint") else None
@@ -85,6 +92,7 @@ def finetune_table(eval_table: pd.DataFrame | None) -> pd.DataFrame:
                 **{k: _minus(row.get(v), base.get(v)) for k, v in FORGETTING.items()},
                 "minutes": seconds / 60,
                 **{k: status.get(k) for k in COST_KEYS},
+                "stale": stale.get(row["candidate"]) or "",
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -29,7 +29,9 @@ import pandas as pd
 from voicebook.core import stages as contract
 from voicebook.core.thresholds import TEXT_CE_ALARM, text_ce_alarming
 from voicebook.core.values import like
+from voicebook.decision.confidence import TIE_BREAKERS, WORDS, Paired, said, verdict_words
 from voicebook.evaluation.listening.session import MIN_RATINGS
+from voicebook.measures.stats import BETTER, SAME, WORSE
 
 # The stages whose results the decision reads (voicebook.core.stages: the one stage contract).
 DATA_PREP, EVALUATION, DECISION = (
@@ -173,6 +175,8 @@ class Decision:
     ready: bool = True  # False when even the kept candidate fails the Text CE alarm
     stale: list[str] = field(default_factory=list)  # why the evidence is stale (then no winner)
     rerun: list[str] = field(default_factory=list)  # the stages to re-run first, in order
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # against base and winner
+    finetuning_beat_zero_shot: bool | None = None  # None: no paired evidence, or nothing tuned
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (the ``recommendation`` scrap and ``decision.json``)."""
@@ -268,9 +272,19 @@ def _more(x: float, limit: float) -> bool:
     return x - limit > 1e-9
 
 
-def metric_alarms(c: CandidateEvidence, base: CandidateEvidence, t: Thresholds) -> list[str]:
-    """Sentences on a speaker-similarity drop or a CER rise against the base beyond the alarm
-    margins; empty when neither (or an unmeasured number)."""
+def metric_alarms(
+    c: CandidateEvidence, base: CandidateEvidence, t: Thresholds, paired: Paired | None = None
+) -> list[str]:
+    """Sentences on a speaker-similarity drop or a CER rise against the base: with ``paired``
+    evidence, when the candidate is distinguishably worse (its interval); without it (an
+    evaluation recorded before takes), beyond the alarm margins. Empty when neither."""
+    if paired is not None and paired.between(c.name, base.name):
+        found = paired.between(c.name, base.name)
+        return [
+            f"{c.title} is distinguishably worse than {base.title} on {WORDS[m]}: {said(found[m])}."
+            for m in ("speaker_similarity", "cer")
+            if m in found and found[m].verdict == WORSE
+        ]
     out = []
     for attr, worse, limit in (
         ("speaker_similarity", -1, t.similarity_drop_alarm),  # a drop is worse
@@ -379,9 +393,97 @@ def _compare(
     return True, f"{where}{than}: use {name}."
 
 
-def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = None) -> Decision:
+def _compare_paired(
+    kept: CandidateEvidence,
+    c: CandidateEvidence,
+    band: str,
+    t: Thresholds,
+    alarms: list[str],
+    paired: Paired,
+) -> tuple[bool, str]:
+    """``_compare`` by the intervals: ``c`` replaces ``kept`` when it is distinguishably
+    better on Mel CE in an adopting band, or indistinguishable on Mel CE and separated by the
+    listening scores, then speaker similarity, CER or Distill-MOS; never on a coin's toss."""
+    found, name, prev = paired.between(c.name, kept.name), c.title, kept.title
+    if paired.alike(c.name, kept.name):
+        return False, (
+            f"{name} and {prev} are indistinguishable on every measure ({verdict_words(found)}): "
+            f"neither is preferred, so {prev}, the earlier, stays."
+        )
+    mel, ears_c, ears_kept = found["mel_ce"], _listening(c, t), _listening(kept, t)
+    heard = ears_c is not None and ears_kept is not None
+    blocked = c.overfitting or bool(c.alarms) or bool(alarms)
+    if mel.verdict == SAME:
+        lead = f"{name} and {prev} are indistinguishable on Mel CE ({said(mel)})"
+        if heard and ears_c != ears_kept:
+            wins = ears_c > ears_kept
+            return wins, (
+                f"{lead}, so the listening scores decide: {name} {_num(ears_c)} "
+                f"(n={c.listening_n}), {prev} {_num(ears_kept)} (n={kept.listening_n}) → "
+                f"{'use ' + name if wins else 'keep ' + prev}."
+            )
+        separating = [found[m] for m in TIE_BREAKERS if m in found and found[m].verdict != SAME]
+        if separating and not blocked:
+            first = separating[0]
+            wins = first.verdict == BETTER
+            return wins, (
+                f"{lead}; {WORDS[first.metric]} separates them: {said(first)} → "
+                f"{'use ' + name if wins else 'keep ' + prev}."
+            )
+        return False, f"{lead}, and nothing else separates them for {name}: keep {prev}."
+    where = (
+        f"{name} (eval Mel CE {_num(c.mel_ce)}) is in the '{band}' band ({_band_range(band, t)})"
+    )
+    if mel.verdict == WORSE or band not in ADOPTING_BANDS:
+        why = (f"worse than {prev} on Mel CE ({said(mel)})" if mel.verdict == WORSE
+               else "marginal gain" if band == "marginal" else "no improvement")  # fmt: skip
+        return False, f"{where}: {why}, keep {prev}."
+    if blocked and not (heard and ears_c >= ears_kept):
+        return False, (
+            f"{where} and better than {prev} on Mel CE ({said(mel)}), but it has a health, "
+            f"similarity or CER alarm and no listening scores back it: keep {prev}."
+        )
+    return True, f"{where}, better than {prev} on Mel CE ({said(mel)}): use {name}."
+
+
+def zero_shot(
+    kept: CandidateEvidence,
+    candidates: list[CandidateEvidence],
+    paired: Paired | None,
+    reasons: list[str],
+) -> tuple[CandidateEvidence, bool | None]:
+    """When no fine-tuned candidate (one with a checkpoint) is distinguishably better than the
+    base on some measure and worse on none, the base ships, with its best voice: a searched
+    voice on the base that beats the base, else the base's reference-clip voice. Returns the
+    candidate kept and whether fine-tuning beat zero-shot (None: nothing to tell)."""
+    base = candidates[0]
+    tuned = [c for c in candidates[1:] if c.checkpoint and c.mel_ce is not None]
+    if paired is None or base.mel_ce is None or not tuned:
+        return kept, None
+    if any(paired.beats(c.name, base.name) for c in tuned):
+        return kept, True
+    voices = [c for c in candidates[1:] if not c.checkpoint and paired.beats(c.name, base.name)]
+    best = max(voices, key=lambda c: sum(x.verdict == BETTER for x in
+                                         paired.between(c.name, base.name).values()),
+               default=base)  # fmt: skip
+    reasons.append(
+        f"Fine-tuning did not beat zero-shot here: no fine-tuned candidate "
+        f"({', '.join(c.title for c in tuned)}) is distinguishably better than {base.title} on "
+        f"any measure without being worse on another. Recommend {best.title}"
+        + (", the base with its best voice." if best is not base else ", the base itself.")
+    )
+    return best, False
+
+
+def decide(
+    candidates: list[CandidateEvidence],
+    thresholds: Thresholds | None = None,
+    paired: Paired | None = None,
+) -> Decision:
     """Walk the candidates in order (base → phase 1 → phase 2 → others); the first is the
-    fallback, and each later one replaces the one kept so far only when the rules say so."""
+    fallback, and each later one replaces the one kept so far only when the rules say so. With
+    ``paired`` evidence a candidate is better on a measure only when its interval says so, and
+    ``zero_shot`` keeps the base (with its best voice) when no fine-tune beats it."""
     if not candidates:
         raise ValueError("decide() needs at least one candidate (the base model is the fallback).")
     names = [c.name for c in candidates]
@@ -391,7 +493,7 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
     kept = candidates[0]
     reasons = [
         _source_reason(candidates),
-        f"The fallback is {kept.title}: it ships unless a later candidate earns its place.",
+        _fallback(kept),
     ]
     verdicts: list[Verdict] = []
     previous_mel: float | None = None
@@ -401,9 +503,10 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
         previous_mel = c.mel_ce
         status = "not chosen"
         if i > 0:
-            status, kept = _weigh(c, kept, candidates, band, t, notes, reasons)
+            status, kept = _weigh(c, kept, candidates, band, t, notes, reasons, paired)
         verdicts.append(Verdict(c.name, band, tier(c, t), gain, status, notes))
 
+    kept, beat = zero_shot(kept, candidates, paired, reasons)
     ready = kept.mel_ce is not None and not text_ce_alarming(kept.text_ce, t.text_ce_alarm)
     if kept.mel_ce is None:  # nothing unmeasured ships: not even the fallback
         reasons.append(_unmeasured(kept, candidates))
@@ -422,9 +525,24 @@ def decide(candidates: list[CandidateEvidence], thresholds: Thresholds | None = 
             v.status = "ship" if ready else "least bad"
     winner_tier = tier(kept, t)
     reasons.append(_conclusion(kept, winner_tier, t, ready))
-    return Decision(
-        kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready
+    found = (
+        paired.every([c.name for c in candidates], [candidates[0].name, kept.name])
+        if paired
+        else []
     )
+    return Decision(
+        kept.name, kept.title, kept.checkpoint, winner_tier, reasons, verdicts, t, ready,
+        comparisons=[c.to_dict() for c in found], finetuning_beat_zero_shot=beat,
+    )  # fmt: skip
+
+
+def _fallback(kept: CandidateEvidence) -> str:
+    if kept.mel_ce is None:
+        return (
+            f"The fallback is {kept.title}: it is kept unless a later candidate earns its "
+            "place, and ships only once measured."
+        )
+    return f"The fallback is {kept.title}: it ships unless a later candidate earns its place."
 
 
 def _unmeasured(kept: CandidateEvidence, candidates: list[CandidateEvidence]) -> str:
@@ -466,6 +584,7 @@ def _weigh(
     t: Thresholds,
     notes: list[str],
     reasons: list[str],
+    paired: Paired | None = None,
 ) -> tuple[str, CandidateEvidence]:
     """A later candidate against the one kept so far: its status and the one kept now. Its
     metric alarms go to ``notes``, the comparison's words to ``reasons``."""
@@ -481,9 +600,12 @@ def _weigh(
             f"level {t.text_ce_alarm}."
         )
         return "disqualified", kept
-    alarms = metric_alarms(c, candidates[0], t)
+    alarms = metric_alarms(c, candidates[0], t, paired)
     notes += alarms
-    adopt, reason = _compare(kept, c, band, t, alarms)
+    if paired is not None and "mel_ce" in paired.between(c.name, kept.name):
+        adopt, reason = _compare_paired(kept, c, band, t, alarms, paired)
+    else:
+        adopt, reason = _compare(kept, c, band, t, alarms)
     reasons += [*alarms, reason]
     return "not chosen", (c if adopt else kept)
 
@@ -579,8 +701,18 @@ def finite_or_none(x: Any) -> float | None:
 
 
 def _step_of(checkpoint: str | None) -> int | None:
-    match = re.search(r"checkpoint_(\d+)\.pth$", checkpoint or "")
+    match = re.search(r"(?:checkpoint|best_model)_(\d+)\.pth$", checkpoint or "")
     return int(match.group(1)) if match else None
+
+
+def _of_latest_run(checkpoint: str | None, best: str | None) -> bool:
+    """Whether an evaluated ``checkpoint`` is of the run that made the stage's ``best``
+    checkpoint (the same run folder, or the stage's export); True when either is unknown. A
+    stage that ran again since the evaluation: its best step and health are not this row's."""
+    if not checkpoint or not best:
+        return True
+    path = Path(checkpoint)
+    return path.parent == Path(best).parent or "export" in (path.name, path.parent.name)
 
 
 def _stage_of(name: str, checkpoint: str | None, stages: list[str]) -> str | None:
@@ -642,8 +774,10 @@ def gather_candidates(scraps: dict[str, dict[str, Any]]) -> list[CandidateEviden
         checkpoint = row.get("checkpoint") or None
         stage = None if name == BASE else _stage_of(name, checkpoint, known)
         stage_scraps = stages.get(stage) or contract.PhaseScraps(str(stage))
-        is_best = name == stage or (checkpoint and checkpoint == stage_scraps.best_checkpoint)
-        overfitting, alarms = _health_flags(stage_scraps.health)
+        # the stage's figures only when the row scored its latest run (one run per row)
+        latest = _of_latest_run(checkpoint, stage_scraps.best_checkpoint)
+        is_best = latest and (name == stage or checkpoint == stage_scraps.best_checkpoint)
+        overfitting, alarms = _health_flags(stage_scraps.health if latest else None)
         mean, n = _listening_overall(listening, name)
         c = CandidateEvidence(
             name=name,

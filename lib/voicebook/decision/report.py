@@ -33,7 +33,8 @@ from voicebook.core.paths import outputs_root
 from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
-from voicebook.decision import parity
+from voicebook.decision import parity, sureness
+from voicebook.decision.confidence import Paired
 from voicebook.evaluation.listening import results as lr
 
 REPORT_NAME, DECISION_NAME = contract.DECISION.files  # the names are the contract's
@@ -76,7 +77,8 @@ def analyse_scraps(
     for c in candidates:
         c.stale = _stale_reason(c, lineage)
         c.export_parity = parity.describe(export_parity.get(c.name))
-    decision = dm.decide(candidates, thresholds)
+    paired = Paired.from_evaluation(scraps.evaluation)
+    decision = dm.decide(candidates, thresholds, paired)
     ckpt = decision.winner_checkpoint
     gone = checked and bool(ckpt) and not Path(ckpt).exists()
     if lineage.stale or gone:
@@ -90,6 +92,12 @@ def analyse_scraps(
         name, Path(path), scraps, candidates, decision, table, dm.missing_evidence(scraps),
         lineage=lineage, export_parity=export_parity,
     )  # fmt: skip
+
+
+def stale_reasons(result: ExperimentResult) -> dict[str, str | None]:
+    """Why each candidate's numbers rest on a replaced run (None: current), by candidate: every
+    table of the report marks such a row."""
+    return {c.name: c.stale for c in result.candidates}
 
 
 def _stale_reason(c: dm.CandidateEvidence, lineage: Assessment) -> str | None:
@@ -324,6 +332,7 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         _table_html(result.table),
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
+        *sureness.section(result.scraps.evaluation, result.decision),
         *_parity_html(result),
         *_selection_html(result),
         *_versus_html(result),
@@ -377,7 +386,7 @@ def _versus_html(result: ExperimentResult) -> list[str]:
         return []
     table = result.scraps.evaluation.eval_table
     minutes = voice_search.stage_minutes(result.path) if result.path.is_dir() else {}
-    versus = voice_search.versus_finetuning(table, searched, minutes)
+    versus = voice_search.versus_finetuning(table, searched, minutes, stale_reasons(result))
     if versus.empty:
         return ["<h2>Voice search against fine-tuning</h2>", "<p>Not evaluated yet: run 03.</p>"]
     return [
@@ -425,12 +434,19 @@ def _finetune_html(result: ExperimentResult) -> list[str]:
     """LoRA against full fine-tuning: each phase-made candidate's scores beside its costs."""
     from voicebook.decision.finetune_compare import finetune_table
 
-    table = finetune_table(result.scraps.evaluation.eval_table)
+    table = finetune_table(result.scraps.evaluation.eval_table, stale_reasons(result))
     if table.empty:
         return []
+    left_out = [c.title for c in result.candidates if c.name not in set(table["candidate"])]
     return [
         "<h2>Fine-tuning: LoRA against full</h2>",
         _table_html(table),
+        (
+            f"<p>Not in this table (no phase recorded what they cost): "
+            f"{html.escape(', '.join(left_out))}.</p>"
+            if left_out
+            else ""
+        ),
         (
             "<p>finetune = full (every GPT weight trains) or lora r&lt;rank&gt; (adapters, the "
             "base frozen); minutes = training time of that candidate's phase alone (resumed "
@@ -539,6 +555,7 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "provenance": result.provenance,
         "lineage": result.lineage.to_dict(),
         "listening": lr.listening_facts(result.scraps.evaluation, _candidate_names(result)),
+        **sureness.record(result.scraps.evaluation),
     }
 
 

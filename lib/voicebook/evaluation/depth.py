@@ -76,7 +76,7 @@ def by_source(per_clip: pd.DataFrame, metrics: tuple[str, ...] = LOSSES) -> pd.D
     return table[["source", "n_clips", *metrics]]
 
 
-def losses_by_source(
+def clip_table(
     base_dir: Path,
     dataset_dir: Path,
     checkpoint: Path | None,
@@ -84,16 +84,19 @@ def losses_by_source(
     config: Any,
     device: Any = "cpu",
 ) -> pd.DataFrame:
-    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) by source."""
+    """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) with each clip's
+    source (``audio_file`` relative to the dataset): what the per-source table and the
+    bootstrap over clips are made of."""
     from voicebook.coqui.probes import clip_losses
 
     max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
     rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
                        seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
     per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
+    per_clip["audio_file"] = [_relative(f, dataset_dir) for f in per_clip.audio_file]
     source = sources_of(dataset_dir)
-    per_clip["source"] = [source.get(_relative(f, dataset_dir), ALL) for f in per_clip.audio_file]
-    return by_source(per_clip)
+    per_clip["source"] = [source.get(f, ALL) for f in per_clip.audio_file]
+    return per_clip
 
 
 def source_columns(per_source: pd.DataFrame) -> dict[str, float]:
@@ -277,8 +280,10 @@ def settings_sentence(settings: dict[str, Any]) -> str:
     return (
         f"Test sentences sampled at temperature {settings.get('temperature')} "
         f"(repetition_penalty {settings.get('repetition_penalty')}, top_p "
-        f"{settings.get('top_p')}, top_k {settings.get('top_k')}); the voice from {len(clips)} "
-        f"held-out clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; generation "
+        f"{settings.get('top_p')}, top_k {settings.get('top_k')}, length_penalty "
+        f"{settings.get('length_penalty')}), {settings.get('takes', 1)} take(s) each; the voice "
+        f"from {len(clips)} train clip(s) ({settings.get('reference_mode')}): {', '.join(clips)}; "
+        "generation "
         f"capped at {settings.get('audio_tokens_per_char')} audio tokens per character; short "
         f"sentence: {settings.get('short_test_sentence')!r}"
         + (f"; temperature sweep: {', '.join(f'{t:g}' for t in sweep)}." if sweep else ".")

@@ -42,6 +42,7 @@ from voicebook.core.device import resolve_device
 from voicebook.core.paths import EVAL_META, TRAIN_META
 from voicebook.core.values import as_structure
 from voicebook.evaluation import depth as eval_depth
+from voicebook.evaluation import takes as eval_takes
 from voicebook.evaluation.listening.session import REFERENCE
 from voicebook.evaluation.measures import (
     BASE,
@@ -49,10 +50,9 @@ from voicebook.evaluation.measures import (
     is_short,
     load_asr,
     real_time_factor,
-    synthesize,
 )
 from voicebook.measures.stats import BOOTSTRAP_SEED
-from voicebook.measures.text import character_error_rate, normalise_for_cer
+from voicebook.measures.text import normalise_for_cer
 from voicebook.speaker import SpeakerSimilarity
 from voicebook.training.checkpoints import kept_checkpoints, resolve_checkpoint
 from voicebook.voices.references import choose_reference_clips, eval_clips
@@ -63,7 +63,7 @@ KEPT = ":kept"  # "phase1:kept": every kept best model of phase 1, the pick amon
 VOICE = "voice"  # every current voice of the voice search, each on its own checkpoint
 VOICE_SEARCH = Path(stages.VOICE_SEARCH.files[2])  # voice_search/search.json
 # what the stage writes, named by its contract: eval/eval_table.csv, eval/samples.csv, ratings.csv
-EVAL_TABLE_FILE, SAMPLES_FILE, RATINGS_FILE = (Path(f) for f in stages.EVALUATION.files)
+EVAL_TABLE_FILE, SAMPLES_FILE, RATINGS_FILE, TAKES_FILE = (Path(f) for f in stages.EVALUATION.files)
 DEFAULT_CANDIDATES = ("base", "phase1", "phase2")
 EVAL_STAGE = stages.EVALUATION.stem
 EVAL_TABLE_COLUMNS = [
@@ -84,6 +84,14 @@ EVAL_TABLE_COLUMNS = [
     "cap_hits",  # test sentences whose generation ran into the token cap (eval_depth)
     "short_cap_hit",  # whether the short test sentence did
     "dvae_mse",  # the base DVAE's held-out reconstruction MSE: the same for every candidate
+    "mos",  # Distill-MOS (1-5), mean over the test sentences' takes
+    "rate_error",  # |log(seconds per character / the speaker's)|: 0 is the speaker's tempo
+    "runaway_per_100",  # failures per 100 takes, test sentences and stress set together
+    "truncated_per_100",
+    "skipped_or_repeated_per_100",
+    "failure_per_100",  # takes with any of the three
+    "n_takes",  # takes behind the numbers (sentences x takes_per_sentence)
+    "takes_per_sentence",
 ]  # then per source: mel_ce[<source>], text_ce[<source>] (eval_depth.source_columns)
 # Quiz-show and conversational lines that are not in the demo corpus's training text.
 DEFAULT_TEST_SENTENCES = {
@@ -394,10 +402,14 @@ class EvalResult:
     temperature_sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
     dvae_reconstruction: dict[str, dict[str, float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)  # sampling, reference clips, cap
+    takes: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per take, measured
+    clip_losses: pd.DataFrame = field(default_factory=pd.DataFrame)  # candidate x held-out clip
 
     def scraps(self) -> dict[str, Any]:
         """What the stage publishes from its objective metrics (``voicebook.core.stages``)."""
         return {
+            "eval_takes": self.takes,
+            "eval_clip_losses": self.clip_losses,
             "eval_table": self.table,
             "eval_notes": self.notes,
             "eval_per_source": self.per_source,
@@ -417,72 +429,124 @@ def evaluate(
 
     Without a dataset, the table lists the candidates with empty metrics and the notes say why.
     """
-    from voicebook.dataprep import splits
-
     experiment_path = Path(experiment_path)
     eval_dir = experiment_path / "eval"
     candidates, notes = resolve_candidates(config.candidates, experiment_path)
     dataset, split = _scored_split(experiment_path, eval_dir, candidates, notes)
     sentences = config.sentences()  # fails early for a language without defaults
-    hidden, references, recon, general = pd.DataFrame(columns=["text", "wav"]), [], {}, None
     device = resolve_device(config.device)
-    scorer = SpeakerSimilarity(eval_clips(dataset), device=device) if dataset else None
+    config, prepared = _prepare(config, dataset, eval_dir, base_dir, transcribe, notes, device)
+    rows, samples = [], []
+    depth = {"losses": {}, "per_source": {}, "clips": {}, "sweep": [], "general_ce": {},
+             "general": prepared["general"], "takes": [],
+             "general_sentences": sentences if prepared["general"] else []}  # fmt: skip
+    for c in tqdm(candidates, desc="candidates"):
+        mse = prepared["recon"].get(eval_depth.ALL, {}).get("mse", math.nan)
+        row = _empty_row(c, split, mse)
+        if dataset is not None:
+            row |= _evaluate_one(c, config, dataset, eval_dir, base_dir, prepared["judge"],
+                                 prepared["references"], depth, device)  # fmt: skip
+            samples.append(row.pop("_samples"))
+        rows.append(row)
+    table, hidden = _eval_table(rows), prepared["hidden"]
+    if samples and not hidden.empty:
+        real = _reference_samples(hidden, len(sentences) + 1, eval_dir)
+        real["speaker_similarity"] = prepared["judge"].similarity.score(real["wav"])
+        samples.append(real)
+    sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+    takes, clips = _gathered_takes(depth, candidates)
     if dataset is not None:
-        notes += _seen_in_training(sentences, dataset)
-        config, references, hidden = _voice_and_sentences(config, dataset, scorer)
-        recon = eval_depth.dvae_reconstruction(base_dir, dataset, device)
-        if references:  # the forgetting measure's sentences, read in the speaker's voice
-            general = splits.general_view(eval_dir / splits.GENERAL_DIR, sentences, references)
+        _write_tables(experiment_path, eval_dir, table, sample_table, takes)
+    settings = _settings(config, prepared, dataset, split)
+    return EvalResult(
+        table, sample_table, notes, *eval_depth.gathered(depth, candidates), prepared["recon"],
+        settings, takes, clips,
+    )  # fmt: skip
+
+
+def _prepare(
+    config: EvalConfig, dataset: Path | None, eval_dir: Path, base_dir: Path, transcribe,
+    notes: list[str], device,
+) -> tuple[EvalConfig, dict[str, Any]]:  # fmt: skip
+    """What every candidate is scored with, loaded once: the voice's reference clips (train),
+    the hidden real clips, the DVAE's reconstruction, the general sentences' view, and the
+    per-take judge (speaker encoder, recogniser, Distill-MOS)."""
+    from voicebook.dataprep import splits
+
+    prepared = {"hidden": pd.DataFrame(columns=["text", "wav"]), "references": [], "recon": {},
+                "general": None, "judge": None}  # fmt: skip
     if dataset is None:
         notes.append(
-            f"No dataset in {experiment_path / 'dataset'}: run 00_data_prep first. Without it "
+            f"No dataset in {eval_dir.parent / 'dataset'}: run 00_data_prep first. Without it "
             "there is no held-out split, no reference voice and nothing to synthesise."
+        )
+        return config, prepared
+    sentences = config.sentences()
+    scorer = SpeakerSimilarity(eval_clips(dataset), device=device)
+    notes += _seen_in_training(sentences, dataset)
+    config, references, hidden = _voice_and_sentences(config, dataset, scorer)
+    prepared |= {"references": references, "hidden": hidden,
+                 "recon": eval_depth.dvae_reconstruction(base_dir, dataset, device)}  # fmt: skip
+    if references:  # the forgetting measure's sentences, read in the speaker's voice
+        prepared["general"] = splits.general_view(
+            eval_dir / splits.GENERAL_DIR, sentences, references
         )
     if transcribe is None:  # the config's recogniser; None when asr_model is ""
         transcribe = load_asr(config.asr_model, config.language, device)
     if transcribe is None:
         notes.append("CER skipped: asr_model is empty (give 'base', which works offline).")
-    rows, samples = [], []
-    depth = {"losses": {}, "per_source": {}, "sweep": [], "general_ce": {}, "general": general,
-             "general_sentences": sentences if general else []}  # fmt: skip
-    for c in tqdm(candidates, desc="candidates"):
-        row = _empty_row(c, split, recon.get(eval_depth.ALL, {}).get("mse", math.nan))
-        if dataset is not None:
-            row |= _evaluate_one(c, config, dataset, eval_dir, base_dir, scorer, transcribe,
-                                 references, depth, device)  # fmt: skip
-            samples.append(row.pop("_samples"))
-        rows.append(row)
-    table = _eval_table(rows)
-    if samples and not hidden.empty:
-        real = _reference_samples(hidden, len(sentences) + 1, eval_dir)
-        real["speaker_similarity"] = scorer.score(real["wav"])
-        samples.append(real)
-    sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
-    if dataset is not None:
-        _write_tables(experiment_path, eval_dir, table, sample_table)
-    settings = eval_depth.settings(config, references, dataset) if dataset else {}
-    return EvalResult(
-        table, sample_table, notes, *eval_depth.gathered(depth, candidates), recon,
-        settings | ({"split": split} if dataset else {}),
-    )  # fmt: skip
+    prepared["judge"] = eval_takes.take_scorer(config, dataset, scorer, transcribe, device)
+    return config, prepared
+
+
+def _settings(config: EvalConfig, prepared: dict[str, Any], dataset, split: str) -> dict:
+    """The ``eval_settings`` scrap: what the synthesis ran with, the takes and the stress set."""
+    if dataset is None:
+        return {}
+    judge = prepared["judge"]
+    return eval_depth.settings(config, prepared["references"], dataset) | {
+        "split": split,
+        "takes": config.takes,
+        "stress_sentences": eval_takes.stress_sentences(config),
+        "bootstrap_seed": config.bootstrap_seed,
+        "speaker_seconds_per_char": judge.rate,
+        "mos": "Distill-MOS" if judge.mos is not None else "",
+    }
+
+
+def _gathered_takes(depth: dict[str, Any], candidates: list[Candidate]):
+    """Every candidate's takes in one table, and every candidate's per-clip losses (a voice's
+    are its checkpoint's: a voice does not change them)."""
+    takes = pd.concat(depth["takes"], ignore_index=True) if depth["takes"] else pd.DataFrame()
+    clips = [
+        depth["clips"][key].assign(candidate=c.name)
+        for c in candidates
+        if (key := str(c.checkpoint or "")) in depth["clips"]
+    ]
+    columns = ["candidate", "audio_file", "source", *eval_depth.LOSSES]
+    clips = pd.concat(clips, ignore_index=True)[columns] if clips else pd.DataFrame(columns=columns)
+    return takes, clips
 
 
 def _empty_row(c: Candidate, split: str, dvae_mse: float) -> dict[str, Any]:
     """A candidate's row before (or without) scoring: every metric NaN, no sentence."""
     row = {"candidate": c.name, "label": c.label, "checkpoint": str(c.checkpoint or "")}
     metrics = ("mel_ce", "text_ce", "speaker_similarity", "rtf", "cer", "voice_mel_ce",
-               "general_text_ce", "general_cer")  # fmt: skip
+               "general_text_ce", "general_cer", "mos", "rate_error", "runaway_per_100",
+               "truncated_per_100", "skipped_or_repeated_per_100", "failure_per_100")  # fmt: skip
     row |= {"split": split, **{k: math.nan for k in metrics}}
     return row | {"n_sentences": 0, "n_eval_batches": 0, "cap_hits": 0, "short_cap_hit": None,
-                  "dvae_mse": dvae_mse}  # fmt: skip
+                  "dvae_mse": dvae_mse, "n_takes": 0, "takes_per_sentence": 0}  # fmt: skip
 
 
-def _write_tables(experiment_path: Path, eval_dir: Path, table, sample_table) -> None:
-    """``eval_table.csv`` and ``samples.csv`` (wav paths relative to ``eval/``)."""
+def _write_tables(experiment_path: Path, eval_dir: Path, table, sample_table, takes) -> None:
+    """``eval_table.csv``, ``samples.csv`` and ``takes.csv`` (wav paths relative to
+    ``eval/``)."""
     eval_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(experiment_path / EVAL_TABLE_FILE, index=False)
-    relative = [str(Path(w).relative_to(eval_dir)) for w in sample_table["wav"]]
-    sample_table.assign(wav=relative).to_csv(experiment_path / SAMPLES_FILE, index=False)
+    for frame, file in ((sample_table, SAMPLES_FILE), (takes, TAKES_FILE)):
+        relative = [str(Path(w).relative_to(eval_dir)) for w in frame["wav"]]
+        frame.assign(wav=relative).to_csv(experiment_path / file, index=False)
 
 
 def _scored_split(
@@ -494,7 +558,7 @@ def _scored_split(
     from voicebook.dataprep import splits
 
     dataset = find_dataset(experiment_path)
-    runs.read_input(EVAL_STAGE, "dataset", dataset, "00_data_prep")
+    runs.read_input(EVAL_STAGE, "dataset", dataset, stages.DATA_PREP.stem)
     for c in candidates:
         runs.read_input(EVAL_STAGE, f"candidate {c.name}", c.checkpoint,
                         _producer(experiment_path, c.checkpoint))  # fmt: skip
@@ -544,13 +608,14 @@ def _evaluate_one(
     dataset: Path,
     eval_dir: Path,
     base_dir: Path,
-    scorer: SpeakerSimilarity,
-    transcribe: Callable[[Path], str] | None,
+    judge: Any,
     references: list[Path],
     depth: dict[str, Any],
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    from voicebook.coqui.latents import heldout_mel_ce, load_voice, reference_voice
+    """One candidate's row: its checkpoint's losses, then its takes (``evaluation.takes``)
+    measured by ``judge`` (a ``measures.scoring.TakeScorer``)."""
+    from voicebook.coqui.latents import heldout_clips, heldout_mel_ce, load_voice, reference_voice
     from voicebook.coqui.models import load_xtts
 
     losses, per_source, general_ce = _checkpoint_losses(
@@ -558,35 +623,28 @@ def _evaluate_one(
     )
     model = load_xtts(base_dir, c.checkpoint, device)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
-    samples = synthesize(
-        model, config.sentences(), references, eval_dir / c.name, language=config.language,
-        seed=config.seed, tokens_per_char=config.audio_tokens_per_char, voice=voice,
-        sampling=config.sampling(),
-    )  # fmt: skip
-    samples.insert(0, "candidate", c.name)
-    samples["speaker_similarity"] = scorer.score(samples["wav"])
-    cer = math.nan
-    if transcribe is not None:
-        samples["cer"] = [
-            character_error_rate(t, transcribe(Path(w))) for t, w in zip(samples.text, samples.wav)
-        ]
-        cer = float(samples["cer"].mean())
+    if "heldout_clips" not in depth:  # the same tokens and DVAE codes for every candidate
+        depth["heldout_clips"] = heldout_clips(model, base_dir, dataset, eval_dir / "_trainer",
+                                               config.language)  # fmt: skip
+    clips = depth["heldout_clips"]
+    spoken = eval_takes.speak(model, c.name, config, voice, eval_dir / c.name, judge)
+    depth["takes"].append(spoken)
+    samples, test = eval_takes.first_takes(spoken), spoken[spoken["set"] == "test"]
     depth["sweep"].append(eval_depth.temperature_sweep(
-        model, c.name, config, voice, eval_dir / c.name, scorer, transcribe))  # fmt: skip
+        model, c.name, config, voice, eval_dir / c.name, judge.similarity, judge.transcribe))  # fmt: skip
     short = next(s for s in config.sentences() if is_short(s))
     return {
         "mel_ce": losses["mel_ce"],
         "text_ce": losses["text_ce"],
         "n_eval_batches": losses["n_batches"],
-        "speaker_similarity": float(samples["speaker_similarity"].mean()),
-        "rtf": real_time_factor(samples),
-        "cer": cer,
+        **eval_takes.summary(spoken),
+        "rtf": real_time_factor(test),
         "n_sentences": len(samples),
         "voice_mel_ce": heldout_mel_ce(
-            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language
+            model, base_dir, dataset, voice[0], eval_dir / "_trainer", config.language, clips
         ),
         "general_text_ce": general_ce,
-        "general_cer": _general_cer(samples, depth["general_sentences"]),
+        "general_cer": _general_cer(test, depth["general_sentences"]),
         **eval_depth.cap_hits(samples, short),
         **eval_depth.source_columns(per_source),
         "_samples": samples,
@@ -617,9 +675,10 @@ def _checkpoint_losses(
             batch_size=config.eval_batch_size,
             device=device,
         )
-        depth["per_source"][key] = eval_depth.losses_by_source(
+        clips = eval_depth.clip_table(
             base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device
         )
+        depth["clips"][key], depth["per_source"][key] = clips, eval_depth.by_source(clips)
         depth["general_ce"][key] = general_text_ce(
             c, config, depth["general"], eval_dir, base_dir, device
         )
@@ -641,7 +700,7 @@ def general_text_ce(
 
 def _general_cer(samples: pd.DataFrame, sentences: list[str]) -> float:
     """Mean CER over the general sentences' syntheses (not the hidden clips' transcripts)."""
-    if not sentences or "cer" not in samples:
+    if not sentences or "cer" not in samples or samples["cer"].isna().all():
         return math.nan
     return float(samples.loc[samples["text"].isin(sentences), "cer"].mean())
 

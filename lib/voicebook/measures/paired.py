@@ -27,6 +27,7 @@ import pandas as pd
 from voicebook.measures import stats
 
 TAKE_METRICS = ("cer", "speaker_similarity", "mos", "rate_error", "failure")
+FAILURE_METRICS = ("failure", "runaway", "truncated", "skipped_or_repeated")
 CLIP_METRICS = ("mel_ce", "text_ce")
 TAKE_KEYS = ["sentence_id", "take"]
 CLIP_KEYS = ["audio_file"]
@@ -116,9 +117,19 @@ def comparisons(
                 if clips is not None and metric in clips and clips[metric].notna().any():
                     out.append(compare(clips, name, other, metric, seed=seed))
             for metric in take_metrics:
-                if takes is not None and metric in takes and takes[metric].notna().any():
-                    out.append(compare(takes, name, other, metric, seed=seed))
+                rows = takes_for(takes, metric)
+                if rows is not None and metric in rows and rows[metric].notna().any():
+                    out.append(compare(rows, name, other, metric, seed=seed))
     return [c for c in out if c.n > 0]
+
+
+def takes_for(takes: pd.DataFrame | None, metric: str) -> pd.DataFrame | None:
+    """The takes a metric is compared on: the failure flags on every take (the stress set is
+    there to provoke them), the quality measures on the test sentences' (``set`` == "test")
+    when the table marks a stress set."""
+    if takes is None or metric in FAILURE_METRICS or "set" not in takes:
+        return takes
+    return takes[takes["set"] == "test"]
 
 
 def as_table(found: Iterable[Comparison]) -> pd.DataFrame:

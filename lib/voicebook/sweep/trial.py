@@ -25,10 +25,11 @@ from voicebook.core.fileio import write_text_atomic
 from voicebook.core.parameters import declared_parameters
 from voicebook.core.paths import NOTEBOOKS_DIR, REPO_ROOT
 from voicebook.core.scraps import record_path
+from voicebook.core.stages import TRAINING
 from voicebook.sweep.spec import SHARED, now, trial_name, values_of
 
 DATA_PREP = runner.STAGES[0]
-PHASES = ("01_phase1", "02_phase2")  # the stages that write curves.csv, in this order
+PHASES = tuple(s.stem for s in TRAINING)  # the stages that write curves.csv, in this order
 METRIC, TEXT_METRIC, TIME_ATTR = "eval_mel_ce", "eval_text_ce", "step"
 STOPPED_NAME = "stopped_early.json"
 STOP_WAIT_SECONDS = 300  # for the interrupted phase's checkpoint and papermill's notebook

@@ -12,8 +12,10 @@ import json
 import re
 from pathlib import Path
 
+from voicebook.core.stages import TRAINING
+
 STEP = re.compile(r"^(checkpoint|best_model)_(\d+)\.pth$")
-NOTEBOOKS = {"phase1": "01_phase1", "phase2": "02_phase2"}
+NOTEBOOKS = {s.short: s.stem for s in TRAINING}  # phase1: 01_phase1 ...
 
 
 def checkpoint_step(path: str | Path) -> int | None:

@@ -260,8 +260,8 @@ def preflight(
     on_gpu = torch.device(device).type == "cuda"
     passed = (
         f"preflight passed: {len(train_samples)} train and {len(eval_samples)} eval clips; "
-        f"device {describe(device)}; {size.n_params / 1e6:.0f} M weights ({size.n_trained / 1e6:.3g} M "
-        f"trained); disk needs {gb(size.disk_bytes(keep_checkpoints, keep_best))} of "
+        f"device {describe(device)}; {size.n_params / 1e6:.0f} M weights in the model ("
+        f"{size.n_trained / 1e6:.3g} M trained); disk needs {gb(size.disk_bytes(keep_checkpoints, keep_best))} of "
         f"{gb(shutil.disk_usage(run_dir).free)} free; RAM needs "
         f"{gb(size.host_bytes(batch_size, on_gpu, workers))} of {gb(available_ram())} available"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pandas as pd
 from voicebook.core.figures import Curve, curves_figure
 from voicebook.core.live import LiveChart
 from voicebook.core.paths import TRAIN_META, experiment_dir
-from voicebook.training.files import CURVE_COLUMNS, read_curves
+from voicebook.training.files import CURVE_COLUMNS, read_curves, read_json
 from voicebook.training.params import PhaseConfig
 
 
@@ -46,9 +47,19 @@ def live_view(params: PhaseConfig) -> LiveView:
     exp = experiment_dir(params.experiment, params.outputs_dir)
     meta = Path(params.dataset_dir or exp / "dataset") / TRAIN_META
     n_train = max(len(meta.read_text().splitlines()) - 1, 0) if meta.is_file() else 0
-    curves = read_curves(exp / params.stage)
-    done = int((curves["split"] == "train").sum())
+    done = steps_to_continue(params, exp / params.stage)
     return LiveView(params.stage.replace("phase", "Phase "), planned_steps(params, n_train), done)
+
+
+def steps_to_continue(params: PhaseConfig, phase_dir: Path) -> int:
+    """The train steps already recorded of the run these parameters continue: 0 for a new run
+    (none yet, or one with other parameters, which ``run_phase`` moves to ``history/``)."""
+    status = read_json(phase_dir / "status.json")
+    identity = json.loads(json.dumps(params.training_identity()))
+    if not status or params.identity_of(status.get("params") or {}) != identity:
+        return 0
+    curves = read_curves(phase_dir)
+    return int((curves["split"] == "train").sum())
 
 
 def planned_steps(params: PhaseConfig, n_train: int) -> int:

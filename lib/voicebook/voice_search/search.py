@@ -574,7 +574,7 @@ def _published(exp: Path, params: SearchConfig, result: SearchResult) -> SearchR
     in_export = add_to_export(exp, result.summary)
     result.summary["export_voice_file"] = str(in_export or "")
     runs.read_input(SEARCH_STAGE, "dataset", Path(params.dataset_dir) if params.dataset_dir
-                    else exp / "dataset", None if params.dataset_dir else "00_data_prep")  # fmt: skip
+                    else exp / "dataset", None if params.dataset_dir else stages.DATA_PREP.stem)  # fmt: skip
     _note_voices(exp, result.summary)
     return result
 
@@ -678,7 +678,7 @@ class SearchView(LiveChart):
 
 VERSUS_COLUMNS = [
     "candidate", "label", "how", "voice", "split", "voice_mel_ce", "mel_ce",
-    "speaker_similarity", "minutes",
+    "speaker_similarity", "minutes", "stale",
 ]  # fmt: skip
 current_voices = voices.current_voices  # every voice searched, by name (the report's rows)
 SEARCH_STAGE = stages.VOICE_SEARCH.stem
@@ -710,6 +710,7 @@ def versus_finetuning(
     eval_table: pd.DataFrame | None,
     searched: list[dict[str, Any]] | None,
     minutes: dict[str, float],
+    stale: dict[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """Training-free voice search against fine-tuning, one row per evaluated candidate.
 
@@ -720,8 +721,11 @@ def versus_finetuning(
     evaluation's split (``split``: test), while the searches selected on validation.
     ``minutes`` is what the candidate cost to make: phase 2 counts phase 1 too (it continues
     it), a searched voice its search plus the phases under it; NaN where a time was not
-    recorded.
+    recorded. ``stale``: why a candidate's numbers rest on a replaced run, by candidate (the
+    report's lineage): such a row says so, and its minutes, which would be the latest runs',
+    are left out (NaN).
     """
+    stale = stale or {}
     if eval_table is None or eval_table.empty:
         return pd.DataFrame(columns=VERSUS_COLUMNS)
     by_candidate = {voices.voice_file_name(v["voice_name"]): v for v in searched or []}
@@ -739,6 +743,6 @@ def versus_finetuning(
             "candidate": name, "label": row.get("label", name), "how": how or "neither (base)",
             "voice": (voice or {}).get("voice_name", ""), "split": row.get("split", ""),
             **{k: row.get(k, math.nan) for k in ("voice_mel_ce", "mel_ce", "speaker_similarity")},
-            "minutes": cost,
+            "minutes": math.nan if stale.get(name) else cost, "stale": stale.get(name) or "",
         })  # fmt: skip
     return pd.DataFrame(rows, columns=VERSUS_COLUMNS)

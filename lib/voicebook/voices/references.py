@@ -1,6 +1,10 @@
 """The reference clips a voice is made from, chosen one way by the voice search and the
-evaluation: the first held-out clips (``"first"``), the ones nearest the voice's mean speaker
-embedding (``"auto"``), or the files given."""
+evaluation: the first *train* clips (``"first"``), the train clips nearest their mean speaker
+embedding (``"auto"``), or the files given.
+
+Always train clips: the evaluation scores Mel CE and speaker similarity on the held-out clips,
+and a voice made from one of them would be scored on the clip it was made from.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from voicebook.core.paths import EVAL_META
+from voicebook.core.paths import EVAL_META, TRAIN_META
 from voicebook.core.values import as_structure
 from voicebook.speaker import SpeakerSimilarity
 
@@ -24,9 +28,15 @@ def eval_clips(dataset_dir: Path) -> list[Path]:
     return [Path(dataset_dir) / p for p in meta["audio_file"]]
 
 
+def train_clips(dataset_dir: Path) -> list[Path]:
+    """Every train clip of the dataset, in its listed order."""
+    meta = pd.read_csv(Path(dataset_dir) / TRAIN_META, sep="|")
+    return [Path(dataset_dir) / p for p in meta["audio_file"]]
+
+
 def reference_clips(dataset_dir: Path, n: int) -> list[Path]:
-    """The first ``n`` held-out clips (deterministic), used as the voice reference for all."""
-    return eval_clips(dataset_dir)[: max(n, 1)]
+    """The first ``n`` train clips (deterministic), used as the voice reference for all."""
+    return train_clips(dataset_dir)[: max(n, 1)]
 
 
 def nearest_clips(embeddings: np.ndarray, clips: list[Any], n: int) -> list[Any]:
@@ -43,16 +53,17 @@ def nearest_clips(embeddings: np.ndarray, clips: list[Any], n: int) -> list[Any]
 def choose_reference_clips(
     spec: Any, dataset_dir: Path, n: int, scorer: SpeakerSimilarity | None = None
 ) -> list[Path]:
-    """The clips every candidate's voice is made from: ``"first"`` the first ``n`` held-out
-    clips, ``"auto"`` the ``n`` held-out clips nearest their mean speaker embedding (``scorer``
-    has embedded them), else a file or a list of files (relative to the dataset folder, or not)."""
+    """The clips every candidate's voice is made from: ``"first"`` the first ``n`` train clips,
+    ``"auto"`` the ``n`` train clips nearest their mean speaker embedding (``scorer``'s encoder
+    embeds them when given), else a file or a list of files (relative to the dataset folder, or
+    not)."""
     spec = as_structure(spec)
     if spec == FIRST:
         return reference_clips(dataset_dir, n)
     if spec == AUTO:
-        held_out = eval_clips(dataset_dir)
-        scorer = scorer or SpeakerSimilarity(held_out)
-        return nearest_clips(scorer.clip_embeddings, held_out, n)
+        train = train_clips(dataset_dir)
+        scorer = scorer or SpeakerSimilarity.without_reference()
+        return nearest_clips(scorer.embed(train), train, n)
     files = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec or [])
     if not files:
         raise ValueError("reference_clips is empty: use 'first', 'auto' or a list of wav files.")

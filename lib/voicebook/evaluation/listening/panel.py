@@ -53,8 +53,9 @@ KERNEL_GONE = (
 # (its fields and buttons are disabled), and lays the shield over all of it, with the banner that
 # says what to do. The whole shield is focusable and carries Lumino's data-lm-suppress-shortcuts:
 # a click anywhere on the dead panel focuses it (not the notebook), and keys typed then never
-# reach JupyterLab's command-mode shortcuts, where an "x" cuts the cell and "d d" deletes it. Every Lumino widget is "position: relative", so the
-# shield's own views are made static: the shield then covers the whole panel, not its own view.
+# reach JupyterLab's command-mode shortcuts, where an "x" cuts the cell and "d d" deletes it.
+# Every Lumino widget is "position: relative", so the shield's own views are made static: the
+# shield then covers the whole panel, not its own view.
 PANEL_STYLE = f"""<style>
 .{PANEL_CLASS} {{ position: relative; }}
 .{PANEL_CLASS} .vb-shield {{ display: none; }}

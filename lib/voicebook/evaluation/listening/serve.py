@@ -48,7 +48,10 @@ INVALID_LINK = (
     "This link is not valid (its token is missing or wrong). Ask the person who sent it for "
     "your own link."
 )
-PAGE_SOURCE = "from voicebook.evaluation.listening.serve import rater_page\n\nrater_page()  # this link's rater"
+PAGE_SOURCE = (
+    "from voicebook.evaluation.listening.serve import rater_page\n\n"
+    "rater_page()  # the panel of this link's rater"
+)
 
 
 def rater_tokens(experiment: Path, raters: list[str]) -> dict[str, str]:
@@ -173,8 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="the experiment whose samples to rate")
     parser.add_argument("--raters", nargs="+", default=[], metavar="NAME",
                         help="one link each (default: the raters of earlier links)")  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")  # fmt: skip
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8866, help="port (default 8866)")
     parser.add_argument(
         "--outputs-dir", default="", help="folder of experiments (default: outputs)"

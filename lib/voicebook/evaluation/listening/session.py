@@ -78,6 +78,10 @@ class RatingsFileError(ValueError):
 class ParametersNotRun(RuntimeError):
     """The notebook's parameters cell has not run in this kernel: which experiment is unknown."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the sentence is all a person needs."""
+        return [f"\x1b[1;31m{self}\x1b[0m"]
+
 
 PARAMETERS_FIRST = (
     "Run the first code cell (parameters) first: this kernel does not know the experiment yet "
