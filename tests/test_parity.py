@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from test_evaluation import base, tuned  # noqa: F401 - the fixtures: the tiny base, a tuned GPT
 
-from voicebook.coqui.base import resolve_base
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.decision import parity
@@ -22,11 +22,6 @@ from voicebook.decision.matrix import CandidateEvidence, decide
 pytestmark = pytest.mark.slow  # a fresh process loads every export twice
 SENTENCES = ["Jó estét kívánok, kezdjük is!", "Igen, pontosan."]
 SAMPLING = {"temperature": 0.65, "repetition_penalty": 10.0, "top_p": 0.85, "top_k": 50}
-
-
-@pytest.fixture(scope="module")
-def base() -> Path:
-    return resolve_base("tiny")
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +36,13 @@ def references(tmp_path_factory) -> list[Path]:
     return paths
 
 
-@pytest.fixture(scope="module")
-def tuned(base, tmp_path_factory) -> Path:
-    """A trainer-style best model ('xtts.' keys) whose GPT differs from the base."""
-    state = torch.load(base / "model.pth", weights_only=False)["model"]
-    torch.manual_seed(0)
-    for key, value in state.items():
-        if key.startswith("gpt.") and value.is_floating_point():
-            state[key] = value + 0.02 * torch.randn_like(value)
-    path = tmp_path_factory.mktemp("run") / "best_model_12.pth"
-    torch.save({"model": {f"xtts.{k}": v for k, v in state.items()}}, path)
-    return path
-
-
-def evaluated(base, checkpoint, references, out, voice=None) -> list[str]:
+def evaluated(base_dir, checkpoint, references, out, voice=None) -> list[str]:
     """The evaluation's takes: voicebook's loader, the evaluation's synthesize and settings."""
     from voicebook.coqui.latents import reference_voice
     from voicebook.coqui.models import load_xtts
     from voicebook.evaluation.measures import synthesize
 
-    model = load_xtts(base, checkpoint)
+    model = load_xtts(base_dir, checkpoint)
     voice = voice or reference_voice(model, references)
     takes = synthesize(model, SENTENCES, [], out, language="hu", seed=1, voice=voice,
                        sampling=SAMPLING)  # fmt: skip
@@ -77,12 +59,13 @@ def job(name: str, export: Path, takes: list[str], references, voice_name=None) 
 
 
 def test_moved_exports_speak_like_the_evaluation_and_an_altered_one_is_never_recommended(
-    base, tuned, references, tmp_path
+    references, tmp_path, request
 ):
     from voicebook.coqui.latents import add_voice, load_voice
     from voicebook.training.bundle import EXPORT_VOICE, export_folder
 
-    full = export_folder(tuned, base, tmp_path / "full", references[0])
+    base_dir, trained = request.getfixturevalue("base"), request.getfixturevalue("tuned")
+    full = export_folder(trained, base_dir, tmp_path / "full", references[0])
     # a searched voice, named in the export's speakers_xtts.pth (as voice search adds it)
     latent, speaker = load_voice(full / "speakers_xtts.pth", EXPORT_VOICE)
     add_voice(full / "speakers_xtts.pth", "searched", latent * 1.1, speaker)
@@ -95,8 +78,8 @@ def test_moved_exports_speak_like_the_evaluation_and_an_altered_one_is_never_rec
     state["model"] = {**torch.load(full / "model.pth")["model"], "gpt.unexpected": torch.ones(1)}
     torch.save(state, extra / "model.pth")  # a key coqui's strict load refuses
 
-    takes = evaluated(base, tuned, references, tmp_path / "eval" / "full")
-    voiced = evaluated(base, tuned, references, tmp_path / "eval" / "voice",
+    takes = evaluated(base_dir, trained, references, tmp_path / "eval" / "full")
+    voiced = evaluated(base_dir, trained, references, tmp_path / "eval" / "voice",
                        voice=(latent * 1.1, speaker))  # fmt: skip
     results = parity.check_jobs([
         job("full", full, takes, references),
