@@ -90,7 +90,23 @@ def test_listen_refuses_an_unknown_experiment_one_not_evaluated_and_no_raters(
     assert "No experiment 'nope'" in capsys.readouterr().err
     assert cli.main(["listen", "--experiment", "exp"]) == 2  # nobody named, no links before
     assert "Name the raters" in capsys.readouterr().err
+    (experiment / "eval" / "a.wav").unlink()
+    assert cli.main(["listen", "--experiment", "exp", "--raters", "ann"]) == 2
+    assert "samples listed in" in capsys.readouterr().err  # said before any page is served
     (experiment / "eval" / "samples.csv").unlink()
     assert cli.main(["listen", "--experiment", "exp", "--raters", "ann"]) == 2
     assert "run 03_evaluation" in capsys.readouterr().err
     assert cli.main(["listen", "--experiment", "exp", "--raters", "a/b"]) == 2
+
+
+def test_a_sample_that_cannot_be_read_names_no_file_on_a_served_page(experiment):
+    from voicebook.evaluation.listening import panel as lp
+
+    samples = ls.load_samples(experiment / "eval")
+    served = lp.ListeningPanel(experiment / "ratings.csv", samples, rater="ann")
+    (experiment / "eval" / "a.wav").write_bytes(b"not a wav")  # broken after the page opened
+    shown = served._player(samples[0], "A").value
+    assert "cannot be played" in shown and "a.wav" not in shown and "cand_" not in shown
+    in_lab = lp.ListeningPanel(experiment / "ratings.csv", [], rater="")
+    with pytest.raises(sf.LibsndfileError):  # in JupyterLab the error names the file
+        in_lab._player(samples[0], "A")

@@ -281,6 +281,7 @@ def test_least_bad_is_the_best_on_the_evidence_not_the_fallback():
 CHEAP = ["-p", "max_steps", "2", "-p", "epochs", "1", "-p", "eval_every", "2"]
 CHEAP_EVAL = ["-p", "max_eval_batches", "1", "-p", "n_reference_clips", "1",
               "-p", "codebook_clips_per_source", "2", "-p", "hidden_reference_sentences", "0",
+              "-p", "takes", "1", "-y", 'stress_sentences: ["Na és?"]',
               "-y", 'test_sentences: ["Jó napot."]']  # fmt: skip
 
 

@@ -369,7 +369,14 @@ class ListeningPanel:
         return [w.HBox(pair), w.HBox(choices)]
 
     def _player(self, sample: Sample, code: str) -> w.HTML:
-        return _player(sample, code, self.seconds.get(sample.sentence_id, 0.0))
+        try:
+            return _player(sample, code, self.seconds.get(sample.sentence_id, 0.0))
+        except (OSError, RuntimeError, ValueError):
+            if not self.fixed_rater:
+                raise  # in JupyterLab the error names the file to fix
+            # On a served page an error would carry the file's path (a candidate's name) to
+            # the browser: say only what the rater can do.
+            return _html("<i>This sample cannot be played: tell the person who sent the link.</i>")
 
     # -- saving --------------------------------------------------------------------------
 

@@ -146,10 +146,17 @@ def voila_app(page: Path, host: str, port: int, tokens: dict[str, str]):
 
 def serve(experiment: Path, raters: list[str], host: str, port: int) -> None:
     """Print each rater's link and serve their pages until interrupted."""
-    if not load_samples(experiment / "eval"):
+    samples = load_samples(experiment / "eval")
+    if not samples:
         raise ValueError(
             f"No synthesised samples in {experiment / 'eval'}: run 03_evaluation on this "
             "experiment first."
+        )
+    missing = sorted({str(s.wav) for s in samples if not s.wav.is_file()})
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} samples listed in {experiment / 'eval' / 'samples.csv'} are "
+            f"missing, e.g. {missing[0]}: re-run 03_evaluation on this experiment."
         )
     tokens = rater_tokens(experiment, raters)
     if host not in LOCAL_HOSTS:
