@@ -16,6 +16,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
+from voicebook.core.html import esc
 from voicebook.core.subtitles import parse_subtitles
 from voicebook.dataprep import (
     DataPrepConfig,
@@ -30,6 +31,7 @@ from voicebook.dataprep import (
     rate_quality,
 )
 from voicebook.dataprep.audio import AudioProblem, decode, loudness
+from voicebook.dataprep.card import card_page, show_voice_warnings, voice_warnings
 from voicebook.dataprep.process import Clip
 from voicebook.dataprep.segments import Cue, merge_short, split_long, split_text
 from voicebook.dataprep.sources import Rejection, scan_source
@@ -687,6 +689,46 @@ INTERVIEWS = {
 }
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for speech")
+def test_two_voices_in_equal_shares_warn_with_each_share_and_an_example_clip(tmp_path, tokenizer):
+    """Two recordings of the same sentences by two voices, as a new user tried it: one voice
+    is kept, and the card and the notebook say that it was no majority, and how to choose."""
+    spec = INTERVIEWS["en"]
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    # two clearly different espeak-ng voices (the interview's two are too alike once Whisper's
+    # cuts add their pauses: all six clips pass the 0.75 threshold as one voice)
+    for name, voice_name in zip(("one.wav", "two.wav"), ("en+m3", "en-us+f3")):
+        parts = [silence(0.5)]
+        for sentence in spec["speaker"][:3]:
+            parts += [_say(voice_name, sentence), silence(0.8)]
+        sf.write(folder / name, np.concatenate(parts), SR)
+    cfg = DataPrepConfig(sources=[{"name": "pair", "path": str(folder)}], language="en",
+                         workers=1, min_eval=1, min_test=1)  # fmt: skip
+    result = prepare_dataset(cfg, tmp_path / "exp" / "dataset", tokenizer, progress=False)
+    voices = result.card["asr"]["sources"]["pair"]["voices"]
+    assert [v["clips"] for v in voices] == [3, 3]
+    assert all(0.4 <= v["share"] <= 0.6 for v in voices)
+    assert {v["example"].split()[0] for v in voices} == {"one.wav", "two.wav"}
+    for v in voices:  # each example is a clip of its voice, ready for speaker_reference
+        assert sf.info(v["example_file"]).duration > 1.5
+    (warning,) = voice_warnings(result.card)
+    assert "no voice holds a clear majority" in warning and "speaker_reference" in warning
+    for v in voices:
+        assert f"voice {v['voice']}" in warning and f"{v['share']:.0%}" in warning
+        assert v["example_file"] in warning
+    assert esc(warning) in card_page(result.card)  # the card shows it too
+    shown = show_voice_warnings(result.card)  # and the notebook, with each example to play
+    assert shown == [(warning, [v["example_file"] for v in voices])]
+    # naming the rejected voice's example as the reference keeps that voice instead
+    other = next(v for v in voices if not v["kept"])
+    again = prepare_dataset(replace(cfg, speaker_reference=[other["example_file"]]),
+                            tmp_path / "again" / "dataset", tokenizer, progress=False)  # fmt: skip
+    kept = {c.inputs[0].split(":")[1].split()[0] for c in again.train + again.eval + again.test}
+    assert kept == {other["example"].split()[0]}
+
+
 def _say(voice_name: str, text: str) -> np.ndarray:
     wav = subprocess.run(["espeak-ng", "-v", voice_name, "--stdout", text], check=True,
                          capture_output=True).stdout  # fmt: skip
@@ -734,6 +776,12 @@ def test_an_untranscribed_interview_becomes_the_speakers_clips(tmp_path, tokeniz
     assert all(-1.0 <= c["mean_logprob"] <= 0 for c in asr["clips"] if c["in_dataset"])
     rejected_csv = (result.dataset_dir / "rejected.csv").read_text(encoding="utf-8")
     assert rejected_csv.count("another voice: speaker similarity 0.") == len(others)
+    # the speaker holds a clear majority of the speech: no warning, no example clips
+    voices = asr["voices"]
+    assert voices[0]["voice"] == 1 and voices[0]["kept"] and len(voices) >= 2
+    assert voices[0]["share"] >= 0.6 and voices[0]["clips"] == len(kept)
+    assert voice_warnings(result.card) == []
+    assert not (tmp_path / "exp" / "asr_review" / "voices" / "talk").exists()
     # the review folder reads back as a metadata source with the same clips and texts
     review = tmp_path / "exp" / "asr_review" / "talk"
     again = prepare_dataset(
@@ -756,3 +804,24 @@ def test_audio_extensions_match_in_any_case(tmp_path):
                           DataPrepConfig(sources=[]))  # fmt: skip
     assert scanned.rejections == []  # neither "audio file not found" nor "no transcript"
     assert [j.path.name for j in scanned.jobs] == ["UPPER.WAV", "Mixed.Flac"]
+
+
+def test_a_table_name_matches_its_file_in_any_case_both_ways_and_two_matches_are_ambiguous(
+    tmp_path,
+):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    sf.write(folder / "a.WAV", voice(2.5), SR)  # the table says a.wav
+    sf.write(folder / "b.wav", voice(2.5, seed=1), SR)  # the table says B.Wav
+    sf.write(folder / "c.wav", voice(2.5, seed=2), SR)  # C.WAV and c.wav: which one?
+    sf.write(folder / "C.WAV", voice(2.5, seed=3), SR)
+    lines = "a.wav|Első mondat.\nB.Wav|Második mondat.\nc.Wav|Harmadik mondat.\n"
+    (folder / "metadata.csv").write_text(lines, "utf-8")
+    scanned = scan_source(SourceSpec.from_dict({"name": "c", "path": str(folder)}), 0,
+                          DataPrepConfig(sources=[]))  # fmt: skip
+    assert [j.path.name for j in scanned.jobs] == ["a.WAV", "b.wav"]
+    reasons = {r.item: (r.kind, r.reason) for r in scanned.rejections}
+    kind, reason = reasons["c.Wav (metadata.csv line 3)"]
+    assert kind == "ambiguous_file" and "C.WAV, c.wav" in reason
+    # neither candidate is claimed by line 3, so both are listed as without a transcript too
+    assert {r.item for r in scanned.rejections if r.kind == "no_transcript"} == {"C.WAV", "c.wav"}

@@ -174,7 +174,7 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
     import time
 
     from voicebook.coqui.config import gpt_trainer_config, gpt_trainer_model, load_samples
-    from voicebook.coqui.trainer import BackgroundSaves, _replace_older
+    from voicebook.coqui.trainer import BackgroundSaves, _prune_bests
     from voicebook.core.fileio import DirectFile
     from voicebook.training import Phase1Config
     from voicebook.training.run import best_weights
@@ -202,7 +202,10 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
     def best(n: int) -> float:
         start, path = time.perf_counter(), tmp_path / f"best_model_{n}.pth"
         saves.best(
-            path, best_weights(model.state_dict()), {"step": n}, _replace_older(tmp_path, path)
+            path,
+            best_weights(model.state_dict()),
+            {"step": n},
+            _prune_bests(tmp_path, path, lambda: [path]),
         )
         return time.perf_counter() - start
 

@@ -99,6 +99,62 @@ def test_interrupted_lora_phase_resumes_with_its_adapters_and_optimizer(lora1):
     assert adam_steps(final) == {STEPS}
 
 
+def test_a_lora_phase_killed_mid_training_resumes_with_its_adapters_and_optimizer(
+    dataset, tmp_path
+):
+    """SIGKILL (no chance to save): the re-run continues from the newest periodic checkpoint
+    with its adapters and AdamW's moments, every step once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    p = params("phase1", tmp_path, dataset, max_steps=STEPS, keep_best=2, **LORA)
+    phase, args = tmp_path / "demo" / "phase1", [sys.executable, "-m", "voicebook.training"]
+    for name, value in p.to_dict().items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    args.insert(3, "phase1")
+
+    def past_a_checkpoint() -> bool:  # checkpoint_4 is complete once step 5's row is written
+        rows = phase / "curves.csv"
+        if not list(phase.glob("phase1-run*/checkpoint_4.pth")) or not rows.is_file():
+            return False
+        train = pd.read_csv(rows).query("split == 'train'")
+        return bool((train["step"] >= 5).any())
+
+    with (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        end = time.time() + 600
+        try:
+            while not past_a_checkpoint():
+                assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-2000:]
+                assert time.time() < end, "timed out waiting for the LoRA phase"
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert training.read_json(phase / "status.json")["state"] == "running"  # killed outright
+    result = training.run_phase(p)
+    status = result.status
+    assert status["state"] == "finished" and status["final_step"] == STEPS
+    resumed = Path(status["resumed_from"])
+    assert resumed.name.startswith("checkpoint_") and resumed.parent == Path(status["run_dir"])
+    assert result.curves.query("split == 'train'")["step"].tolist() == list(range(STEPS))
+    final = torch.load(status["final_checkpoint"], weights_only=False)
+    assert adam_steps(Path(status["final_checkpoint"])) == {STEPS}  # moments restored, not reset
+    keys = [k.removeprefix("xtts.") for k in final["model"]]
+    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)  # adapters only
+    kept = status["kept"]
+    assert 1 <= len(kept) <= 2
+    for k in kept:  # the kept bests are adapters too
+        saved = torch.load(k["checkpoint"], weights_only=False)["model"]
+        assert all(".lora_" in key for key in saved)
+
+
 def _forward_latent(model, seed: int = 3) -> torch.Tensor:
     """The GPT's teacher-forced output latents for a fixed random input and voice."""
     gen = torch.Generator().manual_seed(seed)

@@ -476,3 +476,35 @@ def test_the_evaluation_plot_titles_have_their_own_lines():
                           "speaker_similarity": [0.8]})  # fmt: skip
     titles = [a.text for a in metrics_figure(table).layout.annotations]
     assert len(titles) == 3 and all("<br>(" in t for t in titles)
+
+
+def test_report_and_decision_json_show_export_parity_and_each_phases_kept_checkpoints(tmp_path):
+    scraps = fake_scraps()
+    scraps["01_phase1"]["selection"] = {
+        "select_by": "evidence",
+        "why": "step 300 beats step 400: better on cer, worse on none.",
+        "seconds": 12.5,
+        "kept": [
+            {"step": 400, "mel_ce": 2.9, "cer": 0.4, "checkpoint": "/x/a.pth", "picked": False},
+            {"step": 300, "mel_ce": 3.0, "cer": 0.2, "checkpoint": "/x/b.pth", "picked": True},
+        ],
+    }
+    differs = {"status": "differs", "max_difference": 0.25, "tolerance": 1e-4}
+    parity = {"phase1": {"status": "identical", "max_difference": 0.0}, "phase2": differs}
+    result = report.analyse_scraps("exp", scraps, export_parity=parity)
+    page = report.render_report(result)
+    assert "phase 1: export parity: identical" in page
+    assert "phase 2: export parity: ALARM" in page and "largest sample difference 0.25" in page
+    assert "<h2>Kept checkpoints and each phase's pick</h2>" in page
+    assert "phase 1: 2 kept, picked by evidence" in page and "took 12.5 s" in page
+    assert "step 300 beats step 400" in page
+    # phase 2 has the best numbers, but its export does not speak like what was evaluated
+    assert result.decision.winner == "phase1"
+    report.write_report(tmp_path, result)
+    record = json.loads((tmp_path / "decision.json").read_text())
+    assert record["export_parity"]["phase1"]["status"] == "identical"
+    assert record["export_parity"]["phase2"]["max_difference"] == 0.25
+    rows = {c["candidate"]: c["export_parity"] for c in record["candidates"]}
+    assert (
+        rows["phase1"] == "identical" and rows["phase2"].startswith("ALARM") and rows["base"] == ""
+    )

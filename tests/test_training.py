@@ -328,7 +328,7 @@ saves = coqui_trainer.BackgroundSaves()
 path = run / "best_model_8.pth"
 weights = {"w": torch.full((1000,), 8.0)}
 torch.save(weights, run / "new.bin")
-saves.best(path, weights, {"step": 8}, coqui_trainer._replace_older(run, path))
+saves.best(path, weights, {"step": 8}, coqui_trainer._prune_bests(run, path, lambda: [path]))
 saves.writer.wait()
 """
 
@@ -391,7 +391,12 @@ def test_a_file_holds_the_weights_of_its_step_while_training_goes_on(tmp_path, m
     saves = coqui_trainer.BackgroundSaves(copy=copy)  # copy=False: written from live weights
     saves.guard([optimizer])
     path = tmp_path / "best_model_1.pth"
-    saves.best(path, {"w": weight.data}, {"step": 1}, coqui_trainer._replace_older(tmp_path, path))
+    saves.best(
+        path,
+        {"w": weight.data},
+        {"step": 1},
+        coqui_trainer._prune_bests(tmp_path, path, lambda: [path]),
+    )
     weight.grad = torch.ones(4)
     optimizer.step()  # from a copy: at once; from the live weights: after the write
     blocked = saves.blocked_seconds
@@ -432,7 +437,10 @@ def test_a_best_waiting_for_its_turn_is_replaced_by_a_better_one(tmp_path, monke
         path = tmp_path / f"best_model_{step}.pth"
         replaced.append(
             saves.best(
-                path, {"w": weight}, {"step": step}, coqui_trainer._replace_older(tmp_path, path)
+                path,
+                {"w": weight},
+                {"step": step},
+                coqui_trainer._prune_bests(tmp_path, path, lambda p=path: [p]),
             )
         )
         assert first_started.wait(10)
@@ -515,6 +523,70 @@ def test_a_direct_file_is_what_torch_save_would_write(tmp_path):
         assert (tmp_path / f"{size}.bin").read_bytes() == data
 
 
+def test_the_k_best_stay_and_one_pushed_out_goes_only_once_its_better_is_on_disk(tmp_path):
+    """keep_best 2: bests at steps 1, 2, 3 (each better); after the third is written, steps 2
+    and 3 stay, step 1 is gone, and the shortcut links the best. A pushed-out best is still on
+    disk while the one that pushed it out is being written."""
+    import os
+
+    import torch
+
+    import voicebook.coqui.trainer as coqui_trainer
+
+    saves = coqui_trainer.BackgroundSaves()
+    kept = []
+    seen_while_writing = []
+    real = coqui_trainer._torch_save_direct
+
+    def watched(value, partial):
+        seen_while_writing.append(sorted(p.name for p in tmp_path.glob("best_model_*.pth")))
+        return real(value, partial)
+
+    coqui_trainer._torch_save_direct, original = watched, real
+    try:
+        for step in (1, 2, 3):
+            path = tmp_path / f"best_model_{step}.pth"
+            kept = [path, *kept][:2]  # each new one is the best: the K best, best first
+            snapshot = list(kept)
+            saves.best(path, {"w": torch.full((10,), float(step))}, {"step": step},
+                       coqui_trainer._prune_bests(tmp_path, path, lambda k=snapshot: k))  # fmt: skip
+            saves.writer.wait()
+    finally:
+        coqui_trainer._torch_save_direct = original
+    names = sorted(p.name for p in tmp_path.glob("best_model_*.pth"))
+    assert names == ["best_model_2.pth", "best_model_3.pth"]
+    assert os.path.samefile(tmp_path / "best_model.pth", tmp_path / "best_model_3.pth")
+    assert seen_while_writing[2] == ["best_model_1.pth", "best_model_2.pth"]  # 1 still there
+
+
+def test_candidates_phase1_kept_name_every_kept_best_model_and_mark_the_pick(tmp_path):
+    import json
+    from pathlib import Path
+
+    from voicebook.evaluation.scoring import resolve_candidates
+    from voicebook.training.checkpoints import resolve_checkpoint
+
+    phase = tmp_path / "phase1"
+    (phase / "run").mkdir(parents=True)
+    kept = []
+    for step, mel in ((60, 3.1), (40, 3.2), (20, 3.4)):
+        path = phase / "run" / f"best_model_{step}.pth"
+        path.write_bytes(b"x")
+        kept.append({"step": step, "mel_ce": mel, "text_ce": 0.02, "checkpoint": str(path)})
+    status = {"kept": kept, "best_checkpoint": kept[0]["checkpoint"],
+              "picked_checkpoint": kept[1]["checkpoint"]}  # fmt: skip
+    (phase / "status.json").write_text(json.dumps(status))
+    found, notes = resolve_candidates(["phase1:kept"], tmp_path)
+    assert [c.name for c in found] == ["phase1-step60", "phase1-step40", "phase1-step20"]
+    assert [c.checkpoint for c in found] == [Path(k["checkpoint"]) for k in kept]
+    assert [c.label.endswith("(picked)") for c in found] == [False, True, False]
+    assert notes == []
+    # "best" is the pick (the export, phase 2's resume_from and the evaluation's phase1)
+    assert resolve_checkpoint(tmp_path, "phase1", "best") == Path(kept[1]["checkpoint"])
+    assert resolve_candidates(["phase2:kept"], tmp_path) == ([], [
+        "phase2:kept skipped: that phase kept no best models yet."])  # fmt: skip
+
+
 def test_a_rerun_with_new_parameters_starts_its_bar_at_zero_and_coqui_logs_to_the_run_folder(
     tmp_path,
 ):
@@ -541,3 +613,36 @@ def test_a_rerun_with_new_parameters_starts_its_bar_at_zero_and_coqui_logs_to_th
     log.addHandler(logging.StreamHandler())
     log_to_run_folder_only()
     assert not log.handlers  # each trainer adds the file handler of its own run folder
+
+
+def test_a_live_chart_draws_anew_and_empties_its_previous_display(monkeypatch):
+    """JupyterLab's plotly renderer ignores updates of a drawn figure (issue 36: the chart
+    stayed empty in the browser): a redraw is a new display, the previous one emptied."""
+    from voicebook.training.view import LiveView
+
+    handles = []
+
+    class Handle:
+        def __init__(self, bundle):
+            self.bundle = bundle
+
+        def update(self, bundle, raw):
+            self.bundle = bundle
+
+    def display(bundle, raw=False, display_id=None):
+        handles.append(Handle(bundle))
+        return handles[-1]
+
+    monkeypatch.setattr("IPython.display.display", display)
+    view = LiveView("Phase 1", total_steps=4)
+    view.show()
+    row = {"step": 0, "split": "eval", "loss_mel_ce": 7.0, "loss_text_ce": 0.06, "loss": 7.06}
+    view.on_row(row)  # drawn a moment ago: not again yet
+    assert len(handles) == 1
+    monkeypatch.setattr(view, "REDRAW_SECONDS", 0.0)
+    view.on_row({**row, "step": 2, "loss_mel_ce": 6.9})
+    assert len(handles) == 2 and handles[0].bundle == {}
+    figure = handles[1].bundle["application/vnd.plotly.v1+json"]
+    assert [len(t["x"]) for t in figure["data"]] == [0, 2, 0, 2]  # train, eval per panel
+    view.close()
+    assert len(handles) == 3 and handles[1].bundle == {}

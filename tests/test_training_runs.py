@@ -127,6 +127,24 @@ def test_eval_mel_ce_falls_and_the_best_is_judged_on_it(phase1):
     assert scraps["best_text_ce"] < 0.1  # logged x0.01: a raw Text CE would be ~5
 
 
+def test_keep_best_3_keeps_the_3_lowest_eval_mel_ce_slim_and_named_by_step(phase1):
+    p, _, result = phase1
+    assert p.keep_best == 3
+    evals = result.curves.query("split == 'eval'").set_index("step")["loss_mel_ce"]
+    lowest = evals.nsmallest(3)
+    kept = result.status["kept"]
+    assert [k["step"] for k in kept] == lowest.index.tolist()  # best first
+    assert [k["mel_ce"] for k in kept] == pytest.approx(lowest.tolist())
+    run = Path(result.status["run_dir"])
+    on_disk = sorted(run.glob("best_model_*.pth"))
+    assert sorted(Path(k["checkpoint"]) for k in kept) == on_disk  # the rest removed
+    for k in kept:
+        assert Path(k["checkpoint"]).name == f"best_model_{k['step']}.pth"
+        saved = torch.load(k["checkpoint"], weights_only=False)
+        assert "optimizer" not in saved and saved["step"] == k["step"]  # slim
+    assert os.path.samefile(run / "best_model.pth", kept[0]["checkpoint"])
+
+
 def test_finished_run_with_same_params_is_returned_without_training(phase1):
     p, _, result = phase1
     start = time.time()
@@ -285,3 +303,43 @@ def test_ctrl_c_inside_an_eval_leaves_an_interrupted_phase_that_resumes(
     assert result.status["state"] == "finished" and result.status["final_step"] == 8
     steps = result.curves.query("split == 'train'")["step"].tolist()
     assert steps == list(range(8))
+
+
+def test_the_evidence_pick_is_recorded_with_the_figures_behind_it_and_loss_picks_the_lowest(
+    phase1,
+):
+    from dataclasses import replace
+
+    from voicebook.training.checkpoints import resolve_checkpoint
+
+    _, _, result = phase1
+    kept = result.status["kept"]
+    params = {**result.params, "select_takes": 1, "select_by": "evidence"}
+    start = time.time()
+    picked = training.select_checkpoint(replace(result, params=params))
+    pick = picked.status["pick"]
+    print(f"selection pass: {time.time() - start:.1f} s for {len(kept)} kept models")
+    assert pick["select_by"] == "evidence"
+    assert [k["step"] for k in pick["kept"]] == [k["step"] for k in kept]
+    for k in pick["kept"]:  # every kept model's figures: Mel CE and what its takes scored
+        assert all(math.isfinite(k[m]) for m in ("mel_ce", "cer", "speaker_similarity", "mos"))
+    assert {c["against"] for c in pick["comparisons"]} <= {f"step {k['step']}" for k in kept}
+    assert {c["verdict"] for c in pick["comparisons"]} <= {"better", "worse", "indistinguishable"}
+    assert len(pick["comparisons"]) >= 2 * 4  # each other kept model, on every measure
+    assert pick["picked_checkpoint"] in [k["checkpoint"] for k in kept]
+    assert f"step {kept[0]['step']} has the lowest validation Mel CE" in pick["why"]
+    assert picked.best_checkpoint == pick["picked_checkpoint"]
+    exp = result.phase_dir.parent
+    assert resolve_checkpoint(exp, "phase1", "best") == Path(pick["picked_checkpoint"])
+    table = picked.selection_table()
+    assert table["picked"].sum() == 1 and len(table) == len(kept)
+    assert len(list((result.phase_dir / "selection").glob("*/s*.wav"))) == len(kept) * N_EVAL
+    assert picked.scraps()["best_checkpoint"] == pick["picked_checkpoint"]
+    # the same pick again is read back, not made again
+    assert training.select_checkpoint(picked).status["pick"] == pick
+
+    lossy = training.select_checkpoint(replace(result, params={**params, "select_by": "loss"}))
+    assert lossy.status["pick"]["select_by"] == "loss"
+    assert lossy.best_checkpoint == kept[0]["checkpoint"] == result.status["best_checkpoint"]
+    assert lossy.scraps()["best_mel_ce"] == pytest.approx(result.status["best_mel_ce"])
+    assert resolve_checkpoint(exp, "phase1", "best") == Path(kept[0]["checkpoint"])

@@ -60,11 +60,15 @@ def new_trainer(
     restore: Path | None = None,
     best_eval_loss: float | None = None,
     lora: Any = None,
+    keep_best: int = 1,
+    kept: list[tuple[float, int, Path]] | None = None,
 ) -> PhaseTrainer:
     """A PhaseTrainer for a new run in ``output_path``, or continuing the run in ``run_dir`` from
     its checkpoint ``restore`` (whose recorded best eval loss is ``best_eval_loss``). ``slim``
     picks a best model's weights from the model's state, without copying them; ``lora`` (a
-    ``coqui.lora.LoraSpec``) trains LoRA adapters instead of every GPT weight."""
+    ``coqui.lora.LoraSpec``) trains LoRA adapters instead of every GPT weight. The run keeps its
+    ``keep_best`` best models by eval Mel CE; ``kept`` lists a continued run's (Mel CE, step,
+    path)."""
     from voicebook.coqui.config import gpt_trainer_model
 
     log_to_run_folder_only()
@@ -78,7 +82,7 @@ def new_trainer(
         train_samples=samples[0],
         eval_samples=samples[1],
         parse_command_line_args=False,
-        setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss),
+        setup=PhaseSetup(hooks, device, slim, restore, best_eval_loss, keep_best, kept or []),
     )
 
 
@@ -97,9 +101,11 @@ def log_to_run_folder_only() -> None:
 class PhaseSetup:
     """What the stage gives the trainer beside coqui's arguments (see ``new_trainer``)."""
 
-    def __init__(self, hooks, device, slim, restore, best_eval_loss):
+    def __init__(self, hooks, device, slim, restore, best_eval_loss, keep_best=1, kept=()):
         self.hooks, self.device, self.slim = hooks, torch.device(device), slim
         self.restore, self.best_eval_loss = restore, best_eval_loss
+        self.keep_best = max(int(keep_best), 1)
+        self.kept = list(kept)  # a continued run's kept bests: (eval Mel CE, step, path)
 
 
 def _as_list(value: Any) -> list:
@@ -133,22 +139,26 @@ def _copy_into(value: Any, buffer: torch.Tensor | None) -> Any:
     return host_copy(value)
 
 
-def _replace_older(out: Path, path: Path) -> Callable[[], None]:
-    """Once ``path`` (a new best) is on disk: older best models removed, ``best_model.pth`` a
-    hard link to it (a copy on file systems without them)."""
+def _prune_bests(out: Path, path: Path, kept: Callable[[], list[Path]]) -> Callable[[], None]:
+    """Once ``path`` (a new kept best) is on disk: the best models no longer among the kept
+    ones (``kept()``, best first, read then) removed, ``best_model.pth`` a hard link to the
+    best one on disk (a copy on file systems without them). A best is never removed before the
+    one that pushed it out is safely written."""
 
-    def replace() -> None:
+    def prune() -> None:
+        keep = kept()
         for older in out.glob("best_model_*.pth"):
-            if older != path:
+            if older != path and older not in keep:
                 older.unlink(missing_ok=True)
+        best = next((k for k in keep if k.is_file()), path)
         shortcut = out / "best_model.pth"
         shortcut.unlink(missing_ok=True)
         try:
-            os.link(path, shortcut)
+            os.link(best, shortcut)
         except OSError:
-            shutil.copy2(path, shortcut)
+            shutil.copy2(best, shortcut)
 
-    return replace
+    return prune
 
 
 def _torch_save(value: Any, partial: Path, direct: bool = False) -> bool:
@@ -259,6 +269,8 @@ class PhaseTrainer(Trainer):
         self.setup, self.hooks, self.device = setup, setup.hooks, setup.device
         self.saves = BackgroundSaves()
         self.pending_best: dict[Path, tuple[int, float, float]] = {}
+        # the kept best models (eval Mel CE, step, path), best first: written or being written
+        self.kept: list[tuple[float, int, Path]] = sorted(setup.kept)[: setup.keep_best]
         self.last_eval_step: int | None = None
         self.submit_seconds = 0.0  # the training thread's time handing saves over
         super().__init__(*args, **kw)
@@ -378,23 +390,39 @@ class PhaseTrainer(Trainer):
         self.hooks.on_eval(step, mel, text, self.optimizer[0].param_groups[0]["lr"], seconds)
 
     def save_best_model(self) -> None:
-        """The trainer's rule (lower eval target loss wins), written slim and in the background;
-        once on disk, older best models go and ``best_model.pth`` links to it."""
+        """Keep this evaluation's model when its eval Mel CE is among the ``keep_best`` lowest so
+        far, written slim and in the background; once on disk, the bests it pushed out go and
+        ``best_model.pth`` links to the best (``_prune_bests``)."""
         eval_loss = self._pick_target_avg_loss(self.keep_avg_eval)
-        if eval_loss is None or eval_loss >= self.best_loss["eval_loss"]:
-            return
-        start, step = time.perf_counter(), self.total_steps_done
-        train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
-        self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
-        model = self._get_model()
-        info = {"step": step, "model_loss": dict(self.best_loss), **_info(model)}
-        path = self.run_dir / f"best_model_{step}.pth"
         avg = self.keep_avg_eval.avg_values
-        self.pending_best[path] = (step, avg["avg_loss_mel_ce"], avg["avg_loss_text_ce"])
+        mel, keep = avg.get("avg_loss_mel_ce"), self.setup.keep_best
+        if eval_loss is None or not self._enters_kept(mel):
+            return
+        if keep > 1 and self.saves.writer.withdrawable("best"):
+            self.finish_writes()  # the waiting best stays kept: written, never replaced
+        start, step = time.perf_counter(), self.total_steps_done
+        path = self.run_dir / f"best_model_{step}.pth"
+        # a step replayed after a resume rewrites its file: its earlier entry goes
+        others = [k for k in self.kept if k[2] != path]
+        self.kept = sorted([*others, (mel, step, path)])[:keep]
+        train_loss = self._pick_target_avg_loss(self.keep_avg_train) or math.inf
+        if self.kept[0][2] == path:
+            self.best_loss = {"train_loss": train_loss, "eval_loss": eval_loss}
+        model = self._get_model()
+        loss = {"train_loss": train_loss, "eval_loss": eval_loss}
+        info = {"step": step, "model_loss": loss, **_info(model)}
+        self.pending_best[path] = (step, mel, avg["avg_loss_text_ce"])
         weights = self.setup.slim(model.state_dict())
-        replaced = self.saves.best(path, weights, info, _replace_older(self.run_dir, path))
+        prune = _prune_bests(self.run_dir, path, lambda: [k[2] for k in self.kept])
+        replaced = self.saves.best(path, weights, info, prune)
         self.pending_best.pop(replaced, None)  # never written: nothing to report
         self.submit_seconds += time.perf_counter() - start
+
+    def _enters_kept(self, mel: float | None) -> bool:
+        """Whether an eval Mel CE belongs among the kept bests (a NaN never does)."""
+        if mel is None or not math.isfinite(mel):
+            return False
+        return len(self.kept) < self.setup.keep_best or mel < self.kept[-1][0]
 
     def save_checkpoint(self) -> None:
         """coqui's periodic checkpoint (what its ``save_checkpoint`` writes, plus what the model

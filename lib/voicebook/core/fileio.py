@@ -352,6 +352,11 @@ class BackgroundWriter:
                 self._released.notify_all()
         return job
 
+    def withdrawable(self, key: str) -> bool:
+        """Whether a job under ``key`` waits its turn (``withdraw`` would take it back)."""
+        with self._released:
+            return any(j.key == key for j in self._waiting)
+
     def busy(self) -> bool:
         return any(not f.done() for f in self._jobs)
 

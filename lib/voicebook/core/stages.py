@@ -28,7 +28,7 @@ class Stage:
 
 _PHASE_SCRAPS = (
     "stage", "params", "best_mel_ce", "best_text_ce", "best_step", "best_checkpoint",
-    "final_step", "curves", "health",
+    "final_step", "curves", "health", "selection",
 )  # fmt: skip
 _PHASE_PARAMS = ("lr", "epochs", "max_steps", "batch_size", "base_model")
 
@@ -167,6 +167,7 @@ class PhaseScraps(StageScraps):
     curves: Scrap[Any] = Scrap()  # a DataFrame: step, split, loss_mel_ce, loss_text_ce
     health: Scrap[list] = Scrap()
     parent_checkpoint: Scrap[str] = Scrap()  # phase 2's
+    selection: Scrap[dict] = Scrap()  # the kept best models, the pick and why (training.select)
 
 
 class VoiceSearchScraps(StageScraps):

@@ -27,6 +27,7 @@ PHASE_SCRAPS = {
     "final_step": "",
     "curves": "(DataFrame: `step, split, loss_mel_ce, loss_text_ce, loss, lr, grad_norm`; split is `train` or `eval`)",
     "health": "(list of `{step, kind, severity, message}`; severity `info`/`warning`/`alarm`/`stop`)",
+    "selection": "(dict: `select_by`, `picked_step`, `picked_checkpoint`, `why`, `kept` (records: every kept best model, `step, mel_ce, text_ce, checkpoint`, with evidence `cer, speaker_similarity, mos, rate_error, failure`, and `picked`), `comparisons`, `seconds`); the `best_*` scraps are the pick's",
 }
 SCRAPS = {
     "00_data_prep": {

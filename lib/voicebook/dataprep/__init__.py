@@ -15,7 +15,14 @@
 """
 
 from voicebook.dataprep.audio import AudioProblem
-from voicebook.dataprep.card import QUALITY_TIERS, card_figures, card_tables, rate_quality
+from voicebook.dataprep.card import (
+    QUALITY_TIERS,
+    card_figures,
+    card_tables,
+    rate_quality,
+    show_voice_warnings,
+    voice_warnings,
+)
 from voicebook.dataprep.config import DataPrepConfig, SourceSpec
 from voicebook.dataprep.dataset import DatasetResult, account, eval_split, prepare_dataset
 from voicebook.dataprep.sources import SourceError, describe_sources
@@ -37,4 +44,6 @@ __all__ = [
     "normalise_text",
     "prepare_dataset",
     "rate_quality",
+    "show_voice_warnings",
+    "voice_warnings",
 ]

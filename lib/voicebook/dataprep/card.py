@@ -18,6 +18,7 @@ from voicebook.coqui.limits import MIN_SECONDS as XTTS_MIN_SECONDS
 from voicebook.coqui.limits import SAMPLE_RATE as XTTS_SAMPLE_RATE
 from voicebook.core import html as page_html
 from voicebook.dataprep.config import CATEGORIES, DURATION_BANDS, DataPrepConfig
+from voicebook.dataprep.review import MAJORITY_SHARE, voice_shares
 
 CARD_VERSION = 1
 HISTOGRAM_BIN_S = 0.5
@@ -248,8 +249,10 @@ def build_card(
     accounting: dict[str, Any],
     tests: list = (),
     review: dict[str, str] | None = None,
+    voice_examples: dict[str, dict[int, str]] | None = None,
 ) -> dict[str, Any]:
-    """Everything a person needs to judge the dataset, as plain JSON values."""
+    """Everything a person needs to judge the dataset, as plain JSON values; ``voice_examples``:
+    per source, each voice's example clip where no voice holds a clear majority."""
     tests = list(tests)
     clips = train + evals + tests
     names = [s.spec.name for s in scanned]
@@ -271,17 +274,23 @@ def build_card(
         },
         **processing,
         "accounting": accounting,
-        "asr": asr_summary(config, scanned, clips, review or {}),
+        "asr": asr_summary(config, scanned, clips, review or {}, voice_examples or {}),
         "quality": rate_quality(_quality_metrics(train, evals, clips, accounting)),
         "config": config.to_dict(),
     }
 
 
 def asr_summary(
-    config: DataPrepConfig, scanned: list, clips: list, review: dict[str, str]
+    config: DataPrepConfig,
+    scanned: list,
+    clips: list,
+    review: dict[str, str],
+    voice_examples: dict[str, dict[int, str]] | None = None,
 ) -> dict[str, Any]:
     """What speech recognition produced, per untranscribed source: its clips with their mean
-    word log-probability, no-speech probability and speaker similarity, and where they went."""
+    word log-probability, no-speech probability and speaker similarity, and where they went;
+    the voices the speaker check told apart, with their shares (``review.voice_shares``)."""
+    voice_examples = voice_examples or {}
     in_dataset = {i for c in clips for i in c.inputs}
     sources = {}
     for s in scanned:
@@ -298,6 +307,7 @@ def asr_summary(
             "in_dataset_clips": len(kept),
             "in_dataset_minutes": _minutes(kept),
             "review": review.get(s.spec.name, ""),
+            "voices": _voices(rows, voice_examples.get(s.spec.name, {})),
             "clips": [r | {"in_dataset": r["input"] in in_dataset} for r in rows],
         }
     return {
@@ -309,6 +319,60 @@ def asr_summary(
         else "each source's own clips (refined towards its majority voice)",
         "sources": sources,
     }  # fmt: skip
+
+
+def _voices(rows: list[dict], examples: dict[int, str]) -> list[dict[str, Any]]:
+    shares = [
+        {k: v for k, v in voice.items() if k != "example_span"} for voice in voice_shares(rows)
+    ]
+    return [v | {"example_file": examples.get(v["voice"], "")} for v in shares]
+
+
+def _no_majority(card: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(source, its voices) for each ASR source where no voice holds ``MAJORITY_SHARE``."""
+    sources = card.get("asr", {}).get("sources", {}).items()
+    return [
+        (name, s["voices"])
+        for name, s in sources
+        if s.get("voices") and max(v["share"] for v in s["voices"]) < MAJORITY_SHARE
+    ]
+
+
+def _voice_warning(name: str, voices: list[dict[str, Any]]) -> str:
+    each = "; ".join(
+        f"voice {v['voice']}{' (kept)' if v['kept'] else ' (rejected)'}: {v['share']:.0%} "
+        f"of the speech, {v['clips']} clips, e.g. {v['example_file'] or v['example']}"
+        for v in voices
+    )
+    example = next((v["example_file"] for v in voices if v["example_file"]), "voice.wav")
+    return (
+        f"Source {name!r}: no voice holds a clear majority (under {MAJORITY_SHARE:.0%} of its "
+        f"speech); the speaker check kept voice 1 and rejected the others. {each}. Listen to "
+        "the examples and name clips of the voice you want in speaker_reference (e.g. "
+        f"speaker_reference=[{example!r}]), then run data prep again."
+    )
+
+
+def voice_warnings(card: dict[str, Any]) -> list[str]:
+    """A warning per ASR source where no voice holds ``MAJORITY_SHARE`` of the speech: each
+    voice's share and example clip, and how to choose one with ``speaker_reference``."""
+    return [_voice_warning(name, voices) for name, voices in _no_majority(card)]
+
+
+def show_voice_warnings(card: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """In a notebook: each ``voice_warnings`` warning, then each voice's example clip to play.
+    Returns what it showed: (warning, example files) per source."""
+    from IPython.display import Audio, Markdown, display
+
+    shown = []
+    for name, voices in _no_majority(card):
+        warning = _voice_warning(name, voices)
+        files = [v["example_file"] for v in voices if v["example_file"]]
+        display(Markdown(f"**Warning.** {warning}"))
+        for file in files:
+            display(Markdown(f"`{file}`"), Audio(file))
+        shown.append((warning, files))
+    return shown
 
 
 def asr_figures(card: dict[str, Any]) -> list:
@@ -458,8 +522,10 @@ def summary_parts(card: dict[str, Any], level: int = 2, link: str = "") -> list[
     kinds = card["rejections"]["by_kind"]
     sources = [{k: v for k, v in s.items() if k not in ("found", "input_lufs")}
                for s in card["sources"]]  # fmt: skip
+    warnings = "".join(f'<p class="box warn">{page_html.esc(w)}</p>' for w in voice_warnings(card))
     return [
         f"<p>{_headline(card)}.</p>",
+        *([warnings] if warnings else []),
         *([f'<p><a href="{page_html.esc(link)}">The full dataset card</a></p>'] if link else []),
         f"<{h}>Quality: {page_html.esc(card['quality']['rating'])}</{h}>",
         f"<ul>{reasons}</ul>",

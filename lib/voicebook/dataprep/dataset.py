@@ -32,7 +32,7 @@ from voicebook.core.stages import DATA_PREP
 from voicebook.dataprep.card import build_card, write_card_html
 from voicebook.dataprep.config import DataPrepConfig
 from voicebook.dataprep.process import Clip, Worker, init_worker, run_job
-from voicebook.dataprep.review import REVIEW_DIR, write_review
+from voicebook.dataprep.review import REVIEW_DIR, VOICES_DIR, write_review, write_voice_examples
 from voicebook.dataprep.sources import Job, Rejection, ScannedSource, detect_kind, scan_source
 from voicebook.dataprep.text import TextChecker
 from voicebook.dataprep.transcribe import Transcriber
@@ -87,6 +87,7 @@ def prepare_dataset(
         for s in scanned
         if s.asr_rows
     }  # fmt: skip
+    examples = _voice_examples(scanned, dataset_dir.parent / REVIEW_DIR / VOICES_DIR, config)
     building = dataset_dir.with_name(f".{dataset_dir.name}.building")
     if building.exists():
         shutil.rmtree(building)
@@ -105,13 +106,25 @@ def prepare_dataset(
     train, evals, tests = three_splits(clips, config)
     inventory = [i for s in scanned for i in s.inventory]
     accounting = account(inventory, train, evals, rejected, tests)
-    card = build_card(config, scanned, train, evals, rejected, accounting, tests, review)
+    card = build_card(config, scanned, train, evals, rejected, accounting, tests, review, examples)
     _write_outputs(building, train, evals, rejected, card, tests)
     if dataset_dir.exists():
         shutil.rmtree(dataset_dir)
     building.rename(dataset_dir)
     runs.wrote(DATA_PREP.stem, "dataset", dataset_dir)
     return DatasetResult(dataset_dir, card, train, evals, rejected, scanned, tests)
+
+
+def _voice_examples(scanned: list, folder: Path, config: DataPrepConfig) -> dict:
+    """Per ASR source without a clear majority voice: each voice's example clip (for the card's
+    warning and ``speaker_reference``), under ``folder/<source>/``."""
+    return {
+        s.spec.name: write_voice_examples(
+            folder / s.spec.name, s.spec.path, s.asr_rows, config.sample_rate
+        )
+        for s in scanned
+        if s.asr_rows
+    }
 
 
 def _check_replaceable(dataset_dir: Path) -> None:

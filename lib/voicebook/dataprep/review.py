@@ -20,6 +20,8 @@ from voicebook.dataprep.audio import AudioProblem, decode, to_pcm16, write_wav
 from voicebook.dataprep.segments import Cue, padded
 
 REVIEW_DIR = "asr_review"
+VOICES_DIR = "voices"  # <experiment>/asr_review/voices/<source>/voice_<n>.wav: one example each
+MAJORITY_SHARE = 0.6  # below this share of a source's speech, no voice holds a clear majority
 REVIEW_TABLE = "metadata.csv"
 _WRITTEN = ".written.sha256"
 REVIEW_COLUMNS = (
@@ -69,3 +71,42 @@ def write_review(
     shutil.rmtree(folder, ignore_errors=True)
     building.rename(folder)
     return f"{len(kept)} clips written to {folder} for review"
+
+
+def voice_shares(rows: list[dict]) -> list[dict]:
+    """Each voice the speaker check told apart in a source's ASR rows (``voice`` 1 is the kept
+    one): its share of the speech, minutes, clips, and its longest clip as the example."""
+    told = [r for r in rows if r.get("voice")]
+    total = sum(r["end"] - r["start"] for r in told)
+    shares = []
+    for voice in sorted({r["voice"] for r in told}):
+        mine = [r for r in told if r["voice"] == voice]
+        seconds = sum(r["end"] - r["start"] for r in mine)
+        example = max(mine, key=lambda r: r["end"] - r["start"])
+        shares.append({
+            "voice": voice, "kept": voice == 1, "share": round(seconds / total, 3),
+            "minutes": round(seconds / 60, 2), "clips": len(mine),
+            "example": f"{example['recording']} {example['start']}-{example['end']} s",
+            "example_span": [example["recording"], example["start"], example["end"]],
+        })  # fmt: skip
+    return shares
+
+
+def write_voice_examples(folder: Path, source_path: Path, rows: list[dict], sample_rate: int):
+    """When no voice holds a clear majority (``MAJORITY_SHARE``): each voice's example clip
+    (``voice_shares``) as ``folder/voice_<n>.wav``, a file to listen to and to name in
+    ``speaker_reference``. Returns {voice: path}; {} when one voice holds the majority."""
+    shares = voice_shares(rows)
+    if not shares or max(v["share"] for v in shares) >= MAJORITY_SHARE:
+        return {}
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    written = {}
+    for voice in shares:
+        recording, start, end = voice["example_span"]
+        decoded = decode(source_path / recording, sample_rate)
+        a, b = int(start * sample_rate), int(end * sample_rate)
+        path = folder / f"voice_{voice['voice']}.wav"
+        write_wav(path, to_pcm16(decoded.samples[a:b]), sample_rate)
+        written[voice["voice"]] = str(path)
+    return written

@@ -213,9 +213,10 @@ class _MetadataTable:
         input_id = f"{spec.name}:{spec.metadata} line {number}"
         self.scanned.inventory.append(input_id)
         order, name = (self.index, number), fields[0]
-        found = _resolve(self.folder, name, self.audio)
+        matches = _resolve(self.folder, name, self.audio)
+        found = matches[0] if len(matches) == 1 else None
         item = f"{found or name or '?'} ({spec.metadata} line {number})"
-        problem = self._problem(number, fields, found, bad_bytes)
+        problem = _ambiguous(name, matches) or self._problem(number, fields, found, bad_bytes)
         if problem is not None:
             self.scanned.rejections.append(Rejection(spec.name, item, *problem, (input_id,), order))
             return
@@ -288,6 +289,17 @@ class _MetadataTable:
                 )  # fmt: skip
 
 
+def _ambiguous(name: str, matches: list[str]) -> tuple[str, str] | None:
+    """(reason, kind) when a metadata name matches several files that differ only in case."""
+    if len(matches) < 2:
+        return None
+    reason = (
+        f"ambiguous file name: {name} matches {', '.join(matches)} (they differ only in "
+        "case); rename one of them or write the name exactly"
+    )
+    return reason, "ambiguous_file"
+
+
 def _decode(raw: bytes) -> tuple[str, str | None]:
     """A metadata line as text, and where its first invalid UTF-8 byte is (None when valid)."""
     try:
@@ -322,21 +334,25 @@ def _field(fields: list[str], columns: dict[str, int], name: str) -> str:
     return value
 
 
-def _resolve(folder: Path, name: str, audio: dict[str, Path]) -> str | None:
-    """The audio file a metadata name points at: as written, with an audio extension added,
-    or under ``wavs/`` (LJSpeech layout)."""
+def _resolve(folder: Path, name: str, audio: dict[str, Path]) -> list[str]:
+    """The audio files a metadata name may point at: as written, with an audio extension added,
+    or under ``wavs/`` (LJSpeech layout); an exact match first, else every file whose name
+    matches in any case (a table written on Windows names ``a.wav`` for ``A.WAV``). One match
+    resolves the name; two or more make it ambiguous."""
     name = name.replace("\\", "/").removeprefix("./")
-    # extensions in any case: a clip recorded on Windows as UPPER.WAV is named UPPER
-    stems = {}
+    folded: dict[str, list[str]] = {}  # casefolded path, and casefolded path sans extension
     for rel in audio:
-        stems.setdefault(rel[: -len(Path(rel).suffix)], rel)
+        folded.setdefault(rel.casefold(), []).append(rel)
+        folded.setdefault(rel[: -len(Path(rel).suffix)].casefold(), []).append(rel)
     for prefix in ("", "wavs/"):
-        base = prefix + name
-        if base in audio:
-            return base
-        if Path(base).suffix.lower() not in AUDIO_EXTENSIONS and base in stems:
-            return stems[base]
-    return None
+        if prefix + name in audio:
+            return [prefix + name]
+    for prefix in ("", "wavs/"):
+        base = (prefix + name).casefold()
+        matches = sorted(set(folded.get(base, [])))
+        if matches:
+            return matches
+    return []
 
 
 # --- long recordings with subtitles ---------------------------------------------------------

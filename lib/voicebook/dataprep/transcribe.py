@@ -131,6 +131,22 @@ def centroid_similarities(
     return embeddings @ centroid
 
 
+def voice_labels(embeddings: np.ndarray, threshold: float, most: int = 5) -> np.ndarray:
+    """Which voice each clip is (1, 2, ...), as the speaker check sees a source without
+    ``speaker_reference``: voice 1 is the clips at or above ``threshold`` from the refined
+    centroid (``centroid_similarities``: the voice that is kept), voice 2 the same among the
+    rest, and so on; ``most`` voices at most (the last takes every clip left)."""
+    labels = np.zeros(len(embeddings), dtype=int)
+    for voice in range(1, most + 1):
+        left = np.flatnonzero(labels == 0)
+        if len(left) == 0:
+            break
+        sims = centroid_similarities(embeddings[left])
+        members = left if voice == most else left[sims >= threshold]
+        labels[members if len(members) else left[[int(np.argmax(sims))]]] = voice
+    return labels
+
+
 # --- one source's recordings: transcribe, judge, remember for the card and the review ----------
 
 
@@ -144,6 +160,7 @@ class Heard:
     speaker_similarity: float  # nan when the filter is off
     problem: str | None  # why it is rejected, or None
     kind: str | None  # rejection kind: low_confidence / other_speaker
+    voice: int = 0  # which voice (1: the kept one; voice_labels), 0: not told apart
 
 
 class Transcriber:
@@ -175,7 +192,7 @@ class Transcriber:
         centroid is the whole source's: one voice across its recordings)."""
         cfg = self.config
         flat = [(rel, s, i, audio) for rel, audio, ss, ids in source_audio for s, i in zip(ss, ids)]
-        sims = np.full(len(flat), math.nan)
+        sims, voices = np.full(len(flat), math.nan), np.zeros(len(flat), dtype=int)
         if self.scorer is not None and flat:
             from voicebook.speaker import SpeakerSimilarity
 
@@ -183,9 +200,12 @@ class Transcriber:
                 SpeakerSimilarity.prepare(a[int(s.start * 16000) : int(s.end * 16000)])
                 for _, s, _, a in flat
             ]
-            sims = centroid_similarities(self.scorer.embed_waves(waves), self.reference)
+            embeddings = self.scorer.embed_waves(waves)
+            sims = centroid_similarities(embeddings, self.reference)
+            if self.reference is None:  # the voices the centroid chose among: for the card
+                voices = voice_labels(embeddings, cfg.min_speaker_similarity)
         out = []
-        for (rel, s, input_id, _), sim in zip(flat, sims):
+        for (rel, s, input_id, _), sim, voice in zip(flat, sims, voices):
             problem, kind = low_confidence(s, cfg.asr_min_logprob, cfg.asr_max_no_speech), None
             if problem:
                 kind = "low_confidence"
@@ -195,7 +215,7 @@ class Transcriber:
                     f"another voice: speaker similarity {sim:.2f} to the speaker's centroid "
                     f"(threshold {cfg.min_speaker_similarity:g})"
                 )
-            out.append(Heard(rel, input_id, s, float(sim), problem, kind))
+            out.append(Heard(rel, input_id, s, float(sim), problem, kind, int(voice)))
         return out
 
 
@@ -213,6 +233,7 @@ def heard_rows(heard: list[Heard]) -> list[dict]:
             "speaker_similarity": None if math.isnan(h.speaker_similarity)
             else round(h.speaker_similarity, 3),
             "status": h.kind or "kept",
+            "voice": h.voice,
         }
         for h in heard
     ]  # fmt: skip

@@ -142,6 +142,7 @@ class CandidateEvidence:
     alarms: list[str] = field(default_factory=list)  # messages of health events "alarm"/"stop"
     split: str = ""  # the held-out split its numbers are on: "test" or "validation"
     stale: str | None = None  # why its numbers rest on a replaced run (voicebook.core.lineage)
+    export_parity: str | None = None  # "identical", or the alarm (decision.parity); None: no export
 
     @property
     def title(self) -> str:
@@ -590,6 +591,9 @@ def _weigh(
     if c.mel_ce is None:
         reasons.append(f"{c.title} has no Mel CE yet: it cannot be compared.")
         return "no numbers", kept
+    if c.export_parity and c.export_parity != "identical":
+        reasons.append(f"{c.title} is disqualified: export parity {c.export_parity}.")
+        return "disqualified", kept
     if text_ce_alarming(c.text_ce, t.text_ce_alarm):
         reasons.append(
             f"{c.title} is disqualified: Text CE {_num(c.text_ce)} is at or above the alarm "
@@ -854,7 +858,7 @@ COMPARISON_COLUMNS = [
     "candidate", "label", "source", "split", "stale", "mel_ce", "text_ce", "best_step",
     "gain_vs_previous",
     "speaker_similarity", "cer", "listening_mean", "listening_n", "band", "tier", "status",
-    "notes",
+    "export_parity", "notes",
 ]  # fmt: skip
 
 
@@ -882,6 +886,7 @@ def comparison_table(candidates: list[CandidateEvidence], decision: Decision) ->
                 "band": v.band,
                 "tier": v.tier,
                 "status": v.status,
+                "export_parity": c.export_parity or "",
                 "notes": " ".join(v.notes),
             }
         )

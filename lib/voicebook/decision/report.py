@@ -33,7 +33,7 @@ from voicebook.core.paths import outputs_root
 from voicebook.core.scraps import provenance, ran_at, read_experiment, read_records, run_params
 from voicebook.dataprep.card import summary_parts as card_summary_parts
 from voicebook.decision import matrix as dm
-from voicebook.decision import sureness
+from voicebook.decision import parity, sureness
 from voicebook.decision.confidence import Paired
 from voicebook.evaluation.listening import results as lr
 
@@ -54,6 +54,7 @@ class ExperimentResult:
     missing: list[str] = field(default_factory=list)
     provenance: list[dict[str, Any]] = field(default_factory=list)  # where the numbers came from
     lineage: Assessment = field(default_factory=Assessment)  # what rests on replaced runs
+    export_parity: dict[str, dict] = field(default_factory=dict)  # decision.parity, per candidate
 
 
 def analyse_scraps(
@@ -62,15 +63,20 @@ def analyse_scraps(
     thresholds: dm.Thresholds | None = None,
     path: str | os.PathLike = "",
     lineage: Assessment | None = None,
+    export_parity: dict[str, dict] | None = None,
 ) -> ExperimentResult:
     """Candidates, decision, comparison table and what is missing, from a scraps dict; with
     ``lineage`` (an experiment on disk), candidates on stale evidence are marked, and the
-    decision is withheld when any evidence is stale or its checkpoint is gone."""
+    decision is withheld when any evidence is stale or its checkpoint is gone; with
+    ``export_parity`` (``decision.parity.check_exports``), a candidate whose export does not
+    speak like its evaluation is disqualified."""
     scraps = contract.checked({stem: s for stem, s in scraps.items() if stem != dm.DECISION})
     checked, lineage = lineage is not None, lineage or Assessment()
     candidates = dm.gather_candidates(scraps)
+    export_parity = export_parity or {}
     for c in candidates:
         c.stale = _stale_reason(c, lineage)
+        c.export_parity = parity.describe(export_parity.get(c.name))
     paired = Paired.from_evaluation(scraps.evaluation)
     decision = dm.decide(candidates, thresholds, paired)
     ckpt = decision.winner_checkpoint
@@ -84,7 +90,7 @@ def analyse_scraps(
     table = dm.comparison_table(candidates, decision)
     return ExperimentResult(
         name, Path(path), scraps, candidates, decision, table, dm.missing_evidence(scraps),
-        lineage=lineage,
+        lineage=lineage, export_parity=export_parity,
     )  # fmt: skip
 
 
@@ -105,16 +111,18 @@ def _stale_reason(c: dm.CandidateEvidence, lineage: Assessment) -> str | None:
 
 
 def analyse_experiment(
-    experiment_path: str | os.PathLike, thresholds: dm.Thresholds | None = None
+    experiment_path: str | os.PathLike,
+    thresholds: dm.Thresholds | None = None,
+    export_parity: dict[str, dict] | None = None,
 ) -> ExperimentResult:
     """Read every stage's latest results, assess their lineage (``voicebook.core.lineage``) and
-    apply the decision matrix."""
+    apply the decision matrix (with ``export_parity``: ``decision.parity.check_exports``)."""
     path = Path(experiment_path)
     scraps = read_experiment(path)
     if dm.EVALUATION in scraps:  # every rating on disk counts, not those of 03's last summary
         params = run_params(path, dm.EVALUATION)
         scraps[dm.EVALUATION] = lr.with_ratings_on_disk(scraps[dm.EVALUATION], path, params)
-    result = analyse_scraps(path.name, scraps, thresholds, path, assess(path))
+    result = analyse_scraps(path.name, scraps, thresholds, path, assess(path), export_parity)
     result.provenance = provenance(path)
     if not (read_records(path).get(dm.EVALUATION) or {}).get("inputs"):
         result.missing += stale_evaluation(result.provenance)  # recorded before lineage
@@ -275,6 +283,29 @@ def _figures_html(figures: list[go.Figure | None]) -> list[str]:
     ]
 
 
+def _parity_html(result: ExperimentResult) -> list[str]:
+    """Each exported candidate's export parity (``decision.parity``): "identical", or an alarm
+    with the largest difference."""
+    rows = [(c, c.export_parity) for c in result.candidates if c.export_parity]
+    if not rows:
+        return []
+    esc = html.escape
+    lines = "".join(
+        f"<li{'' if p == parity.IDENTICAL else ' class=alarm'}>{esc(c.title)}: export parity: "
+        f"{esc(p)}</li>"
+        for c, p in rows
+    )
+    alarm = any(p != parity.IDENTICAL for _, p in rows)
+    how = (
+        f"<p>Each export, copied elsewhere and loaded as a user loads it (coqui's Xtts with "
+        f"strict=True, and TTS.api), spoke the first {parity.PARITY_SENTENCES} test sentences "
+        "with the evaluation's seed and sampling settings; its audio is compared with the "
+        f"evaluation's, sample by sample (tolerance {parity.TOLERANCE:g}).</p>"
+    )
+    box = f'<div class="box{" alarm" if alarm else ""}"><ul>{lines}</ul></div>'
+    return ["<h2>Export parity</h2>", how, box]
+
+
 def render_report(result: ExperimentResult, others: list[ExperimentResult] | None = None) -> str:
     """The whole report page as one self-contained HTML string."""
     d, others = result.decision, others or []
@@ -302,6 +333,8 @@ def render_report(result: ExperimentResult, others: list[ExperimentResult] | Non
         "<p>gain_vs_previous = (previous Mel CE − this) / previous; "
         + "listening = overall mean (listening_n ratings).</p>",
         *sureness.section(result.scraps.evaluation, result.decision),
+        *_parity_html(result),
+        *_selection_html(result),
         *_versus_html(result),
         *_finetune_html(result),
         *_depth_html(result),
@@ -368,6 +401,33 @@ def _versus_html(result: ExperimentResult) -> list[str]:
             "includes phase 1; a searched voice adds its search).</p>"
         ),
     ]
+
+
+def _selection_html(result: ExperimentResult) -> list[str]:
+    """Each phase's kept best models with their figures on the validation split, its pick and
+    why (``voicebook.training.select``)."""
+    parts = []
+    for stage, s in dm.training_stages(result.scraps).items():
+        chosen = s.selection or {}
+        kept = pd.DataFrame(chosen.get("kept") or [])
+        if kept.empty:
+            continue
+        shown = kept.drop(columns=["checkpoint"], errors="ignore")
+        how = chosen.get("select_by", "loss")
+        cost = f"; the selection pass took {chosen['seconds']} s" if "seconds" in chosen else ""
+        title = f"{stage.replace('phase', 'phase ')}: {len(kept)} kept, picked by {how}"
+        parts += [
+            f"<h3>{html.escape(title)}</h3>",
+            _table_html(shown),
+            f"<p>{html.escape(chosen.get('why', 'the lowest validation Mel CE'))}{cost}</p>",
+        ]
+    if not parts:
+        return []
+    intro = (
+        "<p>Each phase kept its best models by validation Mel CE and picked one on the "
+        "validation split (never the test split); the evaluation scored the pick.</p>"
+    )
+    return ["<h2>Kept checkpoints and each phase's pick</h2>", intro, *parts]
 
 
 def _finetune_html(result: ExperimentResult) -> list[str]:
@@ -490,6 +550,7 @@ def decision_record(result: ExperimentResult) -> dict[str, Any]:
         "generated_at": datetime.now().isoformat(timespec="seconds"),
         **result.decision.to_dict(),
         "candidates": json.loads(result.table.to_json(orient="records")),
+        "export_parity": result.export_parity,
         "missing": result.missing,
         "provenance": result.provenance,
         "lineage": result.lineage.to_dict(),

@@ -54,11 +54,12 @@ from voicebook.evaluation.measures import (
 from voicebook.measures.stats import BOOTSTRAP_SEED
 from voicebook.measures.text import normalise_for_cer
 from voicebook.speaker import SpeakerSimilarity
-from voicebook.training.checkpoints import resolve_checkpoint
+from voicebook.training.checkpoints import kept_checkpoints, resolve_checkpoint
 from voicebook.voices.references import choose_reference_clips, eval_clips
 from voicebook.voices.store import current_voices
 
 PHASES = {"phase1": "phase 1 best", "phase2": "phase 2 best"}
+KEPT = ":kept"  # "phase1:kept": every kept best model of phase 1, the pick among them
 VOICE = "voice"  # every current voice of the voice search, each on its own checkpoint
 VOICE_SEARCH = Path(stages.VOICE_SEARCH.files[2])  # voice_search/search.json
 # what the stage writes, named by its contract: eval/eval_table.csv, eval/samples.csv, ratings.csv
@@ -235,7 +236,8 @@ def resolve_candidates(
 ) -> tuple[list[Candidate], list[str]]:
     """Turn the ``candidates`` parameter into candidates and notes on the ones skipped.
 
-    Each spec is "base", "phase1", "phase2", "voice" (every current voice of the voice search,
+    Each spec is "base", "phase1", "phase2", "phase1:kept" / "phase2:kept" (every kept best
+    model of that phase, named by step), "voice" (every current voice of the voice search,
     each on the checkpoint it was searched on), a voice's name, a checkpoint path, or a dict
     ``{"label": ..., "checkpoint": <one of those>, "voice": <a voice file>}``; an empty list
     means the default three plus every current voice. Candidates that do not exist yet are
@@ -256,10 +258,28 @@ def resolve_candidates(
             if not searched:
                 notes.append(f"voice skipped: no finished voice search ({VOICE_SEARCH.parent}).")
             continue
+        if isinstance(spec, str) and spec.endswith(KEPT) and spec.removesuffix(KEPT) in PHASES:
+            kept = kept_candidates(experiment_path, spec.removesuffix(KEPT))
+            found += kept
+            notes += [] if kept else [f"{spec} skipped: that phase kept no best models yet."]
+            continue
         candidate, note = _checkpoint_candidate(spec, experiment_path)
         found += [candidate] if candidate else []
         notes += [note] if note else []
     return _unique_names(found), notes
+
+
+def kept_candidates(experiment_path: Path, phase: str) -> list[Candidate]:
+    """Every kept best model of ``phase`` (``"phase1:kept"``), named by its step."""
+    return [
+        Candidate(
+            f"{phase}-step{k['step']}",
+            f"{phase.replace('phase', 'phase ')} kept step {k['step']}"
+            f"{' (picked)' if k['picked'] else ''}",
+            Path(k["checkpoint"]),
+        )
+        for k in kept_checkpoints(experiment_path, phase)
+    ]
 
 
 def _checkpoint_candidate(spec: Any, experiment_path: Path) -> tuple[Candidate | None, str | None]:

@@ -29,6 +29,7 @@ from voicebook.training.params import (
 from voicebook.training.recorder import PhaseRecorder
 from voicebook.training.result import PhaseResult
 from voicebook.training.run import FINISHED_STATES, NORM_ONLY_GRAD_CLIP, run_phase
+from voicebook.training.select import select_checkpoint
 from voicebook.training.view import LiveView, live_view, phase_figure, planned_steps
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "resolve_parent",
     "resumable_checkpoints",
     "run_phase",
+    "select_checkpoint",
     "write_json",
 ]

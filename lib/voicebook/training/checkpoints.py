@@ -64,7 +64,9 @@ def resolve_checkpoint(experiment_path: Path, stage: str, spec: str | int, what:
             "path."
         )
     if text in ("best", "final"):
-        recorded = status.get(f"{text}_checkpoint")
+        # "best" is the phase's pick among its kept models (training.select), else lowest loss
+        picked = status.get("picked_checkpoint") if text == "best" else None
+        recorded = picked or status.get(f"{text}_checkpoint")
         if not recorded:
             raise FileNotFoundError(
                 f"{label}: {status_file} names no {text} checkpoint yet (that run has not "
@@ -86,3 +88,13 @@ def resolve_checkpoint(experiment_path: Path, stage: str, spec: str | int, what:
         f"{label}: {stage} has no checkpoint at step {text} in {run_dir}. Available steps: "
         f"{', '.join(map(str, steps)) or 'none'}. Pass one of them."
     )
+
+
+def kept_checkpoints(experiment_path: Path, stage: str) -> list[dict]:
+    """The kept best models of ``stage`` that are on disk (``status.json``'s ``kept``: step,
+    mel_ce, text_ce, checkpoint; best Mel CE first), each with ``picked`` (the phase's pick)."""
+    status_file = Path(experiment_path) / stage / "status.json"
+    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+    kept = [k for k in status.get("kept", []) if Path(k["checkpoint"]).is_file()]
+    picked = status.get("picked_checkpoint") or (kept[0]["checkpoint"] if kept else None)
+    return [{**k, "picked": k["checkpoint"] == picked} for k in kept]

@@ -32,9 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """Train the phase; exit 0 when it finished, else 1."""
     from voicebook.training.run import run_phase  # heavy (torch): only when a phase runs
+    from voicebook.training.select import select_checkpoint
 
     values = {k: v for k, v in vars(args).items() if k != "phase"}
     result = run_phase(PARAMS[args.phase](**values))
+    if result.status.get("state") == "finished":
+        result = select_checkpoint(result)  # the pick among the kept best models
     print(result.summary().to_string())
     return 0 if result.status.get("state") == "finished" else 1
 

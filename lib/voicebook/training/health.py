@@ -146,9 +146,11 @@ def check_vocab(base_dir: Path) -> list[str]:
     ]
 
 
-def check_disk(size: ModelSize, run_dir: Path, keep_checkpoints: int) -> list[str]:
-    """Room for the kept checkpoints, the best model and the export (``ModelSize.disk_bytes``)."""
-    need = size.disk_bytes(keep_checkpoints)
+def check_disk(
+    size: ModelSize, run_dir: Path, keep_checkpoints: int, keep_best: int = 1
+) -> list[str]:
+    """Room for the kept checkpoints, best models and the export (``ModelSize.disk_bytes``)."""
+    need = size.disk_bytes(keep_checkpoints, keep_best)
     run_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(run_dir).free
     if free >= need:
@@ -158,7 +160,7 @@ def check_disk(size: ModelSize, run_dir: Path, keep_checkpoints: int) -> list[st
             f"{run_dir}: {gb(free)} free, the run needs about {gb(need)} ({keep_checkpoints + 1} "
             f"checkpoints of {gb(size.checkpoint_bytes)} with optimizer state, best models of "
             f"{gb(size.best_bytes)}, an export of {gb(size.slim_bytes)}); free space or lower "
-            "keep_checkpoints."
+            "keep_checkpoints or keep_best."
         )
     ]
 
@@ -218,9 +220,11 @@ def preflight(
     device: Any = "cpu",
     workers: int = 0,
     lora: Any = None,
+    keep_best: int = 1,
 ) -> list[HealthEvent]:
     """Every check before training; raises ``PreflightError`` listing all problems found.
-    ``lora`` (a ``LoraSpec``): disk and memory are sized for its adapters, not the whole GPT.
+    ``lora`` (a ``LoraSpec``): disk and memory are sized for its adapters, not the whole GPT;
+    the disk holds ``keep_best`` best models.
 
     Returns the events to record: what was checked (device, disk and RAM needs) and, for a
     full-size model on a CPU, the loud warning.
@@ -245,7 +249,7 @@ def preflight(
     if lora is not None:
         heads = HEADS if lora.train_heads else ()
         size = size.with_adapters(adapter_weights(base_dir, lora.rank, lora.targets, heads))
-    problems += check_disk(size, run_dir, keep_checkpoints)
+    problems += check_disk(size, run_dir, keep_checkpoints, keep_best)
     problems += check_memory(size, batch_size, device, workers)
     if problems:
         raise PreflightError(
@@ -257,7 +261,7 @@ def preflight(
     passed = (
         f"preflight passed: {len(train_samples)} train and {len(eval_samples)} eval clips; "
         f"device {describe(device)}; {size.n_params / 1e6:.0f} M weights in the model ("
-        f"{size.n_trained / 1e6:.3g} M trained); disk needs {gb(size.disk_bytes(keep_checkpoints))} of "
+        f"{size.n_trained / 1e6:.3g} M trained); disk needs {gb(size.disk_bytes(keep_checkpoints, keep_best))} of "
         f"{gb(shutil.disk_usage(run_dir).free)} free; RAM needs "
         f"{gb(size.host_bytes(batch_size, on_gpu, workers))} of {gb(available_ram())} available"
     )

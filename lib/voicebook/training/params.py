@@ -13,6 +13,7 @@ from voicebook.training.health import LR_FLOOR
 
 STAGES = ("phase1", "phase2")
 FINETUNE = ("full", "lora")
+SELECT_BY = ("evidence", "loss")
 
 
 @dataclass
@@ -31,6 +32,10 @@ class PhaseConfig:
     eval_every: int = 20  # steps between evaluations (and at every epoch end)
     save_every: int = 45  # steps between checkpoints
     keep_checkpoints: int = 2
+    keep_best: int = 3  # best models kept (lowest eval Mel CE), slim, named by step
+    select_by: str = "evidence"  # the pick among them: "evidence" (what people hear) or "loss"
+    select_takes: int = 2  # evidence: takes of each validation transcript per kept model
+    select_asr_model: str = "base"  # evidence: its speech recogniser (voicebook.asr); "": loss
     patience_steps: int = 500  # stop when eval Mel CE has not improved for this many steps
     lr_floor: float = LR_FLOOR  # a learning rate strictly below this is flagged
     seed: int = 1
@@ -47,7 +52,7 @@ class PhaseConfig:
 
     stage = "phase1"
     # Settings that do not change what is trained: changing them never starts a new run.
-    NOT_TRAINING = ("export_checkpoint", "device")
+    NOT_TRAINING = ("export_checkpoint", "device", "select_by", "select_takes", "select_asr_model")
     # Where the run lives and what it reads, in the spelling given: "" or an absolute or relative
     # path to one folder mean the same. A run compares them resolved instead: its folder holds
     # the record, and ``voicebook.training.run`` compares the dataset and parent checkpoint.
@@ -58,6 +63,12 @@ class PhaseConfig:
         normalise(self)  # "1e-6" from a YAML file is the float papermill makes of it
         if self.finetune not in FINETUNE:
             raise ValueError(f"finetune={self.finetune!r}: use one of {', '.join(FINETUNE)}.")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by={self.select_by!r}: use one of {', '.join(SELECT_BY)}.")
+        if int(self.keep_best) < 1 or int(self.select_takes) < 1:
+            raise ValueError(
+                f"keep_best={self.keep_best}, select_takes={self.select_takes}: at least 1 each."
+            )
         self.lora_spec()  # validates the LoRA parameters when they are used
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,7 +88,20 @@ class PhaseRecorder:
         self.events(self.monitor.on_eval(step, mel, text))
 
     def on_best(self, step: int, mel: float, text: float, path: Path) -> None:
-        """A best model on disk (written in the background, reported once it is there)."""
+        """A kept best model on disk (written in the background, reported once it is there):
+        ``kept`` lists those on disk, best first; ``best_*`` is the lowest eval Mel CE."""
+        entry = {"step": step, "mel_ce": mel, "text_ce": text, "checkpoint": str(path)}
+        kept = [
+            k
+            for k in self.status.get("kept", [])
+            if k["checkpoint"] != str(path) and Path(k["checkpoint"]).is_file()
+        ]
+        kept = sorted([*kept, entry], key=lambda k: (k["mel_ce"], k["step"]))
+        best = kept[0]
         self.save_status(
-            best_step=step, best_mel_ce=mel, best_text_ce=text, best_checkpoint=str(path)
+            kept=kept,
+            best_step=best["step"],
+            best_mel_ce=best["mel_ce"],
+            best_text_ce=best["text_ce"],
+            best_checkpoint=best["checkpoint"],
         )

@@ -86,13 +86,12 @@ class ModelSize:
             return RUNTIME_BYTES + 2 * FP32 * self.n_params + loaded + workers * LOADER_WORKER_BYTES
         return RUNTIME_BYTES + self.training_bytes(batch_size) + max(loaded, 2 * self.best_bytes)
 
-    def disk_bytes(self, keep_checkpoints: int) -> int:
+    def disk_bytes(self, keep_checkpoints: int, keep_best: int = 1) -> int:
         """Peak disk of a phase: ``keep_checkpoints`` periodic checkpoints and the next one
-        being written before the oldest goes; a best model and its successor being written;
-        the export."""
-        return (
-            (keep_checkpoints + 1) * self.checkpoint_bytes + 2 * self.best_bytes + self.slim_bytes
-        )
+        being written before the oldest goes; the ``keep_best`` kept best models and the next
+        one being written before the one it pushes out goes; the export."""
+        checkpoints = (keep_checkpoints + 1) * self.checkpoint_bytes
+        return checkpoints + (keep_best + 1) * self.best_bytes + self.slim_bytes
 
     def cpu_seconds_per_step(self, batch_size: int, cores: int) -> float:
         return CPU_CORE_SECONDS_PER_PARAM_CLIP * self.n_gpt * batch_size / max(cores, 1)

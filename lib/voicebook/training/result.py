@@ -19,22 +19,52 @@ class PhaseResult:
     phase_dir: Path
 
     @property
+    def best(self) -> dict[str, Any]:
+        """The phase's best model: its pick among the kept ones (``training.select``) once
+        made, else the lowest validation Mel CE (step, mel_ce, text_ce, checkpoint)."""
+        s = self.status
+        picked = s.get("picked_checkpoint")
+        for k in s.get("kept", []):
+            if picked and k["checkpoint"] == picked:
+                return dict(k)
+        return {"step": s.get("best_step"), "mel_ce": s.get("best_mel_ce"),
+                "text_ce": s.get("best_text_ce"), "checkpoint": s.get("best_checkpoint")}  # fmt: skip
+
+    @property
     def best_checkpoint(self) -> str | None:
-        return self.status.get("best_checkpoint")
+        return self.best["checkpoint"]
+
+    @property
+    def pick_reason(self) -> str:
+        """Why the best model is the one it is (``training.select``)."""
+        return (self.status.get("pick") or {}).get("why", "the lowest validation Mel CE")
+
+    def selection_table(self) -> pd.DataFrame:
+        """Every kept model with its figures (validation Mel CE; with evidence, the measures of
+        its takes) and which one was picked."""
+        selection = self.status.get("pick") or {}
+        kept = pd.DataFrame(selection.get("kept") or self.status.get("kept") or [])
+        if kept.empty:
+            return kept
+        return kept.assign(picked=kept["checkpoint"] == self.best_checkpoint)
 
     def scraps(self) -> dict[str, Any]:
         """The stage's scraps, as docs/stages.md defines them."""
-        s = self.status
+        s, best = self.status, self.best
         scraps = {
             "stage": self.stage,
             "params": self.params,
-            "best_mel_ce": s.get("best_mel_ce"),
-            "best_text_ce": s.get("best_text_ce"),
-            "best_step": s.get("best_step"),
-            "best_checkpoint": s.get("best_checkpoint"),
+            "best_mel_ce": best["mel_ce"],
+            "best_text_ce": best["text_ce"],
+            "best_step": best["step"],
+            "best_checkpoint": best["checkpoint"],
             "final_step": s.get("final_step"),
             "curves": self.curves,
             "health": self.health,
+            "selection": {
+                **(s.get("pick") or {}),
+                "kept": self.selection_table().to_dict(orient="records"),
+            },
         }
         if self.stage == "phase2":
             scraps["parent_checkpoint"] = s.get("parent")
@@ -47,10 +77,12 @@ class PhaseResult:
             "state": s.get("state"),
             "stop reason": s.get("stop_reason") or "",
             "steps done": s.get("final_step"),
-            "best eval Mel CE": s.get("best_mel_ce"),
-            "Text CE at best (x0.01)": s.get("best_text_ce"),
-            "best step": s.get("best_step"),
-            "best checkpoint": s.get("best_checkpoint"),
+            "best eval Mel CE": self.best["mel_ce"],
+            "Text CE at best (x0.01)": self.best["text_ce"],
+            "best step": self.best["step"],
+            "best checkpoint": self.best_checkpoint,
+            "kept best models": ", ".join(f"step {k['step']}" for k in s.get("kept", [])),
+            "why this one": self.pick_reason,
             "started from": s.get("parent") or "base model",
             "device": s.get("device") or "",
             "evaluations": _eval_cost(s),

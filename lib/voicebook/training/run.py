@@ -194,6 +194,7 @@ def _preflight(plan: PhasePlan, recorder: PhaseRecorder) -> tuple[Any, tuple[lis
             device=plan.device,
             workers=config.num_loader_workers,
             lora=p.lora_spec(),
+            keep_best=p.keep_best,
         )
         recorder.events(checks)
     except PreflightError as exc:
@@ -223,6 +224,12 @@ def best_weights(state: dict[str, Any]) -> dict[str, Any]:
     writes), keys without the ``xtts.`` prefix, not copied (the trainer copies them)."""
     keys = ((k, k.removeprefix("xtts.")) for k in state)
     return {slim: state[k] for k, slim in keys if not slim.startswith(TRAINING_ONLY)}
+
+
+def kept_on_disk(status: dict[str, Any]) -> list[tuple[float, int, Path]]:
+    """A run's kept best models that are on disk, as (eval Mel CE, step, path)."""
+    kept = [(k["mel_ce"], k["step"], Path(k["checkpoint"])) for k in status.get("kept", [])]
+    return [k for k in kept if k[2].is_file()]
 
 
 def _result(params: PhaseConfig, phase_dir: Path) -> PhaseResult:
@@ -293,6 +300,8 @@ def _new_trainer(plan: PhasePlan, config: Any, recorder: PhaseRecorder, samples)
         restore=plan.resume[0] if plan.resume else None,
         best_eval_loss=recorder.status.get("best_mel_ce"),
         lora=p.lora_spec(),
+        keep_best=p.keep_best,
+        kept=kept_on_disk(recorder.status),
     )
 
 
