@@ -21,6 +21,7 @@ from voicebook.evaluation import codebook as cb
 from voicebook.evaluation import depth as ed
 from voicebook.evaluation import measures as em
 from voicebook.evaluation import scoring as ev
+from voicebook.evaluation import takes as eval_takes
 from voicebook.evaluation.listening import session as ls
 from voicebook.measures import takes
 from voicebook.measures.text import character_error_rate
@@ -599,3 +600,23 @@ def test_reference_clips_first_auto_or_files(dataset, tmp_path):
     assert not set(auto) & set(held_out) and set(auto) <= set(train)
     hidden = ev.hidden_references(dataset, 5, 1, exclude=[held_out[1]])
     assert [Path(w).name for w in hidden["wav"]] == [held_out[0].name, held_out[2].name]
+
+
+@pytest.mark.parametrize("language", sorted(eval_takes.STRESS_SENTENCES))
+def test_every_stress_set_holds_what_users_see_fail(language):
+    from voicebook.coqui.limits import char_limit
+
+    stress = eval_takes.stress_sentences(ev.EvalConfig(language=language))
+    assert stress == eval_takes.STRESS_SENTENCES[language]
+    assert any(len(s.split()) <= 3 for s in stress)  # 1-3-word prompts
+    assert any(s.endswith("?") for s in stress) and any(s.endswith("!") for s in stress)
+    assert any(0.9 * char_limit(language) <= len(s) <= char_limit(language) for s in stress)
+    assert any(any(c.isdigit() for c in s) and "." in s.split()[0] for s in stress)  # "Dr. ..."
+
+
+def test_the_stress_set_can_be_given_as_text_or_turned_off():
+    given = ev.EvalConfig(stress_sentences='["Igen.", "Mi?"]')  # papermill -p passes text
+    assert eval_takes.stress_sentences(given) == ["Igen.", "Mi?"]
+    assert eval_takes.stress_sentences(ev.EvalConfig(stress_sentences="Mi?")) == ["Mi?"]
+    assert eval_takes.stress_sentences(ev.EvalConfig(stress_set=False)) == []
+    assert eval_takes.stress_sentences(ev.EvalConfig(language="fi")) == []  # no default there

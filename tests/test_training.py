@@ -650,3 +650,36 @@ def test_select_by_loss_or_without_a_recogniser_picks_the_lowest_validation_mel_
     )
     assert picked.selection_table()["picked"].tolist() == [True, False]
     assert result.status.get("pick") is None  # the result handed in is left as it was
+
+
+def test_a_live_chart_draws_anew_and_empties_its_previous_display(monkeypatch):
+    """JupyterLab's plotly renderer ignores updates of a drawn figure (issue 36: the chart
+    stayed empty in the browser): a redraw is a new display, the previous one emptied."""
+    from voicebook.training.view import LiveView
+
+    handles = []
+
+    class Handle:
+        def __init__(self, bundle):
+            self.bundle = bundle
+
+        def update(self, bundle, raw):
+            self.bundle = bundle
+
+    def display(bundle, raw=False, display_id=None):
+        handles.append(Handle(bundle))
+        return handles[-1]
+
+    monkeypatch.setattr("IPython.display.display", display)
+    view = LiveView("Phase 1", total_steps=4)
+    view.show()
+    row = {"step": 0, "split": "eval", "loss_mel_ce": 7.0, "loss_text_ce": 0.06, "loss": 7.06}
+    view.on_row(row)  # drawn a moment ago: not again yet
+    assert len(handles) == 1
+    monkeypatch.setattr(view, "REDRAW_SECONDS", 0.0)
+    view.on_row({**row, "step": 2, "loss_mel_ce": 6.9})
+    assert len(handles) == 2 and handles[0].bundle == {}
+    figure = handles[1].bundle["application/vnd.plotly.v1+json"]
+    assert [len(t["x"]) for t in figure["data"]] == [0, 2, 0, 2]  # train, eval per panel
+    view.close()
+    assert len(handles) == 3 and handles[1].bundle == {}

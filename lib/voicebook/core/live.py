@@ -1,7 +1,10 @@
 """A chart that grows while a stage runs: a plotly figure redrawn in place under a progress bar.
 
-The figure is a display updated by id (no widget needed), so a papermill run keeps its last
-state. In a notebook the progress bar is a widget, and a saved notebook keeps only the text it
+The figure is a display (no widget needed), so a papermill run keeps its last state. JupyterLab's
+plotly renderer draws a figure once and ignores updates of it (plotly.py issue 3053: the chart
+stayed empty while the saved notebook held every point), so a redraw displays the figure anew
+and empties the previous display; redraws are at most one per ``REDRAW_SECONDS``, which keeps
+the emptied outputs of a long run few. In a notebook the progress bar is a widget, and a saved notebook keeps only the text it
 had when first displayed ("0%| 0/264"): it is displayed by id too, so that ``close`` records its
 final text.
 """
@@ -45,6 +48,7 @@ class LiveChart:
 
             self.bar_handle = display(self.bar.container, display_id=True)
         self.handle: Any = None
+        self.drawn = 0.0  # when the chart was last drawn (time.monotonic)
 
     def _bundle(self) -> dict[str, Any]:
         fig = self.figure(pd.DataFrame(self.rows, columns=self.columns), self.title)
@@ -57,6 +61,7 @@ class LiveChart:
         from IPython.display import display
 
         self.handle = display(self._bundle(), raw=True, display_id=True)
+        self.drawn = time.monotonic()
 
     def add(self, row: dict[str, Any], advance: bool, redraw: bool, **postfix: str) -> None:
         self.rows.append(row)
@@ -66,15 +71,26 @@ class LiveChart:
         if redraw:
             self.redraw()
 
-    def redraw(self) -> None:
-        if self.handle is not None:
-            self.handle.update(self._bundle(), raw=True)
+    REDRAW_SECONDS = 10.0
+
+    def redraw(self, force: bool = False) -> None:
+        """The chart drawn again with the rows so far (see the module doc)."""
+        from IPython.display import display
+
+        if self.handle is None:
+            return
+        if not force and time.monotonic() - self.drawn < self.REDRAW_SECONDS:
+            return
+        previous = self.handle
+        self.handle = display(self._bundle(), raw=True, display_id=True)
+        previous.update({}, raw=True)
+        self.drawn = time.monotonic()
 
     def close(self, rows: pd.DataFrame | None = None) -> None:
         """The final chart (from ``rows`` when given: what was recorded) and the bar's text."""
         if rows is not None:
             self.rows = rows.to_dict("records")
-        self.redraw()
+        self.redraw(force=True)
         self.bar.close()
         if self.bar_handle is not None:
             self.bar_handle.update(self.bar.container)

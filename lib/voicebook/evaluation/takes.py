@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from voicebook.core.paths import TRAIN_META
+from voicebook.core.values import as_structure
 from voicebook.measures import scoring as take_scoring
 from voicebook.measures import takes as mt
 from voicebook.measures.failures import FLAGS
@@ -55,7 +56,9 @@ def stress_sentences(config: Any) -> list[str]:
     ``config.stress_set`` is off or the language has no default)."""
     if not config.stress_set:
         return []
-    return list(config.stress_sentences) or list(STRESS_SENTENCES.get(config.language, []))
+    given = as_structure(config.stress_sentences)  # papermill -p passes text
+    given = [given] if isinstance(given, str) else list(given or [])
+    return given or list(STRESS_SENTENCES.get(config.language, []))
 
 
 def sampler(config: Any) -> mt.Sampler:
