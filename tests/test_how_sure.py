@@ -140,3 +140,15 @@ def test_the_report_shows_how_sure_and_decision_json_carries_comparisons(tmp_pat
                                "ci_high", "win_rate", "verdict"]  # fmt: skip
     assert json.loads(json.dumps(record))["comparisons"] == record["comparisons"]
     dm.comparison_table(result.candidates, result.decision)  # the table still renders
+
+
+def test_a_decision_withheld_on_stale_evidence_still_renders_how_sure():
+    from voicebook.decision import sureness
+
+    shifts = {"base": {}, "phase1": {"mel_ce": -1.7}}
+    result = report.analyse_scraps("stale", scraps_with(shifts, ["", "/x/p1.pth"]))
+    result.decision = dm.withhold(result.decision, ["The dataset was replaced."], ["evaluation"])
+    assert sureness.comparison_frame(result.decision).empty
+    assert sureness.forest(sureness.comparison_frame(result.decision), "base") is None
+    page = report.render_report(result)
+    assert "<h2>How sure</h2>" in page and "<h3>Failures per 100 takes</h3>" in page

@@ -71,8 +71,9 @@ def test_moved_exports_speak_like_the_evaluation_and_an_altered_one_is_never_rec
     add_voice(full / "speakers_xtts.pth", "searched", latent * 1.1, speaker)
     altered = Path(shutil.copytree(full, tmp_path / "altered"))
     state = torch.load(altered / "model.pth", weights_only=False)
-    key = "gpt.gpt.h.0.attn.c_attn.weight"
-    state["model"][key][0, 0] += 0.5  # one weight changed
+    # one weight changed: a gain of the GPT's final norm (one in layer 0's attention, +0.5,
+    # moved the tiny model's audio by one 16-bit step only, below the tolerance)
+    state["model"]["gpt.final_norm.weight"][0] += 0.5
     torch.save(state, altered / "model.pth")
     extra = Path(shutil.copytree(full, tmp_path / "extra"))
     state["model"] = {**torch.load(full / "model.pth")["model"], "gpt.unexpected": torch.ones(1)}
@@ -94,7 +95,7 @@ def test_moved_exports_speak_like_the_evaluation_and_an_altered_one_is_never_rec
         assert results[name]["max_difference"] <= parity.TOLERANCE
         assert parity.describe(results[name]) == "identical"
     assert results["altered"]["status"] == "differs"
-    assert results["altered"]["max_difference"] > 100 * parity.TOLERANCE
+    assert results["altered"]["max_difference"] > 10 * parity.TOLERANCE
     alarm = parity.describe(results["altered"])
     assert alarm.startswith("ALARM") and f"{results['altered']['max_difference']:.3g}" in alarm
     assert results["extra"]["status"] == "failed"

@@ -615,6 +615,43 @@ def test_a_rerun_with_new_parameters_starts_its_bar_at_zero_and_coqui_logs_to_th
     assert not log.handlers  # each trainer adds the file handler of its own run folder
 
 
+@pytest.mark.parametrize("select_by", ["loss", "evidence"])
+def test_select_by_loss_or_without_a_recogniser_picks_the_lowest_validation_mel_ce(
+    tmp_path, select_by
+):
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from voicebook.training.result import PhaseResult
+
+    phase = tmp_path / "phase1"
+    (phase / "run").mkdir(parents=True)
+    kept = []
+    for step, mel in ((80, 2.9), (40, 3.0)):  # best first, as the recorder keeps them
+        path = phase / "run" / f"best_model_{step}.pth"
+        path.write_bytes(b"x")
+        kept.append({"step": step, "mel_ce": mel, "text_ce": 0.02, "checkpoint": str(path)})
+    status = {"kept": kept, "best_checkpoint": kept[0]["checkpoint"], "best_step": 80,
+              "best_mel_ce": 2.9, "best_text_ce": 0.02}  # fmt: skip
+    (phase / "status.json").write_text(json.dumps(status))
+    params = {"select_by": select_by, "select_asr_model": "", "language": "hu"}
+    result = PhaseResult("phase1", params, status, pd.DataFrame(), [], phase)
+    picked = training.select_checkpoint(result)
+    pick = picked.status["pick"]
+    assert pick["select_by"] == "loss" and pick["picked_step"] == 80
+    assert picked.best_checkpoint == kept[0]["checkpoint"]
+    assert "step 80: the lowest validation Mel CE (2.9000)" in pick["why"]
+    if select_by == "evidence":
+        assert "needs a speech recogniser" in pick["why"]
+    assert json.loads((phase / "status.json").read_text())["picked_checkpoint"] == str(
+        Path(kept[0]["checkpoint"])
+    )
+    assert picked.selection_table()["picked"].tolist() == [True, False]
+    assert result.status.get("pick") is None  # the result handed in is left as it was
+
+
 def test_a_live_chart_draws_anew_and_empties_its_previous_display(monkeypatch):
     """JupyterLab's plotly renderer ignores updates of a drawn figure (issue 36: the chart
     stayed empty in the browser): a redraw is a new display, the previous one emptied."""

@@ -57,8 +57,7 @@ class Paired:
 
     def beats(self, candidate: str, against: str) -> bool:
         """Distinguishably better on at least one measure and worse on none."""
-        verdicts = [c.verdict for c in self.between(candidate, against).values()]
-        return stats.BETTER in verdicts and stats.WORSE not in verdicts
+        return mp.beats(self.between(candidate, against).values())
 
     def alike(self, candidate: str, against: str) -> bool:
         """Measured, and indistinguishable on every measure."""

@@ -23,6 +23,7 @@ from voicebook.measures.failures import FLAGS
 
 COLOURS = {stats.BETTER: "#2ca02c", stats.WORSE: "#d62728", stats.SAME: "#7f7f7f"}
 FAILURES = (*FLAGS, "failure")
+PANELS_PER_ROW = 4
 
 
 def record(evaluation: EvaluationScraps) -> dict[str, Any]:
@@ -65,26 +66,30 @@ def forest(comparisons: pd.DataFrame, base: str) -> go.Figure | None:
     if rows.empty:
         return None
     metrics = list(dict.fromkeys(rows["metric"]))
-    titles = [f"{WORDS.get(m, m)} ({'higher' if stats.DIRECTION[m] > 0 else 'lower'} better)"
+    titles = [f"{WORDS.get(m, m)} ({'↑' if stats.DIRECTION[m] > 0 else '↓'} is better)"
               for m in metrics]  # fmt: skip
-    fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, subplot_titles=titles,
-                        horizontal_spacing=0.02)  # fmt: skip
-    for col, metric in enumerate(metrics, start=1):
+    cols = min(PANELS_PER_ROW, len(metrics))
+    grid = -(-len(metrics) // cols)
+    fig = make_subplots(rows=grid, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.3 / grid)  # fmt: skip
+    for i, metric in enumerate(metrics):
+        row, col = i // cols + 1, i % cols + 1
         part = rows[rows["metric"] == metric]
         for verdict, group in part.groupby("verdict"):
             fig.add_trace(go.Scatter(
                 x=group["difference"], y=group["candidate"], mode="markers",
                 marker={"color": COLOURS[verdict], "size": 9}, name=verdict,
-                legendgroup=verdict, showlegend=col == 1 and verdict not in _shown(fig),
+                legendgroup=verdict, showlegend=verdict not in _shown(fig),
                 error_x={"type": "data", "symmetric": False,
                          "array": group["ci_high"] - group["difference"],
                          "arrayminus": group["difference"] - group["ci_low"]},
                 customdata=group[["n", "takes", "unit"]],
                 hovertemplate="%{y}: %{x:.4g}<br>n=%{customdata[0]} %{customdata[2]}s, "
                 "%{customdata[1]} pairs<extra></extra>",
-            ), row=1, col=col)  # fmt: skip
-        fig.add_vline(x=0, line={"color": "black", "width": 1}, row=1, col=col)
-    height = 140 + 40 * rows["candidate"].nunique()
+            ), row=row, col=col)  # fmt: skip
+        fig.update_xaxes(nticks=5, row=row, col=col)
+        fig.add_vline(x=0, line={"color": "black", "width": 1}, row=row, col=col)
+    height = 90 + grid * (80 + 35 * rows["candidate"].nunique())
     return fig.update_layout(
         height=height, margin={"t": 70, "b": 40, "l": 10},
         title=f"Difference against {base} (95 % interval)", legend={"orientation": "h"},
@@ -108,6 +113,12 @@ def failure_table(takes: pd.DataFrame) -> pd.DataFrame:
     return wide.assign(takes=taken).rename_axis(None, axis=1).reset_index()
 
 
+def comparison_frame(decision: Any) -> pd.DataFrame:
+    """The decision's comparisons as a table (its columns even when there are none: a
+    decision withheld on stale evidence compares nothing)."""
+    return pd.DataFrame(decision.comparisons, columns=list(mp.Comparison.__dataclass_fields__))
+
+
 def section(evaluation: EvaluationScraps, decision: Any) -> list[str]:
     """The "How sure" section's HTML parts (a note when the evaluation recorded no takes)."""
     takes = evaluation.eval_takes
@@ -115,7 +126,7 @@ def section(evaluation: EvaluationScraps, decision: Any) -> list[str]:
         if not evaluation:
             return []
         return ["<h2>How sure</h2>", "<p>No takes recorded: re-run 03_evaluation.</p>"]
-    table = pd.DataFrame(decision.comparisons, columns=list(mp.Comparison.__dataclass_fields__))
+    table = comparison_frame(decision)
     base = str(takes["candidate"].iloc[0])
     fig = forest(table, base)
     words = _verdict_sentences(table, base)

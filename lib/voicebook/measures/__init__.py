@@ -18,12 +18,14 @@ The entry points, in the order a judge uses them:
    (``mel_ce``, ``text_ce`` from a per-clip table), seeded, with a verdict ``better`` /
    ``worse`` / ``indistinguishable`` by ``stats.verdict``: the interval must lie wholly beyond
    the metric's practical floor (``stats.PRACTICAL_FLOOR``).
+   ``paired.beats(comparisons)``: the decision's "better overall" (better on one measure,
+   worse on none).
 4. ``paired.failure_rates(takes, FLAGS)``: failures per 100 takes with Wilson intervals
    (``stats.wilson_interval``).
 """
 
 from voicebook.measures.failures import FLAGS, failure_flags
-from voicebook.measures.paired import Comparison, compare, comparisons, failure_rates
+from voicebook.measures.paired import Comparison, beats, compare, comparisons, failure_rates
 from voicebook.measures.stats import BETTER, SAME, WORSE, paired_bootstrap, verdict, wilson_interval
 from voicebook.measures.takes import Sampler, sentence_table, synthesize_takes
 
@@ -34,6 +36,7 @@ __all__ = [
     "WORSE",
     "Comparison",
     "Sampler",
+    "beats",
     "compare",
     "comparisons",
     "failure_flags",

@@ -148,6 +148,13 @@ def summary(found: Iterable[Comparison], candidate: str, against: str) -> dict[s
     return out
 
 
+def beats(found: Iterable[Comparison]) -> bool:
+    """The decision's rule for "distinguishably better overall": better on at least one measure
+    and worse on none (``found``: one candidate against one other)."""
+    verdicts = [c.verdict for c in found]
+    return stats.BETTER in verdicts and stats.WORSE not in verdicts
+
+
 def failure_rates(takes: pd.DataFrame, flags: Iterable[str]) -> pd.DataFrame:
     """Per candidate and flag: takes, failures, the rate per 100 takes and its 95 % Wilson
     interval (per 100 takes)."""

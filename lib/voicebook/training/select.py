@@ -123,7 +123,7 @@ def _by_evidence(result: PhaseResult, kept: pd.DataFrame, transcribe: Any):
         versus = paired.comparisons(takes, None, [name], [held], take_metrics=MEASURES)
         found += [c.to_dict() for c in versus]
         said = paired.summary(versus, name, held)
-        if said["better"] and not said["worse"]:
+        if paired.beats(versus):  # the decision's rule
             why = (f"{name} beats {held}: better on {', '.join(said['better'])}, worse on "
                    f"none (paired bootstrap over the validation sentences)")  # fmt: skip
             held = name
