@@ -414,7 +414,8 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     config = ev.EvalConfig(candidates=chosen, test_sentences=["Jó napot!"], max_eval_batches=1,
                            asr_model="", hidden_reference_sentences=0, takes=1,
                            stress_set=False, mos=False)  # fmt: skip
-    table = ev.evaluate(config, experiment, base).table.set_index("candidate")
+    evaluation = ev.evaluate(config, experiment, base)
+    table = evaluation.table.set_index("candidate")
     assert set(table["split"]) == {"test"}
     # a voice changes what is spoken and its voice_mel_ce, never the checkpoint's trainer losses
     assert table.loc["base", "mel_ce"] == table.loc["base-cmaes", "mel_ce"]
@@ -433,10 +434,9 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     assert versus.loc["phase1-xnes", "how"] == "fine-tuning + voice search"
     assert versus.loc["base-cmaes", "voice"] == "base-cmaes" and set(versus["split"]) == {"test"}
     # the report's table: every voice beside the fine-tuned candidates, numbers from the test
-    from types import SimpleNamespace
-
-    evaluated = {report.dm.EVALUATION: {"eval_table": table.reset_index()}}
-    html = "".join(report._versus_html(SimpleNamespace(path=experiment, scraps=evaluated)))
+    evaluated = {report.dm.EVALUATION: evaluation.scraps()}
+    result = report.analyse_scraps(experiment.name, evaluated, path=experiment)
+    html = "".join(report._versus_html(result))
     assert html.count("<tr") == 1 + len(chosen) and "phase1-xnes" in html and "test" in html
 
 
