@@ -42,6 +42,12 @@ LONGEST_FIRST = (
     "notebooks",  # ~4 min: every stage notebook with its defaults
     "test_fullsize.py",  # ~3.5 min: the real XTTS v2 size
     "test_browser.py",  # ~2 min: JupyterLab in chromium
+    "test_browser_restart.py",  # chromium too
+    "test_browser_live.py",
+    "test_listen_browser.py",  # the Voila page in chromium
+    "test_voice_search.py",  # ~1.5 min: searches, a trained phase 1, the evaluation
+    "test_evaluation.py",  # whole evaluations on the tiny base
+    "test_lora.py",
     "test_training_runs.py",
     "test_report.py",
 )

@@ -62,6 +62,8 @@ def counts(evaluation: EvaluationScraps) -> str:
 def forest(comparisons: pd.DataFrame, base: str) -> go.Figure | None:
     """Each candidate's difference against ``base``, one panel per measure, with its interval;
     None when there is nothing to draw."""
+    if comparisons.empty:  # a withheld decision (stale evidence) compares nothing
+        return None
     rows = comparisons[comparisons["against"] == base]
     if rows.empty:
         return None
