@@ -416,10 +416,11 @@ def _selection_html(result: ExperimentResult) -> list[str]:
         how = chosen.get("select_by", "loss")
         cost = f"; the selection pass took {chosen['seconds']} s" if "seconds" in chosen else ""
         title = f"{stage.replace('phase', 'phase ')}: {len(kept)} kept, picked by {how}"
+        why = chosen.get("why", "the lowest validation Mel CE")
         parts += [
             f"<h3>{html.escape(title)}</h3>",
             _table_html(shown),
-            f"<p>{html.escape(chosen.get('why', 'the lowest validation Mel CE'))}{cost}</p>",
+            f"<p>{html.escape(why.rstrip('.'))}{cost}.</p>",
         ]
     if not parts:
         return []
