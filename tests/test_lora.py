@@ -7,12 +7,14 @@ continues a LoRA phase 1 or starts LoRA on a full one, and evaluation takes LoRA
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from voicebook import training
+from voicebook.coqui import user_load
 from voicebook.coqui.base import resolve_base
 from voicebook.dataprep.demo import write_demo_dataset
 
@@ -180,9 +182,11 @@ def test_merged_and_unmerged_adapters_give_the_same_outputs(lora1):
     assert (merged - plain).abs().max() > 1e-3  # the adapters did change the model
 
 
-def test_export_is_a_standard_xtts_model_that_coqui_loads_and_speaks_from(lora1, tmp_path):
+def test_export_is_a_standard_xtts_model_that_coqui_loads_strictly_where_moved_and_speaks_from(
+    lora1, tmp_path
+):
     from voicebook.coqui.models import load_xtts
-    from voicebook.evaluation.scoring import synthesize
+    from voicebook.evaluation.measures import synthesize
 
     _, _, result = lora1
     folder = training.export_phase(result, "best")
@@ -195,6 +199,11 @@ def test_export_is_a_standard_xtts_model_that_coqui_loads_and_speaks_from(lora1,
     assert torch.equal(model.state_dict()[key], exported[key])
     spoken = synthesize(model, ["Jó napot."], [folder / "reference.wav"], tmp_path)
     assert spoken["audio_s"].iloc[0] > 0
+    # moved elsewhere and loaded as a user loads it: coqui's Xtts with strict=True, and TTS.api
+    moved = Path(shutil.copytree(folder, tmp_path / "moved_export"))
+    for how in user_load.USER_LOADERS:
+        loaded = user_load.load_like_a_user(moved, how)
+        assert torch.equal(loaded.state_dict()[key], exported[key]), how
 
 
 def _start_mel(result) -> float:
