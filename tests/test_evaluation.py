@@ -229,6 +229,36 @@ def test_eval_losses_are_repeatable_and_tell_checkpoints_apart(base, dataset, tu
     assert other["mel_ce"] != pytest.approx(first["mel_ce"], abs=1e-4)
 
 
+@pytest.mark.slow  # coqui's eval loop, four times
+def test_one_loss_model_per_checkpoint_gives_every_pass_the_numbers_of_a_fresh_one(
+    base, dataset, tuned, tmp_path
+):
+    from voicebook.coqui.losses import CheckpointLosses
+
+    shared = CheckpointLosses(base, tuned, tmp_path)
+    one_clip = shared.means(dataset, batch_size=1)
+    assert shared.means(dataset) == ev.eval_losses(base, dataset, tuned, tmp_path)
+    assert one_clip == ev.eval_losses(base, dataset, tuned, tmp_path, batch_size=1)
+    assert one_clip["n_batches"] == 3
+
+
+@pytest.mark.slow  # four Xtts loads
+def test_checkpoints_read_into_one_xtts_make_the_models_of_fresh_loads(base, tuned):
+    from voicebook.coqui.models import XttsLoader, load_xtts
+
+    loader = XttsLoader(base)
+    model = loader.load(tuned)
+    assert loader.load(None) is model  # read into the model built first, not built again
+    for checkpoint in (None, tuned):
+        loaded, fresh = (
+            loader.load(checkpoint).state_dict(),
+            load_xtts(base, checkpoint).state_dict(),
+        )
+        assert loaded.keys() == fresh.keys()
+        assert all(torch.equal(loaded[k], fresh[k]) for k in fresh)
+    assert not model.training and not model.gpt.training
+
+
 @pytest.mark.slow  # synthesis
 def test_synthesis_is_capped_in_proportion_to_the_text(base, dataset, tmp_path):
     from voicebook.coqui.models import load_xtts

@@ -238,6 +238,20 @@ def test_phase2_continues_lora_adapters_trains_their_merge_or_adds_lora_to_full(
         training.run_phase(params("phase2", out, dataset, **SHORT, **LORA, lora_rank=4))
 
 
+def test_a_lora_checkpoint_read_into_one_xtts_is_its_fresh_load(lora1):
+    from voicebook.coqui.models import XttsLoader, load_xtts
+
+    _, _, r1 = lora1
+    base, best = resolve_base("tiny"), Path(r1.best_checkpoint)
+    loader = XttsLoader(base)
+    model = loader.load(None)
+    for checkpoint in (best, None):  # the adapters merged in, then the base's weights again
+        assert loader.load(checkpoint) is model
+        loaded, fresh = model.state_dict(), load_xtts(base, checkpoint).state_dict()
+        assert loaded.keys() == fresh.keys()
+        assert all(torch.equal(loaded[k], fresh[k]) for k in fresh)
+
+
 def test_evaluation_and_report_take_a_lora_checkpoint_as_a_candidate(lora1, dataset, tmp_path):
     import pandas as pd
 

@@ -57,6 +57,57 @@ def load_xtts(
     return model
 
 
+class XttsLoader:
+    """Checkpoints of one base loaded one after another into one Xtts, for a caller that uses
+    each model before it loads the next (the evaluation's candidates, a phase's kept models).
+
+    The first ``load`` is ``load_xtts``. A later one reads only the weights into the model it
+    returned, when they set every one of its tensors (``_sets_every_tensor``); otherwise it is
+    a fresh ``load_xtts`` again. Building an Xtts (GPT, HiFi-GAN, speaker encoder, initialised
+    at random and then overwritten) costs more than reading the weights, and a model whose
+    every tensor comes from the file is the same model whichever way it was made.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        self.base_dir, self.device = validate_base_dir(base_dir), device
+        self.model: Any = None
+
+    def load(self, checkpoint: str | os.PathLike | None = None):
+        """The model of ``checkpoint`` (None: the base's), merged as ``load_xtts`` merges a
+        LoRA checkpoint; the model a previous ``load`` returned is this same object."""
+        info = lora_info(checkpoint)
+        weights = checked_weights(info, checkpoint) if info else checkpoint
+        path = Path(weights or self.base_dir / "model.pth")
+        state = (
+            None if self.model is None else self.model.get_compatible_checkpoint_state_dict(path)
+        )
+        if state is None or not _sets_every_tensor(self.model, state):
+            self.model = load_xtts(self.base_dir, checkpoint, self.device)
+            return self.model
+        self.model.load_state_dict(state, strict=False)
+        self.model.mel_stats = torch.load(self.base_dir / "mel_stats.pth", weights_only=True)
+        if info:
+            apply_checkpoint(self.model, checkpoint, merge=True)
+        self.model.to(self.device)
+        self.model.eval()
+        return self.model
+
+
+def _sets_every_tensor(model: Any, state: dict[str, torch.Tensor]) -> bool:
+    """Whether loading ``state`` leaves no tensor of ``model`` as it was: each is named in
+    ``state`` (``mel_stats`` aside: the base's file sets it), and a tensor under two names (the
+    inference GPT shares its embeddings) gets the same values under both."""
+    named: dict[int, list[str]] = {}
+    for key, tensor in model.state_dict().items():
+        if key != "mel_stats":
+            named.setdefault(tensor.data_ptr(), []).append(key)
+    for keys in named.values():
+        given = [state[k] for k in keys if k in state]
+        if not given or any(not torch.equal(given[0], other) for other in given[1:]):
+            return False
+    return True
+
+
 def _xtts_from(base_dir: str | os.PathLike, weights: str | os.PathLike | None, *, eval: bool):
     """coqui's Xtts of a base with the full weights in ``weights`` (None: the base's)."""
     from TTS.tts.models.xtts import Xtts

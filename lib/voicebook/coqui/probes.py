@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from voicebook.coqui.losses import eval_batch_losses
+from voicebook.coqui.losses import CheckpointLosses
 from voicebook.coqui.models import dvae_mel, load_audio, load_dvae
 
 SAMPLING_KEYS = ("temperature", "repetition_penalty", "top_p", "top_k", "length_penalty")
@@ -42,28 +42,18 @@ def sampling_defaults() -> dict[str, float]:
 # --- per-clip teacher-forced losses --------------------------------------------------------
 
 
-@torch.no_grad()
 def clip_losses(
-    base_dir: str | os.PathLike,
-    dataset_dir: str | os.PathLike,
-    checkpoint: str | os.PathLike | None,
-    work_dir: str | os.PathLike,
-    *,
-    language: str = "hu",
-    seed: int = 1,
-    max_clips: int = 0,
-    device: str | torch.device = "cpu",
+    losses: CheckpointLosses, dataset_dir: str | os.PathLike, *, max_clips: int = 0
 ) -> list[dict[str, Any]]:
     """``[{audio_file, mel_ce, text_ce}]``, one per held-out clip (``max_clips`` > 0: the first
-    ones only), from coqui's ``GPTTrainer.eval_step`` on one-clip batches of the eval loader
-    (the evaluation's data path, cached codes included; Text CE as the trainer logs it, x0.01)."""
-    batches = eval_batch_losses(
-        base_dir, dataset_dir, checkpoint, work_dir, language=language, seed=seed,
-        batch_size=1, device=device,
-    )  # fmt: skip
+    ones only), from coqui's ``GPTTrainer.eval_step`` on one-clip batches of the eval loader of
+    the checkpoint's ``losses`` model (the evaluation's data path, cached codes included; Text
+    CE as the trainer logs it, x0.01)."""
     return [
         {"audio_file": audio_file, "mel_ce": mel_ce, "text_ce": text_ce}
-        for (audio_file,), mel_ce, text_ce in islice(batches, max_clips or None)
+        for (audio_file,), mel_ce, text_ce in islice(
+            losses.batches(dataset_dir, batch_size=1), max_clips or None
+        )
     ]
 
 

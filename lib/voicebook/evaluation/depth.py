@@ -83,15 +83,21 @@ def clip_table(
     work_dir: Path,
     config: Any,
     device: Any = "cpu",
+    *,
+    losses: Any = None,
 ) -> pd.DataFrame:
     """One candidate's per-clip Mel CE and Text CE (``probes.clip_losses``) with each clip's
     source (``audio_file`` relative to the dataset): what the per-source table and the
-    bootstrap over clips are made of."""
+    bootstrap over clips are made of. ``losses``: the checkpoint's ``CheckpointLosses`` when
+    the caller already built it (the evaluation shares one per checkpoint)."""
+    from voicebook.coqui.losses import CheckpointLosses
     from voicebook.coqui.probes import clip_losses
 
+    losses = losses or CheckpointLosses(
+        base_dir, checkpoint, work_dir, language=config.language, seed=config.seed, device=device
+    )
     max_clips = config.max_eval_batches * config.eval_batch_size  # the clips eval_losses sees
-    rows = clip_losses(base_dir, dataset_dir, checkpoint, work_dir, language=config.language,
-                       seed=config.seed, max_clips=max_clips, device=device)  # fmt: skip
+    rows = clip_losses(losses, dataset_dir, max_clips=max_clips)
     per_clip = pd.DataFrame(rows, columns=["audio_file", *LOSSES])
     per_clip["audio_file"] = [_relative(f, dataset_dir) for f in per_clip.audio_file]
     source = sources_of(dataset_dir)

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
-from voicebook.coqui.losses import eval_losses
+from voicebook.coqui.losses import CheckpointLosses, eval_losses
 from voicebook.coqui.probes import SAMPLING_KEYS
 from voicebook.core import stages
 from voicebook.core.device import resolve_device
@@ -616,12 +616,13 @@ def _evaluate_one(
     """One candidate's row: its checkpoint's losses, then its takes (``evaluation.takes``)
     measured by ``judge`` (a ``measures.scoring.TakeScorer``)."""
     from voicebook.coqui.latents import heldout_clips, heldout_mel_ce, load_voice, reference_voice
-    from voicebook.coqui.models import load_xtts
+    from voicebook.coqui.models import XttsLoader
 
     losses, per_source, general_ce = _checkpoint_losses(
         c, config, dataset, eval_dir, base_dir, depth, device
     )
-    model = load_xtts(base_dir, c.checkpoint, device)
+    # one Xtts for every candidate, each checkpoint's weights read into it in turn
+    model = depth.setdefault("xtts", XttsLoader(base_dir, device)).load(c.checkpoint)
     voice = load_voice(c.voice, c.voice_name) if c.voice else reference_voice(model, references)
     if "heldout_clips" not in depth:  # the same tokens and DVAE codes for every candidate
         depth["heldout_clips"] = heldout_clips(model, base_dir, dataset, eval_dir / "_trainer",
@@ -663,35 +664,33 @@ def _checkpoint_losses(
     """Mel CE / Text CE, per source, and general Text CE of ``c``'s checkpoint: computed once
     per checkpoint (a voice does not change them) and kept in ``depth``."""
     key = str(c.checkpoint or "")
-    if key not in depth["losses"]:
-        depth["losses"][key] = eval_losses(
-            base_dir,
-            dataset,
-            c.checkpoint,
-            eval_dir / "_trainer",
-            language=config.language,
-            seed=config.seed,
-            max_batches=config.max_eval_batches,
-            batch_size=config.eval_batch_size,
-            device=device,
+    if key not in depth["losses"]:  # one GPTTrainer for the three passes (CheckpointLosses)
+        shared = CheckpointLosses(base_dir, c.checkpoint, eval_dir / "_trainer",
+                                  language=config.language, seed=config.seed, device=device)  # fmt: skip
+        depth["losses"][key] = shared.means(
+            dataset, config.eval_batch_size, config.max_eval_batches
         )
         clips = eval_depth.clip_table(
-            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device
+            base_dir, dataset, c.checkpoint, eval_dir / "_trainer", config, device, losses=shared
         )
         depth["clips"][key], depth["per_source"][key] = clips, eval_depth.by_source(clips)
         depth["general_ce"][key] = general_text_ce(
-            c, config, depth["general"], eval_dir, base_dir, device
+            c, config, depth["general"], eval_dir, base_dir, device, losses=shared
         )
     return depth["losses"][key], depth["per_source"][key], depth["general_ce"][key]
 
 
 def general_text_ce(
-    c: Candidate, config: EvalConfig, general: Path | None, eval_dir: Path, base_dir: Path, device
-) -> float:
+    c: Candidate, config: EvalConfig, general: Path | None, eval_dir: Path, base_dir: Path, device,
+    *, losses: CheckpointLosses | None = None,
+) -> float:  # fmt: skip
     """The candidate's Text CE on the general test sentences (``splits.general_view``): against
-    the base's, how much of reading the fine-tune forgot. NaN without reference clips."""
+    the base's, how much of reading the fine-tune forgot. NaN without reference clips.
+    ``losses``: the checkpoint's ``CheckpointLosses`` when already built."""
     if general is None:
         return math.nan
+    if losses is not None:
+        return losses.means(general, config.eval_batch_size)["text_ce"]
     return eval_losses(
         base_dir, general, c.checkpoint, eval_dir / "_trainer", language=config.language,
         seed=config.seed, batch_size=config.eval_batch_size, device=device,

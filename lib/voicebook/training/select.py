@@ -142,7 +142,7 @@ def _scored_takes(result: PhaseResult, kept: pd.DataFrame, transcribe: Any) -> p
     measures (``voicebook.measures.scoring.TakeScorer``)."""
     from voicebook.coqui.base import resolve_base
     from voicebook.coqui.latents import reference_voice
-    from voicebook.coqui.models import load_xtts
+    from voicebook.coqui.models import XttsLoader
     from voicebook.core.device import resolve_device
     from voicebook.measures import takes as mt
     from voicebook.measures.quality import DistillMos
@@ -155,9 +155,9 @@ def _scored_takes(result: PhaseResult, kept: pd.DataFrame, transcribe: Any) -> p
     scorer = TakeScorer(SpeakerSimilarity(clips, device=device), transcribe,
                         DistillMos(device), speaker_rate(zip(clips, texts)))  # fmt: skip
     sentences, found = mt.sentence_table(texts), []
-    references = clips[:REFERENCES]
+    references, models = clips[:REFERENCES], XttsLoader(base, device)  # one Xtts, reloaded
     for name, row in zip(_names(kept), kept.itertuples(), strict=True):
-        model = load_xtts(base, row.checkpoint, device)
+        model = models.load(row.checkpoint)
         out = result.phase_dir / SELECT_DIR / str(row.step)
         spoken = mt.synthesize_takes(
             model, sentences, reference_voice(model, references), out,
