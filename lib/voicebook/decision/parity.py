@@ -4,7 +4,8 @@ The evaluation loads checkpoints through voicebook's own loader; a user loads th
 coqui alone (``voicebook.coqui.user_load``). For every evaluated candidate that has an export
 (a phase's ``export/`` holding the checkpoint it scored, with the voice it spoke in), a fresh
 process copies the export to another folder, loads the copy each way a user does (coqui's
-``Xtts`` with ``strict=True``, and ``TTS.api``), takes the voice as a user does (the reference
+``Xtts`` with ``strict=True``, and ``TTS.api``; once per export, which a phase's best and its
+searched voices share), takes the voice as a user does (the reference
 clips, or the searched voice's name in ``speakers_xtts.pth``) and speaks the first
 ``PARITY_SENTENCES`` test sentences with the evaluation's seed, sampling settings and token cap
 (``voicebook.measures.takes``, as the evaluation's first take). Each take must equal the evaluation's within
@@ -183,38 +184,54 @@ def describe(parity: dict[str, Any] | None) -> str | None:
 # --- the fresh process ------------------------------------------------------------------------
 
 
-def speak_job(job: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Copy the export elsewhere, load the copy each way a user does, speak the sentences."""
-    from voicebook.coqui.latents import reference_voice
-    from voicebook.coqui.user_load import USER_LOADERS, load_like_a_user, user_voice
+def speak_jobs(jobs: list[dict[str, Any]], work: Path) -> dict[str, dict[str, Any]]:
+    """Every job's takes, ``{candidate: {loader: {"wavs": [...]} or {"error": ...}}}``. Each
+    export is copied elsewhere once and loaded once each way a user does; the jobs on one export
+    (a phase's best and its searched voices) speak with that one load, every take seeded."""
+    from voicebook.coqui.user_load import USER_LOADERS, load_like_a_user
     from voicebook.core.device import resolve_device
+
+    spoken: dict[str, dict[str, Any]] = {job["candidate"]: {} for job in jobs}
+    exports = list(dict.fromkeys(job["export"] for job in jobs))
+    for number, export in enumerate(exports):
+        moved = Path(shutil.copytree(export, work / f"export{number}" / "moved"))
+        sharing = [job for job in jobs if job["export"] == export]
+        device = resolve_device(sharing[0]["device"])
+        for how in USER_LOADERS:
+            try:
+                model = load_like_a_user(moved, how, device)
+            except Exception as exc:  # noqa: BLE001 - a load that fails is the finding
+                model, error = None, {"error": f"{type(exc).__name__}: {exc}"}
+            for job in sharing:
+                out = work / job["candidate"] / how
+                spoken[job["candidate"]][how] = speak_job(model, job, out) if model else error
+    return spoken
+
+
+def speak_job(model: Any, job: dict[str, Any], out: Path) -> dict[str, Any]:
+    """One job's sentences spoken by ``model`` (an export as a user loaded it) in the voice a
+    user takes: the reference clips, or the searched voice's name in ``speakers_xtts.pth``."""
+    from voicebook.coqui.latents import reference_voice
+    from voicebook.coqui.user_load import user_voice
     from voicebook.measures.takes import Sampler, sentence_table, synthesize_takes
 
-    moved = Path(shutil.copytree(job["export"], work / job["candidate"] / "moved"))
-    device = resolve_device(job["device"])
-    spoken = {}
-    for how in USER_LOADERS:
-        try:
-            model = load_like_a_user(moved, how, device)
-            name = job["voice_name"]
-            voice = user_voice(model, name) if name else reference_voice(model, job["references"])
-            out = work / job["candidate"] / how
-            samples = synthesize_takes(
-                model, sentence_table(job["sentences"]), voice, out, takes=1, seed=job["seed"],
-                sampler=Sampler(**job["sampling"]), language=job["language"],
-                tokens_per_char=job["tokens_per_char"],
-            )  # fmt: skip
-            spoken[how] = {"wavs": samples["wav"].tolist()}
-        except Exception as exc:  # noqa: BLE001 - a load that fails is the finding
-            spoken[how] = {"error": f"{type(exc).__name__}: {exc}"}
-    return spoken
+    try:
+        name = job["voice_name"]
+        voice = user_voice(model, name) if name else reference_voice(model, job["references"])
+        samples = synthesize_takes(
+            model, sentence_table(job["sentences"]), voice, out, takes=1, seed=job["seed"],
+            sampler=Sampler(**job["sampling"]), language=job["language"],
+            tokens_per_char=job["tokens_per_char"],
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a voice or take that fails is the finding
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"wavs": samples["wav"].tolist()}
 
 
 def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
-    work = Path(spec["work"])
-    spoken = {job["candidate"]: speak_job(job, work) for job in spec["jobs"]}
-    (work / "spoken.json").write_text(json.dumps(spoken), encoding="utf-8")
+    spoken = speak_jobs(spec["jobs"], Path(spec["work"]))
+    (Path(spec["work"]) / "spoken.json").write_text(json.dumps(spoken), encoding="utf-8")
 
 
 if __name__ == "__main__":
