@@ -202,3 +202,24 @@ def test_another_base_or_setting_gets_its_own_codes(models, tmp_path):
 def test_cached_trainer_is_the_default_model(models):
     _, config = models[True]
     assert isinstance(gpt_trainer_model(config), CachedGPTTrainer)
+
+
+def test_usable_samples_keep_exactly_the_clips_coquis_dataset_keeps(dataset, tmp_path):
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+
+    from voicebook.coqui.config import gpt_trainer_module, usable_samples
+
+    config = make_config(dataset, tmp_path, batch_size=1)
+    _, evals = load_samples(config)
+    wav, rate = sf.read(evals[0]["audio_file"], dtype="float32")
+    sf.write(tmp_path / "short.wav", wav[: rate // 4], rate)  # under coqui's 0.5 s
+    sf.write(tmp_path / "other_rate.wav", wav[::2], rate // 2)  # coqui's loader resamples it
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    odd = [{**evals[0], "audio_file": str(tmp_path / n)}
+           for n in ("short.wav", "other_rate.wav", "broken.wav")]  # fmt: skip
+    samples = [*evals, *odd, {**evals[1], "text": "  "}]
+    tokenizer = VoiceBpeTokenizer(config.model_args.tokenizer_file)
+    coquis = gpt_trainer_module().XTTSDataset(config, list(samples), tokenizer, 22050, True)
+    kept = usable_samples(config, samples, 22050)
+    assert kept == coquis.samples
+    assert [s["audio_file"] for s in kept] == [*(s["audio_file"] for s in evals), odd[1]["audio_file"]]  # fmt: skip

@@ -245,10 +245,15 @@ def load_samples(config: Any) -> tuple[list[dict], list[dict]]:
 
 
 def usable_samples(config: Any, samples: list[dict], sample_rate: int) -> list[dict]:
-    """The samples coqui's XTTSDataset keeps (it silently skips too long/short/UNK clips)."""
+    """The samples coqui's XTTSDataset keeps (it silently skips too long/short/UNK clips).
+
+    Its own check (``check_eval_samples``, no random draw) on ``CachedXTTSDataset``, whose
+    ``load_item`` reads the clip once with soundfile: the same samples as coqui's loader, which
+    reads each clip twice and far slower; the same clips kept."""
     from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
 
-    XTTSDataset = gpt_trainer_module().XTTSDataset
+    from voicebook.coqui.cached import CachedXTTSDataset
+
     tokenizer = VoiceBpeTokenizer(config.model_args.tokenizer_file)
-    dataset = XTTSDataset(config, list(samples), tokenizer, sample_rate, is_eval=True)
+    dataset = CachedXTTSDataset(config, list(samples), tokenizer, sample_rate, True, codes={})
     return dataset.samples  # check_eval_samples dropped the ones training never sees
