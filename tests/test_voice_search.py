@@ -204,6 +204,27 @@ def test_batched_mel_ce_is_coquis_loss_for_each_candidate(frozen):
     assert all(0 < v < 10 for v in one_by_one)
 
 
+@pytest.mark.slow  # teacher-forced GPT latents and resemblyzer on real clips
+def test_the_searches_of_a_stage_make_each_splits_mean_voice_once(frozen):
+    from voicebook.speaker import SpeakerSimilarity
+    from voicebook.voice_search.speaker import speaker_data
+
+    model, clips, _ = frozen
+    split = {"train": clips.select([0, 1]), "eval": clips.select([2, 3])}
+    scorer, embedded = SpeakerSimilarity.without_reference(), []
+    embed = scorer.embed
+    scorer.embed = lambda paths: embedded.append(list(paths)) or embed(paths)
+    latent = coqui.clip_latents(model, split["train"].paths[:1])[0]
+    alone = speaker_data(model, coqui, latent, split, 0.5, scorer)
+    shared: dict = {}
+    first = speaker_data(model, coqui, latent, split, 0.5, scorer, shared)
+    again = speaker_data(model, coqui, latent * 1.1, split, 0.5, scorer, shared)
+    assert len(embedded) == 4  # two alone, two for the first shared search, none after
+    for key in ("train_voice", "eval_voice"):
+        assert torch.equal(first[key], alone[key]) and again[key] is first[key]
+    assert not torch.equal(again["train_windows"], first["train_windows"])  # made anew
+
+
 def test_gradient_reaches_the_latent_and_not_the_frozen_gpt(frozen):
     model, clips, _ = frozen
     latent, _ = coqui.clip_latents(model, clips.paths[:1])

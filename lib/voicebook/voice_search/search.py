@@ -367,6 +367,7 @@ class Setup:
     mix: tuple[torch.Tensor, torch.Tensor]  # the mix clips' latents and embeddings
     scorer: SpeakerSimilarity | None  # resemblyzer, when the speaker half runs
     prepared_at: float  # perf_counter when loading was done
+    mean_voices: dict = dataclasses.field(default_factory=dict)  # the splits' (speaker_data)
 
 
 @dataclass
@@ -389,10 +390,11 @@ def run_searches(
 ) -> list[SearchResult]:
     """The whole stage: one ``run_search`` per model of ``init_from``, in order. ``view(one)``
     makes each search's live view (``SearchView``); the last result is the stage's latest."""
-    results = []
+    results, mean_voices = [], {}  # the real recordings': the same for every search
     for one in params.searches():
         shown = view(one) if view else None
-        results.append(run_search(one, on_generation=shown.on_generation if shown else None))
+        on_generation = shown.on_generation if shown else None
+        results.append(run_search(one, on_generation=on_generation, mean_voices=mean_voices))
         if shown:
             shown.close(results[-1].curves)
     return results
@@ -404,9 +406,12 @@ def summary_table(results: list[SearchResult]) -> pd.DataFrame:
 
 
 def run_search(
-    params: SearchConfig, on_generation: Callable[[dict[str, Any]], None] | None = None
+    params: SearchConfig,
+    on_generation: Callable[[dict[str, Any]], None] | None = None,
+    mean_voices: dict | None = None,
 ) -> SearchResult:
-    """One search: load, search the halves, write the voice, publish it everywhere."""
+    """One search: load, search the halves, write the voice, publish it everywhere.
+    ``mean_voices``: the splits' mean voices another search of the stage made (``speaker_data``)."""
     if len(params.searches()) > 1:
         raise ValueError(f"init_from={params.init_from}: several models, use run_searches.")
     params = params.searches()[0]
@@ -422,6 +427,7 @@ def run_search(
         print(f"An earlier search of voice {params.name!r} moved to {moved}.")
     folder.mkdir(parents=True, exist_ok=True)
     setup = prepare(params, exp, folder)
+    setup.mean_voices = {} if mean_voices is None else mean_voices
     latent = latent_half(params, setup, _tagged(on_generation, "latent"))
     speaker = speaker_half(params, setup, latent.value, _tagged(on_generation, "speaker"))
     result = _write_results(params, folder, setup, latent, speaker, started)
@@ -496,7 +502,7 @@ def speaker_half(params: SearchConfig, setup: Setup, latent: torch.Tensor, on_ge
     start = setup.start[1]
     if not params.search_speaker:
         return Half(start)
-    data = speaker_data(setup.model, coqui, latent, setup.clips, params.speaker_window_s, setup.scorer)  # fmt: skip
+    data = speaker_data(setup.model, coqui, latent, setup.clips, params.speaker_window_s, setup.scorer, setup.mean_voices)  # fmt: skip
     rows = EmbeddingSpace.rows
     if params.method == "gradient":
         space = EmbeddingSpace(FullSpace(rows(start)))

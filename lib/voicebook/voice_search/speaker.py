@@ -163,18 +163,22 @@ class EmbeddingSpace:
         return self.space.latents(x).reshape(len(x), -1, 1)
 
 
-def speaker_data(model: Any, coqui: Any, latent: torch.Tensor, clips: dict, window_s: float, scorer: SpeakerSimilarity) -> dict[str, Any]:  # fmt: skip
+def speaker_data(model: Any, coqui: Any, latent: torch.Tensor, clips: dict, window_s: float, scorer: SpeakerSimilarity, mean_voices: dict | None = None) -> dict[str, Any]:  # fmt: skip
     """What a speaker objective scores with: the middle windows of the training and validation
     clips' teacher-forced GPT latents (given the kept ``latent``) and each split's mean
-    resemblyzer voice (its real recordings, ``scorer``)."""
+    resemblyzer voice (its real recordings, ``scorer``). ``mean_voices``: those already
+    made, by their clips (the searches of one stage share them: the recordings do not change
+    with the model searched); new ones are added to it."""
     frames = round(window_s * coqui.decoder_frames_per_second(model))
-    data = {}
+    data, voices = {}, {} if mean_voices is None else mean_voices
     for split in ("train", "eval"):
         batch = clips[split]
         data[f"{split}_windows"] = middle_windows(
             coqui.teacher_forced_latents(model.gpt, latent, batch), frames
         )
-        embeds = scorer.embed(batch.paths)
-        mean = embeds.mean(axis=0)
-        data[f"{split}_voice"] = torch.from_numpy(mean / np.linalg.norm(mean))
+        key = tuple(str(p) for p in batch.paths)
+        if key not in voices:
+            mean = scorer.embed(batch.paths).mean(axis=0)
+            voices[key] = torch.from_numpy(mean / np.linalg.norm(mean))
+        data[f"{split}_voice"] = voices[key]
     return data
