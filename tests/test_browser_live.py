@@ -19,8 +19,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(browser_available() is not None, reason=str(browser_available())),
 ]
+# keep_best 1: one kept model, so no selection pass (its own tests: test_training_runs)
 FIRST = {"experiment": '"live"', "lr": "1e-3", "max_steps": "6", "eval_every": "3",
-         "batch_size": "2", "epochs": "10"}  # fmt: skip
+         "batch_size": "2", "epochs": "10", "keep_best": "1"}  # fmt: skip
 SECOND = {**FIRST, "lr": "5e-4", "max_steps": "4", "eval_every": "2"}
 
 

@@ -43,6 +43,7 @@ def run(tmp_path_factory):
     args += ["--dataset-dir", str(dataset), "--max-steps", str(STEPS), "--epochs", "1"]
     args += ["--batch-size", str(BATCH), "--eval-every", "1000", "--save-every", "1000"]
     args += ["--keep-checkpoints", str(KEEP), "--device", "cpu", "--lr", str(LR)]
+    args += ["--keep-best", "1"]  # one kept model: no selection pass (the tiny base tests it)
     phase1 = fullsize.run_measured("module", "voicebook.training", args, LIB, watch=phase)
     assert phase1.returncode == 0, phase1.output[-4000:]
     after_phase1 = fullsize.folder_bytes(phase)
@@ -69,7 +70,8 @@ from voicebook import training
 values = {args!r}
 pairs = dict(zip(values[0::2], values[1::2]))
 params = training.params_for("phase1", **{{k[2:].replace("-", "_"): v for k, v in pairs.items()}})
-for name in ("max_steps", "epochs", "batch_size", "eval_every", "save_every", "keep_checkpoints"):
+for name in ("max_steps", "epochs", "batch_size", "eval_every", "save_every", "keep_checkpoints",
+             "keep_best"):
     setattr(params, name, int(getattr(params, name)))
 params.lr = float(params.lr)
 result = training.run_phase(params)  # finished with these parameters: returned, not trained

@@ -278,7 +278,9 @@ def test_least_bad_is_the_best_on_the_evidence_not_the_fallback():
 
 # --- the flows of the issue: plain papermill anywhere, and papermill after voicebook run --------
 
-CHEAP = ["-p", "max_steps", "2", "-p", "epochs", "1", "-p", "eval_every", "2"]
+# keep_best 1: one kept model, so no selection pass (its own tests: test_training_runs)
+CHEAP = ["-p", "max_steps", "2", "-p", "epochs", "1", "-p", "eval_every", "2",
+         "-p", "keep_best", "1"]  # fmt: skip
 CHEAP_EVAL = ["-p", "max_eval_batches", "1", "-p", "n_reference_clips", "1",
               "-p", "codebook_clips_per_source", "2", "-p", "hidden_reference_sentences", "0",
               "-p", "takes", "1", "-y", 'stress_sentences: ["Na és?"]',
@@ -435,7 +437,9 @@ def test_voicebook_run_then_plain_papermill_with_the_same_parameters_reuses_the_
     export = json.loads((phase2 / "export" / "export.json").read_text())
     assert export["searched_voices"] == ["twin"]
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("lr: 1e-6\nmax_steps: 2\nepochs: 1\neval_every: 2\n")  # "1e-6": text
+    recipe.write_text(
+        "lr: 1e-6\nmax_steps: 2\nepochs: 1\neval_every: 2\nkeep_best: 1\n"
+    )  # "1e-6": text
     cmd = [sys.executable, "-m", "papermill", "02_phase2.ipynb", str(tmp_path / "p2.ipynb"),
            "-k", "voicebook", "-p", "experiment", "v2", "-f", str(recipe)]  # fmt: skip
     done = subprocess.run(cmd, check=False, cwd=NOTEBOOKS_DIR, env=env, capture_output=True,

@@ -227,7 +227,8 @@ def test_without_an_address_the_sweep_starts_its_own_ray_whatever_a_session_file
 
 # --- real sweeps on the tiny base -------------------------------------------------------------
 
-CHEAP = ["-p", "epochs", "20", "-p", "eval_every", "2"]  # max_steps caps the run
+# max_steps caps the run; keep_best 1: one kept model, no selection pass (test_training_runs)
+CHEAP = ["-p", "epochs", "20", "-p", "eval_every", "2", "-p", "keep_best", "1"]
 
 
 def _sweep(name, out, *args, ray_tmp=None):
