@@ -8,10 +8,11 @@
 demo: setup
 	.venv/bin/voicebook run --experiment demo -f params/demo.yaml
 
-# Everything (CI: .ci/run): unit tests, the slow ones, every notebook with nbmake.
+# Everything (CI: .ci/run): unit tests, the slow ones, every notebook with nbmake (at the demo's
+# parameters, params/demo.yaml: conftest.py).
 test: setup
 	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \
-		-n 3 --no-loadscope-reorder  # three workers: see tests/conftest.py
+		-n 3 --no-loadscope-reorder  # three workers: see conftest.py
 
 # The inner loop: unit tests only (no training, notebooks, browser, Ray or full size).
 test-fast: setup
@@ -41,7 +42,8 @@ listen: setup
 		$(if $(RATERS),--raters $(RATERS))
 
 lint: setup
-	.venv/bin/ruff check lib tests benchmarks scripts && .venv/bin/ruff format --check lib tests benchmarks scripts
+	.venv/bin/ruff check conftest.py lib tests benchmarks scripts \
+		&& .venv/bin/ruff format --check conftest.py lib tests benchmarks scripts
 
 bench: setup
 	for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done

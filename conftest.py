@@ -16,12 +16,18 @@ Each test file is one group, so a module's fixtures (a trained phase, the full-s
 built once, on one worker; the stage notebooks are one group because nbmake runs them as one
 pipeline, in order, in one outputs folder. The groups that take minutes go first, so that the
 workers end together (figures: ``--durations`` of a serial run).
+
+nbmake runs each stage notebook with the demo's parameters (``params/demo.yaml``, what ``make
+demo`` runs), written into its parameters cell as papermill writes them: the same code paths as
+the stages' defaults at a size two cores run in minutes. ``VOICEBOOK_NBMAKE_DEFAULTS=1`` runs the
+notebooks as they are, at the stages' defaults (``docs/testing.md``).
 """
 
 import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +42,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+DEMO_PARAMS = Path(__file__).resolve().parent / "params" / "demo.yaml"
 LONGEST_FIRST = (
     "test_sweep.py",  # ~5 min: two Ray sweeps
     "test_stages.py",  # ~4.5 min: papermill flows
@@ -61,6 +68,32 @@ def _group(nodeid: str) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))  # stable
+    notebooks = [item for item in items if getattr(item, "nbmake", False)]
+    if notebooks and os.environ.get("VOICEBOOK_NBMAKE_DEFAULTS") != "1":
+        _with_demo_parameters(notebooks)
+
+
+def _with_demo_parameters(notebooks: list[pytest.Item]) -> None:
+    """Point each nbmake item at a copy of its notebook whose parameters are the demo's."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    from voicebook import runner
+    from voicebook.core.parameters import declared_parameters
+
+    stems = {Path(item.filename).stem: item for item in notebooks}
+    stages = [s for s in runner.STAGES if s in stems]
+    per_stage = runner.split_params(
+        runner.load_params_file(DEMO_PARAMS), stages, declared_parameters
+    )
+    folder = Path(tempfile.mkdtemp(prefix="voicebook-nbmake-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for stem, params in per_stage.items():
+        if params:
+            nb = parameterize_notebook(load_notebook_node(stems[stem].filename), params)
+            nbformat.write(nb, folder / f"{stem}.ipynb")
+            stems[stem].filename = str(folder / f"{stem}.ipynb")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
