@@ -1,21 +1,21 @@
 """Test-wide set-up.
 
 Two lanes: ``make test-fast`` is ``-m "not slow"`` (unit tests only, two workers), ``make test``
-everything (three workers, the notebooks too). A test that trains, runs a notebook, a kernel or
+everything (four workers, the notebooks too). A test that trains, runs a notebook, a kernel or
 a whole stage, recognises speech, drives the browser, starts Ray or loads the full-size model is
 marked ``@pytest.mark.slow`` (``docs/testing.md``).
 
 Every test writes experiments to a temporary outputs folder, never to a person's ``outputs/``
 (notebook kernels started by nbmake inherit this environment).
 
-``make test`` runs three pytest-xdist workers (``-n 3 --no-loadscope-reorder``) with one torch
+``make test`` runs four pytest-xdist workers (``-n 4 --no-loadscope-reorder``) with one torch
 thread each: two threads per worker made phase 1 ten times slower (OpenMP threads spin). On 2
-cores, two workers left a quarter of the CPU idle (kernel starts, Ray's scheduling, the
-browser); a third fills it.
+cores, fewer workers left the CPU idle while kernels start, Ray schedules and the browser
+waits (``benchmarks/README.md``, "Test workers").
 Each test file is one group, so a module's fixtures (a trained phase, the full-size model) are
 built once, on one worker; the stage notebooks are one group because nbmake runs them as one
-pipeline, in order, in one outputs folder. The groups that take minutes go first, so that the
-workers end together (figures: ``--durations`` of a serial run).
+pipeline, in order, in one outputs folder. The groups that take minutes go first, longest first
+(``--durations`` of ``make test``), so that the workers end together.
 
 nbmake runs each stage notebook with the demo's parameters (``params/demo.yaml``, what ``make
 demo`` runs), written into its parameters cell as papermill writes them: the same code paths as
@@ -44,18 +44,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 DEMO_PARAMS = Path(__file__).resolve().parent / "params" / "demo.yaml"
 LONGEST_FIRST = (
-    "test_sweep.py",  # ~5 min: two Ray sweeps
-    "test_stages.py",  # ~4.5 min: papermill flows
-    "notebooks",  # ~4 min: every stage notebook with its defaults
-    "test_fullsize.py",  # ~3.5 min: the real XTTS v2 size
-    "test_browser.py",  # ~2 min: JupyterLab in chromium
-    "test_browser_restart.py",  # chromium too
-    "test_browser_live.py",
-    "test_listen_browser.py",  # the Voila page in chromium
-    "test_voice_search.py",  # ~1.5 min: searches, a trained phase 1, the evaluation
+    "test_stages.py",  # papermill flows and two runners on one experiment
+    "test_fullsize.py",  # the real XTTS v2 size
+    "notebooks",  # every stage notebook, in pipeline order
+    "test_sweep.py",  # Ray sweeps
+    "test_training_runs.py",  # phases that train
+    "test_browser.py",  # JupyterLab in chromium
     "test_evaluation.py",  # whole evaluations on the tiny base
+    "test_voice_search.py",  # searches, a trained phase 1, the evaluation
+    "test_parity.py",
     "test_lora.py",
-    "test_training_runs.py",
+    "test_browser_live.py",
+    "test_listen_load.py",
+    "test_browser_restart.py",
+    "test_listen_browser.py",  # the Voila page in chromium
+    "test_dataprep.py",
     "test_report.py",
 )
 

@@ -249,7 +249,8 @@ def test_phase2_notebook_card_usage_records_the_lr_used(phase1, dataset, tmp_pat
 
     p1, _, r1 = phase1
     out = tmp_path / "02_phase2.ipynb"
-    cheap = {"max_steps": 3, "eval_every": 2, "batch_size": 2, "epochs": 2}
+    # keep_best 1: one kept model, no selection pass (the evidence pick's own test is below)
+    cheap = {"max_steps": 3, "eval_every": 2, "batch_size": 2, "epochs": 2, "keep_best": 1}
     papermill.execute_notebook(
         str(NOTEBOOKS_DIR / "02_phase2.ipynb"),
         str(out),
