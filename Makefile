@@ -12,7 +12,7 @@ demo: setup
 # parameters, params/demo.yaml: conftest.py).
 test: setup
 	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \
-		-n 4 --no-loadscope-reorder  # four workers: see conftest.py
+		-n 3 --no-loadscope-reorder  # three workers: see conftest.py
 
 # The inner loop: unit tests only (no training, notebooks, browser, Ray or full size).
 test-fast: setup

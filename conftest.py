@@ -1,17 +1,17 @@
 """Test-wide set-up.
 
 Two lanes: ``make test-fast`` is ``-m "not slow"`` (unit tests only, two workers), ``make test``
-everything (four workers, the notebooks too). A test that trains, runs a notebook, a kernel or
+everything (three workers, the notebooks too). A test that trains, runs a notebook, a kernel or
 a whole stage, recognises speech, drives the browser, starts Ray or loads the full-size model is
 marked ``@pytest.mark.slow`` (``docs/testing.md``).
 
 Every test writes experiments to a temporary outputs folder, never to a person's ``outputs/``
 (notebook kernels started by nbmake inherit this environment).
 
-``make test`` runs four pytest-xdist workers (``-n 4 --no-loadscope-reorder``) with one torch
+``make test`` runs three pytest-xdist workers (``-n 3 --no-loadscope-reorder``) with one torch
 thread each: two threads per worker made phase 1 ten times slower (OpenMP threads spin). On 2
-cores, fewer workers left the CPU idle while kernels start, Ray schedules and the browser
-waits (``benchmarks/README.md``, "Test workers").
+cores, two workers left the CPU idle while kernels start, Ray schedules and the browser waits;
+a fourth took as long as three (``benchmarks/README.md``, "Test workers").
 Each test file is one group, so a module's fixtures (a trained phase, the full-size model) are
 built once, on one worker; the stage notebooks are one group because nbmake runs them as one
 pipeline, in order, in one outputs folder. The groups that take minutes go first, longest first
