@@ -101,42 +101,19 @@ class Recognizer:
 
 
 def decode_16k(path: str | Path) -> np.ndarray:
-    """An audio file as Whisper's input: mono float32 at 16 kHz, the samples faster-whisper's
-    ``decode_audio`` makes (PyAV to 16-bit mono, frames grouped as it groups them) without its
-    ``gc.collect()`` per file, which walks every object of a process that holds torch models
-    (the evaluation transcribes every take). The resampler's reference cycles are left to
-    Python's own collector."""
+    """An audio file as Whisper's input: mono float32 at 16 kHz, exactly as faster-whisper's
+    ``decode_audio`` makes it (its own frame helpers), without its ``gc.collect()`` per file,
+    which walks every object of a process that holds torch models (the evaluation transcribes
+    every take). The resampler's reference cycles are left to Python's own collector."""
     import av
+    from faster_whisper.audio import _group_frames, _ignore_invalid_frames, _resample_frames
 
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    chunks = []
     with av.open(str(path), mode="r", metadata_errors="ignore") as container:
-        for group in _frame_groups(container.decode(audio=0)):
-            chunks += [frame.to_ndarray() for frame in resampler.resample(group)]
-    chunks += [frame.to_ndarray() for frame in resampler.resample(None)]  # the flush
+        frames = _group_frames(_ignore_invalid_frames(container.decode(audio=0)), 500_000)
+        chunks = [frame.to_ndarray() for frame in _resample_frames(frames, resampler)]
     pcm = np.concatenate(chunks, axis=None) if chunks else np.zeros(0, np.int16)
     return pcm.astype(np.float32) / 32768.0
-
-
-def _frame_groups(frames, group_samples: int = 500_000):
-    """The decoded frames in groups of at least ``group_samples`` (the last one shorter), as
-    faster-whisper feeds its resampler; frames PyAV cannot decode are skipped, as there."""
-    import av
-
-    fifo, frames = av.AudioFifo(), iter(frames)
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            break
-        except av.error.InvalidDataError:
-            continue
-        frame.pts = None  # no timestamp check, as faster-whisper
-        fifo.write(frame)
-        if fifo.samples >= group_samples:
-            yield fifo.read()
-    if fifo.samples > 0:
-        yield fifo.read()
 
 
 _LOADED: dict[tuple[str, str, str, int], object] = {}

@@ -196,7 +196,7 @@ def gpt_trainer_config(
 
 
 # Where a phase's parameters would go, a config that trains nothing holds these: it reads the
-# dataset as the trainer does (``clip_samples``) or scores a checkpoint (``eval_batch_losses``).
+# dataset as the trainer does (``clip_samples``) or scores a checkpoint (``losses.CheckpointLosses``).
 NOT_TRAINING = {"lr": 0.0, "epochs": 0, "eval_every": None, "save_every": 0, "keep_checkpoints": 0,
                 "run_name": "not-training", "num_loader_workers": 0, "precision": "fp32"}  # fmt: skip
 

@@ -91,25 +91,6 @@ class CheckpointLosses:
                 "n_batches": len(mel)}  # fmt: skip
 
 
-def eval_batch_losses(
-    base_dir: Path,
-    dataset_dir: Path,
-    checkpoint: Path | None,
-    work_dir: Path,
-    *,
-    language: str = "hu",
-    seed: int = 1,
-    batch_size: int = 3,
-    device: str | torch.device = "cpu",
-) -> Iterator[tuple[list[str], float, float]]:
-    """``(clip files, Mel CE, Text CE)`` of each eval batch of one checkpoint (None = the base),
-    in order, on a GPTTrainer built for this call (``CheckpointLosses``)."""
-    losses = CheckpointLosses(
-        base_dir, checkpoint, work_dir, language=language, seed=seed, device=device
-    )
-    return losses.batches(dataset_dir, batch_size)
-
-
 def eval_losses(
     base_dir: Path,
     dataset_dir: Path,

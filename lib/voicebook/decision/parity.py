@@ -204,7 +204,9 @@ def speak_jobs(jobs: list[dict[str, Any]], work: Path) -> dict[str, dict[str, An
                 model, error = None, {"error": f"{type(exc).__name__}: {exc}"}
             for job in sharing:
                 out = work / job["candidate"] / how
-                spoken[job["candidate"]][how] = speak_job(model, job, out) if model else error
+                spoken[job["candidate"]][how] = (
+                    error if model is None else speak_job(model, job, out)
+                )
     return spoken
 
 
