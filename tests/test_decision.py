@@ -592,3 +592,37 @@ def test_a_row_scored_on_a_replaced_phase_run_takes_nothing_from_the_new_run(tmp
                            "mel_ce": 6.7}])  # fmt: skip
     row = finetune_table(table, {"phase1": "phase 1 re-ran"}).iloc[0]
     assert (row["candidate"], row["minutes"], row["stale"]) == ("phase1", 2.0, "phase 1 re-ran")
+
+
+def test_an_export_parity_verdict_is_reused_while_what_it_rests_on_is_unchanged(
+    tmp_path, monkeypatch
+):
+    """A decision re-run reuses a verdict whose export, takes, job and versions are unchanged;
+    a changed export, or a verdict that failed, is checked again (in a fresh process)."""
+    from voicebook.decision import parity
+
+    export, take = tmp_path / "phase1" / "export", tmp_path / "eval" / "s01.wav"
+    export.mkdir(parents=True), take.parent.mkdir()
+    (export / "model.pth").write_bytes(b"weights"), take.write_bytes(b"take one")
+    job = {"candidate": "phase1", "export": str(export), "takes": [str(take)], "references": []}
+    monkeypatch.setattr(parity, "parity_jobs", lambda experiment, evaluation: [job])
+    checked, status = [], {"phase1": "identical"}
+
+    def check_jobs(jobs):
+        checked.append([j["candidate"] for j in jobs])
+        return {
+            j["candidate"]: {"status": status[j["candidate"]], "run": len(checked)} for j in jobs
+        }
+
+    monkeypatch.setattr(parity, "check_jobs", check_jobs)
+    first = parity.check_exports(tmp_path, evaluation={})
+    assert parity.check_exports(tmp_path, evaluation={}) == first == {
+        "phase1": {"status": "identical", "run": 1}}  # fmt: skip
+    assert checked == [["phase1"], []]
+    (export / "model.pth").write_bytes(b"other weights")  # a new export: checked again
+    assert parity.check_exports(tmp_path, evaluation={})["phase1"]["run"] == 3
+    status["phase1"] = "failed"
+    (export / "model.pth").write_bytes(b"weights again")
+    parity.check_exports(tmp_path, evaluation={}), parity.check_exports(tmp_path, evaluation={})
+    assert checked[-2:] == [["phase1"], ["phase1"]]  # a failed check is never reused
+    assert len(json.loads((tmp_path / parity.VERDICTS_FILE).read_text())) == 1  # current only

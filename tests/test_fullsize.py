@@ -169,9 +169,10 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
 
     The bar is asserted when this test runs alone (``pytest tests/test_fullsize.py -k
     does_not_block``: a quiet step here varies by up to 0.4 s); under ``make test``'s three
-    workers on two cores a step varies by seconds, and the figures are only printed. Always
-    asserted: the write went past the page cache (what slowed the step by 1.4 s), the update
-    after a best never waited, and the files hold the last best."""
+    workers on two cores a step varies by seconds, so there the steps alternate once (each
+    full-size step costs seconds of CPU) and the figures are only printed. Always asserted: the
+    writes went past the page cache (what slowed the step by 1.4 s), the update after a best
+    never waited, and the files hold the last best."""
     import statistics
     import time
 
@@ -211,12 +212,14 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
         )
         return time.perf_counter() - start
 
+    alone = not os.environ.get("PYTEST_XDIST_WORKER")
+    rounds = (1, 2, 3) if alone else (1,)
     best(0)
     step()  # warm-up: AdamW's state, the best's host buffers
     saves.writer.wait()
     times: dict[str, list[float]] = {"without": [], "with": []}
     copies, waited = [], saves.blocked_seconds
-    for n in (1, 2, 3):
+    for n in rounds:
         times["without"].append(step())
         copies.append(best(n))
         times["with"].append(copies[-1] + step())
@@ -231,13 +234,13 @@ def test_a_best_model_write_does_not_block_the_step(tmp_path):
         f"waited {waited:.2f} s, the writer used {saves.writer.cpu_seconds / 4:.2f} s of CPU "
         f"per write"
     )
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
+    if alone:
         assert with_write - without <= 0.3
     probe = DirectFile(tmp_path / "probe.bin")  # where this file system allows direct I/O
     probe.close()
-    assert saves.written_direct == (4 if probe.direct else 0)
+    assert saves.written_direct == (1 + len(rounds) if probe.direct else 0)
     assert waited < 0.05  # a copy frees the weights at once
     assert sorted(p.name for p in tmp_path.glob("best_model*.pth")) == [
         "best_model.pth",
-        "best_model_3.pth",
+        f"best_model_{rounds[-1]}.pth",
     ]

@@ -369,6 +369,10 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
     _papermill("04_decision_matrix", elsewhere / "d2.ipynb", *where)
     second, page = _decision(outputs, "card")
     assert second["winner"] == "" and second["winner_checkpoint"] is None
+    # export parity: phase 1's export is of another checkpoint than the one scored, so nothing
+    # to compare; phase 2's export and takes are unchanged, so its verdict is reused, not re-run
+    assert set(first["export_parity"]) == {"phase1", "phase2"}
+    assert second["export_parity"] == {"phase2": first["export_parity"]["phase2"]}
     assert second["rerun"] == ["02_phase2", "03_evaluation"] == second["lineage"]["rerun"]
     assert "phase 1 re-ran at" in " ".join(second["stale"]) and "with lr=0.0007" in page
     stale = {c["candidate"]: c["stale"] for c in second["candidates"]}
@@ -398,37 +402,19 @@ def test_plain_papermill_flow_reaches_the_report_and_a_rerun_replaces_it(tmp_pat
 
 
 @pytest.mark.slow
-def test_papermill_rerun_after_voicebook_run_is_not_shadowed(tmp_path):
-    outputs = tmp_path / "outputs"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    run = [sys.executable, "-m", "voicebook.cli", "run", "--experiment", "mixed",
-           "--outputs-dir", str(outputs), "--stages", "data", "phase1", "decision", *CHEAP]  # fmt: skip
-    subprocess.run(run, check=True, capture_output=True, env=env, cwd=REPO_ROOT)
-    before, _ = _decision(outputs, "mixed")
-    assert any(r["stage"] == "01_phase1" for r in before["provenance"])
-    where = ["-p", "experiment", "mixed", "-p", "outputs_dir", str(outputs)]
-    _papermill("01_phase1", tmp_path / "p1.ipynb", *where, *CHEAP, "-p", "lr", "7e-4")
-    _papermill("04_decision_matrix", tmp_path / "d.ipynb", *where)
-    after, page = _decision(outputs, "mixed")
-    phase1 = next(r for r in after["provenance"] if r["stage"] == "01_phase1")
-    assert "lr=0.0007" in phase1["parameters"] and "lr=0.0007" in page
-    # the runner's executed notebook of phase 1 is older and is not what the report read
-    stale = scraps.read_scraps(outputs / "mixed" / "notebooks" / "01_phase1.ipynb")
-    assert stale["params"]["lr"] != 7e-4
-
-
-@pytest.mark.slow
 def test_voicebook_run_then_plain_papermill_with_the_same_parameters_reuses_the_phase(tmp_path):
     """Two runners on one experiment (issue 36): the runner gives outputs_dir as a folder, a user
     runs papermill from notebooks/ with $VOICEBOOK_OUTPUTS and a YAML file that spells the lr as
-    text. The finished phase 2 is reused: nothing archived, the searched voice stays exported."""
+    text. The finished phase 2 is reused: nothing archived, the searched voice stays exported.
+    Then papermill re-runs phase 1 with another lr: the report reads that run, not the runner's
+    older executed notebook (one experiment for both flows: one data prep and phase 1 fewer)."""
     outputs = tmp_path / "outputs"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOICEBOOK_OUTPUTS": str(outputs)}
     search = ["-p", "voice_search.init_from", "phase2", "-p", "generations", "1", "-p",
               "speaker_generations", "1", "-p", "population", "2", "-p", "minibatch", "2", "-p",
               "speaker_minibatch", "1", "-p", "voice_name", "twin"]  # fmt: skip
     run = [sys.executable, "-m", "voicebook.cli", "run", "--experiment", "v2", "--outputs-dir",
-           str(outputs), "--stages", "data", "phase1", "phase2", "voice_search", *CHEAP,
+           str(outputs), "--stages", "data", "phase1", "phase2", "voice_search", "decision", *CHEAP,
            "-p", "phase2.lr", "1e-6", *search]  # fmt: skip
     subprocess.run(run, check=True, capture_output=True, env=env, cwd=REPO_ROOT)
     phase2 = outputs / "v2" / "phase2"
@@ -452,6 +438,21 @@ def test_voicebook_run_then_plain_papermill_with_the_same_parameters_reuses_the_
     assert again["run_dir"] == status["run_dir"] and again["params"]["outputs_dir"] == str(outputs)
     export = json.loads((phase2 / "export" / "export.json").read_text())
     assert export["searched_voices"] == ["twin"]
+    _papermill_rerun_after_voicebook_run_is_not_shadowed(outputs, "v2", tmp_path)
+
+
+def _papermill_rerun_after_voicebook_run_is_not_shadowed(outputs, experiment, tmp_path):
+    before, _ = _decision(outputs, experiment)
+    assert any(r["stage"] == "01_phase1" for r in before["provenance"])
+    where = ["-p", "experiment", experiment, "-p", "outputs_dir", str(outputs)]
+    _papermill("01_phase1", tmp_path / "p1.ipynb", *where, *CHEAP, "-p", "lr", "7e-4")
+    _papermill("04_decision_matrix", tmp_path / "d.ipynb", *where)
+    after, page = _decision(outputs, experiment)
+    phase1 = next(r for r in after["provenance"] if r["stage"] == "01_phase1")
+    assert "lr=0.0007" in phase1["parameters"] and "lr=0.0007" in page
+    # the runner's executed notebook of phase 1 is older and is not what the report read
+    stale = scraps.read_scraps(outputs / experiment / "notebooks" / "01_phase1.ipynb")
+    assert stale["params"]["lr"] != 7e-4
 
 
 def test_a_training_stage_rerun_after_the_evaluation_is_named_in_missing():

@@ -83,7 +83,7 @@ DECISION = Stage(
     "04_decision_matrix",
     "decision",
     ("recommendation",),
-    ("report.html", "decision.json"),
+    ("report.html", "decision.json", "export_parity.json"),
 )
 
 STAGES: tuple[Stage, ...] = (DATA_PREP, PHASE1, PHASE2, VOICE_SEARCH, EVALUATION, DECISION)

@@ -70,7 +70,7 @@ WRITES = {
     "02_phase2": "`phase2/` — same as phase 1, with `parent` (the checkpoint it continued from) in `status.json`",
     "02b_voice_search": "`voice_search/voices/<voice_name>/` per voice — `speakers_xtts.pth` (`{voice_name: {gpt_cond_latent (1, 32, d), speaker_embedding (1, 512, 1)}}`, XTTS's own layout), `reference_voice.pth` (the starting voice, same layout), `curves.csv`, `search.json` (summary, params, state); a search of the same voice with other parameters moves its files to `voices/<voice_name>/history/<n>/`; `voice_search/` holds a copy of the latest search's files",
     "03_evaluation": "`eval/<candidate>/*.wav`, `eval/eval_table.csv`, `eval/samples.csv` (wav paths relative to `eval/`; with `hidden_reference_sentences` > 0 it also lists the real held-out clips as candidate `reference`, copied to `eval/reference/`), `ratings.csv` (appended, never rewritten), `eval/takes.csv` (every take, measured: the `eval_takes` scrap; first takes are `sNN.wav`, later ones `sNN_tK.wav`)",
-    "04_decision_matrix": "`report.html`, `decision.json` (the previous ones kept as `*.prev.*`)",
+    "04_decision_matrix": "`report.html`, `decision.json` (the previous ones kept as `*.prev.*`), `export_parity.json` (the export parity verdicts by what they rest on: reused while that is unchanged)",
 }
 # fmt: on
 

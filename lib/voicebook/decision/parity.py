@@ -10,29 +10,40 @@ clips, or the searched voice's name in ``speakers_xtts.pth``) and speaks the fir
 ``PARITY_SENTENCES`` test sentences with the evaluation's seed, sampling settings and token cap
 (``voicebook.measures.takes``, as the evaluation's first take). Each take must equal the evaluation's within
 ``TOLERANCE`` (the largest absolute sample difference). A candidate whose export differs, or
-does not load, is never recommended (``voicebook.decision.matrix``).
+does not load, is never recommended (``voicebook.decision.matrix``). A candidate is checked on
+the checkpoint the evaluation scored: when its phase has re-run since, its export is of another
+checkpoint, so there is nothing to compare (the report says the evidence is stale).
+
+Verdicts are kept in ``<experiment>/export_parity.json`` by what they rest on (the export's and
+the takes' content, the job, the coqui-tts and torch versions): a decision re-run with nothing
+changed reuses them instead of loading every export again. A failed check is always re-run.
 
 ``python -m voicebook.decision.parity <jobs.json>`` is the fresh process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from voicebook.core.stages import DECISION
+
 PARITY_SENTENCES = 2
 TOLERANCE = 1e-4  # largest absolute sample difference (audio in [-1, 1]) that counts as equal
 IDENTICAL = "identical"
 SAMPLES_FILE = "eval/samples.csv"  # the evaluation's takes (wav paths relative to eval/)
+VERDICTS_FILE = DECISION.files[2]  # export_parity.json: verdicts by what they rest on
 
 
 def export_of(experiment_path: Path, checkpoint: str | None, voice_name: str | None) -> Path | None:
@@ -58,15 +69,24 @@ def export_of(experiment_path: Path, checkpoint: str | None, voice_name: str | N
 
 def evaluation_of(experiment_path: Path) -> dict[str, Any]:
     """What the parity check needs of the evaluation's latest run: its parameters
-    (``run_params``), settings (sampling, seed, reference clips, token cap) and table."""
-    from voicebook.core.scraps import read_experiment, run_params
+    (``run_params``), settings (sampling, seed, reference clips, token cap), table and the
+    checkpoint it scored of each candidate (``scored``, from the run's inputs)."""
+    from voicebook.core.scraps import read_experiment, read_records, run_params
     from voicebook.core.stages import EVALUATION
 
     scraps = read_experiment(experiment_path).get(EVALUATION.stem)
+    record = read_records(experiment_path).get(EVALUATION.stem) or {}
+    inputs = record.get("inputs") or {}
+    scored = {
+        name.removeprefix("candidate "): read["path"]
+        for name, read in inputs.items()
+        if name.startswith("candidate ") and read and read.get("path")
+    }
     return {
         "run_params": run_params(experiment_path, EVALUATION.stem),
         "settings": (scraps.eval_settings if scraps else None) or {},
         "table": scraps.eval_table if scraps else None,
+        "scored": scored,
     }
 
 
@@ -84,11 +104,13 @@ def parity_jobs(experiment_path: Path, evaluation: dict[str, Any]) -> list[dict[
     takes = pd.read_csv(samples)
     config = EvalConfig(**{k: v for k, v in params.items() if k in EvalConfig.__dataclass_fields__})
     candidates, _ = resolve_candidates(config.candidates, exp)
-    scored = exp / "eval" / VIEW_DIR if (exp / "eval" / VIEW_DIR).is_dir() else exp / "dataset"
-    references = [str((scored / r).resolve()) for r in settings.get("reference_clips", [])]
+    clips = exp / "eval" / VIEW_DIR if (exp / "eval" / VIEW_DIR).is_dir() else exp / "dataset"
+    references = [str((clips / r).resolve()) for r in settings.get("reference_clips", [])]
     jobs = []
+    scored = evaluation.get("scored") or {}
     for c in candidates:
-        export = export_of(exp, str(c.checkpoint) if c.checkpoint else None, c.voice_name)
+        checkpoint = scored.get(c.name) or (str(c.checkpoint) if c.checkpoint else None)
+        export = export_of(exp, checkpoint, c.voice_name)
         mine = takes[(takes["candidate"] == c.name) & takes["sentence_id"].str.startswith("s")]
         mine = mine[mine["take"] == 1] if "take" in mine else mine  # take 1: the first seed
         mine = mine.head(PARITY_SENTENCES)
@@ -111,9 +133,34 @@ def check_exports(
 ) -> dict[str, dict]:
     """Export parity of every evaluated candidate with an export (``parity_jobs``), from one
     fresh process: ``{candidate: {"status": "identical" | "differs" | "failed", ...}}``.
-    ``evaluation``: ``evaluation_of(experiment_path)`` unless given."""
+    ``evaluation``: ``evaluation_of(experiment_path)`` unless given. A verdict whose job rests
+    on what it rested on before is reused from ``VERDICTS_FILE``."""
+    from voicebook.core.fileio import write_json_atomic
+
     evaluation = evaluation if evaluation is not None else evaluation_of(experiment_path)
-    return check_jobs(parity_jobs(Path(experiment_path), evaluation))
+    jobs = parity_jobs(Path(experiment_path), evaluation)
+    path = Path(experiment_path) / VERDICTS_FILE
+    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    keys = {job["candidate"]: rests_on(job) for job in jobs}
+    reusable = {k: v for k, v in known.items() if v["status"] != "failed"}
+    verdicts = {c: reusable[k] for c, k in keys.items() if k in reusable}
+    verdicts |= check_jobs([job for job in jobs if job["candidate"] not in verdicts])
+    if jobs:
+        write_json_atomic(path, {keys[c]: v for c, v in verdicts.items()})
+    return {job["candidate"]: verdicts[job["candidate"]] for job in jobs}
+
+
+def rests_on(job: dict[str, Any]) -> str:
+    """A digest of everything a job's verdict rests on: the job, the content of its export,
+    takes and reference clips, and the versions of the code that loads and speaks."""
+    from importlib.metadata import version
+
+    from voicebook.core.runs import content_digest
+
+    files = [job["export"], *job["takes"], *job["references"]]
+    basis = {"job": job, "files": [content_digest(f) for f in files],
+             "versions": [version("coqui-tts"), version("torch")]}  # fmt: skip
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 
 def check_jobs(jobs: list[dict[str, Any]]) -> dict[str, dict]:
@@ -158,6 +205,7 @@ def compare(job: dict[str, Any], spoken: dict[str, Any]) -> dict[str, Any]:
         worst = max(worst, loaders[how])
     return {
         "status": IDENTICAL if worst <= TOLERANCE else "differs",
+        "checked": datetime.now().isoformat(timespec="seconds"),
         "max_difference": worst,
         "tolerance": TOLERANCE,
         "loaders": loaders,

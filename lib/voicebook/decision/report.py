@@ -37,7 +37,7 @@ from voicebook.decision import parity, sureness
 from voicebook.decision.confidence import Paired
 from voicebook.evaluation.listening import results as lr
 
-REPORT_NAME, DECISION_NAME = contract.DECISION.files  # the names are the contract's
+REPORT_NAME, DECISION_NAME = contract.DECISION.files[:2]  # the names are the contract's
 CARD_LINK = "dataset/card.html"  # data prep's full card, relative to the report
 
 
