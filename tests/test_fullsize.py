@@ -84,7 +84,8 @@ from pathlib import Path
 from voicebook.evaluation import scoring as evaluation
 config = evaluation.EvalConfig(experiment="full", outputs_dir={out!r}, candidates=["phase1"],
     test_sentences=["Jó napot."], n_reference_clips=1, max_eval_batches=1, eval_batch_size=2,
-    hidden_reference_sentences=0, device="cpu", takes=1, stress_set=False, mos=False)
+    hidden_reference_sentences=0, device="cpu", takes=1, stress_set=False, mos=False,
+    asr_model="")  # CER and MOS do not depend on the model's size: their own tests cover them
 result = evaluation.evaluate(config, Path({out!r}) / "full", Path({base!r}))
 print(result.table.to_json(orient="records"))
 """

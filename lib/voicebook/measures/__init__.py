@@ -22,28 +22,8 @@ The entry points, in the order a judge uses them:
    worse on none).
 4. ``paired.failure_rates(takes, FLAGS)``: failures per 100 takes with Wilson intervals
    (``stats.wilson_interval``).
+
+Import the modules themselves (``from voicebook.measures import paired``): the package imports
+none of them, so that a reader of results (the decision, the report) does not load torch and
+coqui, which only ``takes`` needs.
 """
-
-from voicebook.measures.failures import FLAGS, failure_flags
-from voicebook.measures.paired import Comparison, beats, compare, comparisons, failure_rates
-from voicebook.measures.stats import BETTER, SAME, WORSE, paired_bootstrap, verdict, wilson_interval
-from voicebook.measures.takes import Sampler, sentence_table, synthesize_takes
-
-__all__ = [
-    "BETTER",
-    "FLAGS",
-    "SAME",
-    "WORSE",
-    "Comparison",
-    "Sampler",
-    "beats",
-    "compare",
-    "comparisons",
-    "failure_flags",
-    "failure_rates",
-    "paired_bootstrap",
-    "sentence_table",
-    "synthesize_takes",
-    "verdict",
-    "wilson_interval",
-]
