@@ -44,6 +44,9 @@ TOLERANCE = 1e-4  # largest absolute sample difference (audio in [-1, 1]) that c
 IDENTICAL = "identical"
 SAMPLES_FILE = "eval/samples.csv"  # the evaluation's takes (wav paths relative to eval/)
 VERDICTS_FILE = DECISION.files[2]  # export_parity.json: verdicts by what they rest on
+# voicebook's code that loads and speaks an export (a change to it re-checks every export)
+SPEAKING_CODE = ("voicebook.decision.parity", "voicebook.coqui.user_load",
+                 "voicebook.coqui.latents", "voicebook.measures.takes")  # fmt: skip
 
 
 def export_of(experiment_path: Path, checkpoint: str | None, voice_name: str | None) -> Path | None:
@@ -152,12 +155,15 @@ def check_exports(
 
 def rests_on(job: dict[str, Any]) -> str:
     """A digest of everything a job's verdict rests on: the job, the content of its export,
-    takes and reference clips, and the versions of the code that loads and speaks."""
+    takes and reference clips, and the code that loads and speaks (coqui-tts and torch by
+    version, voicebook's ``SPEAKING_CODE`` by content)."""
     from importlib.metadata import version
+    from importlib.util import find_spec
 
     from voicebook.core.runs import content_digest
 
     files = [job["export"], *job["takes"], *job["references"]]
+    files += [find_spec(module).origin for module in SPEAKING_CODE]
     basis = {"job": job, "files": [content_digest(f) for f in files],
              "versions": [version("coqui-tts"), version("torch")]}  # fmt: skip
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
