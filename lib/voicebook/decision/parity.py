@@ -30,13 +30,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from voicebook.core.runs import now
 from voicebook.core.stages import DECISION
 
 PARITY_SENTENCES = 2
@@ -211,7 +211,7 @@ def compare(job: dict[str, Any], spoken: dict[str, Any]) -> dict[str, Any]:
         worst = max(worst, loaders[how])
     return {
         "status": IDENTICAL if worst <= TOLERANCE else "differs",
-        "checked": datetime.now().isoformat(timespec="seconds"),
+        "checked": now(),
         "max_difference": worst,
         "tolerance": TOLERANCE,
         "loaders": loaders,

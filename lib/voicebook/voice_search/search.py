@@ -427,7 +427,8 @@ def run_search(
         print(f"An earlier search of voice {params.name!r} moved to {moved}.")
     folder.mkdir(parents=True, exist_ok=True)
     setup = prepare(params, exp, folder)
-    setup.mean_voices = {} if mean_voices is None else mean_voices
+    if mean_voices is not None:  # else its own (Setup's default)
+        setup.mean_voices = mean_voices
     latent = latent_half(params, setup, _tagged(on_generation, "latent"))
     speaker = speaker_half(params, setup, latent.value, _tagged(on_generation, "speaker"))
     result = _write_results(params, folder, setup, latent, speaker, started)
