@@ -1,7 +1,8 @@
 """Sweeps on Ray Tune: the grid as Tune's param_space, trial names, data prep once, following
 curves.csv, the report's savings; and real sweeps on the tiny base: a 4-trial ASHA sweep on a
 fresh local Ray (a stale session file names a dead cluster) that stops a bad lr early, and a
-sweep through --address on a 2-node cluster on this machine whose failed trial re-runs alone."""
+sweep through --address on a 2-node cluster on this machine, through the decision, whose failed
+trial re-runs alone."""
 
 import json
 import os
@@ -286,48 +287,13 @@ def test_asha_stops_a_bad_lr_early_on_a_fresh_local_ray_despite_a_stale_session(
 
 
 @pytest.mark.slow
-def test_a_two_trial_sweep_through_the_decision_is_fresh_and_each_row_says_its_decision(
-    tmp_path, ray_tmp
-):
-    """Issue 36: the trials rest on the shared data prep's run (their datasets link to it), so
-    none is stale; each row says what its own decision recommends; a changed dataset is stale."""
-    from voicebook.decision.report import analyse_experiment
-
-    out = tmp_path / "outputs"
-    out.mkdir()
-    done, _ = _sweep("s1", out, "--stages", "data", "phase1", "decision", "-p", "max_steps", "4",
-                     "-p", "phase1.lr", "1e-3", "5e-4", "--scheduler", "none",
-                     ray_tmp=ray_tmp)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    folder = out / "s1"
-    table = report.sweep_table(folder)
-    assert list(table["status"]) == ["done", "done"], table.to_string()
-    for row in table.to_dict("records"):
-        exp = folder / row["trial"]
-        result = analyse_experiment(exp)
-        assert not result.lineage.stale and not result.decision.stale, result.lineage.stale
-        assert row["ships"] == result.decision.winner_label and "stale" not in row["ships"]
-        assert row["ready"] == result.decision.ready
-        inputs = json.loads((exp / "results" / "01_phase1.json").read_text())["inputs"]
-        assert inputs["dataset"]["experiment"] == str(folder / spec.SHARED)
-        assert json.loads((exp / "decision.json").read_text())["winner"] == result.decision.winner
-    winner, why = report.favoured(table)
-    page = (folder / report.REPORT_NAME).read_text()
-    ready = bool(table.set_index("trial").loc[winner, "ready"])
-    assert ('<div class="box">' in page) == ready and ("would ship" in why) == ready
-    # the shared dataset changes after the phases read it: the trials rest on it, so are stale
-    meta = folder / spec.SHARED / "dataset" / "metadata_train.csv"
-    meta.write_text("\n".join(meta.read_text().splitlines()[:-1]) + "\n")
-    stale = analyse_experiment(folder / winner)
-    assert "changed since phase 1 read it" in stale.lineage.stale["01_phase1"][0]
-    assert stale.decision.stale and stale.decision.winner == ""
-
-
-@pytest.mark.slow
 def test_a_sweep_through_address_on_a_two_node_cluster_reruns_only_its_failed_trial(tmp_path):
     """A 2-node Ray cluster on this machine (1 CPU each). Trial 2 names a base-model folder not
     there yet: it fails, the other finishes; once it exists the same command re-runs only it.
-    The trials run the code Ray shipped (runtime_env), not this checkout."""
+    The trials run the code Ray shipped (runtime_env), not this checkout. Then, through the
+    decision (issue 36): the trials rest on the shared data prep's run (their datasets link to
+    it), so none is stale; each row says what its own decision recommends; a changed dataset is
+    stale."""
     from ray.cluster_utils import Cluster
 
     out, later_base = tmp_path / "outputs", tmp_path / "tiny_copy"
@@ -339,7 +305,7 @@ def test_a_sweep_through_address_on_a_two_node_cluster_reruns_only_its_failed_tr
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        args = ["--trials", str(trials), "--stages", "data", "phase1", "--address",
+        args = ["--trials", str(trials), "--stages", "data", "phase1", "decision", "--address",
                 cluster.address, "--scheduler", "none", "-p", "max_steps", "4"]  # fmt: skip
         first, _ = _sweep("cl", out, *args)
         assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
@@ -363,6 +329,31 @@ def test_a_sweep_through_address_on_a_two_node_cluster_reruns_only_its_failed_tr
         assert (folder / table.loc[1, "trial"] / "notebooks" / "history").is_dir()
     finally:
         cluster.shutdown()
+    _each_row_says_its_own_decision_and_a_changed_dataset_is_stale(folder, table)
+
+
+def _each_row_says_its_own_decision_and_a_changed_dataset_is_stale(folder, table) -> None:
+    from voicebook.decision.report import analyse_experiment
+
+    for row in table.to_dict("records"):
+        exp = folder / row["trial"]
+        result = analyse_experiment(exp)
+        assert not result.lineage.stale and not result.decision.stale, result.lineage.stale
+        assert row["ships"] == result.decision.winner_label and "stale" not in row["ships"]
+        assert row["ready"] == result.decision.ready
+        inputs = json.loads((exp / "results" / "01_phase1.json").read_text())["inputs"]
+        assert inputs["dataset"]["experiment"] == str(folder / spec.SHARED)
+        assert json.loads((exp / "decision.json").read_text())["winner"] == result.decision.winner
+    winner, why = report.favoured(table)
+    page = (folder / report.REPORT_NAME).read_text()
+    ready = bool(table.set_index("trial").loc[winner, "ready"])
+    assert ('<div class="box">' in page) == ready and ("would ship" in why) == ready
+    # the shared dataset changes after the phases read it: the trials rest on it, so are stale
+    meta = folder / spec.SHARED / "dataset" / "metadata_train.csv"
+    meta.write_text("\n".join(meta.read_text().splitlines()[:-1]) + "\n")
+    stale = analyse_experiment(folder / winner)
+    assert "changed since phase 1 read it" in stale.lineage.stale["01_phase1"][0]
+    assert stale.decision.stale and stale.decision.winner == ""
 
 
 PHASE = """
