@@ -8,8 +8,8 @@
 demo: setup
 	.venv/bin/voicebook run --experiment demo -f params/demo.yaml
 
-# Everything (CI: .ci/run): unit tests, the slow ones, every notebook with nbmake (at the demo's
-# parameters, params/demo.yaml: conftest.py).
+# Everything (CI: .ci/run): unit tests, the slow ones, every notebook with nbmake (the demo's
+# parameters at smaller sizes: conftest.py).
 test: setup
 	.venv/bin/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -p no:cacheprovider \
 		-n 3 --no-loadscope-reorder  # three workers: see conftest.py

@@ -18,8 +18,9 @@ pipeline, in order, in one outputs folder. The groups that take minutes go first
 (``--durations`` of ``make test``), so that the workers end together.
 
 nbmake runs each stage notebook with the demo's parameters (``params/demo.yaml``, what ``make
-demo`` runs), written into its parameters cell as papermill writes them: the same code paths as
-the stages' defaults at a size two cores run in minutes. ``VOICEBOOK_NBMAKE_DEFAULTS=1`` runs the
+demo`` runs) at smaller sizes (``NBMAKE_SIZES``: fewer steps and generations), written into its
+parameters cell as papermill writes them: the same code paths as the stages' defaults at a size
+two cores run in minutes. ``VOICEBOOK_NBMAKE_DEFAULTS=1`` runs the
 notebooks as they are, at the stages' defaults (``docs/testing.md``).
 """
 
@@ -43,6 +44,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 DEMO_PARAMS = Path(__file__).resolve().parent / "params" / "demo.yaml"
+# nbmake's sizes over the demo's: fewer steps and generations, every option the demo sets kept
+# (two kept models and the pick between them, the search on the base and on phase 2, the
+# evaluation as the demo runs it), so every cell runs the demo's code paths at half the cost.
+NBMAKE_SIZES = {
+    "01_phase1": {"epochs": 1, "eval_every": 15},  # evals at 15 and 30: two kept models
+    "02_phase2": {"max_steps": 8, "eval_every": 4},
+    "02b_voice_search": {"generations": 3, "speaker_generations": 1},
+}
 LONGEST_FIRST = (
     "test_stages.py",  # papermill flows and two runners on one experiment
     "test_fullsize.py",  # the real XTTS v2 size
@@ -77,7 +86,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _with_demo_parameters(notebooks: list[pytest.Item]) -> None:
-    """Point each nbmake item at a copy of its notebook whose parameters are the demo's."""
+    """Point each nbmake item at a copy of its notebook whose parameters are the demo's, at
+    ``NBMAKE_SIZES``."""
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -93,6 +103,7 @@ def _with_demo_parameters(notebooks: list[pytest.Item]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="voicebook-nbmake-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     for stem, params in per_stage.items():
+        params = {**params, **NBMAKE_SIZES.get(stem, {})}
         if params:
             nb = parameterize_notebook(load_notebook_node(stems[stem].filename), params)
             nbformat.write(nb, folder / f"{stem}.ipynb")
