@@ -20,8 +20,8 @@ pipeline, in order, in one outputs folder. The groups that take minutes go first
 nbmake runs each stage notebook with the demo's parameters (``params/demo.yaml``, what ``make
 demo`` runs) at smaller sizes (``NBMAKE_SIZES``: fewer steps and generations), written into its
 parameters cell as papermill writes them: the same code paths as the stages' defaults at a size
-two cores run in minutes. ``VOICEBOOK_NBMAKE_DEFAULTS=1`` runs the
-notebooks as they are, at the stages' defaults (``docs/testing.md``).
+two cores run in minutes. ``VOICEBOOK_NBMAKE_DEFAULTS=1`` runs the notebooks as they are, at the
+stages' defaults (``docs/testing.md``).
 """
 
 import atexit

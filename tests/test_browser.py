@@ -22,7 +22,9 @@ from jupyter_browser import (
     jupyter_lab,
     prepare_experiment,
 )
+from test_evaluation import DEMO_TOKEN_CAP
 
+from voicebook.coqui.limits import AUDIO_TOKENS_PER_CHAR
 from voicebook.evaluation.listening import session as ls
 
 pytestmark = [
@@ -134,13 +136,15 @@ def test_listening_in_a_real_browser_is_blind_saves_every_click_and_survives_a_r
 
 def _cheap_takes(notebook: Path) -> None:
     """One take of one test sentence (with the short one and the hidden reference: three
-    sentences) at the demo's token cap, no stress set, no Distill-MOS: this test is about the panel, and the measures'
-    defaults made 03's Run All outlast its wait on two cores (their own tests cover them)."""
+    sentences) at the demo's token cap, no stress set, no Distill-MOS: this test is about the
+    panel, and the measures' defaults made 03's Run All outlast its wait on two cores (their own
+    tests cover them)."""
     text = notebook.read_text()
     one = 'test_sentences = [\\"Szerintem ma este mindenki nyerhet egy kicsit.\\"]'
     for default, cheap in (("takes = 3", "takes = 1"), ("stress_set = True", "stress_set = False"),
                            ("mos = True", "mos = False"), ("test_sentences = []", one),
-                           ("audio_tokens_per_char = 2.5", "audio_tokens_per_char = 0.75")):  # fmt: skip
+                           (f"audio_tokens_per_char = {AUDIO_TOKENS_PER_CHAR}",
+                            f"audio_tokens_per_char = {DEMO_TOKEN_CAP}")):  # fmt: skip
         assert default in text, default
         text = text.replace(default, cheap, 1)
     notebook.write_text(text)

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from voicebook.coqui.base import resolve_base
-from voicebook.core.paths import DEMO_DATA_DIR
+from voicebook.core.paths import DEMO_DATA_DIR, REPO_ROOT
 from voicebook.evaluation import codebook as cb
 from voicebook.evaluation import depth as ed
 from voicebook.evaluation import measures as em
@@ -25,6 +25,7 @@ from voicebook.evaluation import takes as eval_takes
 from voicebook.evaluation.listening import session as ls
 from voicebook.measures import takes
 from voicebook.measures.text import character_error_rate
+from voicebook.runner import load_params_file
 from voicebook.voices import references as vr
 
 
@@ -67,8 +68,11 @@ def tuned(base, tmp_path_factory):
     return path
 
 
-# the demo's token cap: the tiny base never stops, so its takes run to the cap (as at the default)
-CAP = 0.75
+# The demo's token cap (params/demo.yaml), for tests whose subject is not the cap: the tiny base
+# never stops, so its takes run to the cap as they do at the default, only sooner.
+DEMO_TOKEN_CAP = float(
+    load_params_file(REPO_ROOT / "params" / "demo.yaml")["evaluation"]["audio_tokens_per_char"]
+)
 
 
 def experiment_with(tmp_path, dataset=None, phase1=None):
@@ -355,7 +359,7 @@ def test_whole_stage_writes_wavs_table_and_samples_for_every_candidate(
         takes=2,
         stress_sentences=["Tényleg?"],
         mos=False,
-        audio_tokens_per_char=CAP,
+        audio_tokens_per_char=DEMO_TOKEN_CAP,
     )
     heard = []
 
@@ -428,7 +432,7 @@ def _paired_stage(tmp_path, base, dataset, other, **settings):
     config = ev.EvalConfig(
         candidates=["base", {"label": "other", "checkpoint": str(other)}],
         test_sentences=["Jó napot!", "Szép idő van ma, ugye?"], n_reference_clips=1,
-        hidden_reference_sentences=0, audio_tokens_per_char=CAP, **settings,
+        hidden_reference_sentences=0, audio_tokens_per_char=DEMO_TOKEN_CAP, **settings,
     )  # fmt: skip
     return ev.evaluate(config, exp, base, transcribe=lambda wav: "jó napot")
 

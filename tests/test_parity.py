@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from test_evaluation import base, tuned  # noqa: F401 - the fixtures: the tiny base, a tuned GPT
+from test_evaluation import DEMO_TOKEN_CAP, base, tuned  # noqa: F401 - the fixtures: the tiny base, a tuned GPT
 
 from voicebook.core.paths import DEMO_DATA_DIR
 from voicebook.decision import parity
@@ -21,7 +21,6 @@ from voicebook.decision.matrix import CandidateEvidence, decide
 pytestmark = pytest.mark.slow  # a fresh process loads every export twice
 SENTENCES = ["Jó estét kívánok, kezdjük is!", "Igen, pontosan."]
 SAMPLING = {"temperature": 0.65, "repetition_penalty": 10.0, "top_p": 0.85, "top_k": 50}
-TOKENS_PER_CHAR = 0.75  # the demo's cap: the tiny base never stops, so its takes run to the cap
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def evaluated(base_dir, checkpoint, references, out, voice=None) -> list[str]:
     model = load_xtts(base_dir, checkpoint)
     voice = voice or reference_voice(model, references)
     takes = synthesize(model, SENTENCES, [], out, language="hu", seed=1, voice=voice,
-                       sampling=SAMPLING, tokens_per_char=TOKENS_PER_CHAR)  # fmt: skip
+                       sampling=SAMPLING, tokens_per_char=DEMO_TOKEN_CAP)  # fmt: skip
     return takes["wav"].tolist()
 
 
@@ -53,7 +52,7 @@ def job(name: str, export: Path, takes: list[str], references, voice_name=None) 
     return {
         "candidate": name, "export": str(export), "voice_name": voice_name,
         "references": [str(r) for r in references], "sentences": SENTENCES, "takes": takes,
-        "language": "hu", "seed": 1, "sampling": SAMPLING, "tokens_per_char": TOKENS_PER_CHAR,
+        "language": "hu", "seed": 1, "sampling": SAMPLING, "tokens_per_char": DEMO_TOKEN_CAP,
         "device": "cpu",
     }  # fmt: skip
 

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import papermill
 import pytest
+from test_evaluation import DEMO_TOKEN_CAP
 
 from voicebook import dataprep, training
 from voicebook.core import config, scraps, stages
@@ -281,11 +282,11 @@ def test_least_bad_is_the_best_on_the_evidence_not_the_fallback():
 # keep_best 1: one kept model, so no selection pass (its own tests: test_training_runs)
 CHEAP = ["-p", "max_steps", "2", "-p", "epochs", "1", "-p", "eval_every", "2",
          "-p", "keep_best", "1"]  # fmt: skip
-# the demo's token cap: the tiny base never stops, so its takes run to the cap
 CHEAP_EVAL = ["-p", "max_eval_batches", "1", "-p", "n_reference_clips", "1",
               "-p", "codebook_clips_per_source", "2", "-p", "hidden_reference_sentences", "0",
               "-p", "takes", "1", "-y", 'stress_sentences: ["Na és?"]',
-              "-y", 'test_sentences: ["Jó napot."]', "-p", "audio_tokens_per_char", "0.75"]  # fmt: skip
+              "-y", 'test_sentences: ["Jó napot."]', "-p", "audio_tokens_per_char",
+              str(DEMO_TOKEN_CAP)]  # fmt: skip
 
 
 def _papermill(stem: str, out, *args: str) -> None:

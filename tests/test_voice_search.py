@@ -16,6 +16,7 @@ from typing import ClassVar
 import pytest
 import soundfile as sf
 import torch
+from test_evaluation import DEMO_TOKEN_CAP
 
 from voicebook.coqui import latents as coqui
 from voicebook.coqui.base import BASE_FILES
@@ -434,7 +435,7 @@ def test_evaluation_takes_every_voice_on_its_checkpoint_and_scores_the_test_spli
     chosen = ["base", "phase1", "base-cmaes", "base-gradient", "phase1-xnes"]
     config = ev.EvalConfig(candidates=chosen, test_sentences=["Jó napot!"], max_eval_batches=1,
                            asr_model="", hidden_reference_sentences=0, takes=1,
-                           stress_set=False, mos=False, audio_tokens_per_char=0.75)  # fmt: skip
+                           stress_set=False, mos=False, audio_tokens_per_char=DEMO_TOKEN_CAP)  # fmt: skip
     evaluation = ev.evaluate(config, experiment, base)
     table = evaluation.table.set_index("candidate")
     assert set(table["split"]) == {"test"}
